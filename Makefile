@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make run    set up .venv from pyproject.toml, then run ./cluster.py on data/images
+#   make test   set up .venv with the test extras (and the system packages the tests use), run pytest
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test setup setup-test system-test-deps bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test system-test-deps
+
+# Debian packages the test suite drives for real (see scripts/system-test-deps.sh).
+system-test-deps:
+	@bash scripts/system-test-deps.sh
+
+run: setup
+	$(PY) cluster.py $(ARGS)
+
+test: setup-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data/output data/.mhc-cache.sqlite*

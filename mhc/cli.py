@@ -1,0 +1,220 @@
+"""The ``mhc`` command: a thin layer over :func:`mhc.run` (typer + rich)."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .algorithms import DESCRIPTIONS, PRESETS
+from .cache import HashCache
+from .errors import MhcError
+from .pipeline import Options, RunResult, run
+
+EPILOG = """
+[bold]Examples[/bold]
+
+  mhc                                         data/images -> data/output, default algorithms
+  mhc -i ~/Pictures -o /tmp/clusters -a phash_16 -a dhash_8
+  mhc -a phash_8 --thresholds 0:12:2          thresholds 0, 2, ..., 12 bits
+  mhc -a phash_16 --thresholds 0%:20%:2%      the same as percentages of the 256 bits
+  mhc --preset image-clustering               image-clustering's 14 algorithms
+  mhc --dry-run                               compute and print, write nothing
+  mhc cache info                              what the hash cache holds
+
+[bold]Output[/bold]: OUT/<algo>_<size>/thr_NNN_unclustered_U/RANK_SIZE/<stem>_<hash><ext> -> original;
+every file appears once per threshold folder; open the folders in an image viewer.
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="mhc (MediaHashCluster): group duplicate and near-duplicate images by perceptual hashing.\n\n"
+    "Hashes every image under --input once per algorithm (cached), then for each threshold in a sweep "
+    "links files whose hashes differ by at most that many bits and writes the groups as folders of "
+    "symlinks, largest first. Your files are only ever read.",
+    epilog=EPILOG,
+)
+cache_app = typer.Typer(help="Inspect or clear the hash cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+err = Console(stderr=True)
+out = Console()
+
+ALGO_HELP = (
+    "Algorithm as NAME_SIZE, repeatable (default: phash_8 ahash_8 dhash_8 whash_8 phash_16). Names: "
+    + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+    + "; avhash = ahash."
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mhc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def main_command(
+    ctx: typer.Context,
+    input: Path = typer.Option(Path("data/images"), "-i", "--input", help="Folder of media to scan (recursively; never modified)."),
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="Output folder (made by mhc; replaced on each run)."),
+    algo: Optional[list[str]] = typer.Option(None, "-a", "--algo", help=ALGO_HELP, metavar="NAME_SIZE"),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"A named algorithm set: {', '.join(PRESETS)}."),
+    thresholds: Optional[str] = typer.Option(
+        None, "-t", "--thresholds", metavar="START:STOP:STEP",
+        help="Hamming distances to sweep, in bits (0:19:1) or percent of the hash bits (0%:30%:2%); STOP is "
+        "included. Default per hash size as image-clustering: 8->0:19:1, 12->0:58:2, 16->0:108:3, 20->0:195:5."),
+    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes (0 = all cores)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: .mhc-cache.sqlite beside the output folder)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the hash cache."),
+    exact: bool = typer.Option(False, "--exact", help="Decode at full resolution: bit-exact imagehash results, slower."),
+    link: str = typer.Option("symlink", "--link", help="How files appear in the output: symlink, hardlink or copy."),
+    relative_links: bool = typer.Option(False, "--relative-links", help="Relative symlink targets (default: absolute)."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also scan symlinked folders."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Skip images above this many pixels (default 178956970, Pillow's guard)."),
+    dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Compute and print the summary; write nothing."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or tables; errors only."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    options = Options(
+        input=input, output=output, algorithms=list(algo or []), preset=preset, thresholds=thresholds,
+        workers=workers, cache=cache, no_cache=no_cache, exact=exact, link=link, relative_links=relative_links,
+        dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels,
+    )
+    _setup_logging(quiet)
+    if quiet:
+        result = run(options)
+    else:
+        with _progress() as (progress, callback):
+            result = run(options, progress=callback)
+    if not quiet:
+        print_summary(result, out)
+
+
+@cache_app.command("info")
+def cache_info(
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder whose default cache to show."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="The cache file (default: beside --output)."),
+) -> None:
+    """Show where the cache is and what it holds."""
+    path = cache or Options(output=output).default_cache_path()
+    if not path.exists():
+        out.print(f"no cache at {path}")
+        return
+    with HashCache(path) as c:
+        info = c.info()
+    out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
+              f"{info.bytes / 1e6:.1f} MB")
+    for k, n in info.keys.items():
+        out.print(f"  {k}: {n}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder whose default cache to clear."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="The cache file (default: beside --output)."),
+) -> None:
+    """Forget every cached hash (the next run hashes everything again)."""
+    path = cache or Options(output=output).default_cache_path()
+    if not path.exists():
+        out.print(f"no cache at {path}")
+        return
+    with HashCache(path) as c:
+        n = c.clear()
+    out.print(f"cleared {n} hashes from {path}")
+
+
+# -- presentation -------------------------------------------------------------
+class _progress:
+    """Rich progress bars driven by the library's ``progress(stage, done, total)`` callback."""
+
+    LABELS = {"scan": "Scanning", "hash": "Hashing", "write": "Writing"}
+
+    def __enter__(self):
+        self.p = Progress(
+            TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.p.__enter__()
+        self.tasks: dict[str, int] = {}
+
+        def callback(stage: str, done: int, total: int) -> None:
+            if stage.startswith("sweep"):
+                return
+            if stage not in self.tasks:
+                self.tasks[stage] = self.p.add_task(self.LABELS.get(stage, stage), total=total)
+            self.p.update(self.tasks[stage], completed=done, total=total)
+
+        return self.p, callback
+
+    def __exit__(self, *exc):
+        self.p.__exit__(*exc)
+
+
+def print_summary(result: RunResult, console: Console) -> None:
+    """The per-algorithm table a user picks a threshold folder from."""
+    s = result.stats
+    console.print(
+        f"[bold]{result.found}[/] files found, [bold]{s.hashed}[/] hashed now, [bold]{s.cached}[/] from cache, "
+        f"[bold]{len(result.errors)}[/] failed  ({result.seconds:.1f} s)"
+    )
+    for a in result.algorithms:
+        t = Table(title=f"{a.algorithm.key} ({a.algorithm.bits} bits)", title_justify="left")
+        for col in ("threshold", "clusters", "files in clusters", "largest cluster", "unclustered"):
+            t.add_column(col, justify="right")
+        for p in a.partitions:
+            t.add_row(str(p.threshold), str(len(p.clusters)), str(p.clustered_files), str(p.largest), str(len(p.unclustered)))
+        console.print(t)
+    if result.errors:
+        console.print(f"[yellow]{len(result.errors)} file(s) could not be used[/], e.g. "
+                      f"{result.errors[0].path}: {result.errors[0].reason}")
+        if not result.options.dry_run:
+            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}")
+    if result.options.dry_run:
+        console.print("[dim]dry run: nothing written[/]")
+    else:
+        console.print(f"output: {result.output}")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.ERROR if quiet else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+        force=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes become one clear line, Ctrl-C exits 130, never a traceback."""
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="mhc")
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err.print("[yellow]Interrupted.[/] Hashes computed so far are kept in the cache; run again to continue.")
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show(file=sys.stderr)
+        return e.exit_code
+    except MhcError as e:
+        err.print(f"[red]Error:[/] {e}", highlight=False)
+        return 2
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

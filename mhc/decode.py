@@ -1,0 +1,171 @@
+"""Turning an image file into the pixels the hashes need.
+
+Hashing a photo costs mostly JPEG entropy decoding and resampling, so the decoder reads
+only what the configured algorithms need: JPEGs are decoded in the DCT domain at 1/2,
+1/4 or 1/8 scale (Pillow's ``draft``), other formats are box-reduced after decoding.
+The result is EXIF-transposed and flattened to 8-bit ``L`` or ``RGB`` on a fixed
+background, so a rotated-by-tag photo and a transparent PNG hash like what a viewer shows.
+"""
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Bump when decoding changes in a way that changes hashes: it is part of every cache key.
+DECODER_VERSION = "1"
+BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
+
+
+class DecodeError(Exception):
+    """The file is not a usable image; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How files are decoded.
+
+    ``min_side``: the decoded image keeps at least this many pixels on its short side
+    (0 = full resolution). ``color``: keep RGB (colorhash) instead of converting to L.
+    ``max_pixels``: refuse images larger than this (decompression-bomb guard).
+    """
+
+    min_side: int = 0
+    color: bool = False
+    max_pixels: int = 178_956_970  # Pillow's own default limit
+
+    @property
+    def exact(self) -> bool:
+        return self.min_side == 0
+
+    def cache_tag(self) -> str:
+        """Part of the cache key: hashes from different decoders are never mixed."""
+        mode = "exact" if self.exact else f"fast{self.min_side}"
+        return f"d{DECODER_VERSION}:{mode}"
+
+
+def open_image(path: str, settings: DecodeSettings) -> Image.Image:
+    """Decode ``path`` into an 8-bit ``L`` or ``RGB`` image ready for hashing.
+
+    Raises :class:`DecodeError` with a short reason for anything unusable.
+    """
+    try:
+        with warnings.catch_warnings():
+            # DecompressionBombWarning becomes an error at our own limit below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            with im:
+                w, h = im.size
+                if w <= 0 or h <= 0:
+                    raise DecodeError("image has no pixels")
+                if settings.max_pixels and w * h > settings.max_pixels:
+                    raise DecodeError(
+                        f"image is {w}x{h} = {w * h:,} pixels, above the --max-pixels limit "
+                        f"of {settings.max_pixels:,}; raise --max-pixels to hash it"
+                    )
+                if getattr(im, "n_frames", 1) > 1:
+                    im.seek(0)  # animated GIF / multi-page TIFF: the first frame
+                if not settings.exact and im.format == "JPEG":
+                    _draft(im, settings)
+                im.load()
+                out = _normalize(im, settings)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"decompression bomb guard: {e}") from None
+    except FileNotFoundError:
+        raise DecodeError("file disappeared while scanning") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except IsADirectoryError:
+        raise DecodeError("is a directory") from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError(_unidentified_reason(path)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
+            struct.error) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            raise DecodeError(f"truncated or damaged image data ({msg})") from None
+        raise DecodeError(f"corrupt image ({msg})") from None
+    except MemoryError:
+        raise DecodeError("out of memory while decoding; lower --max-pixels") from None
+    return out
+
+
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WEBP"),
+]
+
+
+def _unidentified_reason(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"cannot read file ({e.strerror})"
+    if not head:
+        return "empty file (0 bytes)"
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic) or (fmt == "WEBP" and head[8:12] == b"WEBP"):
+            return f"corrupt {fmt} data: the header is an image's but the rest cannot be decoded"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "not an image: the file holds text"
+    return "not a recognised image format (content does not match the extension)"
+
+
+def _draft(im: Image.Image, settings: DecodeSettings) -> None:
+    w, h = im.size
+    short = min(w, h)
+    if short <= settings.min_side:
+        return
+    # draft keeps both sides >= the requested size; ask for the long side in proportion
+    k = settings.min_side / short
+    mode = "RGB" if settings.color else "L"
+    if im.mode == "CMYK":
+        mode = None  # libjpeg cannot convert CMYK while decoding; scale only
+    im.draft(mode, (max(1, int(w * k + 0.999)), max(1, int(h * k + 0.999))))
+
+
+def _normalize(im: Image.Image, settings: DecodeSettings) -> Image.Image:
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # broken EXIF must not lose the picture
+        pass
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        im = _to_8bit(im)
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        im = Image.alpha_composite(bg, rgba).convert("RGB")
+    elif mode == "L" and "transparency" in im.info:
+        im = im.convert("LA")
+        return _normalize(im, settings)
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    if not settings.color and im.mode != "L":
+        im = im.convert("L")
+    if not settings.exact:
+        short = min(im.size)
+        factor = short // settings.min_side if settings.min_side else 1
+        if factor >= 2:
+            # box reduction: cheap, and imagehash's Lanczos then works on few pixels
+            im = im.reduce(factor)
+    return im
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and float greyscale -> 8-bit L. Pillow's convert('L') clips at 255 instead."""
+    a = np.asarray(im)
+    if im.mode == "F":
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        scaled = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), "L")
+    a = a.astype(np.int64)
+    if im.mode == "I" and a.max(initial=0) <= 255 and a.min(initial=0) >= 0:
+        return Image.fromarray(a.astype(np.uint8), "L")
+    return Image.fromarray(np.clip(a >> 8, 0, 255).astype(np.uint8), "L")

@@ -1,0 +1,283 @@
+"""The whole job, as a library call: discover -> hash (cache) -> pairs -> sweep -> write.
+
+>>> from mhc import Options, run
+>>> result = run(Options(input="data/images", output="/tmp/out", algorithms=["phash_8"]))
+>>> result.algorithms[0].partitions[5].clusters[0]      # indices into result.files
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .algorithms import Algorithm, parse_algorithms
+from .cache import HashCache
+from .discover import discover
+from .errors import FileError, MhcError, UsageError
+from .hashing import HashPlan, HashStats, Progress, compute_hashes
+from .output import LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, threshold_folder, unique_link_names
+from .pairs import iter_pairs, pack
+from .sweep import Partition, spanning_forest, sweep
+from .thresholds import parse_thresholds
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = ".mhc-cache.sqlite"
+
+
+@dataclass
+class Options:
+    """Everything a run needs; the CLI's options map one to one onto these fields."""
+
+    input: str | Path = "data/images"
+    output: str | Path = "data/output"
+    algorithms: list[str] = field(default_factory=list)  # empty: the default set
+    preset: str | None = None
+    thresholds: str | None = None  # START:STOP:STEP in bits or percent; None: per hash size
+    workers: int = 0  # 0: all cores
+    cache: str | Path | None = None  # None: beside the output
+    no_cache: bool = False
+    exact: bool = False
+    link: str = "symlink"
+    relative_links: bool = False
+    dry_run: bool = False
+    follow_symlinks: bool = False
+    max_pixels: int | None = None
+
+    def default_cache_path(self) -> Path:
+        out = Path(os.path.abspath(self.output))
+        return out.parent / CACHE_NAME
+
+
+@dataclass
+class AlgorithmResult:
+    algorithm: Algorithm
+    thresholds: list[int]
+    partitions: list[Partition]
+    hexes: list[str]  # hash of each file (index as in RunResult.files), imagehash's hex
+    links: list[str]  # link name of each file
+
+
+@dataclass
+class RunResult:
+    input: str
+    output: str
+    files: list[str]  # every file that was hashed, sorted; cluster members index into it
+    errors: list[FileError]
+    found: int
+    stats: HashStats
+    algorithms: list[AlgorithmResult]
+    options: Options
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    algorithms: list[Algorithm]
+    thresholds: dict[str, list[int]]
+
+
+def validate(options: Options) -> _Prepared:
+    """Check every option before any work starts; raises UsageError saying how to fix it."""
+    algos = parse_algorithms(options.algorithms, options.preset)
+    thresholds = {a.key: parse_thresholds(options.thresholds, a) for a in algos}
+    if options.workers < 0:
+        raise UsageError(f"--workers must be 0 (all cores) or more, not {options.workers}")
+    if options.link not in LINK_MODES:
+        raise UsageError(f"--link must be one of {', '.join(LINK_MODES)}, not {options.link!r}")
+    if options.max_pixels is not None and options.max_pixels < 1:
+        raise UsageError("--max-pixels must be a positive number of pixels, e.g. 200000000")
+    inp = Path(options.input)
+    if not inp.exists():
+        raise UsageError(f"input folder {inp} does not exist; pass -i/--input FOLDER with your media")
+    if not inp.is_dir():
+        raise UsageError(f"input {inp} is not a folder; pass -i/--input FOLDER")
+    check_output(Path(options.output), [inp])
+    return _Prepared(algos, thresholds)
+
+
+def run(options: Options, *, progress: Progress | None = None, executor: Executor | None = None) -> RunResult:
+    """Run the whole job and (unless ``dry_run``) write the output tree.
+
+    ``progress(stage, done, total)`` is called as each stage advances. ``executor``:
+    hash on it instead of a local process pool (e.g. a Dask client's executor).
+    """
+    t0 = time.perf_counter()
+    prep = validate(options)
+    inp = Path(os.path.abspath(options.input))
+    out = Path(os.path.abspath(options.output))
+
+    found = discover(inp, exclude=[out], follow_symlinks=options.follow_symlinks)
+    if not found.files:
+        raise MhcError(
+            f"no images found in {inp} (looked for .jpg .jpeg .png .bmp .gif .tif .tiff .webp); "
+            f"pass -i/--input FOLDER with your media"
+        )
+    if progress:
+        progress("scan", len(found.files), len(found.files))
+
+    plan = HashPlan.build(prep.algorithms, exact=options.exact, max_pixels=options.max_pixels)
+    cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
+    with HashCache(cache_path) as cache:
+        hashed = compute_hashes(found.files, plan, cache, workers=options.workers, executor=executor, progress=progress)
+        cache.forget_missing(str(inp), [f.path for f in found.files])
+
+    files = sorted(hashed.hashes)
+    results = [
+        cluster_algorithm(algo, files, [hashed.hashes[p][algo.key] for p in files], prep.thresholds[algo.key], progress)
+        for algo in prep.algorithms
+    ]
+    errors = sorted(found.errors + hashed.errors, key=lambda e: e.path)
+    result = RunResult(str(inp), str(out), files, errors, len(found.files) + len(found.errors),
+                       hashed.stats, results, options)
+    if not options.dry_run:
+        write_output(result, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def cluster_algorithm(
+    algo: Algorithm, files: list[str], hashes: list[bytes], thresholds: list[int], progress: Progress | None = None
+) -> AlgorithmResult:
+    """Pairs within the largest threshold -> spanning forest -> one partition per threshold."""
+    codes = pack(hashes)
+    forest = spanning_forest(len(files), iter_pairs(codes, max(thresholds)))
+    partitions = list(sweep(len(files), forest, thresholds))
+    if progress:
+        progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
+    hexes = [algo.to_hex(h) for h in hashes]
+    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes))
+
+
+# -- writing ------------------------------------------------------------------
+def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
+    """``summary.json``: counts, and every cluster of every threshold (indices into ``files``)."""
+    files = list(result.files)
+    algos: dict[str, dict] = {}
+    carried: list[str] = []
+    if previous and previous.get("input") == result.input:
+        # algorithms of the previous run that this one did not run stay in the output
+        index = {p: i for i, p in enumerate(files)}
+        old_files = previous.get("files", [])
+        for key, entry in previous.get("algorithms", {}).items():
+            if any(a.algorithm.key == key for a in result.algorithms):
+                continue
+            for p in old_files:
+                if p not in index:
+                    index[p] = len(files)
+                    files.append(p)
+            remap = [index[p] for p in old_files]
+            entry = dict(entry)
+            entry["file_index"] = [remap[i] for i in entry.get("file_index", [])]
+            entry["thresholds"] = [
+                dict(t, members=[[remap[i] for i in c] for c in t["members"]]) for t in entry["thresholds"]
+            ]
+            algos[key] = entry
+            carried.append(key)
+    for a in result.algorithms:
+        algos[a.algorithm.key] = {
+            "name": a.algorithm.name,
+            "size": a.algorithm.size,
+            "bits": a.algorithm.bits,
+            "file_index": list(range(len(result.files))),
+            "hashes": a.hexes,
+            "links": a.links,
+            "thresholds": [
+                {
+                    "threshold": p.threshold,
+                    "folder": _thr_name(a, p),
+                    "clusters": len(p.clusters),
+                    "clustered_files": p.clustered_files,
+                    "largest": p.largest,
+                    "unclustered": len(p.unclustered),
+                    "members": [c.tolist() for c in p.clusters],
+                }
+                for p in a.partitions
+            ],
+        }
+    opts = asdict(result.options)
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
+    return {
+        "mhc_version": __version__,
+        "input": result.input,
+        "output": result.output,
+        "options": opts,
+        "counts": {
+            "found": result.found,
+            "hashed_now": result.stats.hashed,
+            "from_cache": result.stats.cached,
+            "failed": len(result.errors),
+            "clustered_input_files": len(result.files),
+        },
+        "files": files,
+        "carried_over": carried,
+        "algorithms": algos,
+    }
+
+
+def _width(values: list[int]) -> int:
+    return max(3, len(str(max(values, default=0))))
+
+
+def _thr_name(a: AlgorithmResult, p: Partition) -> str:
+    return threshold_folder(p.threshold, len(p.unclustered), _width(a.thresholds))
+
+
+def write_output(result: RunResult, *, progress: Progress | None = None) -> None:
+    """Write the tree for ``result`` (staged, then swapped in; see :mod:`mhc.output`)."""
+    opts = result.options
+    with OutputFolder(result.output, [Path(result.input)]) as of:
+        previous = of.previous_summary()
+        summary = summary_dict(result, previous)
+        for key in summary["carried_over"]:
+            of.carry_over(key)
+        total = sum(len(a.partitions) for a in result.algorithms)
+        done = 0
+        for a in result.algorithms:
+            base = of.staging / a.algorithm.key
+            base.mkdir()
+            for p in a.partitions:
+                write_partition(base / _thr_name(a, p), p, result.files, a.links, opts.link, opts.relative_links)
+                done += 1
+                if progress:
+                    progress("write", done, total)
+        _write_json(of.staging / "summary.json", summary)
+        write_errors_csv(of.staging / "errors.csv", result.errors)
+        left = of.commit()
+        if left:
+            log.warning("could not remove %d entries of the previous output, e.g. %s", len(left), left[0])
+
+
+def write_partition(
+    folder: Path, p: Partition, files: list[str], links: list[str], mode: str = "symlink", relative: bool = False
+) -> None:
+    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/``."""
+    folder.mkdir()
+    width = _width([len(p.clusters)])
+    groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
+    groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
+    for name, members in groups:
+        d = folder / name
+        d.mkdir()
+        ds = str(d)
+        for i in members.tolist():
+            make_link(files[i], os.path.join(ds, links[i]), mode, relative)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+        json.dump(data, f, ensure_ascii=True, indent=1)
+
+
+def write_errors_csv(path: Path, errors: list[FileError]) -> None:
+    with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        for e in errors:
+            w.writerow([e.path, e.reason])

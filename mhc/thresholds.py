@@ -1,0 +1,86 @@
+"""Threshold ranges: Hamming distances in bits, inclusive (``distance <= t``)."""
+from __future__ import annotations
+
+import re
+
+from .algorithms import Algorithm
+from .errors import UsageError
+
+# image-clustering's ranges per hash size: size -> (stop, step), stop included
+# (its code runs range(0, 20, 1), range(0, 60, 2), range(0, 110, 3), range(0, 200, 5)).
+_IMAGE_CLUSTERING = {8: (19, 1), 12: (58, 2), 16: (108, 3), 20: (195, 5)}
+
+
+def default_thresholds(algo: Algorithm) -> list[int]:
+    """image-clustering's range for this hash size; other sizes get the same fraction of bits.
+
+    >>> default_thresholds(Algorithm("phash", 8))[-1]
+    19
+    """
+    if algo.name != "colorhash" and algo.size in _IMAGE_CLUSTERING:
+        stop, step = _IMAGE_CLUSTERING[algo.size]
+        return list(range(0, stop + 1, step))
+    # nearest tabulated size by bit count, scaled to this one's bits
+    ref = min(_IMAGE_CLUSTERING, key=lambda s: abs(s * s - algo.bits))
+    stop, step = _IMAGE_CLUSTERING[ref]
+    scale = algo.bits / (ref * ref)
+    stop_b = max(1, round(stop * scale))
+    step_b = max(1, round(step * scale))
+    return list(range(0, stop_b + 1, step_b))
+
+
+_PART = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
+_RANGE = re.compile(rf"^{_PART}(?::{_PART}(?::{_PART})?)?$")
+
+
+def parse_thresholds(spec: str | None, algo: Algorithm) -> list[int]:
+    """Thresholds for ``algo`` from ``START:STOP:STEP`` (STOP included) or a single value.
+
+    Parts are bits (``0:20:2``) or percentages of the hash's bits (``0%:30%:2%``);
+    percentages are rounded to whole bits and repeated values dropped.
+    ``None`` gives :func:`default_thresholds`.
+    """
+    if spec is None:
+        return default_thresholds(algo)
+    m = _RANGE.match(spec)
+    if not m:
+        raise UsageError(
+            f"--thresholds {spec!r} is not START:STOP:STEP; write e.g. 0:19:1 (bits) "
+            f"or 0%:30%:2% (percent of the hash bits), or one value like 10"
+        )
+    groups = m.groups()
+    parts: list[tuple[float, bool]] = []
+    for i in range(0, 6, 2):
+        if groups[i] is not None:
+            parts.append((float(groups[i]), groups[i + 1] == "%"))
+    if any(pct != parts[0][1] for _, pct in parts):
+        raise UsageError(f"--thresholds {spec!r} mixes bits and percentages; use one kind, e.g. 0%:30%:2%")
+
+    def bits(value: float, pct: bool) -> float:
+        return value * algo.bits / 100.0 if pct else value
+
+    start = bits(*parts[0])
+    stop = bits(*parts[1]) if len(parts) > 1 else start
+    step = bits(*parts[2]) if len(parts) > 2 else 1.0
+    if not parts[0][1] and any(v != int(v) for v, _ in parts):
+        raise UsageError(f"--thresholds {spec!r}: bit thresholds are whole numbers; use % for fractions")
+    if step <= 0:
+        raise UsageError(f"--thresholds {spec!r}: STEP must be positive")
+    if stop < start:
+        raise UsageError(f"--thresholds {spec!r} is an empty range: STOP is below START")
+    if start > algo.bits:
+        raise UsageError(
+            f"--thresholds {spec!r}: START exceeds the {algo.bits} bits of {algo.key}; "
+            f"use at most {algo.bits} or a percentage"
+        )
+    values: list[int] = []
+    k = 0
+    while True:
+        v = start + k * step
+        if v > stop + 1e-9:
+            break
+        t = min(algo.bits, int(round(v)))
+        if not values or values[-1] != t:
+            values.append(t)
+        k += 1
+    return values

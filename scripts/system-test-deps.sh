@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the tests use for real. Installed only when missing; needs root (CI runs as root).
+set -euo pipefail
+need=()
+# (filled in as the suite grows: e.g. chromium for the report's browser test)
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi

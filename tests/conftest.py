@@ -1,0 +1,96 @@
+"""Fixtures: small, real media files generated per test session (no mocks, no downloads)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A photo-like RGB image: smooth random structure plus fine texture.
+
+    Different seeds give unrelated pictures (phash_8 distances around 32 bits), the same
+    seed the same picture, so tests can build near-duplicates by editing one.
+    """
+    rng = np.random.default_rng(seed)
+    w, h = size
+    coarse = Image.fromarray((rng.random((5, 7, 3)) * 255).astype(np.uint8), "RGB").resize((w, h), Image.BICUBIC)
+    mid = Image.fromarray((rng.random((20, 28, 3)) * 255).astype(np.uint8), "RGB").resize((w, h), Image.BICUBIC)
+    a = np.asarray(coarse, dtype=np.float32) * 0.7 + np.asarray(mid, dtype=np.float32) * 0.3
+    a += rng.normal(0, 6, a.shape)  # sensor-like noise
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    for _ in range(3):  # a few hard edges, like objects in a scene
+        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+        d.rectangle([x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))],
+                    fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return im
+
+
+def save(im: Image.Image, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **kw)
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every path under root -> content digest (files), link target (links) or 'dir'."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = Path(dirpath, d)
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p) if p.is_symlink() else "dir"
+        for f in filenames:
+            p = Path(dirpath, f)
+            if p.is_symlink():
+                out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+            else:
+                st = p.lstat()
+                out[str(p.relative_to(root))] = (
+                    hashlib.sha256(p.read_bytes()).hexdigest() + f":{st.st_mode:o}:{st.st_mtime_ns}"
+                )
+    return out
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A small photo collection: 4 pictures with near-duplicates, 3 unrelated ones,
+    same-named files in two folders, a corrupt file, and a non-image file."""
+    root = tmp_path / "photos"
+    for g in range(4):
+        base = photo(100 + g)
+        save(base, root / f"group{g}" / "original.jpg", quality=92)
+        save(base.resize((160, 120), Image.LANCZOS), root / f"group{g}" / "small.jpg", quality=90)
+        save(base, root / "edits" / f"g{g} recompressed.jpg", quality=40)
+        save(ImageEnhance.Brightness(base).enhance(1.15), root / "edits" / f"g{g}_bright.png")
+    for u in range(3):
+        save(photo(900 + u), root / "misc" / f"unrelated {u}.jpg", quality=90)
+    # same names in different folders, different pictures
+    save(photo(500), root / "phone" / "IMG_0001.jpg")
+    save(photo(501), root / "backup" / "IMG_0001.jpg")
+    (root / "misc" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
+    (root / "misc" / "notes.txt").write_text("not an image")
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ./cluster.py as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cluster.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
