@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -95,11 +96,12 @@ def main_command(
         dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels,
     )
     _setup_logging(quiet)
-    if quiet:
-        result = run(options)
-    else:
-        with _progress() as (progress, callback):
-            result = run(options, progress=callback)
+    with user_errors():
+        if quiet:
+            result = run(options)
+        else:
+            with _progress() as (progress, callback):
+                result = run(options, progress=callback)
     if not quiet:
         print_summary(result, out)
 
@@ -114,7 +116,7 @@ def cache_info(
     if not path.exists():
         out.print(f"no cache at {path}")
         return
-    with HashCache(path) as c:
+    with user_errors(), HashCache(path) as c:
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
               f"{info.bytes / 1e6:.1f} MB")
@@ -132,7 +134,7 @@ def cache_clear(
     if not path.exists():
         out.print(f"no cache at {path}")
         return
-    with HashCache(path) as c:
+    with user_errors(), HashCache(path) as c:
         n = c.clear()
     out.print(f"cleared {n} hashes from {path}")
 
@@ -198,22 +200,26 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: user mistakes become one clear line, Ctrl-C exits 130, never a traceback."""
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """User mistakes become one clear line (exit 2); Ctrl-C exits 130; never a traceback."""
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="mhc")
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        err.print("[yellow]Interrupted.[/] Hashes computed so far are kept in the cache; run again to continue.")
-        return 130
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show(file=sys.stderr)
-        return e.exit_code
+        yield
     except MhcError as e:
         err.print(f"[red]Error:[/] {e}", highlight=False)
-        return 2
-    return rv if isinstance(rv, int) else 0
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted.[/] Hashes computed so far are kept in the cache; run again to continue.")
+        raise typer.Exit(130) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mhc`` and ``./cluster.py``."""
+    try:
+        app(args=argv, prog_name="mhc")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":
