@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 # Bump when decoding changes in a way that changes hashes: it is part of every cache key.
-DECODER_VERSION = "1"
+DECODER_VERSION = "2"
 BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
 
 
@@ -42,9 +42,8 @@ class DecodeSettings:
         return self.min_side == 0
 
     def cache_tag(self) -> str:
-        """Part of the cache key: hashes from different decoders are never mixed."""
-        mode = "exact" if self.exact else f"fast{self.min_side}"
-        return f"d{DECODER_VERSION}:{mode}"
+        """Decoder part of cache keys (failures are cached per decoder, not per algorithm)."""
+        return f"d{DECODER_VERSION}:{'exact' if self.exact else 'fast'}"
 
 
 def open_image(path: str, settings: DecodeSettings) -> Image.Image:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 
-from .algorithms import MARGIN, Algorithm
+from .algorithms import Algorithm
 from .cache import HashCache
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import MediaFile
@@ -44,15 +44,19 @@ class HashPlan:
 
     @classmethod
     def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None) -> "HashPlan":
-        """Decoder settings that cover every algorithm: the smallest image that keeps
-        MARGIN x each algorithm's working size (full resolution when ``exact``)."""
-        min_side = 0 if exact else max(MARGIN * a.working_size for a in algorithms)
+        """Decoder settings that cover every algorithm: the smallest image that keeps each
+        algorithm's :attr:`~mhc.algorithms.Algorithm.min_side` (full resolution when ``exact``)."""
+        min_side = 0 if exact else max(a.min_side for a in algorithms)
         kw = {} if max_pixels is None else {"max_pixels": max_pixels}
         return cls(tuple(algorithms), DecodeSettings(min_side=min_side, color=any(a.needs_color for a in algorithms), **kw))
 
     def hkey(self, algo: Algorithm) -> str:
-        # decoders with a different min_side give (slightly) different hashes: never mix them
-        return f"{algo.key}|{self.decode.cache_tag()}"
+        """Cache key of one algorithm's hashes. It names the algorithm's own pixel budget,
+        not the plan's, so adding an algorithm that needs more pixels does not invalidate
+        the others' cached hashes (all are within the measured tolerance of imagehash)."""
+        if self.decode.exact:
+            return f"{algo.key}|{self.decode.cache_tag()}"
+        return f"{algo.key}|{self.decode.cache_tag()}{algo.min_side}"
 
     @property
     def dkey(self) -> str:
@@ -66,9 +70,17 @@ def hash_file(path: str, plan: HashPlan) -> FileResult:
     except DecodeError as e:
         return FileResult(path, error=str(e))
     result = FileResult(path)
+    reduced: dict[int, object] = {1: image}
     try:
         for algo in plan.algorithms:
-            result.hashes[plan.hkey(algo)] = algo.hash_image(image)
+            factor = 1
+            if not plan.decode.exact:
+                # Box-reduce to what this algorithm needs before imagehash's Lanczos resize:
+                # resampling, not decoding, dominated hashing of draft-decoded photos.
+                factor = max(1, min(image.size) // algo.min_side)
+            if factor not in reduced:
+                reduced[factor] = image.reduce(factor)
+            result.hashes[plan.hkey(algo)] = algo.hash_image(reduced[factor])
     except Exception as e:  # a hash library failing on an odd image is a file error, not a crash
         return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
     return result

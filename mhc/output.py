@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
@@ -135,7 +136,10 @@ def check_output(out: Path, inputs: list[Path]) -> None:
 def foreign_entries(out: Path, algo_dirs: set[str], allow_files: bool = False) -> list[str]:
     """Paths inside a previous output that mhc did not create (they must not be deleted).
 
-    ``allow_files``: the previous run wrote hard links or copies into cluster folders."""
+    mhc creates: the top-level files it names, its ``.mhc`` work folder, and algorithm
+    folders of threshold folders of cluster folders of links (``allow_files``: the previous
+    run wrote hard links or copies there instead of symlinks).
+    """
     found: list[str] = []
     try:
         top = list(os.scandir(out))
@@ -144,45 +148,51 @@ def foreign_entries(out: Path, algo_dirs: set[str], allow_files: bool = False) -
     for e in top:
         if e.name in TOP_LEVEL_FILES and e.is_file(follow_symlinks=False):
             continue
-        if e.name in TOP_LEVEL_DIRS or (e.name in algo_dirs and e.is_dir(follow_symlinks=False)):
-            # inside: folders and links only, or files in leaf cluster folders (hardlink/copy)
-            for root, dirs, files in os.walk(e.path):
-                depth = len(Path(root).relative_to(e.path).parts)
-                if e.name in TOP_LEVEL_DIRS:
-                    continue
-                for f in files:
-                    p = os.path.join(root, f)
-                    if not os.path.islink(p) and not (allow_files and depth == 2):
-                        found.append(p)
+        if e.name in TOP_LEVEL_DIRS and e.is_dir(follow_symlinks=False):
+            continue
+        if e.name in algo_dirs and e.is_dir(follow_symlinks=False):
+            _foreign_below(e.path, 0, allow_files, found)
             continue
         found.append(e.path)
     return sorted(found)
 
 
-def remove_tree(path: Path) -> list[str]:
-    """Delete a tree mhc made: links, files, folders, never following a symlink.
+def _foreign_below(path: str, depth: int, allow_files: bool, found: list[str]) -> None:
+    # DirEntry answers is_symlink/is_dir from the directory listing: no stat per link
+    with os.scandir(path) as it:
+        for e in it:
+            if e.is_symlink():
+                if depth < 2:
+                    found.append(e.path)
+            elif e.is_dir(follow_symlinks=False) and depth < 2:
+                _foreign_below(e.path, depth + 1, allow_files, found)
+            elif not (allow_files and depth == 2 and e.is_file(follow_symlinks=False)):
+                found.append(e.path)
 
-    Returns what could not be removed (left in place)."""
+
+def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> list[str]:
+    """Delete a tree mhc made, bottom-up, never following a symlink; entries for which
+    ``keep(path)`` is true are left in place (with their folders). Returns what was left."""
     left: list[str] = []
-    for root, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            try:
-                os.unlink(os.path.join(root, f))
-            except OSError:
-                left.append(os.path.join(root, f))
-        for d in dirs:
-            p = os.path.join(root, d)
-            try:
-                if os.path.islink(p):
-                    os.unlink(p)  # a symlink to a folder: remove the link, never its target
-                else:
-                    os.rmdir(p)
-            except OSError:
-                left.append(p)
-    try:
-        os.rmdir(path)
-    except OSError:
-        left.append(str(path))
+
+    def rm(d: str) -> bool:
+        empty = True
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            if keep(e.path):
+                left.append(e.path)
+                empty = False
+            elif e.is_dir(follow_symlinks=False):
+                empty = rm(e.path) and empty
+            else:
+                os.unlink(e.path)  # a link is removed, never its target
+        if empty:
+            os.rmdir(d)
+        return empty
+
+    if os.path.lexists(path):
+        rm(str(path))
     return left
 
 
@@ -234,10 +244,6 @@ class OutputFolder:
         except BaseException:
             self._unlock()
             raise
-        if self.staging.exists():
-            remove_tree(self.staging)
-        self.staging.mkdir()
-        (self.staging / MARKER).write_text("This folder was made by mhc; mhc may replace it.\n")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -246,6 +252,18 @@ class OutputFolder:
                 remove_tree(self.staging)
         finally:
             self._unlock()
+
+    def stage(self) -> Path:
+        """Create the (hidden, sibling) staging folder the new tree is built in."""
+        self.staging.mkdir()
+        (self.staging / MARKER).write_text("This folder was made by mhc; mhc may replace it.\n")
+        return self.staging
+
+    def replace_file(self, name: str, write: Callable[[Path], None]) -> None:
+        """Atomically replace one top-level file of the current output (write, then rename)."""
+        tmp = self.out / f".{name}.mhc-tmp"
+        write(tmp)
+        os.replace(tmp, self.out / name)
 
     def _lock(self) -> None:
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -304,23 +322,36 @@ class OutputFolder:
 
     def _check_foreign(self) -> None:
         prev = self.previous_summary() or {}
-        dirs = set(prev.get("algorithms", {}))
-        allow = prev.get("options", {}).get("link", "symlink") != "symlink"
-        foreign = foreign_entries(self.out, dirs, allow)
+        self._allow_files = prev.get("options", {}).get("link", "symlink") != "symlink"
+        self._algo_dirs = set(prev.get("algorithms", {}))
+        foreign = foreign_entries(self.out, self._algo_dirs, self._allow_files)
         if foreign:
             raise MhcError(
                 f"{self.out} holds files mhc did not create, e.g. {foreign[0]}; "
                 f"move them out of the output folder, then run again"
             )
 
+    def _not_ours(self, path: str) -> bool:
+        """For removing the old tree: anything that appeared since the check stays."""
+        rel = Path(path).relative_to(self._old_root)
+        parts = rel.parts
+        if len(parts) == 1:
+            return not (parts[0] in TOP_LEVEL_FILES or parts[0] in TOP_LEVEL_DIRS or parts[0] in self._algo_dirs)
+        if parts[0] in TOP_LEVEL_DIRS:
+            return False
+        if os.path.islink(path) or (len(parts) < 4 and os.path.isdir(path)):
+            return len(parts) > 4
+        return not (self._allow_files and len(parts) == 4)
+
     def commit(self) -> list[str]:
-        """Swap the staged tree in; remove the old one. Returns paths that could not be removed."""
+        """Swap the staged tree in; remove the old one. Returns paths that were left in place."""
         if self.out.exists():
-            self._check_foreign()  # again: the user may have dropped a file in meanwhile
             if _exchange(self.staging, self.out):
-                return remove_tree(self.staging)
-            os.rename(self.out, self._old)
-            os.rename(self.staging, self.out)
-            return remove_tree(self._old)
+                self._old_root = self.staging
+            else:
+                os.rename(self.out, self._old)
+                os.rename(self.staging, self.out)
+                self._old_root = self._old
+            return remove_tree(self._old_root, self._not_ours)
         os.rename(self.staging, self.out)
         return []

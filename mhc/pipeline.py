@@ -229,29 +229,49 @@ def _thr_name(a: AlgorithmResult, p: Partition) -> str:
     return threshold_folder(p.threshold, len(p.unclustered), _width(a.thresholds))
 
 
-def write_output(result: RunResult, *, progress: Progress | None = None) -> None:
-    """Write the tree for ``result`` (staged, then swapped in; see :mod:`mhc.output`)."""
+def write_output(result: RunResult, *, progress: Progress | None = None) -> bool:
+    """Write the tree for ``result`` (staged, then swapped in; see :mod:`mhc.output`).
+
+    When the clusters, names and link settings equal the previous run's, the tree on disk
+    is already right: only ``summary.json`` and ``errors.csv`` are replaced (atomically),
+    so a warm rerun does not rewrite 100,000s of links. Returns True if the tree was rebuilt.
+    """
     opts = result.options
     with OutputFolder(result.output, [Path(result.input)]) as of:
         previous = of.previous_summary()
         summary = summary_dict(result, previous)
+        if previous is not None and _same_tree(summary, previous):
+            of.replace_file("errors.csv", lambda p: write_errors_csv(p, result.errors))
+            of.replace_file("summary.json", lambda p: _write_json(p, summary))
+            return False
+        staging = of.stage()
         for key in summary["carried_over"]:
             of.carry_over(key)
         total = sum(len(a.partitions) for a in result.algorithms)
         done = 0
         for a in result.algorithms:
-            base = of.staging / a.algorithm.key
+            base = staging / a.algorithm.key
             base.mkdir()
             for p in a.partitions:
                 write_partition(base / _thr_name(a, p), p, result.files, a.links, opts.link, opts.relative_links)
                 done += 1
                 if progress:
                     progress("write", done, total)
-        _write_json(of.staging / "summary.json", summary)
-        write_errors_csv(of.staging / "errors.csv", result.errors)
+        _write_json(staging / "summary.json", summary)
+        write_errors_csv(staging / "errors.csv", result.errors)
         left = of.commit()
         if left:
-            log.warning("could not remove %d entries of the previous output, e.g. %s", len(left), left[0])
+            log.warning("left %d entries of the previous output that mhc did not make, e.g. %s", len(left), left[0])
+    return True
+
+
+def _same_tree(new: dict, old: dict) -> bool:
+    keys = ("link", "relative_links")
+    return (
+        new["files"] == old.get("files")
+        and new["algorithms"] == old.get("algorithms")
+        and all(new["options"].get(k) == old.get("options", {}).get(k) for k in keys)
+    )
 
 
 def write_partition(
