@@ -1,0 +1,194 @@
+"""The hash cache: reruns only compute what is missing, and survive damage."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mhc import HashCache, HashPlan, Options, compute_hashes, discover, parse_algorithms, run
+
+from conftest import photo, run_cli, save
+
+
+def opts(corpus: Path, tmp: Path, algos=("phash_8",), **kw) -> Options:
+    return Options(input=corpus, output=tmp / "out", cache=tmp / "cache.sqlite", algorithms=list(algos), workers=1, **kw)
+
+
+def test_rerun_hashes_nothing_and_decodes_nothing(corpus, tmp_path):
+    first = run(opts(corpus, tmp_path))
+    assert first.stats.hashed == len(first.files) and first.stats.cached == 0
+    # Overwrite every image with garbage of the same size and mtime: a rerun that decoded
+    # anything would now report errors; one served from the cache cannot notice.
+    for f in first.files:
+        st = os.stat(f)
+        Path(f).write_bytes(b"\0" * st.st_size)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = run(opts(corpus, tmp_path))
+    assert again.stats.hashed == 0
+    assert again.stats.cached == len(first.files) + 1  # + the corrupt file, cached as a failure
+    assert [e.path for e in again.errors] == [e.path for e in first.errors]
+    assert [p.clusters for p in again.algorithms[0].partitions].__repr__() == \
+        [p.clusters for p in first.algorithms[0].partitions].__repr__()
+
+
+def test_touching_one_file_rehashes_only_it(corpus, tmp_path):
+    run(opts(corpus, tmp_path))
+    target = corpus / "group1" / "small.jpg"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = run(opts(corpus, tmp_path))
+    assert again.stats.hashed == 1
+    # and a changed picture gets its new hash
+    save(photo(4242), target)
+    third = run(opts(corpus, tmp_path))
+    assert third.stats.hashed == 1
+    i = third.files.index(str(target))
+    assert third.algorithms[0].hexes[i] != again.algorithms[0].hexes[i]
+
+
+def test_adding_an_algorithm_computes_only_it(corpus, tmp_path):
+    run(opts(corpus, tmp_path, ("phash_8",)))
+    # Plant a sentinel in the cached phash_8 rows: if phash_8 were recomputed, it would vanish.
+    db = sqlite3.connect(tmp_path / "cache.sqlite")
+    sentinel = bytes.fromhex("0123456789abcdef")
+    n = db.execute("UPDATE hashes SET value = ? WHERE hkey LIKE 'phash_8|%'", (sentinel,)).rowcount
+    db.commit()
+    db.close()
+    assert n > 0
+    both = run(opts(corpus, tmp_path, ("phash_8", "dhash_8")))
+    assert both.stats.hashed == len(both.files)  # each file decoded once, for dhash_8
+    ph = next(a for a in both.algorithms if a.algorithm.key == "phash_8")
+    assert set(ph.hexes) == {"0123456789abcdef"}
+    dh = next(a for a in both.algorithms if a.algorithm.key == "dhash_8")
+    assert len(set(dh.hexes)) > 4
+    with HashCache(tmp_path / "cache.sqlite") as c:
+        keys = c.info().keys
+    assert sorted(k.split("|")[0] for k in keys) == ["dhash_8", "phash_8"]
+
+
+def test_deleted_file_disappears_from_output_and_cache(corpus, tmp_path):
+    run(opts(corpus, tmp_path))
+    gone = corpus / "group2" / "small.jpg"
+    gone.unlink()
+    res = run(opts(corpus, tmp_path))
+    assert str(gone) not in res.files
+    links = [os.readlink(p) for p in (tmp_path / "out").rglob("*") if p.is_symlink()]
+    assert links and str(gone) not in links
+    db = sqlite3.connect(tmp_path / "cache.sqlite")
+    paths = {bytes(r[0]) for r in db.execute("SELECT path FROM hashes")}
+    assert os.fsencode(str(gone)) not in paths and len(paths) == len(res.files)
+
+
+@pytest.mark.parametrize("damage", [b"this is not a database" * 100, b""])
+def test_corrupt_cache_is_set_aside_and_rebuilt(corpus, tmp_path, damage, caplog):
+    cache = tmp_path / "cache.sqlite"
+    run(opts(corpus, tmp_path))
+    cache.write_bytes(damage + os.urandom(4096) if damage else os.urandom(8192))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
+    res = run(opts(corpus, tmp_path))
+    assert res.stats.hashed == len(res.files)
+    aside = list(tmp_path.glob("cache.sqlite.corrupt-*"))
+    assert aside and any("unreadable" in r.message for r in caplog.records)
+    # the rebuilt cache works: the next run is warm
+    assert run(opts(corpus, tmp_path)).stats.hashed == 0
+
+
+def test_no_cache_leaves_no_file(corpus, tmp_path):
+    res = run(opts(corpus, tmp_path, no_cache=True))
+    assert res.stats.hashed == len(res.files)
+    assert not (tmp_path / "cache.sqlite").exists()
+    assert not list(tmp_path.glob("*.sqlite*"))
+
+
+def test_cache_info_and_clear_commands(corpus, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "--cache", str(cache), "-a", "phash_8", "-a", "ahash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    n = len([p for p in corpus.rglob("*.*") if p.suffix in (".jpg", ".png")]) - 1
+    info = run_cli("cache", "info", "--cache", str(cache))
+    assert info.returncode == 0
+    assert f"{n} files, {2 * n} hashes, 1 failures" in info.stdout
+    clear = run_cli("cache", "clear", "--cache", str(cache))
+    assert clear.returncode == 0 and f"cleared {2 * n} hashes" in clear.stdout
+    assert "0 files, 0 hashes" in run_cli("cache", "info", "--cache", str(cache)).stdout
+
+
+def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
+    """Results reach the cache in batches as they arrive, before the run ends."""
+    files = discover(corpus).files
+    plan = HashPlan.build(parse_algorithms(["phash_8"]))
+    seen = []
+
+    def progress(stage, done, total):
+        if stage == "hash" and done >= 6:
+            seen.append(done)
+            raise KeyboardInterrupt
+
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(KeyboardInterrupt):
+            compute_hashes(files, plan, cache, workers=1, progress=progress, flush_every=4)
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        hashes, failures = cache.lookup(files, [plan.hkey(a) for a in plan.algorithms], plan.dkey)
+    assert len(hashes) + len(failures) == 6 == seen[0]
+
+
+def test_cache_keys_do_not_mix_exact_and_fast(corpus, tmp_path):
+    fast = run(opts(corpus, tmp_path))
+    exact = run(opts(corpus, tmp_path, exact=True))
+    assert exact.stats.hashed == len(exact.files)  # not served from the fast rows
+    with HashCache(tmp_path / "cache.sqlite") as c:
+        keys = c.info().keys
+    assert len(keys) == 2 and any("exact" in k for k in keys)
+    assert fast.stats.hashed == len(fast.files)
+
+
+def _ham(a: bytes, b: bytes) -> int:
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+def test_fast_decoder_stays_close_to_imagehash_on_full_resolution(tmp_path):
+    """Mean Hamming distance to imagehash on the full image: <= 1 bit (64-bit), <= 2 (256-bit)."""
+    import imagehash
+    from PIL import Image
+
+    algos = parse_algorithms(["phash_8", "ahash_8", "dhash_8", "whash_8", "phash_16", "dhash_16", "ahash_16"])
+    fast = HashPlan.build(algos)
+    paths = []
+    for k in range(8):  # large JPEGs so that draft decoding really downscales (1/4 .. 1/8)
+        paths.append(save(photo(300 + k, (2400, 1800)), tmp_path / f"big{k}.jpg", quality=90))
+    from mhc.hashing import hash_file
+
+    diffs: dict[str, list[int]] = {a.key: [] for a in algos}
+    funcs = {"phash": imagehash.phash, "ahash": imagehash.average_hash, "dhash": imagehash.dhash, "whash": imagehash.whash}
+    for p in paths:
+        r = hash_file(str(p), fast)
+        assert r.error is None
+        with Image.open(p) as im:
+            for a in algos:
+                ref = funcs[a.name](im, hash_size=a.size)
+                diffs[a.key].append(_ham(r.hashes[fast.hkey(a)], np.packbits(ref.hash.ravel()).tobytes()))
+    for a in algos:
+        mean = sum(diffs[a.key]) / len(diffs[a.key])
+        assert mean <= (1.0 if a.bits == 64 else 2.0), (a.key, diffs[a.key])
+    assert fast.decode.min_side == 256
+
+
+def test_exact_mode_is_bit_exact_with_imagehash(tmp_path):
+    import imagehash
+    from PIL import Image
+
+    from mhc.hashing import hash_file
+
+    p = save(photo(77, (1200, 900)), tmp_path / "x.jpg", quality=90)
+    algos = parse_algorithms(["phash_8", "dhash_16", "whash_8", "ahash_8", "colorhash_3"])
+    plan = HashPlan.build(algos, exact=True)
+    r = hash_file(str(p), plan)
+    with Image.open(p) as im:
+        refs = {"phash_8": imagehash.phash(im), "dhash_16": imagehash.dhash(im, 16), "whash_8": imagehash.whash(im),
+                "ahash_8": imagehash.average_hash(im), "colorhash_3": imagehash.colorhash(im, 3)}
+    for a in algos:
+        assert a.to_hex(r.hashes[plan.hkey(a)]) == str(refs[a.key]), a.key
