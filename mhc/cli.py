@@ -18,7 +18,7 @@ from rich.table import Table
 from . import __version__
 from .algorithms import DESCRIPTIONS, PRESETS
 from .cache import HashCache
-from .errors import MhcError
+from .errors import MhcError, printable
 from .pipeline import Options, RunResult, run
 
 EPILOG = """
@@ -181,8 +181,8 @@ def print_summary(result: RunResult, console: Console) -> None:
             t.add_row(str(p.threshold), str(len(p.clusters)), str(p.clustered_files), str(p.largest), str(len(p.unclustered)))
         console.print(t)
     if result.errors:
-        console.print(f"[yellow]{len(result.errors)} file(s) could not be used[/], e.g. "
-                      f"{result.errors[0].path}: {result.errors[0].reason}")
+        console.print(f"{len(result.errors)} file(s) could not be used, e.g. "
+                      f"{printable(result.errors[0].path)}: {result.errors[0].reason}", highlight=False, markup=False)
         if not result.options.dry_run:
             console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}")
     if result.options.dry_run:
@@ -206,7 +206,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except MhcError as e:
-        err.print(f"[red]Error:[/] {e}", highlight=False)
+        err.print("[red]Error:[/] ", end="")
+        err.print(printable(str(e)), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/] Hashes computed so far are kept in the cache; run again to continue.")

@@ -9,7 +9,8 @@ background, so a rotated-by-tag photo and a transparent PNG hash like what a vie
 from __future__ import annotations
 
 import struct
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,9 +53,7 @@ def open_image(path: str, settings: DecodeSettings) -> Image.Image:
     Raises :class:`DecodeError` with a short reason for anything unusable.
     """
     try:
-        with warnings.catch_warnings():
-            # DecompressionBombWarning becomes an error at our own limit below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillow_limit():
             im = Image.open(path)
             with im:
                 w, h = im.size
@@ -62,8 +61,8 @@ def open_image(path: str, settings: DecodeSettings) -> Image.Image:
                     raise DecodeError("image has no pixels")
                 if settings.max_pixels and w * h > settings.max_pixels:
                     raise DecodeError(
-                        f"image is {w}x{h} = {w * h:,} pixels, above the --max-pixels limit "
-                        f"of {settings.max_pixels:,}; raise --max-pixels to hash it"
+                        f"image too large: {w}x{h} = {w * h:,} pixels, above the --max-pixels limit "
+                        f"of {settings.max_pixels:,} (a decompression-bomb guard); raise --max-pixels to hash it"
                     )
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF / multi-page TIFF: the first frame
@@ -98,6 +97,19 @@ _SIGNATURES = [
     (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
     (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WEBP"),
 ]
+
+
+@contextmanager
+def _pillow_limit() -> Iterator[None]:
+    """Pillow's own bomb guard is replaced by mhc's check (right after the header is read,
+    before any pixel is decoded), so the limit follows --max-pixels and the message says
+    how to change it."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _unidentified_reason(path: str) -> str:

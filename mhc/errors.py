@@ -21,3 +21,10 @@ class FileError:
 
     path: str
     reason: str
+
+
+def printable(path: str) -> str:
+    """A path safe to print: bytes that are not UTF-8 (surrogate escapes) and control
+    characters are shown as escapes instead of crashing or garbling the terminal."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
@@ -91,15 +92,23 @@ def hash_batch(paths: list[str], plan: HashPlan) -> list[FileResult]:
     return [hash_file(p, plan) for p in paths]
 
 
-def _ignore_sigint() -> None:
+def _worker_init() -> None:
     # Ctrl-C is handled once, by the main process, which then stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If the main process is killed (kill -9), take the workers down with it (Linux).
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def local_executor(workers: int) -> ProcessPoolExecutor:
     """A process pool that is safe under the spawn start method."""
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
     )
 
 
@@ -175,11 +184,15 @@ def compute_hashes(
     pending_h: list[tuple[str, str, bytes]] = []
     pending_f: list[tuple[str, str, str]] = []
 
+    last_flush = time.monotonic()
+
     def flush() -> None:
+        nonlocal last_flush
         if pending_h or pending_f:
             cache.store(by_path, pending_h, pending_f)
             pending_h.clear()
             pending_f.clear()
+        last_flush = time.monotonic()
 
     def take(res: FileResult) -> None:
         nonlocal done
@@ -195,7 +208,8 @@ def compute_hashes(
                 pending_h.append((res.path, k, v))
             out[res.path] = merged
             stats.hashed += 1
-        if len(pending_h) + len(pending_f) >= flush_every:
+        # by count, and at least every second: a killed run loses at most a second of work
+        if len(pending_h) + len(pending_f) >= flush_every or time.monotonic() - last_flush > 1.0:
             flush()
 
     try:
@@ -238,21 +252,26 @@ def _run(paths: list[str], plan: HashPlan, workers: int, executor: Executor | No
                     futures.add(ex.submit(hash_batch, nxt, plan))
         finished_ok = True
     finally:
-        for fut in futures:
-            fut.cancel()
         if own:
             if finished_ok:
                 ex.shutdown(wait=True)
             else:
                 _terminate(ex)
+        else:
+            for fut in futures:
+                fut.cancel()
 
 
 def _terminate(ex: ProcessPoolExecutor) -> None:
     """Stop a local pool now: on Ctrl-C, workers must not finish their queue first."""
-    procs = list(getattr(ex, "_processes", {}).values())
-    ex.shutdown(wait=False, cancel_futures=True)
+    procs = list((getattr(ex, "_processes", None) or {}).values())
     for p in procs:
         if p.is_alive():
             p.terminate()
     for p in procs:
         p.join(timeout=5)
+    # With the workers gone, the pool's manager thread fails the pending futures and ends;
+    # joining it here keeps interpreter shutdown from writing to its closed wake-up pipe.
+    # Futures are deliberately not cancelled first: on Python 3.11 the manager thread then
+    # raises InvalidStateError while failing them (fixed in 3.12).
+    ex.shutdown(wait=True)

@@ -64,15 +64,22 @@ def link_name(path: str, hexhash: str, suffix: str = "") -> str:
 
 def unique_link_names(paths: list[str], hexes: list[str]) -> list[str]:
     """Link names for files, unique among themselves (case-insensitively, so the tree
-    also copies to case-insensitive filesystems). Deterministic for the same input order."""
+    also copies to case-insensitive filesystems). Deterministic for the same input order.
+
+    Thousands of identical files with the same name are numbered ``_2``, ``_3``, ... in
+    linear time (the next free number per name is remembered)."""
     names: list[str] = []
     taken: set[str] = set()
+    next_k: dict[str, int] = {}
     for path, hx in zip(paths, hexes):
         name = link_name(path, hx)
-        k = 1
-        while name.casefold() in taken:
-            k += 1
-            name = link_name(path, hx, f"_{k}")
+        base = name.casefold()
+        if base in taken:
+            k = next_k.get(base, 1)
+            while name.casefold() in taken:
+                k += 1
+                name = link_name(path, hx, f"_{k}")
+            next_k[base] = k
         taken.add(name.casefold())
         names.append(name)
     return names

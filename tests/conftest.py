@@ -30,8 +30,8 @@ def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(im)
     for _ in range(3):  # a few hard edges, like objects in a scene
-        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
-        d.rectangle([x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))],
+        x0, y0 = int(rng.integers(0, max(1, w - 40))), int(rng.integers(0, max(1, h - 40)))
+        d.rectangle([x0, y0, x0 + int(rng.integers(1, max(2, w // 2))), y0 + int(rng.integers(1, max(2, h // 2)))],
                     fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
     return im
 

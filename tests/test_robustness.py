@@ -1,0 +1,171 @@
+"""Bad and odd input: every case reported with a reason, the run goes on, nothing is lost."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mhc import Options, run
+
+from conftest import ROOT, photo, run_cli, save, tree_digest
+
+
+def _tiny(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8), "L").resize((32, 32), Image.NEAREST)
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory) -> tuple[Path, dict[str, str], set[str]]:
+    """Every kind of bad or odd input. Returns (root, bad path -> expected reason, good paths)."""
+    root = tmp_path_factory.mktemp("odd") / "in"
+    bad: dict[str, str] = {}
+    good: set[str] = set()
+
+    def ok(p: Path) -> None:
+        good.add(str(p))
+
+    ok(save(photo(1), root / "plain.jpg"))
+    (root / "empty.jpg").parent.mkdir(parents=True, exist_ok=True)
+    (root / "empty.jpg").write_bytes(b"")
+    bad[str(root / "empty.jpg")] = "empty file"
+    data = (root / "plain.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    bad[str(root / "truncated.jpg")] = "truncated"
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    bad[str(root / "corrupt.png")] = "corrupt"
+    (root / "letter.jpg").write_text("Dear Sir, this is not a picture.\n")
+    bad[str(root / "letter.jpg")] = "holds text"
+    # a PNG named .jpg is still a picture: confirmed by content, hashed
+    ok(save(photo(2), root / "really a png.jpg", format="PNG"))
+    # decompression bomb: 20000 x 20000 pixels in a few kB
+    Image.new("1", (20000, 20000)).save(root / "bomb.png")
+    bad[str(root / "bomb.png")] = "--max-pixels"
+    ok(save(Image.new("RGB", (1, 1), (200, 10, 10)), root / "odd" / "one pixel.png"))
+    ok(save(photo(3, (4000, 3)), root / "odd" / "thin.png"))
+    ok(save(photo(4, (3, 2000)), root / "odd" / "tall.jpg"))
+    ok(save(photo(5).convert("CMYK"), root / "odd" / "cmyk.jpg"))
+    sixteen = (np.asarray(photo(6).convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    ok(save(Image.fromarray(sixteen), root / "odd" / "sixteen bit.png"))
+    pal = photo(7).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal.info["transparency"] = 0
+    ok(save(pal, root / "odd" / "palette.png", transparency=0))
+    frames = [photo(8 + k, (120, 90)) for k in range(3)]
+    frames[0].save(root / "odd" / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    ok(root / "odd" / "animated.gif")
+    frames[0].save(root / "odd" / "pages.tif", save_all=True, append_images=frames[1:])
+    ok(root / "odd" / "pages.tif")
+    ok(save(photo(9), root / "odd" / "UPPER CASE.JPEG"))
+    ok(save(photo(10), root / "odd" / "image.webp"))
+    ok(save(photo(11), root / "odd" / "image.bmp"))
+    # links: dangling, loop, to a folder (not followed by default)
+    os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
+    bad[str(root / "dangling.jpg")] = "dangling symlink"
+    os.symlink(root / "loop_b.jpg", root / "loop_a.jpg")
+    os.symlink(root / "loop_a.jpg", root / "loop_b.jpg")
+    bad[str(root / "loop_a.jpg")] = "symlink loop"
+    bad[str(root / "loop_b.jpg")] = "symlink loop"
+    os.symlink(root / "odd", root / "linked folder")
+    # names: not UTF-8, newline, HTML
+    raw = os.path.join(os.fsencode(root), b"caf\xe9 latin1.jpg")
+    save(photo(12), Path(os.fsdecode(raw)))
+    ok(Path(os.fsdecode(raw)))
+    ok(save(photo(13), root / "names" / "two\nlines.jpg"))
+    ok(save(photo(14), root / "names" / "<img src=x onerror=alert(1)>.jpg"))
+    # 1050 pairs of identical small pictures, all 2100 files named IMG.png: more than 999 clusters
+    for k in range(1050):
+        im = _tiny(10_000 + k)
+        ok(save(im, root / "same" / f"{k:04d}" / "IMG.png"))
+        ok(save(im, root / "same" / f"{k:04d}" / "copy" / "IMG.png"))
+    return root, bad, good
+
+
+def test_every_bad_file_reported_every_good_file_placed(odd_folder, tmp_path):
+    root, bad, good = odd_folder
+    before = tree_digest(root)
+    out = tmp_path / "out"
+    r = run_cli("-i", str(root), "-o", str(out), "-a", "phash_8", "-t", "0", "--max-pixels", "50000000", "-j", "2")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    with open(out / "errors.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        rows = {row["path"]: row["reason"] for row in csv.DictReader(f)}
+    assert set(rows) == set(bad), set(rows) ^ set(bad)
+    for path, reason in bad.items():
+        assert reason in rows[path], (path, rows[path])
+    thr = out / "phash_8" / "thr_000_unclustered_" f"{len(good) - 2100}"
+    assert thr.is_dir(), sorted(p.name for p in (out / "phash_8").iterdir())
+    targets = [os.readlink(p) for p in thr.rglob("*") if p.is_symlink()]
+    assert len(targets) == len(set(targets))
+    assert set(targets) == good
+    # more than 999 clusters: the rank grows to 4 digits and still sorts
+    clusters = sorted(p.name for p in thr.iterdir() if not p.name.startswith("unclustered"))
+    assert len(clusters) == 1050 and clusters[0] == "0001_2" and clusters[-1] == "1050_2"
+    # names stay one path component and printable
+    for p in thr.rglob("*"):
+        assert "\n" not in p.name and "/" not in p.name
+    assert tree_digest(root) == before
+
+
+def test_folder_changing_while_scanned(tmp_path):
+    inp = tmp_path / "in"
+    for k in range(6):
+        save(photo(k), inp / f"p{k}.jpg")
+    victim = inp / "p3.jpg"
+
+    def progress(stage, done, total):
+        if stage == "scan" and victim.exists():
+            victim.unlink()  # vanishes between discovery and hashing
+            save(photo(99), inp / "late arrival.jpg")
+
+    res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1), progress=progress)
+    assert [(e.path, e.reason) for e in res.errors] == [(str(victim), "file disappeared while scanning")]
+    assert len(res.files) == 5
+
+
+def test_unreadable_file_is_reported(tmp_path):
+    inp = tmp_path / "in"
+    save(photo(1), inp / "fine.jpg")
+    secret = save(photo(2), inp / "secret.jpg")
+    secret.chmod(0)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(out), "-a", "phash_8", "-q"]
+    if os.geteuid() == 0:
+        # root reads everything; without its capabilities it meets a real EACCES
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and setpriv (util-linux) is missing")
+        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    secret.chmod(0o644)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader((out / "errors.csv").open()))
+    assert rows[1:] == [[str(secret), "permission denied"]]
+    assert len([p for p in out.rglob("*") if p.is_symlink()]) == 20  # fine.jpg in each threshold folder
+
+
+def test_hardlink_and_copy_modes(tmp_path):
+    inp = tmp_path / "in"
+    a = save(photo(1), inp / "a.jpg")
+    save(photo(1).resize((160, 120)), inp / "b.jpg")
+    for mode in ("hardlink", "copy"):
+        out = tmp_path / mode
+        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="4", link=mode, workers=1))
+        (cluster,) = [d for d in (out / "phash_8" / "thr_004_unclustered_0").iterdir() if d.name == "001_2"]
+        files = sorted(cluster.iterdir())
+        assert all(f.is_file() and not f.is_symlink() for f in files)
+        fa = next(f for f in files if f.name.startswith("a_"))
+        assert fa.read_bytes() == a.read_bytes()
+        assert (fa.stat().st_ino == a.stat().st_ino) == (mode == "hardlink")
+        # a rerun replaces the tree made of files (they are mhc's) without complaint
+        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="3", link=mode, workers=1))
+        assert (out / "phash_8" / "thr_003_unclustered_0").is_dir()
+        assert not (out / "phash_8" / "thr_004_unclustered_0").exists()
+    # the original plus the one hard link of the current tree: the replaced tree's link is gone
+    assert a.stat().st_nlink == 2

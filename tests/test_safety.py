@@ -1,0 +1,244 @@
+"""Interruptions, concurrent runs and parsing: the output is always whole, never mixed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mhc import MhcError, Options, UsageError, parse_algorithm, run
+from mhc.algorithms import Algorithm
+from mhc.output import OutputFolder, link_name, unique_link_names
+from mhc.thresholds import parse_thresholds
+
+from conftest import ROOT, photo, run_cli, save, tree_digest
+
+
+@pytest.fixture(scope="module")
+def slow_corpus(tmp_path_factory) -> Path:
+    """Enough large PNGs that hashing them exactly takes several seconds on 2 cores."""
+    root = tmp_path_factory.mktemp("slow") / "in"
+    for k in range(48):
+        save(photo(k, (1400, 1050)), root / f"{k // 10}" / f"p{k:03d}.png")
+    return root
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cache_rows(cache: Path) -> int:
+    import sqlite3
+
+    if not cache.exists():
+        return 0
+    with sqlite3.connect(cache) as db:
+        return db.execute("SELECT count(*) FROM hashes").fetchone()[0]
+
+
+def _wait_for(cond, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+def _complete(out: Path) -> dict:
+    """Assert `out` is a whole mhc tree (every file once per threshold folder); return its summary."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / ".mhc-output").exists()
+    for key, entry in summary["algorithms"].items():
+        names = sorted(p.name for p in (out / key).iterdir())
+        assert names == sorted(t["folder"] for t in entry["thresholds"])
+        for t in entry["thresholds"]:
+            links = [p for p in (out / key / t["folder"]).rglob("*") if p.is_symlink()]
+            assert len(links) == len(summary["files"])
+    return summary
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tmp_path, sig):
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    # a previous complete output
+    assert run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_8", "-t", "0:2:1", "-q").returncode == 0
+    before = tree_digest(out)
+    p = _start("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_16", "-a", "whash_16",
+               "--exact", "-j", "2")
+    _wait_for(lambda: _cache_rows(cache) >= 48 + 4)  # some new hashes stored, hashing goes on
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert p.returncode == 130
+        assert "Interrupted" in stderr and "Traceback" not in stderr
+    else:
+        assert p.returncode == -signal.SIGKILL
+    assert tree_digest(out) == before  # the previous complete tree, untouched
+    kept = _cache_rows(cache) - 48
+    assert 0 < kept < 2 * 48
+    # the next run finishes, from the cache for what was kept
+    r = run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_16", "-a", "whash_16",
+                "--exact", "-j", "2")
+    assert r.returncode == 0, r.stderr
+    summary = _complete(out)
+    assert summary["counts"]["hashed_now"] < 48
+    assert set(summary["algorithms"]) == {"ahash_8", "phash_16", "whash_16"}
+    assert not list(tmp_path.glob(".out.mhc-*-*"))  # no staging or old trees left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupt_while_writing_leaves_old_or_new_tree(slow_corpus, tmp_path, sig):
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    assert run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "dhash_8", "-t", "0", "-q").returncode == 0
+    before = tree_digest(out)
+    # warm the cache so the next run goes straight to writing; many thresholds = much writing
+    assert run_cli("-i", str(slow_corpus), "-o", str(tmp_path / "scratch"), "--cache", str(cache), "-a", "ahash_16",
+                   "-q").returncode == 0
+    p = _start("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:250:1")
+    staging = lambda: list(tmp_path.glob(".out.mhc-staging-*"))
+    _wait_for(lambda: any((s / "ahash_16").exists() for s in staging()) or p.poll() is not None)
+    assert p.poll() is None, "the run ended before it was interrupted; make it write more"
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    assert tree_digest(out) == before
+    if sig == signal.SIGINT:
+        assert not staging()  # cleaned on the way out
+    # the next run clears what a killed run left and completes
+    r = run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:20:1", "-q")
+    assert r.returncode == 0, r.stderr
+    _complete(out)
+    assert not staging()
+
+
+def test_two_runs_on_one_output_do_not_interleave(corpus, tmp_path):
+    out = tmp_path / "out"
+    with OutputFolder(out, [corpus]):
+        r = run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q")
+    assert r.returncode == 2
+    assert "another mhc run" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_clearing_never_follows_symlinks_out_of_the_output(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:1:1", workers=1))
+    # a directory symlink inside a cluster folder's place, pointing at the user's photos
+    thr = next((out / "phash_8").iterdir())
+    os.symlink(corpus, thr / "evil")
+    with pytest.raises(MhcError, match="mhc did not create"):
+        run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:1:1", workers=1))
+    (thr / "evil").unlink()
+    cluster = next(d for d in sorted(thr.iterdir()) if not d.name.startswith("unclustered"))
+    os.symlink(corpus, cluster / "evil")  # a link where links belong: removed as a link
+    before = tree_digest(corpus)
+    run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:1:1", workers=1))
+    assert tree_digest(corpus) == before
+
+
+def test_foreign_file_in_an_mhc_output_is_never_deleted(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0", workers=1))
+    note = out / "phash_8" / "my notes.txt"
+    note.write_text("mine")
+    with pytest.raises(MhcError, match="move them out"):
+        run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="1", workers=1))
+    assert note.read_text() == "mine"
+
+
+# -- property tests -------------------------------------------------------------
+ALGOS = [Algorithm("phash", 8), Algorithm("dhash", 16), Algorithm("ahash", 12), Algorithm("colorhash", 3)]
+
+
+@given(st.sampled_from(ALGOS), st.integers(0, 300), st.integers(0, 300), st.integers(1, 50))
+def test_bit_ranges_are_inclusive_and_stepped(algo, start, stop, step):
+    spec = f"{start}:{stop}:{step}"
+    if stop < start or start > algo.bits:
+        with pytest.raises(UsageError):
+            parse_thresholds(spec, algo)
+        return
+    values = parse_thresholds(spec, algo)
+    expected = sorted({min(algo.bits, v) for v in range(start, stop + 1, step)})
+    assert values == expected
+
+
+@given(st.sampled_from(ALGOS), st.floats(0, 100), st.floats(0, 100), st.floats(0.1, 50))
+def test_percent_ranges_are_ascending_bits(algo, a, b, step):
+    spec = f"{a:.3f}%:{b:.3f}%:{step:.3f}%"
+    if b < a - 1e-9:
+        with pytest.raises(UsageError):
+            parse_thresholds(spec, algo)
+        return
+    try:
+        values = parse_thresholds(spec, algo)
+    except UsageError:
+        assert float(f"{b:.3f}") < float(f"{a:.3f}")
+        return
+    assert values == sorted(set(values)) and all(0 <= v <= algo.bits for v in values)
+    assert values[0] == round(float(f"{a:.3f}") * algo.bits / 100)
+
+
+@given(st.text(max_size=30))
+def test_any_threshold_text_parses_or_is_refused_clearly(text):
+    try:
+        values = parse_thresholds(text, ALGOS[0])
+    except UsageError as e:
+        assert "--thresholds" in str(e)
+    else:
+        assert values and all(isinstance(v, int) for v in values)
+
+
+@given(st.text(max_size=30))
+def test_any_algorithm_text_parses_or_is_refused_clearly(text):
+    try:
+        algo = parse_algorithm(text)
+    except UsageError as e:
+        assert str(e)
+    else:
+        assert algo.key == f"{algo.name}_{algo.size}" and algo.bits > 0
+
+
+names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0/"), min_size=1, max_size=300)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(names, st.sampled_from(["0f0f", "ffff", "0000"])), min_size=1, max_size=12))
+def test_link_names_are_unique_safe_and_round_trip(tmp_path_factory, items):
+    base = tmp_path_factory.mktemp("links")
+    paths = []
+    for k, (name, _) in enumerate(items):
+        if name in (".", ".."):
+            name = name + "x"
+        # keep real file names legal on this filesystem (255 bytes)
+        while len(os.fsencode(name)) > 200:
+            name = name[:-1]
+        d = base / f"d{k}"
+        d.mkdir()
+        f = d / name
+        f.write_bytes(b"x")
+        paths.append(str(f))
+    links = unique_link_names(paths, [hx for _, hx in items])
+    assert len({n.casefold() for n in links}) == len(links)
+    out = base / "out"
+    out.mkdir()
+    for path, link in zip(paths, links):
+        assert "/" not in link and "\0" not in link and "\n" not in link
+        assert len(os.fsencode(link)) <= 255 and link not in (".", "..")
+        os.symlink(path, out / link)
+    for path, link in zip(paths, links):
+        assert os.readlink(out / link) == path and (out / link).read_bytes() == b"x"
+
+
+def test_link_name_keeps_stem_and_extension():
+    assert link_name("/a/b/IMG 0042.JPG", "c3d1") == "IMG 0042_c3d1.JPG"
+    assert link_name("/a/two\nlines.jpg", "00") == "two_lines_00.jpg"
+    assert link_name("/a/" + "é" * 200 + ".png", "ab").endswith("_ab.png")
