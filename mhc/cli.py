@@ -1,6 +1,8 @@
 """The ``mhc`` command: a thin layer over :func:`mhc.run` (typer + rich)."""
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 import sys
@@ -19,7 +21,7 @@ from . import __version__
 from .algorithms import DESCRIPTIONS, PRESETS
 from .cache import HashCache
 from .errors import MhcError, printable
-from .pipeline import Options, RunResult, run
+from .pipeline import Options, RunResult, list_pairs, rebuild_report, run
 
 EPILOG = """
 [bold]Examples[/bold]
@@ -85,6 +87,7 @@ def main_command(
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Also scan symlinked folders."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Skip images above this many pixels (default 178956970, Pillow's guard)."),
     dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Compute and print the summary; write nothing."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report (index.html) and its thumbnails."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or tables; errors only."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -93,7 +96,7 @@ def main_command(
     options = Options(
         input=input, output=output, algorithms=list(algo or []), preset=preset, thresholds=thresholds,
         workers=workers, cache=cache, no_cache=no_cache, exact=exact, link=link, relative_links=relative_links,
-        dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels,
+        dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels, no_report=no_report,
     )
     _setup_logging(quiet)
     with user_errors():
@@ -139,11 +142,59 @@ def cache_clear(
     out.print(f"cleared {n} hashes from {path}")
 
 
+@app.command("report")
+def report_command(
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder to rebuild the report of."),
+    workers: int = typer.Option(0, "-j", "--workers", help="Processes for missing thumbnails (0 = all cores)."),
+) -> None:
+    """Rebuild index.html and report/ from summary.json, without rehashing.
+
+    Example: mhc report -o data/output
+    """
+    with user_errors():
+        page = rebuild_report(output, workers=workers)
+    out.print(f"report: {page}")
+
+
+@app.command("pairs")
+def pairs_command(
+    algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
+    threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive)."),
+    input: Path = typer.Option(Path("data/images"), "-i", "--input", help="Folder of media to scan."),
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="Output folder (its cache is used)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: beside --output)."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or json."),
+    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache."),
+) -> None:
+    """Print every pair of similar files with its distance, closest first (for your own scripts).
+
+    Hashes come from the cache when they are there. The pairs are exactly the links
+    behind the clusters of the same threshold folder.
+
+    Example: mhc pairs -a phash_16 -t 20 --format json > pairs.json
+    """
+    if fmt not in ("csv", "json"):
+        err.print(f"[red]Error:[/] --format must be csv or json, not {fmt!r}")
+        raise typer.Exit(2)
+    _setup_logging(False)
+    with user_errors():
+        pairs = list_pairs(Options(input=input, output=output, cache=cache, algorithms=[algo], workers=workers), threshold)
+    if fmt == "json":
+        json.dump([{"a": a, "b": b, "distance": d} for a, b, d in pairs], sys.stdout, indent=1,
+                  ensure_ascii=True)
+        sys.stdout.write("\n")
+    else:
+        w = csv.writer(sys.stdout)
+        w.writerow(["path_a", "path_b", "distance"])
+        for a, b, d in pairs:
+            w.writerow([printable(a), printable(b), d])
+
+
 # -- presentation -------------------------------------------------------------
 class _progress:
     """Rich progress bars driven by the library's ``progress(stage, done, total)`` callback."""
 
-    LABELS = {"scan": "Scanning", "hash": "Hashing", "write": "Writing"}
+    LABELS = {"scan": "Scanning", "hash": "Hashing", "write": "Writing", "thumbnails": "Thumbnails"}
 
     def __enter__(self):
         self.p = Progress(
@@ -177,9 +228,14 @@ def print_summary(result: RunResult, console: Console) -> None:
         t = Table(title=f"{a.algorithm.key} ({a.algorithm.bits} bits)", title_justify="left")
         for col in ("threshold", "clusters", "files in clusters", "largest cluster", "unclustered"):
             t.add_column(col, justify="right")
+        sug = a.suggestion.threshold if a.suggestion else None
         for p in a.partitions:
-            t.add_row(str(p.threshold), str(len(p.clusters)), str(p.clustered_files), str(p.largest), str(len(p.unclustered)))
+            mark = p.threshold == sug
+            t.add_row(f"{'▶ ' if mark else ''}{p.threshold}", str(len(p.clusters)), str(p.clustered_files),
+                      str(p.largest), str(len(p.unclustered)), style="bold green" if mark else None)
         console.print(t)
+        if a.suggestion:
+            console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
     if result.errors:
         console.print(f"{len(result.errors)} file(s) could not be used, e.g. "
                       f"{printable(result.errors[0].path)}: {result.errors[0].reason}", highlight=False, markup=False)
@@ -189,6 +245,8 @@ def print_summary(result: RunResult, console: Console) -> None:
         console.print("[dim]dry run: nothing written[/]")
     else:
         console.print(f"output: {result.output}")
+        if not result.options.no_report:
+            console.print(f"report: {os.path.join(result.output, 'index.html')}")
 
 
 def _setup_logging(quiet: bool) -> None:

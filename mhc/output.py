@@ -29,7 +29,7 @@ from .errors import MhcError
 log = logging.getLogger(__name__)
 
 TOP_LEVEL_FILES = frozenset({MARKER, "summary.json", "errors.csv", "index.html"})
-TOP_LEVEL_DIRS = frozenset({".mhc"})  # mhc's own working files (thumbnails)
+TOP_LEVEL_DIRS = frozenset({".mhc", "report"})  # thumbnails, report pages
 LINK_MODES = ("symlink", "hardlink", "copy")
 _NAME_MAX = 255
 

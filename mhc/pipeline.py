@@ -20,9 +20,13 @@ from .algorithms import Algorithm, parse_algorithms
 from .cache import HashCache
 from .discover import discover
 from .errors import FileError, MhcError, UsageError
-from .hashing import HashPlan, HashStats, Progress, compute_hashes
-from .output import LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, threshold_folder, unique_link_names
-from .pairs import iter_pairs, pack
+from .hashing import MIN_FILES_FOR_POOL, HashPlan, HashStats, Progress, compute_hashes, local_executor
+from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree, threshold_folder,
+                     unique_link_names)
+from .pairs import find_pairs, iter_pairs, pack
+from .report import build_report, render_index
+from .thumbs import ensure_thumbs
+from .suggest import Suggestion, suggest_threshold
 from .sweep import Partition, spanning_forest, sweep
 from .thresholds import parse_thresholds
 
@@ -47,6 +51,7 @@ class Options:
     link: str = "symlink"
     relative_links: bool = False
     dry_run: bool = False
+    no_report: bool = False
     follow_symlinks: bool = False
     max_pixels: int | None = None
 
@@ -62,6 +67,7 @@ class AlgorithmResult:
     partitions: list[Partition]
     hexes: list[str]  # hash of each file (index as in RunResult.files), imagehash's hex
     links: list[str]  # link name of each file
+    suggestion: Suggestion | None = None  # the threshold mhc suggests, and why
 
 
 @dataclass
@@ -152,7 +158,8 @@ def cluster_algorithm(
     if progress:
         progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
     hexes = [algo.to_hex(h) for h in hashes]
-    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes))
+    suggestion = suggest_threshold(codes, thresholds, algo.bits)
+    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
 
 
 # -- writing ------------------------------------------------------------------
@@ -188,6 +195,7 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
             "file_index": list(range(len(result.files))),
             "hashes": a.hexes,
             "links": a.links,
+            "suggested": a.suggestion.to_dict() if a.suggestion else None,
             "thresholds": [
                 {
                     "threshold": p.threshold,
@@ -233,8 +241,9 @@ def write_output(result: RunResult, *, progress: Progress | None = None) -> bool
     """Write the tree for ``result`` (staged, then swapped in; see :mod:`mhc.output`).
 
     When the clusters, names and link settings equal the previous run's, the tree on disk
-    is already right: only ``summary.json`` and ``errors.csv`` are replaced (atomically),
-    so a warm rerun does not rewrite 100,000s of links. Returns True if the tree was rebuilt.
+    is already right: only ``summary.json``, ``errors.csv`` and ``index.html`` are replaced
+    (atomically), so a warm rerun does not rewrite 100,000s of links. Returns True if the
+    tree was rebuilt.
     """
     opts = result.options
     with OutputFolder(result.output, [Path(result.input)]) as of:
@@ -243,6 +252,8 @@ def write_output(result: RunResult, *, progress: Progress | None = None) -> bool
         if previous is not None and _same_tree(summary, previous):
             of.replace_file("errors.csv", lambda p: write_errors_csv(p, result.errors))
             of.replace_file("summary.json", lambda p: _write_json(p, summary))
+            if not opts.no_report:
+                of.replace_file("index.html", lambda p: p.write_text(render_index(summary), encoding="utf-8"))
             return False
         staging = of.stage()
         for key in summary["carried_over"]:
@@ -259,14 +270,31 @@ def write_output(result: RunResult, *, progress: Progress | None = None) -> bool
                     progress("write", done, total)
         _write_json(staging / "summary.json", summary)
         write_errors_csv(staging / "errors.csv", result.errors)
+        if not opts.no_report:
+            write_report(staging, summary, previous=of.out if of.out.exists() else None,
+                         workers=opts.workers, progress=progress)
         left = of.commit()
         if left:
             log.warning("left %d entries of the previous output that mhc did not make, e.g. %s", len(left), left[0])
     return True
 
 
+def write_report(out: Path, summary: dict, *, previous: Path | None = None, workers: int = 0,
+                 progress: Progress | None = None) -> None:
+    """Thumbnails (made once, reused from ``previous``) and the HTML report under ``out``."""
+    files = summary["files"]
+    todo = sum(1 for _ in files)
+    executor = local_executor(workers or os.cpu_count() or 1) if todo >= MIN_FILES_FOR_POOL else None
+    try:
+        thumbs = ensure_thumbs(files, out, previous, executor=executor, progress=progress)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+    build_report(out, summary, thumbs)
+
+
 def _same_tree(new: dict, old: dict) -> bool:
-    keys = ("link", "relative_links")
+    keys = ("link", "relative_links", "no_report")
     return (
         new["files"] == old.get("files")
         and new["algorithms"] == old.get("algorithms")
@@ -301,3 +329,59 @@ def write_errors_csv(path: Path, errors: list[FileError]) -> None:
         w.writerow(["path", "reason"])
         for e in errors:
             w.writerow([e.path, e.reason])
+
+
+def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
+    """Rebuild ``index.html`` and ``report/`` of an existing output from its summary.json."""
+    out = Path(os.path.abspath(output))
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        raise MhcError(f"{out} has no summary.json; run mhc first (mhc -o {output})")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    with OutputFolder(out, [Path(summary.get("input", "/nonexistent"))]) as of:
+        work = of.stage()  # build the new report aside, then swap it in
+        (work / ".mhc").mkdir()
+        os.rename(out / ".mhc", work / ".mhc" / "old") if (out / ".mhc").exists() else None
+        try:
+            write_report(work, summary, previous=work / ".mhc" / "old" if (work / ".mhc" / "old").exists() else None,
+                         workers=workers)
+        finally:
+            old = work / ".mhc" / "old"
+            if old.exists():
+                remove_tree(old)
+        for name in (".mhc", "report"):
+            if (out / name).exists():
+                os.rename(out / name, work / f"{name}.old")
+            os.rename(work / name, out / name)
+        of.replace_file("index.html", lambda p: os.replace(work / "index.html", p))
+    return out / "index.html"
+
+
+def list_pairs(options: Options, threshold: int) -> list[tuple[str, str, int]]:
+    """Every pair of files within ``threshold`` bits for the one algorithm in ``options``,
+    closest first. Hashes come from the cache where valid."""
+    prep = validate_input(options)
+    if len(prep) != 1:
+        raise UsageError("mhc pairs takes exactly one -a/--algo")
+    algo = prep[0]
+    if not 0 <= threshold <= algo.bits:
+        raise UsageError(f"--threshold must be 0 to {algo.bits} for {algo.key}, not {threshold}")
+    inp = Path(os.path.abspath(options.input))
+    found = discover(inp, exclude=[Path(os.path.abspath(options.output))], follow_symlinks=options.follow_symlinks)
+    if not found.files:
+        raise MhcError(f"no images found in {inp}; pass -i/--input FOLDER with your media")
+    plan = HashPlan.build([algo], exact=options.exact, max_pixels=options.max_pixels)
+    cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
+    with HashCache(cache_path) as cache:
+        hashed = compute_hashes(found.files, plan, cache, workers=options.workers)
+    files = sorted(hashed.hashes)
+    edges = find_pairs(pack([hashed.hashes[p][algo.key] for p in files]), threshold)
+    return [(files[i], files[j], int(d)) for i, j, d in zip(edges.i.tolist(), edges.j.tolist(), edges.d.tolist())]
+
+
+def validate_input(options: Options) -> list[Algorithm]:
+    algos = parse_algorithms(options.algorithms, options.preset)
+    inp = Path(options.input)
+    if not inp.is_dir():
+        raise UsageError(f"input folder {inp} does not exist; pass -i/--input FOLDER with your media")
+    return algos

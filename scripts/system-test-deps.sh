@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# System packages the tests use for real. Installed only when missing; needs root (CI runs as root).
+# System packages the tests drive for real: Chromium renders the HTML report in a browser test.
+# Installed only when missing; needs root (CI runs as root).
 set -euo pipefail
+packages=(chromium)
 need=()
-# (filled in as the suite grows: e.g. chromium for the report's browser test)
-for pkg in "$@"; do
+for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

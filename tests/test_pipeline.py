@@ -44,7 +44,7 @@ def readable_files(corpus: Path) -> set[str]:
 def test_layout_and_names(result_and_out, corpus):
     res, out = result_and_out
     assert (out / ".mhc-output").is_file()
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["dhash_8", "phash_8", "whash_8"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [".mhc", "dhash_8", "phash_8", "report", "whash_8"]
     summary = json.loads((out / "summary.json").read_text())
     for algo_key, entry in summary["algorithms"].items():
         algo = parse_algorithm(algo_key)
