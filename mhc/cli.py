@@ -222,7 +222,7 @@ def print_summary(result: RunResult, console: Console) -> None:
     s = result.stats
     console.print(
         f"[bold]{result.found}[/] files found, [bold]{s.hashed}[/] hashed now, [bold]{s.cached}[/] from cache, "
-        f"[bold]{len(result.errors)}[/] failed  ({result.seconds:.1f} s)"
+        f"[bold]{len(result.errors)}[/] failed  ({result.seconds:.2f} s)"
     )
     for a in result.algorithms:
         t = Table(title=f"{a.algorithm.key} ({a.algorithm.bits} bits)", title_justify="left")
