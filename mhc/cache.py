@@ -96,16 +96,16 @@ class HashCache:
 
     # -- reads ----------------------------------------------------------------
     def lookup(
-        self, files: list[MediaFile], hkeys: list[str], dkey: str
-    ) -> tuple[dict[str, dict[str, bytes]], dict[str, str]]:
+        self, files: list[MediaFile], hkeys: list[str], dkeys: list[str]
+    ) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[str, str]]]:
         """Valid cached values for ``files``.
 
-        Returns ``(hashes, failures)``: ``hashes[path][hkey] = packed bits`` and
-        ``failures[path] = reason`` (for decoder ``dkey``), only where size and mtime match.
+        Returns ``(hashes, failures)``: ``hashes[path][hkey] = value`` and
+        ``failures[path][dkey] = reason``, only where size and mtime still match.
         """
         ident = {os.fsencode(f.path): f for f in files}
         hashes: dict[str, dict[str, bytes]] = {}
-        failures: dict[str, str] = {}
+        failures: dict[str, dict[str, str]] = {}
         if not ident:
             return hashes, failures
         marks = ",".join("?" * len(hkeys))
@@ -116,12 +116,13 @@ class HashCache:
             f = ident.get(path)
             if f is not None and f.size == size and f.mtime_ns == mtime:
                 hashes.setdefault(f.path, {})[hkey] = value
-        for path, size, mtime, reason in self.db.execute(
-            "SELECT path, size, mtime_ns, reason FROM failures WHERE dkey = ?", (dkey,)
+        dmarks = ",".join("?" * len(dkeys))
+        for path, dkey, size, mtime, reason in self.db.execute(
+            f"SELECT path, dkey, size, mtime_ns, reason FROM failures WHERE dkey IN ({dmarks})", dkeys
         ):
             f = ident.get(path)
             if f is not None and f.size == size and f.mtime_ns == mtime:
-                failures[f.path] = reason
+                failures.setdefault(f.path, {})[dkey] = reason
         return hashes, failures
 
     # -- writes ---------------------------------------------------------------

@@ -32,6 +32,7 @@ EPILOG = """
   mhc -a phash_16 --thresholds 0%:20%:2%      the same as percentages of the 256 bits
   mhc --preset image-clustering               image-clustering's 14 algorithms
   mhc --dry-run                               compute and print, write nothing
+  mhc -i ~/Videos --frames 30 --cross-media   videos too, and stills that match their frames
   mhc cache info                              what the hash cache holds
 
 [bold]Output[/bold]: OUT/<algo>_<size>/thr_NNN_unclustered_U/RANK_SIZE/<stem>_<hash><ext> -> original;
@@ -43,7 +44,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     help="mhc (MediaHashCluster): group duplicate and near-duplicate images by perceptual hashing.\n\n"
-    "Hashes every image under --input once per algorithm (cached), then for each threshold in a sweep "
+    "Hashes every image and video under --input once per algorithm (cached; videos by sampled frames), then for each threshold in a sweep "
     "links files whose hashes differ by at most that many bits and writes the groups as folders of "
     "symlinks, largest first. Your files are only ever read.",
     epilog=EPILOG,
@@ -88,6 +89,13 @@ def main_command(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Skip images above this many pixels (default 178956970, Pillow's guard)."),
     dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Compute and print the summary; write nothing."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report (index.html) and its thumbnails."),
+    frames: int = typer.Option(20, "--frames", help="Frames sampled per video, evenly over its duration."),
+    video_exact: bool = typer.Option(False, "--video-exact", help="Exact frame times (slower) instead of the nearest keyframes."),
+    video_match: str = typer.Option("majority", "--video-match", help="How videos are compared: majority (per-bit majority "
+                                    "of frame hashes) or frames (median distance of time-aligned frames; stricter)."),
+    cross_media: bool = typer.Option(False, "--cross-media", help="Also link a video with images matching one of its frames."),
+    duration_tolerance: float = typer.Option(0.05, "--duration-tolerance", help="Videos whose durations differ by more than "
+                                             "this fraction of the longer (and more than 1.5 s) are not linked; 0 turns it off."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or tables; errors only."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -97,6 +105,8 @@ def main_command(
         input=input, output=output, algorithms=list(algo or []), preset=preset, thresholds=thresholds,
         workers=workers, cache=cache, no_cache=no_cache, exact=exact, link=link, relative_links=relative_links,
         dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels, no_report=no_report,
+        frames=frames, video_exact=video_exact, video_match=video_match, cross_media=cross_media,
+        duration_tolerance=duration_tolerance,
     )
     _setup_logging(quiet)
     with user_errors():
@@ -220,8 +230,9 @@ class _progress:
 def print_summary(result: RunResult, console: Console) -> None:
     """The per-algorithm table a user picks a threshold folder from."""
     s = result.stats
+    kinds = f" ({len(result.kinds) - result.videos} images, {result.videos} videos)" if result.videos else ""
     console.print(
-        f"[bold]{result.found}[/] files found, [bold]{s.hashed}[/] hashed now, [bold]{s.cached}[/] from cache, "
+        f"[bold]{result.found}[/] files found{kinds}, [bold]{s.hashed}[/] hashed now, [bold]{s.cached}[/] from cache, "
         f"[bold]{len(result.errors)}[/] failed  ({result.seconds:.2f} s)"
     )
     for a in result.algorithms:

@@ -19,6 +19,8 @@ from .errors import FileError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".wmv", ".mpg", ".mpeg", ".3gp",
+                              ".flv", ".ts"})
 MARKER = ".mhc-output"
 STAGING_INFIX = ".mhc-staging-"
 
@@ -28,7 +30,7 @@ class MediaFile:
     """One file to hash: its path as found (absolute), kind and identity for the cache."""
 
     path: str
-    kind: str  # "image" (later: "video")
+    kind: str  # "image" or "video"
     size: int
     mtime_ns: int
 
@@ -41,10 +43,13 @@ class Discovery:
 
 
 def classify(name: str) -> str | None:
-    """``"image"`` for a media file name by extension (any case), else None."""
+    """``"image"`` or ``"video"`` for a media file name by extension (any case), else None.
+    Animated GIFs are images. The content is confirmed when the file is decoded."""
     ext = os.path.splitext(name)[1].lower()
     if ext in IMAGE_EXTENSIONS:
         return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
     return None
 
 

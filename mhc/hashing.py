@@ -6,6 +6,7 @@ the same interface (a distributed engine's) at scale. Failures are values, never
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ from .cache import HashCache
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import MediaFile
 from .errors import FileError
+from .video import VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class FileResult:
-    """Hashes of one file (``hkey -> packed bits``), or the reason it failed."""
+    """Hashes of one file (``hkey -> packed bits``; for a video, its frames' hashes one after
+    another plus a JSON ``meta`` entry), or the reason it failed."""
 
     path: str
     hashes: dict[str, bytes] = field(default_factory=dict)
@@ -42,54 +45,100 @@ class HashPlan:
 
     algorithms: tuple[Algorithm, ...]
     decode: DecodeSettings
+    video: VideoSettings = VideoSettings()
 
     @classmethod
-    def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None) -> "HashPlan":
+    def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None,
+              frames: int = 20, video_exact: bool = False) -> "HashPlan":
         """Decoder settings that cover every algorithm: the smallest image that keeps each
         algorithm's :attr:`~mhc.algorithms.Algorithm.min_side` (full resolution when ``exact``)."""
-        min_side = 0 if exact else max(a.min_side for a in algorithms)
+        side = max(a.min_side for a in algorithms)
         kw = {} if max_pixels is None else {"max_pixels": max_pixels}
-        return cls(tuple(algorithms), DecodeSettings(min_side=min_side, color=any(a.needs_color for a in algorithms), **kw))
+        color = any(a.needs_color for a in algorithms)
+        return cls(tuple(algorithms), DecodeSettings(min_side=0 if exact else side, color=color, **kw),
+                   VideoSettings(frames=frames, exact=video_exact, min_side=side))
 
-    def hkey(self, algo: Algorithm) -> str:
-        """Cache key of one algorithm's hashes. It names the algorithm's own pixel budget,
-        not the plan's, so adding an algorithm that needs more pixels does not invalidate
-        the others' cached hashes (all are within the measured tolerance of imagehash)."""
+    def hkey(self, algo: Algorithm, kind: str = "image") -> str:
+        """Cache key of one algorithm's hashes. For images it names the algorithm's own pixel
+        budget, not the plan's, so adding an algorithm that needs more pixels does not
+        invalidate the others' cached hashes (all are within the measured tolerance of
+        imagehash). For videos it names the sampling settings."""
+        if kind == "video":
+            return f"{algo.key}|{self.video.cache_tag()}"
         if self.decode.exact:
             return f"{algo.key}|{self.decode.cache_tag()}"
         return f"{algo.key}|{self.decode.cache_tag()}{algo.min_side}"
 
-    @property
-    def dkey(self) -> str:
-        return self.decode.cache_tag()
+    def meta_key(self) -> str:
+        """Cache key of a video's duration and geometry (JSON)."""
+        return f"meta|{self.video.cache_tag()}"
+
+    def dkey(self, kind: str = "image") -> str:
+        """Cache key of a failure: per decoder, not per algorithm."""
+        return self.video.cache_tag() if kind == "video" else self.decode.cache_tag()
+
+    def keys(self, kind: str) -> dict[str, Algorithm | None]:
+        """Every cache key a file of ``kind`` needs (None: the video meta entry)."""
+        keys: dict[str, Algorithm | None] = {self.hkey(a, kind): a for a in self.algorithms}
+        if kind == "video":
+            keys[self.meta_key()] = None
+        return keys
 
 
-def hash_file(path: str, plan: HashPlan) -> FileResult:
+def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
     """Decode ``path`` once and compute every algorithm of ``plan``. Never raises for bad files."""
+    if kind == "video":
+        return _hash_video(path, plan)
     try:
         image = open_image(path, plan.decode)
     except DecodeError as e:
         return FileResult(path, error=str(e))
     result = FileResult(path)
-    reduced: dict[int, object] = {1: image}
     try:
-        for algo in plan.algorithms:
-            factor = 1
-            if not plan.decode.exact:
-                # Box-reduce to what this algorithm needs before imagehash's Lanczos resize:
-                # resampling, not decoding, dominated hashing of draft-decoded photos.
-                factor = max(1, min(image.size) // algo.min_side)
-            if factor not in reduced:
-                reduced[factor] = image.reduce(factor)
-            result.hashes[plan.hkey(algo)] = algo.hash_image(reduced[factor])
+        for algo, hashed in zip(plan.algorithms, _hash_all(image, plan.algorithms, plan.decode.exact)):
+            result.hashes[plan.hkey(algo)] = hashed
     except Exception as e:  # a hash library failing on an odd image is a file error, not a crash
         return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
     return result
 
 
-def hash_batch(paths: list[str], plan: HashPlan) -> list[FileResult]:
-    """Worker task: a small batch of files (amortises inter-process overhead)."""
-    return [hash_file(p, plan) for p in paths]
+def _hash_all(image, algorithms, exact: bool) -> list[bytes]:
+    reduced: dict[int, object] = {1: image}
+    out = []
+    for algo in algorithms:
+        factor = 1
+        if not exact:
+            # Box-reduce to what this algorithm needs before imagehash's Lanczos resize:
+            # resampling, not decoding, dominated hashing of draft-decoded photos.
+            factor = max(1, min(image.size) // algo.min_side)
+        if factor not in reduced:
+            reduced[factor] = image.reduce(factor)
+        out.append(algo.hash_image(reduced[factor]))
+    return out
+
+
+def _hash_video(path: str, plan: HashPlan) -> FileResult:
+    color = any(a.needs_color for a in plan.algorithms)
+    try:
+        vf = sample_frames(path, plan.video, color=color)
+    except DecodeError as e:
+        return FileResult(path, error=str(e))
+    if not vf.frames:
+        return FileResult(path, error="no usable frames (every sampled frame is black or flat)")
+    result = FileResult(path)
+    try:
+        per_frame = [_hash_all(f, plan.algorithms, False) for f in vf.frames]
+        for k, algo in enumerate(plan.algorithms):
+            result.hashes[plan.hkey(algo, "video")] = b"".join(h[k] for h in per_frame)
+    except Exception as e:
+        return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
+    result.hashes[plan.meta_key()] = json.dumps(vf.meta()).encode()
+    return result
+
+
+def hash_batch(items: list[tuple[str, str]], plan: HashPlan) -> list[FileResult]:
+    """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead)."""
+    return [hash_file(p, plan, kind) for p, kind in items]
 
 
 def _worker_init() -> None:
@@ -123,9 +172,10 @@ class HashStats:
 class HashResults:
     """Hashes for every file, by algorithm key, plus the files that failed."""
 
-    hashes: dict[str, dict[str, bytes]]  # path -> algo.key -> packed bits
+    hashes: dict[str, dict[str, bytes]]  # path -> algo.key -> packed bits (videos: all frames)
     errors: list[FileError]
     stats: HashStats
+    meta: dict[str, dict] = field(default_factory=dict)  # video path -> duration, size, aspect
 
 
 # Below this many files to decode, a process pool costs more (interpreter start-up and
@@ -151,35 +201,50 @@ def compute_hashes(
     Results reach the cache in batches as they arrive, so an interrupted run keeps them.
     """
     by_path = {f.path: f for f in files}
-    hkeys = {plan.hkey(a): a for a in plan.algorithms}
-    cached, cached_fail = cache.lookup(files, list(hkeys), plan.dkey)
+    kinds = sorted({f.kind for f in files})
+    keys = {k: plan.keys(k) for k in kinds}
+    all_keys = sorted({hk for ks in keys.values() for hk in ks})
+    cached, cached_fail = cache.lookup(files, all_keys, [plan.dkey(k) for k in kinds])
 
     out: dict[str, dict[str, bytes]] = {}
+    meta: dict[str, dict] = {}
     errors: list[FileError] = []
     stats = HashStats()
-    todo: list[str] = []
+    todo: list[MediaFile] = []
+
+    def keep(path: str, kind: str, values: dict[str, bytes]) -> None:
+        out[path] = {}
+        for hk, v in values.items():
+            algo = keys[kind].get(hk)
+            if algo is not None:
+                out[path][algo.key] = v
+            elif hk == plan.meta_key():
+                meta[path] = json.loads(v)
+
     for f in files:
-        if f.path in cached_fail:
-            errors.append(FileError(f.path, cached_fail[f.path]))
+        failed = cached_fail.get(f.path, {}).get(plan.dkey(f.kind))
+        if failed is not None:
+            errors.append(FileError(f.path, failed))
             stats.cached += 1
             continue
         have = cached.get(f.path, {})
-        if len(have) == len(hkeys):
-            out[f.path] = {hkeys[k].key: v for k, v in have.items()}
+        if all(k in have for k in keys[f.kind]):
+            keep(f.path, f.kind, {k: have[k] for k in keys[f.kind]})
             stats.cached += 1
         else:
-            todo.append(f.path)
+            todo.append(f)
 
     total = len(files)
     done = total - len(todo)
     if progress:
         progress("hash", done, total)
     if not todo:
-        return HashResults(out, sorted(errors, key=lambda e: e.path), stats)
+        return HashResults(out, sorted(errors, key=lambda e: e.path), stats, meta)
 
     # Only the algorithms some file still lacks; a file missing any is decoded once.
-    missing = [a for k, a in hkeys.items() if any(k not in cached.get(p, {}) for p in todo)]
-    work_plan = HashPlan(tuple(missing), plan.decode)
+    missing = [a for a in plan.algorithms
+               if any(plan.hkey(a, f.kind) not in cached.get(f.path, {}) for f in todo)]
+    work_plan = HashPlan(tuple(missing or plan.algorithms), plan.decode, plan.video)
 
     pending_h: list[tuple[str, str, bytes]] = []
     pending_f: list[tuple[str, str, str]] = []
@@ -197,36 +262,38 @@ def compute_hashes(
     def take(res: FileResult) -> None:
         nonlocal done
         done += 1
+        kind = by_path[res.path].kind
         if res.error is not None:
             errors.append(FileError(res.path, res.error))
-            pending_f.append((res.path, plan.dkey, res.error))
+            pending_f.append((res.path, plan.dkey(kind), res.error))
             stats.failed += 1
         else:
-            merged = {hkeys[k].key: v for k, v in cached.get(res.path, {}).items()}
+            merged = {k: v for k, v in cached.get(res.path, {}).items() if k in keys[kind]}
+            merged.update(res.hashes)
             for k, v in res.hashes.items():
-                merged[hkeys[k].key] = v
                 pending_h.append((res.path, k, v))
-            out[res.path] = merged
+            keep(res.path, kind, merged)
             stats.hashed += 1
         # by count, and at least every second: a killed run loses at most a second of work
         if len(pending_h) + len(pending_f) >= flush_every or time.monotonic() - last_flush > 1.0:
             flush()
 
     try:
-        for res in _run(todo, work_plan, workers, executor):
+        for res in _run([(f.path, f.kind) for f in todo], work_plan, workers, executor):
             take(res)
             if progress:
                 progress("hash", done, total)
     finally:
         flush()  # also on Ctrl-C: what was computed is kept
-    return HashResults(out, sorted(errors, key=lambda e: e.path), stats)
+    return HashResults(out, sorted(errors, key=lambda e: e.path), stats, meta)
 
 
-def _run(paths: list[str], plan: HashPlan, workers: int, executor: Executor | None) -> Iterator[FileResult]:
+def _run(items: list[tuple[str, str]], plan: HashPlan, workers: int, executor: Executor | None) -> Iterator[FileResult]:
     workers = workers or os.cpu_count() or 1
+    paths = items
     if executor is None and (workers == 1 or len(paths) < MIN_FILES_FOR_POOL):
-        for p in paths:
-            yield hash_file(p, plan)
+        for p, kind in paths:
+            yield hash_file(p, plan, kind)
         return
     n_workers = workers if executor is None else max(workers, 2)
     # ~8 batches per worker balances load; at most 32 files so progress stays lively

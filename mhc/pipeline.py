@@ -23,7 +23,8 @@ from .errors import FileError, MhcError, UsageError
 from .hashing import MIN_FILES_FOR_POOL, HashPlan, HashStats, Progress, compute_hashes, local_executor
 from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree, threshold_folder,
                      unique_link_names)
-from .pairs import find_pairs, iter_pairs, pack
+from .matching import VIDEO_MATCHES, MatchOptions, build_media, edge_blocks
+from .pairs import Edges
 from .report import build_report, render_index
 from .thumbs import ensure_thumbs
 from .suggest import Suggestion, suggest_threshold
@@ -54,6 +55,11 @@ class Options:
     no_report: bool = False
     follow_symlinks: bool = False
     max_pixels: int | None = None
+    frames: int = 20  # frames sampled per video
+    video_exact: bool = False  # exact frame times instead of the nearest keyframes
+    video_match: str = "majority"  # or "frames": median distance of time-aligned frames
+    cross_media: bool = False  # also link videos with images that match one of their frames
+    duration_tolerance: float = 0.05  # videos whose durations differ more are not linked (0: off)
 
     def default_cache_path(self) -> Path:
         out = Path(os.path.abspath(self.output))
@@ -80,7 +86,12 @@ class RunResult:
     stats: HashStats
     algorithms: list[AlgorithmResult]
     options: Options
+    kinds: list[str] = field(default_factory=list)  # "image" or "video", per file
     seconds: float = 0.0
+
+    @property
+    def videos(self) -> int:
+        return sum(1 for k in self.kinds if k == "video")
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,12 @@ def validate(options: Options) -> _Prepared:
         raise UsageError(f"--link must be one of {', '.join(LINK_MODES)}, not {options.link!r}")
     if options.max_pixels is not None and options.max_pixels < 1:
         raise UsageError("--max-pixels must be a positive number of pixels, e.g. 200000000")
+    if not 1 <= options.frames <= 1000:
+        raise UsageError(f"--frames must be 1 to 1000 frames per video, not {options.frames}")
+    if options.video_match not in VIDEO_MATCHES:
+        raise UsageError(f"--video-match must be one of {', '.join(VIDEO_MATCHES)}, not {options.video_match!r}")
+    if not 0 <= options.duration_tolerance < 1:
+        raise UsageError(f"--duration-tolerance is a fraction from 0 (off) to below 1, e.g. 0.05, not {options.duration_tolerance}")
     inp = Path(options.input)
     if not inp.exists():
         raise UsageError(f"input folder {inp} does not exist; pass -i/--input FOLDER with your media")
@@ -122,26 +139,30 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     found = discover(inp, exclude=[out], follow_symlinks=options.follow_symlinks)
     if not found.files:
         raise MhcError(
-            f"no images found in {inp} (looked for .jpg .jpeg .png .bmp .gif .tif .tiff .webp); "
-            f"pass -i/--input FOLDER with your media"
+            f"no images or videos found in {inp} (looked for .jpg .jpeg .png .bmp .gif .tif .tiff .webp "
+            f".mp4 .mov .mkv .avi .webm ...); pass -i/--input FOLDER with your media"
         )
     if progress:
         progress("scan", len(found.files), len(found.files))
 
-    plan = HashPlan.build(prep.algorithms, exact=options.exact, max_pixels=options.max_pixels)
+    plan = _plan(prep.algorithms, options)
     cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
     with HashCache(cache_path) as cache:
         hashed = compute_hashes(found.files, plan, cache, workers=options.workers, executor=executor, progress=progress)
         cache.forget_missing(str(inp), [f.path for f in found.files])
 
     files = sorted(hashed.hashes)
+    kind_of = {f.path: f.kind for f in found.files}
+    kinds = [kind_of[p] for p in files]
+    metas = [hashed.meta.get(p) for p in files]
     results = [
-        cluster_algorithm(algo, files, [hashed.hashes[p][algo.key] for p in files], prep.thresholds[algo.key], progress)
+        cluster_algorithm(algo, files, [hashed.hashes[p][algo.key] for p in files], prep.thresholds[algo.key],
+                          progress, kinds=kinds, metas=metas, match=_match(options))
         for algo in prep.algorithms
     ]
     errors = sorted(found.errors + hashed.errors, key=lambda e: e.path)
     result = RunResult(str(inp), str(out), files, errors, len(found.files) + len(found.errors),
-                       hashed.stats, results, options)
+                       hashed.stats, results, options, kinds)
     if not options.dry_run:
         write_output(result, progress=progress)
     result.seconds = time.perf_counter() - t0
@@ -149,17 +170,32 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
 
 
 def cluster_algorithm(
-    algo: Algorithm, files: list[str], hashes: list[bytes], thresholds: list[int], progress: Progress | None = None
+    algo: Algorithm, files: list[str], hashes: list[bytes], thresholds: list[int], progress: Progress | None = None,
+    *, kinds: list[str] | None = None, metas: list[dict | None] | None = None, match: MatchOptions = MatchOptions(),
 ) -> AlgorithmResult:
-    """Pairs within the largest threshold -> spanning forest -> one partition per threshold."""
-    codes = pack(hashes)
-    forest = spanning_forest(len(files), iter_pairs(codes, max(thresholds)))
+    """Pairs within the largest threshold -> spanning forest -> one partition per threshold.
+
+    ``kinds`` and ``metas`` (per file) mark videos, whose ``hashes`` hold all their frames."""
+    kinds = kinds or ["image"] * len(files)
+    media = build_media(hashes, kinds, metas or [None] * len(files), (algo.bits + 7) // 8)
+    forest = spanning_forest(len(files), edge_blocks(media, max(thresholds), match))
     partitions = list(sweep(len(files), forest, thresholds))
     if progress:
         progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
-    hexes = [algo.to_hex(h) for h in hashes]
-    suggestion = suggest_threshold(codes, thresholds, algo.bits)
+    sweep_hashes = [media.codes[i].tobytes()[: (algo.bits + 7) // 8] for i in range(len(files))]
+    hexes = [algo.to_hex(h) for h in sweep_hashes]
+    suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
+
+
+def _plan(algos: list[Algorithm], options: Options) -> HashPlan:
+    return HashPlan.build(algos, exact=options.exact, max_pixels=options.max_pixels, frames=options.frames,
+                          video_exact=options.video_exact)
+
+
+def _match(options: Options) -> MatchOptions:
+    return MatchOptions(cross_media=options.cross_media, video_match=options.video_match,
+                        duration_tolerance=options.duration_tolerance)
 
 
 # -- writing ------------------------------------------------------------------
@@ -168,6 +204,7 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
     files = list(result.files)
     algos: dict[str, dict] = {}
     carried: list[str] = []
+    previous_kinds = dict(zip((previous or {}).get("files", []), (previous or {}).get("kinds", [])))
     if previous and previous.get("input") == result.input:
         # algorithms of the previous run that this one did not run stay in the output
         index = {p: i for i, p in enumerate(files)}
@@ -218,12 +255,15 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
         "options": opts,
         "counts": {
             "found": result.found,
+            "images": len(result.kinds) - result.videos,
+            "videos": result.videos,
             "hashed_now": result.stats.hashed,
             "from_cache": result.stats.cached,
             "failed": len(result.errors),
             "clustered_input_files": len(result.files),
         },
         "files": files,
+        "kinds": list(result.kinds) + [previous_kinds.get(p, "image") for p in files[len(result.files):]],
         "carried_over": carried,
         "algorithms": algos,
     }
@@ -283,10 +323,10 @@ def write_report(out: Path, summary: dict, *, previous: Path | None = None, work
                  progress: Progress | None = None) -> None:
     """Thumbnails (made once, reused from ``previous``) and the HTML report under ``out``."""
     files = summary["files"]
-    todo = sum(1 for _ in files)
-    executor = local_executor(workers or os.cpu_count() or 1) if todo >= MIN_FILES_FOR_POOL else None
+    kinds = summary.get("kinds") or ["image"] * len(files)
+    executor = local_executor(workers or os.cpu_count() or 1) if len(files) >= MIN_FILES_FOR_POOL else None
     try:
-        thumbs = ensure_thumbs(files, out, previous, executor=executor, progress=progress)
+        thumbs = ensure_thumbs(files, out, previous, kinds=kinds, executor=executor, progress=progress)
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
@@ -370,12 +410,15 @@ def list_pairs(options: Options, threshold: int) -> list[tuple[str, str, int]]:
     found = discover(inp, exclude=[Path(os.path.abspath(options.output))], follow_symlinks=options.follow_symlinks)
     if not found.files:
         raise MhcError(f"no images found in {inp}; pass -i/--input FOLDER with your media")
-    plan = HashPlan.build([algo], exact=options.exact, max_pixels=options.max_pixels)
+    plan = _plan([algo], options)
     cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
     with HashCache(cache_path) as cache:
         hashed = compute_hashes(found.files, plan, cache, workers=options.workers)
     files = sorted(hashed.hashes)
-    edges = find_pairs(pack([hashed.hashes[p][algo.key] for p in files]), threshold)
+    kind_of = {f.path: f.kind for f in found.files}
+    media = build_media([hashed.hashes[p][algo.key] for p in files], [kind_of[p] for p in files],
+                        [hashed.meta.get(p) for p in files], (algo.bits + 7) // 8)
+    edges = Edges.concat(list(edge_blocks(media, threshold, _match(options)))).sorted()
     return [(files[i], files[j], int(d)) for i, j, d in zip(edges.i.tolist(), edges.j.tolist(), edges.d.tolist())]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from .decode import DecodeError, DecodeSettings, open_image
+from .video import VideoSettings, sample_frames
 
 THUMB_SIDE = 200
 THUMB_DIR = Path(".mhc") / "thumbs"
@@ -29,11 +30,15 @@ def thumb_name(path: str) -> str | None:
     return hashlib.sha1(key).hexdigest()[:20] + ".jpg"
 
 
-def make_thumb(path: str, dest: str) -> bool:
-    """Write a small JPEG of ``path`` (as a viewer shows it) to ``dest``; False if unreadable."""
+def make_thumb(path: str, dest: str, kind: str = "image") -> bool:
+    """Write a small JPEG of ``path`` (as a viewer shows it; a video's middle frame) to
+    ``dest``; False if unreadable."""
     try:
-        im = open_image(path, DecodeSettings(min_side=THUMB_SIDE, color=True))
-    except DecodeError:
+        if kind == "video":
+            im = sample_frames(path, VideoSettings(frames=1, min_side=THUMB_SIDE), color=True).frames[0]
+        else:
+            im = open_image(path, DecodeSettings(min_side=THUMB_SIDE, color=True))
+    except (DecodeError, IndexError):
         return False
     im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.LANCZOS)
     tmp = dest + ".tmp"
@@ -42,8 +47,8 @@ def make_thumb(path: str, dest: str) -> bool:
     return True
 
 
-def _make_batch(jobs: list[tuple[str, str]]) -> list[bool]:
-    return [make_thumb(p, d) for p, d in jobs]
+def _make_batch(jobs: list[tuple[str, str, str]]) -> list[bool]:
+    return [make_thumb(p, d, k) for p, d, k in jobs]
 
 
 def ensure_thumbs(
@@ -51,6 +56,7 @@ def ensure_thumbs(
     out: Path,
     previous: Path | None = None,
     *,
+    kinds: list[str] | None = None,
     executor: Executor | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, str]:
@@ -59,8 +65,8 @@ def ensure_thumbs(
     tdir = out / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
     found: dict[str, str] = {}
-    todo: list[tuple[str, str]] = []
-    for p in files:
+    todo: list[tuple[str, str, str]] = []
+    for p, kind in zip(files, kinds or ["image"] * len(files)):
         name = thumb_name(p)
         if name is None:
             continue
@@ -74,12 +80,12 @@ def ensure_thumbs(
         if dest.exists():
             found[p] = str(THUMB_DIR / name)
         else:
-            todo.append((p, str(dest)))
+            todo.append((p, str(dest), kind))
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     results = executor.map(_make_batch, batches) if executor is not None else map(_make_batch, batches)
     done = 0
     for batch, oks in zip(batches, results):
-        for (p, dest), ok in zip(batch, oks):
+        for (p, dest, _), ok in zip(batch, oks):
             if ok:
                 found[p] = os.path.relpath(dest, out)
         done += len(batch)

@@ -132,7 +132,7 @@ def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
         with pytest.raises(KeyboardInterrupt):
             compute_hashes(files, plan, cache, workers=1, progress=progress, flush_every=4)
     with HashCache(tmp_path / "c.sqlite") as cache:
-        hashes, failures = cache.lookup(files, [plan.hkey(a) for a in plan.algorithms], plan.dkey)
+        hashes, failures = cache.lookup(files, [plan.hkey(a) for a in plan.algorithms], [plan.dkey()])
     assert len(hashes) + len(failures) == 6 == seen[0]
 
 

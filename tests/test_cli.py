@@ -77,7 +77,7 @@ def test_missing_input_and_empty_input(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("hi")
     r = run_cli("-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"))
-    assert r.returncode == 2 and "no images found" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no images or videos found" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unknown_flag_is_refused():

@@ -1,0 +1,203 @@
+"""Video frames for hashing: sampled by seeking, not by decoding the whole stream.
+
+``sample_frames`` takes N frames evenly spaced over the duration, skipping the very start
+and end (fades, titles). By default each is the keyframe at or before its target time
+(PyAV seek + first decoded frame: ~1 s for 20 frames of a 60 s 1080p H.264 file, against
+19-37 s for OpenCV's sequential or exact-seek decoding); ``exact=True`` decodes on to the
+target time. Near-black or flat frames are skipped for the next usable one. Black
+letterbox/pillarbox bars are found over all sampled frames and cropped, so a letterboxed
+copy hashes like the original. OpenCV is the fallback reader for files PyAV cannot open.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .decode import DecodeError
+
+log = logging.getLogger(__name__)
+
+VIDEO_VERSION = "1"  # part of every video cache key
+FLAT_STD = 6.0  # a frame whose grey levels vary less than this is a fade or a title card
+BAR_LEVEL = 24  # rows/columns darker than this (mean and max) count as letterbox bars
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    frames: int = 20
+    exact: bool = False  # decode to the exact target times instead of nearest keyframes
+    min_side: int = 256  # frames are scaled so their short side is about this
+
+    def cache_tag(self) -> str:
+        return f"v{VIDEO_VERSION}:n{self.frames}:{'exact' if self.exact else 'key'}:s{self.min_side}"
+
+
+@dataclass
+class VideoFrames:
+    frames: list[Image.Image]  # grey (L) or RGB, bars cropped
+    duration: float  # seconds
+    width: int
+    height: int
+    content_aspect: float  # width / height of the picture without bars
+
+    def meta(self) -> dict:
+        return {"duration": round(self.duration, 3), "width": self.width, "height": self.height,
+                "aspect": round(self.content_aspect, 4), "frames": len(self.frames)}
+
+
+def sample_frames(path: str, settings: VideoSettings, color: bool = False) -> VideoFrames:
+    """Sample, clean and crop frames of a video. Raises DecodeError with a reason."""
+    try:
+        raw, duration, w, h = _sample_pyav(path, settings, color)
+    except DecodeError as first:
+        try:
+            raw, duration, w, h = _sample_opencv(path, settings, color)
+        except DecodeError:
+            raise first from None
+    if not raw:
+        raise DecodeError("no decodable video frames")
+    box = _content_box(raw)
+    frames = [f.crop(box) if box != (0, 0) + f.size else f for f in raw]
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    return VideoFrames(frames, duration, w, h, bw / bh if bh else 1.0)
+
+
+def _targets(duration: float, n: int) -> list[float]:
+    # evenly spaced, skipping the very start and end: k/(n+1) of the duration, k = 1..n
+    return [duration * (k + 1) / (n + 1) for k in range(n)]
+
+
+def _usable(im: Image.Image) -> bool:
+    a = np.asarray(im.convert("L"), dtype=np.float32)
+    return float(a.std()) >= FLAT_STD
+
+
+def _small(im: Image.Image, min_side: int, color: bool) -> Image.Image:
+    im = im.convert("RGB" if color else "L")
+    short = min(im.size)
+    if short > min_side:
+        k = min_side / short
+        im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.BILINEAR)
+    return im
+
+
+def _sample_pyav(path: str, settings: VideoSettings, color: bool):
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a dependency
+        raise DecodeError("PyAV is not installed") from None
+    try:
+        container = av.open(path)
+    except Exception as e:  # av raises its own error types per FFmpeg error
+        raise DecodeError(_reason(path, e)) from None
+    with container:
+        if not container.streams.video:
+            raise DecodeError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base) if stream.time_base else 1e-6
+        duration = 0.0
+        if stream.duration:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / 1e6
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if duration <= 0:
+            raise DecodeError("video has no duration (damaged or not a video)")
+        frames: list[Image.Image] = []
+        start = stream.start_time or 0
+        errors = 0
+        for target in _targets(duration, settings.frames):
+            ts = start + int(target / tb)
+            try:
+                container.seek(ts, stream=stream, backward=True, any_frame=False)
+                got = None
+                for frame in container.decode(stream):
+                    t = float(frame.pts * tb) if frame.pts is not None else target
+                    if settings.exact and t < target - 1e-3 + start * tb:
+                        continue
+                    im = frame.to_image()
+                    if _usable(im):
+                        got = im
+                        break
+                    if t > target + max(2.0, duration / settings.frames):
+                        break  # a long fade: give up on this sample
+                if got is not None:
+                    frames.append(_small(got, settings.min_side, color))
+            except Exception as e:  # a damaged stretch: keep the frames we have
+                errors += 1
+                log.debug("%s: seek to %.2fs failed: %s", path, target, e)
+        if not frames and errors:
+            raise DecodeError("video data is damaged (no frame could be decoded)")
+        return frames, duration, w, h
+
+
+def _sample_opencv(path: str, settings: VideoSettings, color: bool):
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise DecodeError("not a readable video")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0
+        if n <= 0 or fps <= 0:
+            raise DecodeError("video has no frames")
+        duration = n / fps
+        frames = []
+        for target in _targets(duration, settings.frames):
+            cap.set(cv2.CAP_PROP_POS_MSEC, target * 1000)
+            ok, bgr = cap.read()
+            if not ok:
+                continue
+            im = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            if _usable(im):
+                frames.append(_small(im, settings.min_side, color))
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        return frames, duration, w, h
+    finally:
+        cap.release()
+
+
+def _content_box(frames: list[Image.Image]) -> tuple[int, int, int, int]:
+    """The box outside the black bars common to all frames (the whole frame if none)."""
+    w, h = frames[0].size
+    if any(f.size != (w, h) for f in frames):
+        return (0, 0, w, h)
+    stack = np.stack([np.asarray(f.convert("L"), dtype=np.uint8) for f in frames])
+    bright = stack.max(axis=0)  # a pixel is content if any frame shows something there
+    rows = np.flatnonzero(bright.max(axis=1) > BAR_LEVEL)
+    cols = np.flatnonzero(bright.max(axis=0) > BAR_LEVEL)
+    if len(rows) == 0 or len(cols) == 0:
+        return (0, 0, w, h)
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    # ignore slivers (< 2 %): encoders leave dark edge lines that are not bars
+    if top < 0.02 * h:
+        top = 0
+    if h - bottom < 0.02 * h:
+        bottom = h
+    if left < 0.02 * w:
+        left = 0
+    if w - right < 0.02 * w:
+        right = w
+    return (left, top, right, bottom)
+
+
+def _reason(path: str, e: Exception) -> str:
+    import os
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+            return "not a video: the file holds text"
+    except OSError as oe:
+        return f"cannot read file ({oe.strerror})"
+    msg = str(e).split(":")[-1].strip() or type(e).__name__
+    return f"not a readable video ({msg})"
