@@ -52,11 +52,12 @@ def sample_frames(path: str, settings: VideoSettings, color: bool = False) -> Vi
     """Sample, clean and crop frames of a video. Raises DecodeError with a reason."""
     try:
         raw, duration, w, h = _sample_pyav(path, settings, color)
-    except DecodeError as first:
+    except _CannotOpen as first:
+        # only files PyAV cannot open at all go to OpenCV; damage PyAV found is reported
         try:
             raw, duration, w, h = _sample_opencv(path, settings, color)
         except DecodeError:
-            raise first from None
+            raise DecodeError(str(first)) from None
     if not raw:
         raise DecodeError("no decodable video frames")
     box = _content_box(raw)
@@ -84,15 +85,24 @@ def _small(im: Image.Image, min_side: int, color: bool) -> Image.Image:
     return im
 
 
+class _CannotOpen(DecodeError):
+    pass
+
+
 def _sample_pyav(path: str, settings: VideoSettings, color: bool):
     try:
         import av
+        import av.logging
     except ImportError:  # pragma: no cover - av is a dependency
         raise DecodeError("PyAV is not installed") from None
+    av.logging.set_level(None)  # FFmpeg's own messages would flood the terminal; errors are reported per file
     try:
         container = av.open(path)
     except Exception as e:  # av raises its own error types per FFmpeg error
-        raise DecodeError(_reason(path, e)) from None
+        reason = _reason(path, e)
+        if reason.startswith(("empty file", "not a video", "cannot read")):
+            raise DecodeError(reason) from None
+        raise _CannotOpen(reason) from None
     with container:
         if not container.streams.video:
             raise DecodeError("no video stream")
@@ -105,34 +115,71 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         elif container.duration:
             duration = container.duration / 1e6
         w, h = stream.codec_context.width, stream.codec_context.height
-        if duration <= 0:
-            raise DecodeError("video has no duration (damaged or not a video)")
+        if duration <= 0 or not w or not h:
+            raise DecodeError("video has no duration or size (damaged or not a video)")
+        t0 = float((stream.start_time or 0) * tb)
+        targets = _targets(duration, settings.frames)
+        interval = duration / (settings.frames + 1)
+        # A keyframe up to max_gap before its target is taken as is (seeking is cheap, decoding
+        # is not); when keyframes are sparser than that (long GOPs, short clips), decoding goes
+        # on to target - max_gap, reusing the running decoder instead of seeking back.
+        max_gap = 0.0 if settings.exact else max(0.5, interval / 2)
+        size = _scaled(w, h, settings.min_side)
+        fmt = "rgb24" if color else "gray"
         frames: list[Image.Image] = []
-        start = stream.start_time or 0
-        errors = 0
-        for target in _targets(duration, settings.frames):
-            ts = start + int(target / tb)
+        gen = None
+        pos = -1.0
+        keyframes: list[float] = []
+        gop = 0.0
+        reached_end = 0.0
+        misses = 0
+        for target in targets:
+            want = target - max_gap - 1e-3
+            if gen is None or want < pos or target - pos > max(max_gap, gop, 0.5):
+                try:
+                    container.seek(int((t0 + target) / tb), stream=stream, backward=True, any_frame=False)
+                except Exception:
+                    misses += 1
+                    continue
+                gen = container.decode(stream)
+                keyframes.clear()
+            got = None
             try:
-                container.seek(ts, stream=stream, backward=True, any_frame=False)
-                got = None
-                for frame in container.decode(stream):
-                    t = float(frame.pts * tb) if frame.pts is not None else target
-                    if settings.exact and t < target - 1e-3 + start * tb:
+                for frame in gen:
+                    t = (float(frame.pts * tb) - t0) if frame.pts is not None else target
+                    pos = t
+                    reached_end = max(reached_end, t)
+                    if frame.key_frame:
+                        if keyframes:
+                            gop = max(gop, t - keyframes[-1])
+                        keyframes.append(t)
+                    if t < want:
                         continue
-                    im = frame.to_image()
+                    im = frame.reformat(width=size[0], height=size[1], format=fmt).to_image()
                     if _usable(im):
                         got = im
                         break
-                    if t > target + max(2.0, duration / settings.frames):
+                    if t > target + max(2.0, interval):
                         break  # a long fade: give up on this sample
-                if got is not None:
-                    frames.append(_small(got, settings.min_side, color))
             except Exception as e:  # a damaged stretch: keep the frames we have
-                errors += 1
-                log.debug("%s: seek to %.2fs failed: %s", path, target, e)
-        if not frames and errors:
-            raise DecodeError("video data is damaged (no frame could be decoded)")
+                log.debug("%s: decoding near %.2fs failed: %s", path, target, e)
+                gen = None
+            if got is None:
+                misses += 1
+                gen = None if got is None and pos < target else gen
+            else:
+                frames.append(got)
+        if targets and reached_end < targets[-1] - max(2.0, interval) and misses > len(targets) // 4:
+            raise DecodeError(f"truncated or damaged video: frames end at {reached_end:.1f} s of {duration:.1f} s")
         return frames, duration, w, h
+
+
+def _scaled(w: int, h: int, min_side: int) -> tuple[int, int]:
+    short = min(w, h)
+    if short <= min_side:
+        return w, h
+    k = min_side / short
+    return max(2, round(w * k)), max(2, round(h * k))
 
 
 def _sample_opencv(path: str, settings: VideoSettings, color: bool):

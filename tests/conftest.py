@@ -94,3 +94,39 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def make_video(path: Path, photos: list[Image.Image], *, seconds: float = 2.0, fps: int = 12,
+               size: tuple[int, int] = (320, 240), bars: int = 0, bitrate: int | None = None,
+               skip: float = 0.0, codec: str = "libx264") -> Path:
+    """A real slideshow video (H.264 by default, via PyAV): each photo shown ``seconds`` with
+    a slow pan, optional black letterbox ``bars`` (pixels top and bottom, picture scaled to
+    fit), ``skip`` seconds cut from the start."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w") as out:
+        st = out.add_stream(codec, rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        if bitrate:
+            st.bit_rate = bitrate
+        n = int(seconds * fps)
+        k = 0
+        for ph in photos:
+            big = ph.resize((int(w * 1.2), int(h * 1.2)))
+            for f in range(n):
+                k += 1
+                if k <= skip * fps:
+                    continue
+                dx = int((big.width - w) * f / max(1, n - 1))
+                im = big.crop((dx, 0, dx + w, h))
+                if bars:
+                    inner = im.resize((w, h - 2 * bars))
+                    im = Image.new("RGB", (w, h))
+                    im.paste(inner, (0, bars))
+                for packet in st.encode(av.VideoFrame.from_image(im)):
+                    out.mux(packet)
+        for packet in st.encode():
+            out.mux(packet)
+    return path

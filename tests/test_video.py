@@ -1,0 +1,178 @@
+"""Videos: sampled, hashed and clustered beside images (real H.264 files made by the tests)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mhc import Options, run
+from mhc.video import VideoSettings, sample_frames
+
+from conftest import make_video, photo, save
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vid") / "in"
+    a = [photo(700 + k) for k in range(4)]
+    b = [photo(800 + k) for k in range(4)]
+    s = 3.0  # seconds per photo: 12 s clips
+    v = {
+        "a": make_video(root / "trip" / "a.mp4", a, seconds=s),
+        "a_reencoded": make_video(root / "copies" / "a small bitrate.mp4", a, seconds=s, bitrate=80_000),
+        "a_downscaled": make_video(root / "copies" / "a 240p.mp4", a, seconds=s, size=(224, 168)),
+        "a_trimmed": make_video(root / "copies" / "a trimmed.mp4", a, seconds=s, skip=1.0),
+        "a_letterbox": make_video(root / "copies" / "a letterbox.mp4", a, seconds=s, size=(320, 320), bars=40),
+        # another edit of the same photos: other order, other timing, one left out
+        "a_edit": make_video(root / "other" / "same photos other edit.mp4", [a[2], a[0], a[3]], seconds=4.0),
+        # exactly the same shots in another order
+        "a_shuffled": make_video(root / "other" / "same shots other order.mp4", [a[2], a[0], a[3], a[1]], seconds=s),
+        "a_long": make_video(root / "other" / "a twice as long.mp4", a + a, seconds=s),
+        "b": make_video(root / "trip" / "b.mp4", b, seconds=s),
+        "b_webm": make_video(root / "copies" / "b.webm", b, seconds=s, codec="libvpx"),
+    }
+    v["root"] = root
+    return v
+
+
+def _cluster_of(res, path: Path, threshold: int, algo: str = "dhash_8") -> set[str]:
+    a = next(x for x in res.algorithms if x.algorithm.key == algo)
+    p = next(p for p in a.partitions if p.threshold == threshold)
+    for c in p.clusters:
+        names = {res.files[i] for i in c}
+        if str(path) in names:
+            return names
+    return {str(path)}
+
+
+@pytest.fixture(scope="module")
+def video_run(clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vout") / "out"
+    return run(Options(input=clips["root"], output=out, algorithms=["dhash_8", "phash_8"], workers=2)), out
+
+
+def test_copies_cluster_and_different_videos_stay_apart(clips, video_run):
+    res, out = video_run
+    assert res.videos == len(res.files) == 10
+    want = {str(clips[k]) for k in ("a", "a_reencoded", "a_downscaled", "a_trimmed", "a_letterbox")}
+    assert want <= _cluster_of(res, clips["a"], 3), sorted(_cluster_of(res, clips["a"], 3) ^ want)
+    for t in range(0, 9):
+        group = _cluster_of(res, clips["a"], t)
+        # another edit of the same photos, and a video twice as long, are not copies
+        assert str(clips["a_edit"]) not in group
+        assert str(clips["a_long"]) not in group
+    assert _cluster_of(res, clips["b"], 3) == {str(clips["b"]), str(clips["b_webm"])}
+
+
+def test_duration_gate_is_what_keeps_the_long_video_out(clips, tmp_path):
+    # with the gate off the long video (the same pictures, twice) joins: the gate did the work
+    res = run(Options(input=clips["root"], output=tmp_path / "o", algorithms=["dhash_8"], duration_tolerance=0,
+                      workers=2, thresholds="3", no_report=True))
+    assert str(clips["a_long"]) in _cluster_of(res, clips["a"], 3)
+
+
+def test_frame_sequence_matching_keeps_reordered_scenes_apart(clips, tmp_path):
+    res = run(Options(input=clips["root"], output=tmp_path / "o", algorithms=["dhash_8"], video_match="frames",
+                      duration_tolerance=0, thresholds="0:12:1", workers=2, no_report=True))
+    # the majority hash cannot tell a reordering (it is order-free): the test can fail
+    assert str(clips["a_shuffled"]) in _cluster_of(run(Options(
+        input=clips["root"], output=tmp_path / "m", algorithms=["dhash_8"], thresholds="6", workers=2,
+        no_report=True)), clips["a"], 6)
+    for t in range(0, 13):
+        assert str(clips["a_shuffled"]) not in _cluster_of(res, clips["a"], t)
+    assert {str(clips["a"]), str(clips["a_reencoded"]), str(clips["a_downscaled"])} <= _cluster_of(res, clips["a"], 6)
+
+
+def test_letterbox_bars_are_cropped(clips):
+    full = sample_frames(str(clips["a"]), VideoSettings(frames=4))
+    boxed = sample_frames(str(clips["a_letterbox"]), VideoSettings(frames=4))
+    assert boxed.height == boxed.width == 320
+    assert abs(boxed.content_aspect - full.content_aspect) < 0.05  # bars gone: 4:3 picture again
+    assert len(full.frames) == 4
+
+
+def test_corrupt_videos_reported_and_run_goes_on(clips, tmp_path):
+    inp = tmp_path / "in"
+    good = make_video(inp / "good.mp4", [photo(1), photo(2)])
+    data = good.read_bytes()
+    (inp / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (inp / "empty.mp4").write_bytes(b"")
+    (inp / "notes.mp4").write_text("this is not a video\n" * 20)
+    _audio_only(inp / "song.mkv")
+    save(photo(3), inp / "still.jpg")
+    res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1))
+    rows = {r["path"]: r["reason"] for r in csv.DictReader((tmp_path / "out" / "errors.csv").open())}
+    assert set(rows) == {str(inp / n) for n in ("truncated.mp4", "empty.mp4", "notes.mp4", "song.mkv")}
+    assert "truncated" in rows[str(inp / "truncated.mp4")] or "damaged" in rows[str(inp / "truncated.mp4")]
+    assert "empty" in rows[str(inp / "empty.mp4")]
+    assert "text" in rows[str(inp / "notes.mp4")]
+    assert "no video stream" in rows[str(inp / "song.mkv")]
+    assert res.files == [str(good), str(inp / "still.jpg")]
+
+
+def _audio_only(path: Path) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("flac", rate=8000)
+        st.layout = "mono"
+        st.format = "s16"
+        for k in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1000), dtype=np.int16), format="s16", layout="mono")
+            frame.sample_rate = 8000
+            frame.pts = k * 1000
+            for p in st.encode(frame):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+
+
+def test_mixed_folder_gives_one_coherent_output(clips, tmp_path):
+    inp = tmp_path / "mixed"
+    a = [photo(700 + k) for k in range(4)]
+    make_video(inp / "clip.mp4", a)
+    make_video(inp / "clip copy.mp4", a, bitrate=100_000)
+    # a still taken from the clip (its second photo, as shown at one moment)
+    still = a[1].resize((384, 288)).crop((32, 0, 352, 240))
+    save(still, inp / "still from clip.jpg")
+    save(still.resize((160, 120)), inp / "still small.jpg")
+    save(photo(5), inp / "unrelated.jpg")
+    out = tmp_path / "out"
+    res = run(Options(input=inp, output=out, algorithms=["dhash_8"], thresholds="0:10:1", workers=1))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["images"] == 3 and summary["counts"]["videos"] == 2
+    assert summary["kinds"] == ["video", "video", "image", "image", "image"]
+    p = res.algorithms[0].partitions[-1]
+    groups = sorted(sorted(os.path.basename(res.files[i]) for i in c) for c in p.clusters)
+    # by default images link with images and videos with videos only
+    assert groups == [["clip copy.mp4", "clip.mp4"], ["still from clip.jpg", "still small.jpg"]]
+    # every file once per threshold folder, videos linked like images
+    for thr in (out / "dhash_8").iterdir():
+        targets = [os.readlink(x) for x in thr.rglob("*") if x.is_symlink()]
+        assert sorted(targets) == sorted(res.files)
+    # --cross-media links the still with the clip it was taken from
+    res2 = run(Options(input=inp, output=tmp_path / "out2", algorithms=["dhash_8"], thresholds="0:10:1",
+                       cross_media=True, workers=1))
+    p2 = res2.algorithms[0].partitions[-1]
+    big = max((sorted(os.path.basename(res2.files[i]) for i in c) for c in p2.clusters), key=len)
+    assert big == ["clip copy.mp4", "clip.mp4", "still from clip.jpg", "still small.jpg"]
+    # the report shows videos by a poster frame
+    thumbs = list((out / ".mhc" / "thumbs").iterdir())
+    assert len(thumbs) == 5 and all(Image.open(t).size[0] > 0 for t in thumbs)
+
+
+def test_video_hashes_are_cached(clips, tmp_path):
+    opts = dict(input=clips["root"], output=tmp_path / "o", cache=tmp_path / "c.sqlite", algorithms=["dhash_8"],
+                workers=2, no_report=True)
+    first = run(Options(**opts))
+    again = run(Options(**opts))
+    assert first.stats.hashed == 10 and again.stats.hashed == 0
+    assert [p.clusters for p in first.algorithms[0].partitions].__repr__() == \
+        [p.clusters for p in again.algorithms[0].partitions].__repr__()
+    # other sampling settings are other cache entries
+    assert run(Options(**opts, frames=10)).stats.hashed == 10
