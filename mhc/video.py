@@ -129,20 +129,24 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         frames: list[Image.Image] = []
         gen = None
         pos = -1.0
-        keyframes: list[float] = []
-        gop = 0.0
+        last_key = None  # time of the last keyframe decoded
+        gop = 0.0  # lower bound of the keyframe spacing seen so far
         reached_end = 0.0
         misses = 0
         for target in targets:
             want = target - max_gap - 1e-3
-            if gen is None or want < pos or target - pos > max(max_gap, gop, 0.5):
+            # Seek only when a keyframe probably lies between here and the next sample:
+            # otherwise seeking lands on a keyframe already decoded and repeats the work.
+            if gen is not None and last_key is not None:
+                gop = max(gop, pos - last_key)
+            if gen is None or want < pos or want - pos > max(gop, 1.0):
                 try:
                     container.seek(int((t0 + target) / tb), stream=stream, backward=True, any_frame=False)
                 except Exception:
                     misses += 1
                     continue
                 gen = container.decode(stream)
-                keyframes.clear()
+                last_key = None
             got = None
             try:
                 for frame in gen:
@@ -150,9 +154,9 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                     pos = t
                     reached_end = max(reached_end, t)
                     if frame.key_frame:
-                        if keyframes:
-                            gop = max(gop, t - keyframes[-1])
-                        keyframes.append(t)
+                        if last_key is not None and t > last_key:
+                            gop = max(gop, t - last_key)
+                        last_key = t
                     if t < want:
                         continue
                     im = frame.reformat(width=size[0], height=size[1], format=fmt).to_image()
