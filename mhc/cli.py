@@ -96,6 +96,13 @@ def main_command(
     cross_media: bool = typer.Option(False, "--cross-media", help="Also link a video with images matching one of its frames."),
     duration_tolerance: float = typer.Option(0.05, "--duration-tolerance", help="Videos whose durations differ by more than "
                                              "this fraction of the longer (and more than 1.5 s) are not linked; 0 turns it off."),
+    no_unclustered_links: bool = typer.Option(False, "--no-unclustered-links", help="Leave the unclustered_U folders "
+                                              "empty (much less writing on large collections)."),
+    changed_only: bool = typer.Option(False, "--changed-only", help="Write only threshold folders whose clusters "
+                                      "differ from the previous threshold's."),
+    dask: Optional[str] = typer.Option(None, "--dask", envvar="DASK_SCHEDULER", metavar="ADDRESS",
+                                       help="Hash on a Dask cluster, e.g. tcp://scheduler:8786 (workers must see the "
+                                       "same paths). Needs pip install 'mhc[dask]'."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or tables; errors only."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -106,7 +113,8 @@ def main_command(
         workers=workers, cache=cache, no_cache=no_cache, exact=exact, link=link, relative_links=relative_links,
         dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels, no_report=no_report,
         frames=frames, video_exact=video_exact, video_match=video_match, cross_media=cross_media,
-        duration_tolerance=duration_tolerance,
+        duration_tolerance=duration_tolerance, no_unclustered_links=no_unclustered_links,
+        changed_only=changed_only, dask=dask,
     )
     _setup_logging(quiet)
     with user_errors():
@@ -206,6 +214,12 @@ class _progress:
 
     LABELS = {"scan": "Scanning", "hash": "Hashing", "write": "Writing", "thumbnails": "Thumbnails"}
 
+    @classmethod
+    def label(cls, stage: str) -> str:
+        if stage.startswith("pairs "):
+            return "Pairs " + stage[6:]
+        return cls.LABELS.get(stage, stage)
+
     def __enter__(self):
         self.p = Progress(
             TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
@@ -217,8 +231,10 @@ class _progress:
         def callback(stage: str, done: int, total: int) -> None:
             if stage.startswith("sweep"):
                 return
+            if stage.startswith("pairs") and total < 20_000:
+                return  # instant for small collections: no bar
             if stage not in self.tasks:
-                self.tasks[stage] = self.p.add_task(self.LABELS.get(stage, stage), total=total)
+                self.tasks[stage] = self.p.add_task(self.label(stage), total=total)
             self.p.update(self.tasks[stage], completed=done, total=total)
 
         return self.p, callback

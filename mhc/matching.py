@@ -58,12 +58,12 @@ def build_media(hashes: list[bytes], kinds: list[str], metas: list[dict | None],
     return Media(pack(codes), is_video, frames, meta)
 
 
-def edge_blocks(media: Media, max_distance: int, opts: MatchOptions = MatchOptions()) -> Iterator[Edges]:
+def edge_blocks(media: Media, max_distance: int, opts: MatchOptions = MatchOptions(), progress=None) -> Iterator[Edges]:
     """Every pair that may link within ``max_distance``, block by block (i < j)."""
     img = np.flatnonzero(~media.is_video)
     vid = np.flatnonzero(media.is_video)
     if len(img) > 1:
-        for b in iter_pairs(media.codes[img], max_distance):
+        for b in iter_pairs(media.codes[img], max_distance, progress=progress):
             yield Edges(img[b.i], img[b.j], b.d)
     if len(vid) > 1:
         if opts.video_match == "frames":

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,9 @@ class Options:
     video_match: str = "majority"  # or "frames": median distance of time-aligned frames
     cross_media: bool = False  # also link videos with images that match one of their frames
     duration_tolerance: float = 0.05  # videos whose durations differ more are not linked (0: off)
+    no_unclustered_links: bool = False  # leave unclustered_U folders empty (faster at scale)
+    changed_only: bool = False  # write only threshold folders whose partition changed
+    dask: str | None = None  # hash on this Dask scheduler (tcp://host:8786) instead of locally
 
     def default_cache_path(self) -> Path:
         out = Path(os.path.abspath(self.output))
@@ -147,8 +152,8 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
 
     plan = _plan(prep.algorithms, options)
     cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
-    with HashCache(cache_path) as cache:
-        hashed = compute_hashes(found.files, plan, cache, workers=options.workers, executor=executor, progress=progress)
+    with HashCache(cache_path) as cache, _dask_executor(options.dask, executor) as ex:
+        hashed = compute_hashes(found.files, plan, cache, workers=options.workers, executor=ex, progress=progress)
         cache.forget_missing(str(inp), [f.path for f in found.files])
 
     files = sorted(hashed.hashes)
@@ -178,7 +183,8 @@ def cluster_algorithm(
     ``kinds`` and ``metas`` (per file) mark videos, whose ``hashes`` hold all their frames."""
     kinds = kinds or ["image"] * len(files)
     media = build_media(hashes, kinds, metas or [None] * len(files), (algo.bits + 7) // 8)
-    forest = spanning_forest(len(files), edge_blocks(media, max(thresholds), match))
+    step = (lambda stage, done, total: progress(f"pairs {algo.key}", done, total)) if progress else None
+    forest = spanning_forest(len(files), edge_blocks(media, max(thresholds), match, progress=step))
     partitions = list(sweep(len(files), forest, thresholds))
     if progress:
         progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
@@ -186,6 +192,30 @@ def cluster_algorithm(
     hexes = [algo.to_hex(h) for h in sweep_hashes]
     suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
+
+
+@contextmanager
+def _dask_executor(address: str | None, executor: Executor | None) -> Iterator[Executor | None]:
+    """The executor to hash on: the caller's, a Dask cluster's (``--dask``), or None (local pool).
+
+    Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
+    batches the local pool runs: one code path. Workers must see the files at the same paths."""
+    if executor is not None or not address:
+        yield executor
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--dask needs Dask's distributed scheduler: pip install 'mhc[dask]'") from None
+    try:
+        client = Client(address, timeout=20)
+    except (OSError, TimeoutError) as e:
+        raise MhcError(f"cannot reach the Dask scheduler at {address} ({e}); check the address, "
+                       f"e.g. --dask tcp://scheduler:8786") from None
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
 
 
 def _plan(algos: list[Algorithm], options: Options) -> HashPlan:
@@ -242,6 +272,7 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
                     "largest": p.largest,
                     "unclustered": len(p.unclustered),
                     "members": [c.tolist() for c in p.clusters],
+                    "written": p.changed or not result.options.changed_only,
                 }
                 for p in a.partitions
             ],
@@ -304,7 +335,9 @@ def write_output(result: RunResult, *, progress: Progress | None = None) -> bool
             base = staging / a.algorithm.key
             base.mkdir()
             for p in a.partitions:
-                write_partition(base / _thr_name(a, p), p, result.files, a.links, opts.link, opts.relative_links)
+                if p.changed or not opts.changed_only:
+                    write_partition(base / _thr_name(a, p), p, result.files, a.links, opts.link, opts.relative_links,
+                                    unclustered_links=not opts.no_unclustered_links)
                 done += 1
                 if progress:
                     progress("write", done, total)
@@ -343,17 +376,21 @@ def _same_tree(new: dict, old: dict) -> bool:
 
 
 def write_partition(
-    folder: Path, p: Partition, files: list[str], links: list[str], mode: str = "symlink", relative: bool = False
+    folder: Path, p: Partition, files: list[str], links: list[str], mode: str = "symlink", relative: bool = False,
+    *, unclustered_links: bool = True,
 ) -> None:
-    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/``."""
+    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/`` (left empty
+    without ``unclustered_links``)."""
     folder.mkdir()
     width = _width([len(p.clusters)])
     groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
     groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
-    for name, members in groups:
+    for k, (name, members) in enumerate(groups):
         d = folder / name
         d.mkdir()
         ds = str(d)
+        if k == len(groups) - 1 and not unclustered_links:
+            continue
         for i in members.tolist():
             make_link(files[i], os.path.join(ds, links[i]), mode, relative)
 

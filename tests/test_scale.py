@@ -1,0 +1,124 @@
+"""Pair search and sweep against brute force; Dask; writing options for large collections."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mhc import Options, run
+from mhc.pairs import Edges, iter_pairs
+from mhc.sweep import spanning_forest, sweep
+
+from conftest import tree_digest
+
+
+def brute_force(codes: np.ndarray, t: int) -> list[list[int]]:
+    """Connected components of the all-pairs graph within t (networkx), as sorted lists."""
+    n = len(codes)
+    bits = np.unpackbits(codes.view(np.uint8), axis=1).astype(np.int16)
+    d = (bits[:, None, :] != bits[None, :, :]).sum(axis=2)
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from((i, j) for i in range(n) for j in range(i + 1, n) if d[i, j] <= t)
+    return sorted(sorted(c) for c in nx.connected_components(g) if len(c) > 1)
+
+
+@st.composite
+def hash_sets(draw):
+    words = draw(st.sampled_from([1, 2, 4]))  # 64, 128, 256 bits
+    n = draw(st.integers(2, 60))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2**63, (n, words), dtype=np.uint64) | (rng.integers(0, 2, (n, words), dtype=np.uint64) << 63)
+    if draw(st.booleans()):  # clustered: copies of a few seeds with a few bits flipped
+        seeds = max(1, n // 6)
+        for k in range(seeds, n):
+            c = codes[k % seeds].copy()
+            for _ in range(draw(st.integers(0, words * 8))):
+                w = int(rng.integers(0, words))
+                c[w] ^= np.uint64(1) << np.uint64(int(rng.integers(0, 64)))
+            codes[k] = c
+    return codes
+
+
+@settings(max_examples=60, deadline=None)
+@given(hash_sets(), st.data())
+def test_partitions_equal_brute_force(codes, data):
+    bits = codes.shape[1] * 64
+    thresholds = sorted(set(data.draw(st.lists(st.integers(0, bits // 2), min_size=1, max_size=6))))
+    method = data.draw(st.sampled_from(["numpy", "faiss", "multihash"]))
+    if method == "multihash":  # exact only while every chunk keeps >= 1 bit: radius < bits
+        thresholds = [t for t in thresholds if t < bits] or [0]
+    merge_at = data.draw(st.sampled_from([1, 7, 4_000_000]))  # fold into the forest often or once
+    forest = spanning_forest(len(codes), iter_pairs(codes, max(thresholds), method=method), merge_at=merge_at)
+    assert len(forest) < len(codes)
+    for engine in ("networkx", "scipy"):
+        parts = list(sweep(len(codes), forest, thresholds, engine=engine))
+        for p in parts:
+            got = sorted(sorted(int(i) for i in c) for c in p.clusters)
+            assert got == brute_force(codes, p.threshold), (method, p.threshold)
+            assert sorted(p.unclustered.tolist() + [i for c in got for i in c]) == list(range(len(codes)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(hash_sets(), st.integers(0, 40))
+def test_every_method_finds_the_same_pairs(codes, t):
+    t = min(t, codes.shape[1] * 64 - 1)
+    found = {m: Edges.concat(list(iter_pairs(codes, t, method=m))).sorted() for m in ("numpy", "faiss", "multihash")}
+    for m in ("faiss", "multihash"):
+        for f in ("i", "j", "d"):
+            assert np.array_equal(getattr(found["numpy"], f), getattr(found[m], f)), m
+
+
+def test_local_dask_cluster_gives_the_same_output(corpus, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = tmp_path / "local"
+    run(Options(input=corpus, output=local, algorithms=["phash_8", "dhash_8"], workers=2, no_cache=True))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = run(Options(input=corpus, output=tmp_path / "dask", algorithms=["phash_8", "dhash_8"], no_cache=True,
+                          dask=cluster.scheduler_address))
+    assert res.stats.hashed == len(res.files)
+    strip = lambda d: {k: v.split(":")[0] if not v.startswith(("link:", "dir")) else v
+                       for k, v in d.items() if not k.startswith((".mhc", "summary", "index", "report"))}
+    assert strip(tree_digest(tmp_path / "dask")) == strip(tree_digest(local))
+    a = json.loads((local / "summary.json").read_text())["algorithms"]
+    b = json.loads((tmp_path / "dask" / "summary.json").read_text())["algorithms"]
+    assert a == b
+
+
+def test_unreachable_dask_scheduler_is_a_clear_error(corpus, tmp_path):
+    pytest.importorskip("distributed")
+    from mhc import MhcError
+
+    with pytest.raises(MhcError, match="cannot reach the Dask scheduler"):
+        run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], dask="tcp://127.0.0.1:9"))
+
+
+def test_no_unclustered_links_and_changed_only(corpus, tmp_path):
+    out = tmp_path / "o"
+    res = run(Options(input=corpus, output=out, algorithms=["phash_8"], no_unclustered_links=True,
+                      changed_only=True, workers=1, no_report=True))
+    parts = res.algorithms[0].partitions
+    written = sorted(p.name for p in (out / "phash_8").iterdir())
+    changed = [p for p in parts if p.changed]
+    assert 0 < len(changed) < len(parts)  # the test can tell the difference
+    assert len(written) == len(changed)
+    for p in changed:
+        folder = next(x for x in written if x.startswith(f"thr_{p.threshold:03d}_"))
+        unc = out / "phash_8" / folder / f"unclustered_{len(p.unclustered)}"
+        assert unc.is_dir() and not any(unc.iterdir())
+        links = [x for x in (out / "phash_8" / folder).rglob("*") if x.is_symlink()]
+        assert len(links) == p.clustered_files
+    # an unchanged threshold has exactly the clusters of the last written one below it
+    for k, p in enumerate(parts):
+        if not p.changed:
+            prev = parts[k - 1]
+            assert [c.tolist() for c in p.clusters] == [c.tolist() for c in prev.clusters]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["written"] for t in summary["algorithms"]["phash_8"]["thresholds"]] == [p.changed for p in parts]
