@@ -103,6 +103,20 @@ def main_command(
     dask: Optional[str] = typer.Option(None, "--dask", envvar="DASK_SCHEDULER", metavar="ADDRESS",
                                        help="Hash on a Dask cluster, e.g. tcp://scheduler:8786 (workers must see the "
                                        "same paths). Needs pip install 'mhc[dask]'."),
+    isometric: bool = typer.Option(False, "--isometric", help="Mirrored and rotated copies match: the distance is the "
+                                   "least over the 8 rotations/mirrors of one file."),
+    verify: Optional[str] = typer.Option(None, "--verify", metavar="ssim[:T]", help="Keep only links whose small grey "
+                                         "versions have structural similarity >= T (default 0.7; needs mhc[precision])."),
+    max_cluster_size: Optional[int] = typer.Option(None, "--max-cluster-size", help="Split a cluster larger than this "
+                                                   "along its weakest links."),
+    linkage: str = typer.Option("single", "--linkage", help="single (connected components) or complete (every pair "
+                                "of a cluster within the threshold; no chaining)."),
+    method: str = typer.Option("sweep", "--method", help="sweep (thresholds) or hdbscan (density clustering; writes "
+                               "<algo>/hdbscan_minN/; needs mhc[precision])."),
+    min_cluster_size: int = typer.Option(2, "--min-cluster-size", help="HDBSCAN's smallest cluster."),
+    require: Optional[list[str]] = typer.Option(None, "--require", metavar="NAME_SIZE:BITS", help="Combined evidence, "
+                                                "repeatable: link only where every named algorithm agrees within its "
+                                                "threshold; written as combined_.../ swept at 25-100 %."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars or tables; errors only."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -114,7 +128,9 @@ def main_command(
         dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels, no_report=no_report,
         frames=frames, video_exact=video_exact, video_match=video_match, cross_media=cross_media,
         duration_tolerance=duration_tolerance, no_unclustered_links=no_unclustered_links,
-        changed_only=changed_only, dask=dask,
+        changed_only=changed_only, dask=dask, isometric=isometric, verify=verify,
+        max_cluster_size=max_cluster_size, linkage=linkage, method=method, min_cluster_size=min_cluster_size,
+        require=list(require or []),
     )
     _setup_logging(quiet)
     with user_errors():
@@ -172,6 +188,33 @@ def report_command(
     with user_errors():
         page = rebuild_report(output, workers=workers)
     out.print(f"report: {page}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    output: Path = typer.Argument(..., help="An mhc output folder (or any tree of threshold folders of links)."),
+    labels: Path = typer.Option(..., "--labels", help="Ground truth: JSON {path: group} (or a corpus labels.json), "
+                                "CSV path,group, or a folder with one sub-folder per group."),
+) -> None:
+    """Precision, recall and F1 of every threshold folder against a labelled sample, best last.
+
+    Pairs of files in the same cluster are predicted duplicates; pairs with the same label
+    are true ones. Files missing from the labels are ignored.
+
+    Example: mhc evaluate data/output --labels my-sample.csv
+    """
+    from .evaluate import evaluate
+
+    with user_errors():
+        rows = evaluate(output, labels)
+    t = Table(title=f"{output} against {labels}", title_justify="left")
+    for col in ("folder", "precision", "recall", "F1", "pairs predicted", "true pairs"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r.folder, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.predicted), str(r.true))
+    out.print(t)
+    if rows:
+        out.print(f"best F1 = {rows[-1].f1:.4f} at {rows[-1].folder}")
 
 
 @app.command("pairs")
@@ -252,7 +295,8 @@ def print_summary(result: RunResult, console: Console) -> None:
         f"[bold]{len(result.errors)}[/] failed  ({result.seconds:.2f} s)"
     )
     for a in result.algorithms:
-        t = Table(title=f"{a.algorithm.key} ({a.algorithm.bits} bits)", title_justify="left")
+        unit = "% of each --require threshold" if a.dir_override else f"{a.algorithm.bits} bits"
+        t = Table(title=f"{a.key} ({unit})", title_justify="left")
         for col in ("threshold", "clusters", "files in clusters", "largest cluster", "unclustered"):
             t.add_column(col, justify="right")
         sug = a.suggestion.threshold if a.suggestion else None

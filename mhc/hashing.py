@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from .algorithms import Algorithm
 from .cache import HashCache
 from .decode import DecodeError, DecodeSettings, open_image
@@ -46,17 +48,20 @@ class HashPlan:
     algorithms: tuple[Algorithm, ...]
     decode: DecodeSettings
     video: VideoSettings = VideoSettings()
+    isometric: bool = False  # also hash the 8 rotations/mirrors of each image
+    verify: bool = False  # also keep a small grey thumbnail of each image for SSIM
 
     @classmethod
     def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None,
-              frames: int = 20, video_exact: bool = False) -> "HashPlan":
+              frames: int = 20, video_exact: bool = False, isometric: bool = False,
+              verify: bool = False) -> "HashPlan":
         """Decoder settings that cover every algorithm: the smallest image that keeps each
         algorithm's :attr:`~mhc.algorithms.Algorithm.min_side` (full resolution when ``exact``)."""
         side = max(a.min_side for a in algorithms)
         kw = {} if max_pixels is None else {"max_pixels": max_pixels}
         color = any(a.needs_color for a in algorithms)
         return cls(tuple(algorithms), DecodeSettings(min_side=0 if exact else side, color=color, **kw),
-                   VideoSettings(frames=frames, exact=video_exact, min_side=side))
+                   VideoSettings(frames=frames, exact=video_exact, min_side=side), isometric, verify)
 
     def hkey(self, algo: Algorithm, kind: str = "image") -> str:
         """Cache key of one algorithm's hashes. For images it names the algorithm's own pixel
@@ -77,12 +82,38 @@ class HashPlan:
         """Cache key of a failure: per decoder, not per algorithm."""
         return self.video.cache_tag() if kind == "video" else self.decode.cache_tag()
 
-    def keys(self, kind: str) -> dict[str, Algorithm | None]:
-        """Every cache key a file of ``kind`` needs (None: the video meta entry)."""
-        keys: dict[str, Algorithm | None] = {self.hkey(a, kind): a for a in self.algorithms}
+    def iso_key(self, algo: Algorithm) -> str:
+        """Cache key of the hashes of an image's 8 rotations/mirrors (identity first)."""
+        return f"{self.hkey(algo)}|iso"
+
+    def ssim_key(self) -> str:
+        """Cache key of an image's small grey thumbnail for SSIM verification."""
+        return f"ssim{SSIM_SIDE}|{self.decode.cache_tag()}"
+
+    def keys(self, kind: str) -> dict[str, str]:
+        """Every cache key a file of ``kind`` needs -> the name its value gets in results
+        (``algo.key``, ``algo.key + "|iso"``, ``"ssim"`` or ``"meta"``)."""
+        keys = {self.hkey(a, kind): a.key for a in self.algorithms}
         if kind == "video":
-            keys[self.meta_key()] = None
+            keys[self.meta_key()] = "meta"
+        else:
+            if self.isometric:
+                keys.update({self.iso_key(a): f"{a.key}|iso" for a in self.algorithms})
+            if self.verify:
+                keys[self.ssim_key()] = "ssim"
         return keys
+
+
+# The 8 symmetries of the square (identity first): mirrored and rotated copies.
+DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+            Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE)
+SSIM_SIDE = 64
+
+
+def transformed(image: Image.Image, k: int) -> Image.Image:
+    """The k-th of the 8 dihedral transforms of an image (0 = itself)."""
+    return image if DIHEDRAL[k] is None else image.transpose(DIHEDRAL[k])
 
 
 def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
@@ -97,6 +128,14 @@ def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
     try:
         for algo, hashed in zip(plan.algorithms, _hash_all(image, plan.algorithms, plan.decode.exact)):
             result.hashes[plan.hkey(algo)] = hashed
+        if plan.isometric:
+            # all from the one decoded image; a transposed image is as cheap as a copy
+            variants = [_hash_all(transformed(image, k), plan.algorithms, plan.decode.exact) for k in range(1, 8)]
+            for n, algo in enumerate(plan.algorithms):
+                result.hashes[plan.iso_key(algo)] = result.hashes[plan.hkey(algo)] + b"".join(v[n] for v in variants)
+        if plan.verify:
+            g = image.convert("L").resize((SSIM_SIDE, SSIM_SIDE), Image.BILINEAR)
+            result.hashes[plan.ssim_key()] = g.tobytes()
     except Exception as e:  # a hash library failing on an odd image is a file error, not a crash
         return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
     return result
@@ -215,11 +254,11 @@ def compute_hashes(
     def keep(path: str, kind: str, values: dict[str, bytes]) -> None:
         out[path] = {}
         for hk, v in values.items():
-            algo = keys[kind].get(hk)
-            if algo is not None:
-                out[path][algo.key] = v
-            elif hk == plan.meta_key():
+            name = keys[kind].get(hk)
+            if name == "meta":
                 meta[path] = json.loads(v)
+            elif name is not None:
+                out[path][name] = v
 
     for f in files:
         failed = cached_fail.get(f.path, {}).get(plan.dkey(f.kind))
@@ -242,9 +281,12 @@ def compute_hashes(
         return HashResults(out, sorted(errors, key=lambda e: e.path), stats, meta)
 
     # Only the algorithms some file still lacks; a file missing any is decoded once.
-    missing = [a for a in plan.algorithms
-               if any(plan.hkey(a, f.kind) not in cached.get(f.path, {}) for f in todo)]
-    work_plan = HashPlan(tuple(missing or plan.algorithms), plan.decode, plan.video)
+    def lacks(a: Algorithm, f: MediaFile) -> bool:
+        have = cached.get(f.path, {})
+        return plan.hkey(a, f.kind) not in have or (plan.isometric and f.kind == "image" and plan.iso_key(a) not in have)
+
+    missing = [a for a in plan.algorithms if any(lacks(a, f) for f in todo)]
+    work_plan = HashPlan(tuple(missing or plan.algorithms), plan.decode, plan.video, plan.isometric, plan.verify)
 
     pending_h: list[tuple[str, str, bytes]] = []
     pending_f: list[tuple[str, str, str]] = []

@@ -58,11 +58,19 @@ def build_media(hashes: list[bytes], kinds: list[str], metas: list[dict | None],
     return Media(pack(codes), is_video, frames, meta)
 
 
-def edge_blocks(media: Media, max_distance: int, opts: MatchOptions = MatchOptions(), progress=None) -> Iterator[Edges]:
-    """Every pair that may link within ``max_distance``, block by block (i < j)."""
+def edge_blocks(media: Media, max_distance: int, opts: MatchOptions = MatchOptions(), progress=None,
+                variants: np.ndarray | None = None) -> Iterator[Edges]:
+    """Every pair that may link within ``max_distance``, block by block (i < j).
+
+    ``variants`` (n, 8, words): hashes of each image's 8 rotations/mirrors; images then
+    match by the least distance over them (see :mod:`mhc.precision`)."""
     img = np.flatnonzero(~media.is_video)
     vid = np.flatnonzero(media.is_video)
-    if len(img) > 1:
+    if len(img) > 1 and variants is not None:
+        from .precision import isometric_edges
+
+        yield from isometric_edges(media.codes, variants, max_distance, allowed=img)
+    elif len(img) > 1:
         for b in iter_pairs(media.codes[img], max_distance, progress=progress):
             yield Edges(img[b.i], img[b.j], b.d)
     if len(vid) > 1:

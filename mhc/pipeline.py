@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import numpy as np
 import json
 import logging
 import os
@@ -26,16 +27,20 @@ from .hashing import MIN_FILES_FOR_POOL, HashPlan, HashStats, Progress, compute_
 from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree, threshold_folder,
                      unique_link_names)
 from .matching import VIDEO_MATCHES, MatchOptions, build_media, edge_blocks
-from .pairs import Edges
+from .pairs import Edges, pack
 from .report import build_report, render_index
 from .thumbs import ensure_thumbs
 from .suggest import Suggestion, suggest_threshold
-from .sweep import Partition, spanning_forest, sweep
+from .sweep import Partition, _partition, spanning_forest, sweep
+from .precision import (capped_sweep, combined_edges, complete_sweep, filtered, isometric_distance_matrix,
+                        ssim_filter)
+from .hashing import SSIM_SIDE
 from .thresholds import parse_thresholds
 
 log = logging.getLogger(__name__)
 
 CACHE_NAME = ".mhc-cache.sqlite"
+HDBSCAN_MAX_FILES = 50_000
 
 
 @dataclass
@@ -65,6 +70,13 @@ class Options:
     no_unclustered_links: bool = False  # leave unclustered_U folders empty (faster at scale)
     changed_only: bool = False  # write only threshold folders whose partition changed
     dask: str | None = None  # hash on this Dask scheduler (tcp://host:8786) instead of locally
+    isometric: bool = False  # rotated and mirrored copies match (least distance over 8 variants)
+    verify: str | None = None  # "ssim" or "ssim:0.6": confirm links by structural similarity
+    max_cluster_size: int | None = None  # split larger components along their weakest links
+    linkage: str = "single"  # or "complete": every pair of a cluster within the threshold
+    method: str = "sweep"  # or "hdbscan": density clustering instead of the threshold sweep
+    min_cluster_size: int = 2  # for --method hdbscan
+    require: list[str] = field(default_factory=list)  # ["phash_16:30", ...]: combined evidence
 
     def default_cache_path(self) -> Path:
         out = Path(os.path.abspath(self.output))
@@ -79,6 +91,12 @@ class AlgorithmResult:
     hexes: list[str]  # hash of each file (index as in RunResult.files), imagehash's hex
     links: list[str]  # link name of each file
     suggestion: Suggestion | None = None  # the threshold mhc suggests, and why
+    folder_override: str | None = None  # hdbscan: the one folder's name instead of thr_NNN_...
+    dir_override: str | None = None  # combined evidence: the folder set's name
+
+    @property
+    def key(self) -> str:
+        return self.dir_override or self.algorithm.key
 
 
 @dataclass
@@ -119,6 +137,20 @@ def validate(options: Options) -> _Prepared:
         raise UsageError(f"--frames must be 1 to 1000 frames per video, not {options.frames}")
     if options.video_match not in VIDEO_MATCHES:
         raise UsageError(f"--video-match must be one of {', '.join(VIDEO_MATCHES)}, not {options.video_match!r}")
+    if options.verify is not None:
+        parse_verify(options.verify)
+    if options.max_cluster_size is not None and options.max_cluster_size < 2:
+        raise UsageError(f"--max-cluster-size must be 2 or more, not {options.max_cluster_size}")
+    if options.linkage not in ("single", "complete"):
+        raise UsageError(f"--linkage must be single or complete, not {options.linkage!r}")
+    if options.method not in ("sweep", "hdbscan"):
+        raise UsageError(f"--method must be sweep or hdbscan, not {options.method!r}")
+    if options.min_cluster_size < 2:
+        raise UsageError(f"--min-cluster-size must be 2 or more, not {options.min_cluster_size}")
+    for spec in options.require:
+        parse_require(spec)
+    if options.require and len(options.require) < 2:
+        raise UsageError("--require combines algorithms: give two or more, e.g. --require phash_16:30 --require dhash_16:40")
     if not 0 <= options.duration_tolerance < 1:
         raise UsageError(f"--duration-tolerance is a fraction from 0 (off) to below 1, e.g. 0.05, not {options.duration_tolerance}")
     inp = Path(options.input)
@@ -128,6 +160,37 @@ def validate(options: Options) -> _Prepared:
         raise UsageError(f"input {inp} is not a folder; pass -i/--input FOLDER")
     check_output(Path(options.output), [inp])
     return _Prepared(algos, thresholds)
+
+
+def parse_verify(spec: str) -> float:
+    """``ssim`` or ``ssim:THRESHOLD`` -> the SSIM threshold."""
+    from .precision import SSIM_DEFAULT
+
+    name, _, value = spec.partition(":")
+    if name.strip().lower() != "ssim":
+        raise UsageError(f"--verify {spec!r}: the only verifier is ssim; write --verify ssim or --verify ssim:0.6")
+    if not value:
+        return SSIM_DEFAULT
+    try:
+        t = float(value)
+    except ValueError:
+        t = -2.0
+    if not -1 <= t <= 1:
+        raise UsageError(f"--verify {spec!r}: the SSIM threshold is a number from -1 to 1, e.g. ssim:0.6")
+    return t
+
+
+def parse_require(spec: str) -> tuple[Algorithm, int]:
+    """``phash_16:30`` -> (algorithm, threshold in bits)."""
+    name, _, value = spec.partition(":")
+    algo = parse_algorithms([name])[0]
+    try:
+        t = int(value)
+    except ValueError:
+        raise UsageError(f"--require {spec!r} is not NAME_SIZE:BITS; write e.g. --require phash_16:30") from None
+    if not 0 <= t <= algo.bits:
+        raise UsageError(f"--require {spec!r}: the threshold must be 0 to {algo.bits} bits")
+    return algo, t
 
 
 def run(options: Options, *, progress: Progress | None = None, executor: Executor | None = None) -> RunResult:
@@ -150,7 +213,9 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     if progress:
         progress("scan", len(found.files), len(found.files))
 
-    plan = _plan(prep.algorithms, options)
+    required = [parse_require(s) for s in options.require]
+    hash_algos = list(prep.algorithms) + [a for a, _ in required if a not in prep.algorithms]
+    plan = _plan(hash_algos, options)
     cache_path = None if options.no_cache else Path(options.cache or options.default_cache_path())
     with HashCache(cache_path) as cache, _dask_executor(options.dask, executor) as ex:
         hashed = compute_hashes(found.files, plan, cache, workers=options.workers, executor=ex, progress=progress)
@@ -160,11 +225,24 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     kind_of = {f.path: f.kind for f in found.files}
     kinds = [kind_of[p] for p in files]
     metas = [hashed.meta.get(p) for p in files]
-    results = [
-        cluster_algorithm(algo, files, [hashed.hashes[p][algo.key] for p in files], prep.thresholds[algo.key],
-                          progress, kinds=kinds, metas=metas, match=_match(options))
-        for algo in prep.algorithms
-    ]
+    thumbs = ({i: np.frombuffer(hashed.hashes[p]["ssim"], np.uint8).reshape(SSIM_SIDE, SSIM_SIDE)
+               for i, p in enumerate(files) if "ssim" in hashed.hashes[p]} if options.verify else {})
+    results = []
+    for algo in prep.algorithms:
+        variants = None
+        if options.isometric:
+            variants = _variants(algo, [hashed.hashes[p].get(f"{algo.key}|iso") for p in files])
+        hashes = [hashed.hashes[p][algo.key] for p in files]
+        if options.method == "hdbscan":
+            results.append(hdbscan_algorithm(algo, files, hashes, options.min_cluster_size, kinds, metas))
+            continue
+        results.append(cluster_algorithm(
+            algo, files, hashes, prep.thresholds[algo.key], progress, kinds=kinds, metas=metas,
+            match=_match(options), variants=variants, thumbs=thumbs,
+            verify=parse_verify(options.verify) if options.verify else None,
+            max_cluster_size=options.max_cluster_size, linkage=options.linkage))
+    if required:
+        results.append(combined_algorithm(required, files, [[hashed.hashes[p][a.key] for p in files] for a, _ in required]))
     errors = sorted(found.errors + hashed.errors, key=lambda e: e.path)
     result = RunResult(str(inp), str(out), files, errors, len(found.files) + len(found.errors),
                        hashed.stats, results, options, kinds)
@@ -177,21 +255,92 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
 def cluster_algorithm(
     algo: Algorithm, files: list[str], hashes: list[bytes], thresholds: list[int], progress: Progress | None = None,
     *, kinds: list[str] | None = None, metas: list[dict | None] | None = None, match: MatchOptions = MatchOptions(),
+    variants: np.ndarray | None = None, thumbs: dict[int, np.ndarray] | None = None, verify: float | None = None,
+    max_cluster_size: int | None = None, linkage: str = "single",
 ) -> AlgorithmResult:
     """Pairs within the largest threshold -> spanning forest -> one partition per threshold.
 
-    ``kinds`` and ``metas`` (per file) mark videos, whose ``hashes`` hold all their frames."""
+    ``kinds`` and ``metas`` (per file) mark videos, whose ``hashes`` hold all their frames.
+    ``variants``: isometric matching; ``verify``: SSIM threshold for links (``thumbs``);
+    ``max_cluster_size`` / ``linkage``: see :mod:`mhc.precision`."""
     kinds = kinds or ["image"] * len(files)
     media = build_media(hashes, kinds, metas or [None] * len(files), (algo.bits + 7) // 8)
     step = (lambda stage, done, total: progress(f"pairs {algo.key}", done, total)) if progress else None
-    forest = spanning_forest(len(files), edge_blocks(media, max(thresholds), match, progress=step))
-    partitions = list(sweep(len(files), forest, thresholds))
+    blocks = edge_blocks(media, max(thresholds), match, progress=step, variants=variants)
+    if verify is not None:
+        blocks = filtered(blocks, ssim_filter(thumbs or {}, verify, isometric=variants is not None))
+    forest = spanning_forest(len(files), blocks)
+    if linkage == "complete":
+        if verify is not None:
+            # complete linkage needs every pair's distance; a refused link counts as infinitely far
+            raise UsageError("--linkage complete cannot be combined with --verify yet; use one of them")
+        partitions = list(complete_sweep(len(files), forest, thresholds,
+                                         lambda m: isometric_distance_matrix(media.codes, variants, m)))
+    elif max_cluster_size:
+        partitions = list(capped_sweep(len(files), forest, thresholds, max_cluster_size))
+    else:
+        partitions = list(sweep(len(files), forest, thresholds))
     if progress:
         progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
     sweep_hashes = [media.codes[i].tobytes()[: (algo.bits + 7) // 8] for i in range(len(files))]
     hexes = [algo.to_hex(h) for h in sweep_hashes]
     suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
+
+
+def _variants(algo: Algorithm, values: list[bytes | None]) -> np.ndarray:
+    """(n, 8, words) codes of each image's 8 variants; videos repeat their own hash."""
+    nbytes = (algo.bits + 7) // 8
+    rows = []
+    for v in values:
+        rows.append([v[k * nbytes:(k + 1) * nbytes] for k in range(8)] if v else None)
+    width = pack([b"\0" * nbytes]).shape[1]
+    out = np.zeros((len(values), 8, width), dtype=np.uint64)
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i] = pack(r)
+    return out
+
+
+def hdbscan_algorithm(algo: Algorithm, files: list[str], hashes: list[bytes], min_size: int,
+                      kinds: list[str], metas: list[dict | None]) -> AlgorithmResult:
+    """Density clustering (scikit-learn's HDBSCAN) over Hamming distances; noise = unclustered."""
+    if len(files) > HDBSCAN_MAX_FILES:
+        raise MhcError(
+            f"--method hdbscan on {len(files):,} files: HDBSCAN's core distances and spanning tree cost O(n^2) "
+            f"time over Hamming distances; it is limited to {HDBSCAN_MAX_FILES:,} files. Use the sweep beyond.")
+    try:
+        from sklearn.cluster import HDBSCAN
+    except ImportError:
+        raise UsageError("--method hdbscan needs scikit-learn: pip install 'mhc[precision]'") from None
+    media = build_media(hashes, kinds, metas, (algo.bits + 7) // 8)
+    n = len(files)
+    if n < 2:
+        labels = np.full(n, -1)
+    else:
+        bits = np.unpackbits(media.codes.view(np.uint8), axis=1)[:, : algo.bits].astype(bool)
+        labels = HDBSCAN(min_cluster_size=max(2, min_size), min_samples=1, metric="hamming",
+                         algorithm="balltree" if n > 2000 else "brute", allow_single_cluster=True).fit_predict(bits)
+    comps = [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
+    part = _partition(n, 0, [c for c in comps if len(c) > 1])
+    hexes = [algo.to_hex(media.codes[i].tobytes()[: (algo.bits + 7) // 8]) for i in range(n)]
+    return AlgorithmResult(algo, [0], [part], hexes, unique_link_names(files, hexes), None,
+                           folder_override=f"hdbscan_min{max(2, min_size)}")
+
+
+def combined_algorithm(required: list[tuple[Algorithm, int]], files: list[str], hashes: list[list[bytes]]) -> AlgorithmResult:
+    """Combined evidence: linked only where every algorithm agrees within its threshold.
+    Swept over 25/50/75/100 % of the given thresholds."""
+    edges = combined_edges([(pack(h), t) for (a, t), h in zip(required, hashes)])
+    thresholds = [25, 50, 75, 100]
+    forest = spanning_forest(len(files), [edges])
+    partitions = list(sweep(len(files), forest, thresholds))
+    first = required[0][0]
+    hexes = [first.to_hex(h) for h in hashes[0]]
+    key = "combined_" + "_".join(f"{a.key}-{t}" for a, t in required)
+    algo = Algorithm(key, 0)
+    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), None,
+                           dir_override=key)
 
 
 @contextmanager
@@ -220,7 +369,8 @@ def _dask_executor(address: str | None, executor: Executor | None) -> Iterator[E
 
 def _plan(algos: list[Algorithm], options: Options) -> HashPlan:
     return HashPlan.build(algos, exact=options.exact, max_pixels=options.max_pixels, frames=options.frames,
-                          video_exact=options.video_exact)
+                          video_exact=options.video_exact, isometric=options.isometric,
+                          verify=options.verify is not None)
 
 
 def _match(options: Options) -> MatchOptions:
@@ -240,7 +390,7 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
         index = {p: i for i, p in enumerate(files)}
         old_files = previous.get("files", [])
         for key, entry in previous.get("algorithms", {}).items():
-            if any(a.algorithm.key == key for a in result.algorithms):
+            if any(a.key == key for a in result.algorithms):
                 continue
             for p in old_files:
                 if p not in index:
@@ -255,10 +405,10 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
             algos[key] = entry
             carried.append(key)
     for a in result.algorithms:
-        algos[a.algorithm.key] = {
+        algos[a.key] = {
             "name": a.algorithm.name,
             "size": a.algorithm.size,
-            "bits": a.algorithm.bits,
+            "bits": a.algorithm.bits if not a.dir_override else 100,
             "file_index": list(range(len(result.files))),
             "hashes": a.hexes,
             "links": a.links,
@@ -305,6 +455,8 @@ def _width(values: list[int]) -> int:
 
 
 def _thr_name(a: AlgorithmResult, p: Partition) -> str:
+    if a.folder_override:
+        return a.folder_override
     return threshold_folder(p.threshold, len(p.unclustered), _width(a.thresholds))
 
 
@@ -332,7 +484,7 @@ def write_output(result: RunResult, *, progress: Progress | None = None) -> bool
         total = sum(len(a.partitions) for a in result.algorithms)
         done = 0
         for a in result.algorithms:
-            base = staging / a.algorithm.key
+            base = staging / a.key
             base.mkdir()
             for p in a.partitions:
                 if p.changed or not opts.changed_only:

@@ -1,0 +1,119 @@
+"""Scoring output folders against hand labels: pairwise precision, recall and F1.
+
+Labels map files to groups; two files with the same group are true duplicates. Accepted:
+a JSON object ``{path: group}``, a corpus ``labels.json`` (``{"files": {path: {"group":
+...}}}``), a CSV with ``path,group`` columns, or a folder holding one sub-folder per group
+(files directly in it are singletons). Relative paths are relative to the labels file (or
+folder). Files in the output but not in the labels are ignored.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Score:
+    folder: str
+    precision: float
+    recall: float
+    f1: float
+    predicted: int  # predicted pairs among labelled files
+    true: int  # true pairs among labelled files present
+
+
+def load_labels(path: str | Path) -> dict[str, str | None]:
+    """Real path of each labelled file -> its group (None: a singleton)."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--labels {p} does not exist")
+    base = p if p.is_dir() else p.parent
+    raw: dict[str, str | None] = {}
+    if p.is_dir():
+        for root, _, files in os.walk(p):
+            rel = Path(root).relative_to(p)
+            for f in files:
+                raw[str(Path(root, f))] = rel.parts[0] if rel.parts else None
+    elif p.suffix.lower() == ".csv":
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "group"]:
+            rows = rows[1:]
+        for r in rows:
+            if len(r) < 2:
+                raise UsageError(f"--labels {p}: every row needs path,group (got {r!r})")
+            raw[r[0]] = r[1] or None
+    else:
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise UsageError(f"--labels {p} is not JSON ({e}); use JSON, CSV path,group, or a folder of groups") from None
+        if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
+            raw = {k: (v.get("group") if isinstance(v, dict) else v) for k, v in doc["files"].items()}
+        elif isinstance(doc, dict):
+            raw = {k: v for k, v in doc.items()}
+        else:
+            raise UsageError(f"--labels {p}: expected an object of path -> group")
+    return {os.path.realpath(k if os.path.isabs(k) else base / k): (None if g is None else str(g)) for k, g in raw.items()}
+
+
+def threshold_folders(root: Path) -> list[Path]:
+    """Folders whose sub-folders hold links directly (threshold folders), in name order."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        d = Path(dirpath)
+        if any(any(e.is_symlink() or e.is_file() for e in os.scandir(d / s)) for s in dirnames
+               if not s.startswith(".")) and d != root and not d.name.startswith("."):
+            if all(not (d / s / x).is_dir() for s in dirnames for x in os.listdir(d / s)):
+                found.append(d)
+                dirnames[:] = []
+        dirnames[:] = [x for x in dirnames if x not in (".mhc", "report")]
+    return sorted(found)
+
+
+def score_folder(folder: Path, labels: dict[str, str | None]) -> Score:
+    assign: dict[str, tuple] = {}
+    n = 0
+    for sub in sorted(folder.iterdir()):
+        if not sub.is_dir():
+            continue
+        single = sub.name.startswith("unclustered")
+        for e in os.scandir(sub):
+            real = os.path.realpath(e.path)
+            if real not in labels:
+                continue
+            n += 1
+            assign[real] = ("s", n) if single else ("c", sub.name)
+    both: Counter = Counter()
+    pred: Counter = Counter()
+    truth: Counter = Counter()
+    for f, k in assign.items():
+        pred[k] += 1
+        g = labels[f]
+        if g is not None:
+            truth[g] += 1
+            both[(k, g)] += 1
+    pairs = lambda c: sum(v * (v - 1) // 2 for v in c.values())
+    tp, pp, tt = pairs(both), pairs(pred), pairs(truth)
+    p = tp / pp if pp else 1.0
+    r = tp / tt if tt else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return Score(str(folder), p, r, f1, pp, tt)
+
+
+def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
+    """Scores of every threshold folder under ``output``, best F1 last."""
+    out = Path(output)
+    if not out.is_dir():
+        raise UsageError(f"{out} is not a folder; pass an mhc output folder")
+    labels = load_labels(labels_path)
+    scores = [score_folder(f, labels) for f in threshold_folders(out)]
+    for s in scores:
+        object.__setattr__(s, "folder", os.path.relpath(s.folder, out))
+    return sorted(scores, key=lambda s: (s.f1, s.folder))
