@@ -320,7 +320,8 @@ def hdbscan_algorithm(algo: Algorithm, files: list[str], hashes: list[bytes], mi
     else:
         bits = np.unpackbits(media.codes.view(np.uint8), axis=1)[:, : algo.bits].astype(bool)
         labels = HDBSCAN(min_cluster_size=max(2, min_size), min_samples=1, metric="hamming",
-                         algorithm="balltree" if n > 2000 else "brute", allow_single_cluster=True).fit_predict(bits)
+                         algorithm="balltree" if n > 2000 else "brute", allow_single_cluster=True,
+                         copy=True).fit_predict(bits)
     comps = [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
     part = _partition(n, 0, [c for c in comps if len(c) > 1])
     hexes = [algo.to_hex(media.codes[i].tobytes()[: (algo.bits + 7) // 8]) for i in range(n)]

@@ -1,0 +1,194 @@
+"""Precision options on generated images: isometric matching, SSIM verification, linkage,
+combined evidence, HDBSCAN, and `mhc evaluate`."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+from PIL import Image
+
+from mhc import Options, run
+from mhc.pipeline import list_pairs
+
+from conftest import photo, run_cli, save
+
+
+def cluster_of(res, path, t, key=None):
+    a = next(x for x in res.algorithms if key is None or x.key == key)
+    p = next(p for p in a.partitions if p.threshold == t)
+    for c in p.clusters:
+        names = {res.files[i] for i in c}
+        if str(path) in names:
+            return names
+    return {str(path)}
+
+
+def test_mirrored_and_rotated_copies_match_only_with_isometric(tmp_path):
+    inp = tmp_path / "in"
+    base = photo(21, (320, 240))
+    a = save(base, inp / "a.png")
+    m = save(base.transpose(Image.Transpose.FLIP_LEFT_RIGHT), inp / "mirrored.png")
+    r = save(base.transpose(Image.Transpose.ROTATE_90), inp / "rotated.png")
+    f = save(base.transpose(Image.Transpose.ROTATE_180), inp / "upside down.png")
+    save(photo(22), inp / "other.png")
+    opts = dict(input=inp, algorithms=["phash_8"], thresholds="0:10:1", workers=1, no_report=True)
+    plain = run(Options(output=tmp_path / "p", **opts))
+    assert cluster_of(plain, a, 10) == {str(a)}
+    iso = run(Options(output=tmp_path / "i", isometric=True, **opts))
+    assert cluster_of(iso, a, 2) == {str(a), str(m), str(r), str(f)}
+    assert str(tmp_path / "in" / "other.png") not in cluster_of(iso, a, 10)
+
+
+def _collider(target: Image.Image) -> Image.Image:
+    """A different picture with the same ahash_8 as ``target``: the 8x8 above/below-mean
+    pattern of target drawn as hard blocks, under strong high-frequency noise."""
+    g = np.asarray(target.convert("L").resize((8, 8), Image.LANCZOS), dtype=np.float32)
+    blocks = np.where(g > g.mean(), 200, 50).astype(np.uint8)
+    big = np.kron(blocks, np.ones((40, 40), dtype=np.uint8)).astype(np.int16)
+    rng = np.random.default_rng(5)
+    noise = rng.integers(-45, 46, big.shape)
+    return Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def test_ssim_verification_drops_a_hash_collision(tmp_path):
+    inp = tmp_path / "in"
+    base = photo(31, (320, 320))
+    a = save(base, inp / "photo.png")
+    small = save(base.resize((160, 160)), inp / "photo small.png")
+    fake = save(_collider(base), inp / "collision.png")
+    opts = dict(input=inp, algorithms=["ahash_8"], thresholds="0:4:1", workers=1, no_report=True)
+    plain = run(Options(output=tmp_path / "p", **opts))
+    assert str(fake) in cluster_of(plain, a, 4)  # the hashes collide: the test can fail
+    verified = run(Options(output=tmp_path / "v", verify="ssim", **opts))
+    assert cluster_of(verified, a, 4) == {str(a), str(small)}
+    strict = run(Options(output=tmp_path / "s", verify="ssim:0.9999", **opts))
+    assert str(small) not in cluster_of(strict, a, 4)  # the threshold is honoured
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Pictures morphing step by step: at loose thresholds they chain into one cluster."""
+    inp = tmp_path_factory.mktemp("chain") / "in"
+    a, b = np.asarray(photo(41), dtype=np.float32), np.asarray(photo(42), dtype=np.float32)
+    for k in range(12):
+        w = k / 11
+        save(Image.fromarray((a * (1 - w) + b * w).astype(np.uint8)), inp / f"step {k:02d}.png")
+    for k in range(3):
+        save(photo(60 + k), inp / f"alone {k}.png")
+    return inp
+
+
+def test_max_cluster_size_is_respected(chain, tmp_path):
+    opts = dict(input=chain, algorithms=["phash_8"], workers=1, no_report=True)
+    plain = run(Options(output=tmp_path / "p", **opts))
+    assert max(p.largest for p in plain.algorithms[0].partitions) > 5  # the chain forms: the test can fail
+    capped = run(Options(output=tmp_path / "c", max_cluster_size=5, **opts))
+    parts = capped.algorithms[0].partitions
+    assert all(p.largest <= 5 for p in parts)
+    assert max(p.largest for p in parts) == 5
+    for lo, hi in zip(parts, parts[1:]):  # still nested
+        label = {int(i): k for k, c in enumerate(hi.clusters) for i in c}
+        for c in lo.clusters:
+            assert len({label.get(int(i)) for i in c}) == 1 and label.get(int(c[0])) is not None
+
+
+def test_complete_linkage_keeps_every_pair_within_the_threshold(chain, tmp_path):
+    opts = dict(input=chain, algorithms=["phash_8"], workers=1, no_report=True)
+    res = run(Options(output=tmp_path / "c", linkage="complete", **opts))
+    a = res.algorithms[0]
+    codes = {i: int(h, 16) for i, h in enumerate(a.hexes)}
+    grew = False
+    for p in a.partitions:
+        for c in p.clusters:
+            for x in c:
+                for y in c:
+                    assert (codes[int(x)] ^ codes[int(y)]).bit_count() <= p.threshold
+            grew |= len(c) > 2
+    assert grew
+    single = run(Options(output=tmp_path / "s", **opts)).algorithms[0].partitions
+    assert sum(p.largest for p in single) > sum(p.largest for p in a.partitions)  # no chaining
+
+
+def test_require_is_the_intersection(chain, tmp_path):
+    corpus = chain
+    res = run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True,
+                      require=["phash_8:10", "dhash_8:6"]))
+    combined = next(a for a in res.algorithms if a.key == "combined_phash_8-10_dhash_8-6")
+    assert (tmp_path / "o" / "combined_phash_8-10_dhash_8-6" / "thr_100_unclustered_"
+            f"{len(combined.partitions[-1].unclustered)}").is_dir()
+    opts = Options(input=corpus, output=tmp_path / "o", workers=1)
+    pa = {(a, b) for a, b, _ in list_pairs(Options(**{**opts.__dict__, "algorithms": ["phash_8"]}), 10)}
+    pb = {(a, b) for a, b, _ in list_pairs(Options(**{**opts.__dict__, "algorithms": ["dhash_8"]}), 6)}
+    assert pa - pb and pa & pb  # they agree on some pairs, not all: the test can fail
+    g = nx.Graph(pa & pb)
+    expected = sorted(sorted(c) for c in nx.connected_components(g))
+    got = sorted(sorted(res.files[i] for i in c) for c in combined.partitions[-1].clusters)
+    assert got == expected
+
+
+def test_hdbscan_writes_its_own_folder(corpus, tmp_path):
+    out = tmp_path / "o"
+    res = run(Options(input=corpus, output=out, algorithms=["phash_8"], method="hdbscan", min_cluster_size=2,
+                      workers=1, no_report=True))
+    folders = [p.name for p in (out / "phash_8").iterdir()]
+    assert folders == ["hdbscan_min2"]
+    targets = [os.readlink(p) for p in (out / "phash_8" / "hdbscan_min2").rglob("*") if p.is_symlink()]
+    assert sorted(targets) == sorted(res.files)
+    p = res.algorithms[0].partitions[0]
+    assert len(p.clusters) >= 3  # the near-duplicate groups are found as dense clusters
+    for g in range(4):
+        members = {f for f in res.files if f"group{g}/" in f or f"g{g} " in f or f"g{g}_" in f}
+        assert any(members <= {res.files[i] for i in c} for c in p.clusters)
+
+
+def test_evaluate_reproduces_known_scores(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for n in ("a1", "a2", "a3", "b1", "b2", "c"):
+        (src / f"{n}.jpg").write_bytes(b"x")
+    out = tmp_path / "out" / "phash_8"
+
+    def folder(name: str, groups: dict[str, list[str]]) -> None:
+        for g, members in groups.items():
+            d = out / name / g
+            d.mkdir(parents=True)
+            for m in members:
+                os.symlink(src / f"{m}.jpg", d / f"{m}_0.jpg")
+
+    folder("thr_001_unclustered_1", {"001_3": ["a1", "a2", "b1"], "002_2": ["a3", "b2"], "unclustered_1": ["c"]})
+    folder("thr_002_unclustered_1", {"001_3": ["a1", "a2", "a3"], "002_2": ["b1", "b2"], "unclustered_1": ["c"]})
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "group"])
+        for n in ("a1", "a2", "a3"):
+            w.writerow([f"photos/{n}.jpg", "A"])
+        for n in ("b1", "b2"):
+            w.writerow([f"photos/{n}.jpg", "B"])
+        w.writerow(["photos/c.jpg", ""])
+    from mhc.evaluate import evaluate
+
+    rows = evaluate(tmp_path / "out", labels)
+    assert [r.folder for r in rows] == ["phash_8/thr_001_unclustered_1", "phash_8/thr_002_unclustered_1"]
+    # thr_001: 4 predicted pairs, 1 true among them (a1-a2); 4 true pairs in all
+    assert (rows[0].precision, rows[0].recall, rows[0].f1) == (0.25, 0.25, 0.25)
+    assert (rows[1].precision, rows[1].recall, rows[1].f1) == (1.0, 1.0, 1.0)
+    # the same from JSON labels and a folder of groups, and through the CLI
+    (tmp_path / "labels.json").write_text(json.dumps({f"photos/{n}.jpg": n[0].upper() for n in ("a1", "a2", "a3", "b1", "b2")}))
+    assert [r.f1 for r in evaluate(tmp_path / "out", tmp_path / "labels.json")] == [0.25, 1.0]
+    r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(labels))
+    assert r.returncode == 0 and r.stdout.strip().endswith("best F1 = 1.0000 at phash_8/thr_002_unclustered_1")
+
+
+def test_bad_precision_options_are_refused(corpus, tmp_path):
+    for args, msg in ((["--verify", "psnr"], "the only verifier is ssim"), (["--verify", "ssim:3"], "from -1 to 1"),
+                      (["--max-cluster-size", "1"], "--max-cluster-size"), (["--linkage", "average"], "--linkage"),
+                      (["--require", "phash_8:10"], "two or more"), (["--require", "phash_8:x", "--require", "dhash_8:3"],
+                                                                     "NAME_SIZE:BITS")):
+        r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
