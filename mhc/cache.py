@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hashes (
     path BLOB NOT NULL, hkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     value BLOB NOT NULL, PRIMARY KEY (path, hkey)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ignored (
+    a BLOB NOT NULL, b BLOB NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failures (
     path BLOB NOT NULL, dkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     reason TEXT NOT NULL, PRIMARY KEY (path, dkey)) WITHOUT ROWID;
@@ -153,6 +155,24 @@ class HashCache:
                 for table in ("hashes", "failures"):
                     self.db.executemany(f"DELETE FROM {table} WHERE path = ?", [(p,) for p in gone])
         return len(gone)
+
+    # -- "not a duplicate" ------------------------------------------------------------
+    @staticmethod
+    def _pair(a: str, b: str) -> tuple[bytes, bytes]:
+        x, y = os.fsencode(os.path.realpath(a)), os.fsencode(os.path.realpath(b))
+        return (x, y) if x <= y else (y, x)
+
+    def ignore(self, a: str, b: str) -> None:
+        """Remember that ``a`` and ``b`` are not duplicates: later runs never link them."""
+        with self._transaction():
+            self.db.execute("INSERT OR IGNORE INTO ignored VALUES (?, ?)", self._pair(a, b))
+
+    def unignore(self, a: str, b: str) -> bool:
+        with self._transaction():
+            return self.db.execute("DELETE FROM ignored WHERE a = ? AND b = ?", self._pair(a, b)).rowcount > 0
+
+    def ignored(self) -> list[tuple[str, str]]:
+        return [(os.fsdecode(a), os.fsdecode(b)) for a, b in self.db.execute("SELECT a, b FROM ignored ORDER BY a, b")]
 
     def clear(self) -> int:
         """Delete every cached row; returns how many hashes were dropped."""

@@ -20,7 +20,7 @@ from rich.table import Table
 from . import __version__
 from .algorithms import DESCRIPTIONS, PRESETS
 from .cache import HashCache
-from .errors import MhcError, printable
+from .errors import MhcError, UsageError, printable
 from .pipeline import Options, RunResult, list_pairs, rebuild_report, run
 
 EPILOG = """
@@ -51,6 +51,9 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect or clear the hash cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+hydrus_app = typer.Typer(help="Hydrus Network: send pairs to a running client as potential duplicates.",
+                         no_args_is_help=True)
+app.add_typer(hydrus_app, name="hydrus")
 
 err = Console(stderr=True)
 out = Console()
@@ -122,16 +125,21 @@ def main_command(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    with user_errors():
+        params, _ = effective_settings(ctx)
+    p = params
     options = Options(
-        input=input, output=output, algorithms=list(algo or []), preset=preset, thresholds=thresholds,
-        workers=workers, cache=cache, no_cache=no_cache, exact=exact, link=link, relative_links=relative_links,
-        dry_run=dry_run, follow_symlinks=follow_symlinks, max_pixels=max_pixels, no_report=no_report,
-        frames=frames, video_exact=video_exact, video_match=video_match, cross_media=cross_media,
-        duration_tolerance=duration_tolerance, no_unclustered_links=no_unclustered_links,
-        changed_only=changed_only, dask=dask, isometric=isometric, verify=verify,
-        max_cluster_size=max_cluster_size, linkage=linkage, method=method, min_cluster_size=min_cluster_size,
-        require=list(require or []),
+        input=Path(p["input"]), output=Path(p["output"]), algorithms=list(p["algo"] or []), preset=p["preset"],
+        thresholds=p["thresholds"], workers=p["workers"], cache=p["cache"] and Path(p["cache"]),
+        no_cache=p["no_cache"], exact=p["exact"], link=p["link"], relative_links=p["relative_links"],
+        dry_run=p["dry_run"], follow_symlinks=p["follow_symlinks"], max_pixels=p["max_pixels"],
+        no_report=p["no_report"], frames=p["frames"], video_exact=p["video_exact"], video_match=p["video_match"],
+        cross_media=p["cross_media"], duration_tolerance=p["duration_tolerance"],
+        no_unclustered_links=p["no_unclustered_links"], changed_only=p["changed_only"], dask=p["dask"],
+        isometric=p["isometric"], verify=p["verify"], max_cluster_size=p["max_cluster_size"], linkage=p["linkage"],
+        method=p["method"], min_cluster_size=p["min_cluster_size"], require=list(p["require"] or []),
     )
+    quiet = p["quiet"]
     _setup_logging(quiet)
     with user_errors():
         if quiet:
@@ -188,6 +196,87 @@ def report_command(
     with user_errors():
         page = rebuild_report(output, workers=workers)
     out.print(f"report: {page}")
+
+
+@hydrus_app.command("push")
+def hydrus_push(
+    algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
+    threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive)."),
+    api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address."),
+    api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key with the permissions "
+                                "'search for and fetch files' and 'manage file relationships'."),
+    input: Path = typer.Option(Path("data/images"), "-i", "--input", help="Folder of media (the files Hydrus holds, "
+                               "or copies of them: files are matched by SHA-256)."),
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="Output folder (its cache is used)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: beside --output)."),
+    batch: int = typer.Option(100, "--batch", help="Pairs per request."),
+    dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Find and check the pairs; send nothing."),
+    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache."),
+) -> None:
+    """Send the pairs of one threshold to Hydrus as potential duplicates (by SHA-256).
+
+    Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
+    """
+    from .hydrus import HydrusClient, push_pairs
+
+    _setup_logging(False)
+    with user_errors():
+        pairs = list_pairs(Options(input=input, output=output, cache=cache, algorithms=[algo], workers=workers), threshold)
+        client = HydrusClient(api_url, api_key)
+        try:
+            result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
+        except ConnectionError as e:
+            raise MhcError(f"{e}; is the Hydrus client running with its Client API on at {api_url}?") from None
+    verb = "would send" if dry_run else "sent"
+    out.print(f"{result.pairs} pairs within {threshold} bits; {verb} {result.sent} as potential duplicates"
+              + (f"; {result.failed_batches} batch(es) failed after retries" if result.failed_batches else ""))
+    if result.unknown_files:
+        out.print(f"{len(result.unknown_files)} file(s) unknown to the Hydrus client (their pairs were not sent):")
+        for p in result.unknown_files:
+            out.print(f"  {printable(p)}", highlight=False, markup=False)
+    if result.failed_batches:
+        raise typer.Exit(1)
+
+
+@app.command("ignore")
+def ignore_command(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Two files that are not duplicates of each other."),
+    list_: bool = typer.Option(False, "--list", help="List the pairs marked so far."),
+    remove: bool = typer.Option(False, "--remove", help="Forget the given pair (it may link again)."),
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder whose cache to use."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="The cache file (default: beside --output)."),
+) -> None:
+    """Mark two files as "not a duplicate": later runs never put them in one cluster.
+
+    Example: mhc ignore "data/images/a.jpg" "data/images/b.jpg"; mhc ignore --list
+    """
+    path = cache or Options(output=output).default_cache_path()
+    with user_errors():
+        if list_:
+            if not path.exists():
+                out.print("no pairs marked")
+                return
+            with HashCache(path) as c:
+                pairs = c.ignored()
+            for a, b in pairs:
+                out.print(f"{printable(a)}\t{printable(b)}", highlight=False, markup=False)
+            if not pairs:
+                out.print("no pairs marked")
+            return
+        if not paths or len(paths) != 2:
+            raise UsageError("give exactly two files: mhc ignore FILE_A FILE_B (or --list)")
+        a, b = (str(p) for p in paths)
+        if not remove:
+            for p in (a, b):
+                if not os.path.isfile(p):
+                    raise UsageError(f"{p} is not a file")
+        with HashCache(path) as c:
+            if remove:
+                done = c.unignore(a, b)
+                out.print("forgotten: they may link again" if done else "that pair was not marked")
+            else:
+                c.ignore(a, b)
+                out.print("marked as not a duplicate; the next run keeps them apart")
 
 
 @app.command("evaluate")
@@ -249,6 +338,44 @@ def pairs_command(
         w.writerow(["path_a", "path_b", "distance"])
         for a, b, d in pairs:
             w.writerow([printable(a), printable(b), d])
+
+
+def effective_settings(ctx: typer.Context) -> tuple[dict, dict]:
+    """The main command's settings: command line > config file > built-in default.
+    Returns (values, sources) by option name."""
+    from .config import find_config, normalise
+
+    cmd = ctx.command if ctx.parent is None else ctx.parent.command
+    defaults = {p.name: p.default for p in cmd.params if p.name not in ("version",)}
+    values = dict(ctx.params) if ctx.parent is None else dict(defaults)
+    sources = {k: "default" for k in defaults}
+    found = find_config()
+    file_values = normalise(found[0], defaults, found[1]) if found else {}
+    for name in defaults:
+        from_cli = ctx.parent is None and ctx.get_parameter_source(name) is not None and \
+            ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")
+        if from_cli:
+            sources[name] = "command line" if ctx.get_parameter_source(name).name == "COMMANDLINE" else "environment"
+        elif name in file_values:
+            values[name] = file_values[name]
+            sources[name] = found[1]
+    return values, sources
+
+
+@app.command("config")
+def config_command(ctx: typer.Context) -> None:
+    """Print the effective settings and where each comes from (default, mhc.toml or [tool.mhc]).
+
+    Example: mhc config
+    """
+    with user_errors():
+        values, sources = effective_settings(ctx)
+    # TOML-like lines: they can be pasted into an mhc.toml
+    for name in sorted(values):
+        v = values[name]
+        shown = json.dumps(str(v) if isinstance(v, Path) else v)
+        out.print(f"{name.replace('_', '-')} = {shown}  # {sources[name]}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 # -- presentation -------------------------------------------------------------

@@ -8,6 +8,7 @@ background, so a rotated-by-tag photo and a transparent PNG hash like what a vie
 """
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,11 +48,64 @@ class DecodeSettings:
         return f"d{DECODER_VERSION}:{'exact' if self.exact else 'fast'}"
 
 
+def _register_heif() -> bool:
+    """HEIC/HEIF through pillow-heif (AVIF is native in Pillow >= 11.2)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
+RAW_EXTENSIONS = (".cr2", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2")
+_HEIF = _register_heif()
+
+
 def open_image(path: str, settings: DecodeSettings) -> Image.Image:
     """Decode ``path`` into an 8-bit ``L`` or ``RGB`` image ready for hashing.
 
     Raises :class:`DecodeError` with a short reason for anything unusable.
     """
+    ext = os.path.splitext(path)[1].lower()
+    if ext in RAW_EXTENSIONS:
+        return _open_raw(path, settings)
+    if ext in HEIF_EXTENSIONS and not _HEIF:
+        raise DecodeError("HEIC/HEIF images need pillow-heif: pip install 'mhc[heif]'")
+    return _open_pillow(path, settings)
+
+
+def _open_raw(path: str, settings: DecodeSettings) -> Image.Image:
+    """Camera RAW through rawpy: the embedded JPEG preview where there is one (fast), else
+    the demosaiced image at half size."""
+    try:
+        import rawpy
+    except ImportError:
+        raise DecodeError("RAW files need rawpy: pip install 'mhc[raw]'") from None
+    import io
+
+    try:
+        with rawpy.imread(path) as raw:
+            try:
+                thumb = raw.extract_thumb()
+            except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+                thumb = None
+            if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
+                im = Image.open(io.BytesIO(thumb.data))
+            elif thumb is not None and thumb.format == rawpy.ThumbFormat.BITMAP:
+                im = Image.fromarray(thumb.data)
+            else:
+                im = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True))
+    except DecodeError:
+        raise
+    except Exception as e:  # rawpy raises LibRaw* errors per failure
+        raise DecodeError(f"not a readable RAW file ({type(e).__name__})") from None
+    im.load()
+    return _normalize(im, settings)
+
+
+def _open_pillow(path: str, settings: DecodeSettings) -> Image.Image:
     try:
         with _pillow_limit():
             im = Image.open(path)

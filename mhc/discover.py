@@ -18,7 +18,9 @@ from .errors import FileError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                              ".heic", ".heif", ".hif", ".avif"})
+RAW_EXTENSIONS = frozenset({".cr2", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".wmv", ".mpg", ".mpeg", ".3gp",
                               ".flv", ".ts"})
 MARKER = ".mhc-output"
@@ -46,7 +48,7 @@ def classify(name: str) -> str | None:
     """``"image"`` or ``"video"`` for a media file name by extension (any case), else None.
     Animated GIFs are images. The content is confirmed when the file is decoded."""
     ext = os.path.splitext(name)[1].lower()
-    if ext in IMAGE_EXTENSIONS:
+    if ext in IMAGE_EXTENSIONS or ext in RAW_EXTENSIONS:
         return "image"
     if ext in VIDEO_EXTENSIONS:
         return "video"

@@ -225,6 +225,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     kind_of = {f.path: f.kind for f in found.files}
     kinds = [kind_of[p] for p in files]
     metas = [hashed.meta.get(p) for p in files]
+    ignored = _ignored_pairs(options, files)
     thumbs = ({i: np.frombuffer(hashed.hashes[p]["ssim"], np.uint8).reshape(SSIM_SIDE, SSIM_SIDE)
                for i, p in enumerate(files) if "ssim" in hashed.hashes[p]} if options.verify else {})
     results = []
@@ -240,7 +241,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
             algo, files, hashes, prep.thresholds[algo.key], progress, kinds=kinds, metas=metas,
             match=_match(options), variants=variants, thumbs=thumbs,
             verify=parse_verify(options.verify) if options.verify else None,
-            max_cluster_size=options.max_cluster_size, linkage=options.linkage))
+            max_cluster_size=options.max_cluster_size, linkage=options.linkage, ignored=ignored))
     if required:
         results.append(combined_algorithm(required, files, [[hashed.hashes[p][a.key] for p in files] for a, _ in required]))
     errors = sorted(found.errors + hashed.errors, key=lambda e: e.path)
@@ -256,7 +257,7 @@ def cluster_algorithm(
     algo: Algorithm, files: list[str], hashes: list[bytes], thresholds: list[int], progress: Progress | None = None,
     *, kinds: list[str] | None = None, metas: list[dict | None] | None = None, match: MatchOptions = MatchOptions(),
     variants: np.ndarray | None = None, thumbs: dict[int, np.ndarray] | None = None, verify: float | None = None,
-    max_cluster_size: int | None = None, linkage: str = "single",
+    max_cluster_size: int | None = None, linkage: str = "single", ignored: list[tuple[int, int]] = (),
 ) -> AlgorithmResult:
     """Pairs within the largest threshold -> spanning forest -> one partition per threshold.
 
@@ -269,15 +270,22 @@ def cluster_algorithm(
     blocks = edge_blocks(media, max(thresholds), match, progress=step, variants=variants)
     if verify is not None:
         blocks = filtered(blocks, ssim_filter(thumbs or {}, verify, isometric=variants is not None))
+    extra: list[Edges] = []
+    if ignored:
+        # "not a duplicate" pairs are never linked; the other links of their files are kept
+        # beside the spanning forest, so the constrained sweep can route around them
+        blocks = _tap_ignored(blocks, ignored, extra)
     forest = spanning_forest(len(files), blocks)
+    if ignored:
+        forest = Edges.concat([forest, *extra])
     if linkage == "complete":
         if verify is not None:
             # complete linkage needs every pair's distance; a refused link counts as infinitely far
             raise UsageError("--linkage complete cannot be combined with --verify yet; use one of them")
         partitions = list(complete_sweep(len(files), forest, thresholds,
                                          lambda m: isometric_distance_matrix(media.codes, variants, m)))
-    elif max_cluster_size:
-        partitions = list(capped_sweep(len(files), forest, thresholds, max_cluster_size))
+    elif max_cluster_size or ignored:
+        partitions = list(capped_sweep(len(files), forest, thresholds, max_cluster_size, ignored))
     else:
         partitions = list(sweep(len(files), forest, thresholds))
     if progress:
@@ -286,6 +294,22 @@ def cluster_algorithm(
     hexes = [algo.to_hex(h) for h in sweep_hashes]
     suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
+
+
+def _tap_ignored(blocks, ignored: list[tuple[int, int]], extra: list[Edges]):
+    involved = np.array(sorted({x for pair in ignored for x in pair}), dtype=np.int64)
+    pairs = {(min(a, b), max(a, b)) for a, b in ignored}
+    for b in blocks:
+        if not len(b):
+            yield b
+            continue
+        ban = np.array([(int(i), int(j)) in pairs for i, j in zip(b.i, b.j)], dtype=bool) \
+            if len(pairs) < 10_000 else np.zeros(len(b), dtype=bool)
+        b = Edges(b.i[~ban], b.j[~ban], b.d[~ban])
+        touch = np.isin(b.i, involved) | np.isin(b.j, involved)
+        if touch.any():
+            extra.append(Edges(b.i[touch], b.j[touch], b.d[touch]))
+        yield b
 
 
 def _variants(algo: Algorithm, values: list[bytes | None]) -> np.ndarray:
@@ -342,6 +366,20 @@ def combined_algorithm(required: list[tuple[Algorithm, int]], files: list[str], 
     algo = Algorithm(key, 0)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), None,
                            dir_override=key)
+
+
+def _ignored_pairs(options: Options, files: list[str]) -> list[tuple[int, int]]:
+    """File index pairs marked "not a duplicate" (kept in the cache file, read even with
+    --no-cache: they are the user's decisions, not derived data)."""
+    path = Path(options.cache or options.default_cache_path())
+    if not path.exists():
+        return []
+    with HashCache(path) as cache:
+        marked = cache.ignored()
+    if not marked:
+        return []
+    index = {os.path.realpath(p): i for i, p in enumerate(files)}
+    return [(index[a], index[b]) for a, b in marked if a in index and b in index]
 
 
 @contextmanager

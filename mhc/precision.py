@@ -106,29 +106,46 @@ def filtered(blocks: Iterable[Edges], filt: Callable[[Edges], Edges]) -> Iterato
 
 
 # -- other linkages ---------------------------------------------------------------
-def capped_sweep(n: int, forest: Edges, thresholds: Iterable[int], max_size: int) -> Iterator[Partition]:
-    """Single linkage that never grows a cluster past ``max_size``: forest edges are joined
-    weakest-last (ascending distance); a join that would exceed the cap is refused, so a
-    chain is split along its weakest links. Clusters stay nested across thresholds."""
+def capped_sweep(n: int, forest: Edges, thresholds: Iterable[int], max_size: int | None = None,
+                 cannot_link: Iterable[tuple[int, int]] = ()) -> Iterator[Partition]:
+    """Single linkage under constraints: edges are joined weakest-last (ascending distance);
+    a join that would grow a cluster past ``max_size``, or put a ``cannot_link`` pair in one
+    cluster ("not a duplicate"), is refused, so a chain is split along its weakest links.
+    Clusters stay nested across thresholds."""
     from networkx.utils import UnionFind
 
     forest = forest.sorted()
+    banned: dict[int, set[int]] = {}
+    for a, b in cannot_link:
+        banned.setdefault(a, set()).add(b)
+        banned.setdefault(b, set()).add(a)
     uf = UnionFind()
+    marked: dict[int, set[int]] = {}  # root -> members that have a cannot-link partner
     k = 0
+    first = True
     for t in sorted(set(thresholds)):
         changed = False
         while k < len(forest) and forest.d[k] <= t:
             a, b = int(forest.i[k]), int(forest.j[k])
-            ra, rb = uf[a], uf[b]
-            if ra != rb and uf.weights[ra] + uf.weights[rb] <= max_size:
-                uf.union(a, b)
-                changed = True
             k += 1
+            ra, rb = uf[a], uf[b]
+            if ra == rb:
+                continue
+            if max_size and uf.weights[ra] + uf.weights[rb] > max_size:
+                continue
+            ma, mb = marked.get(ra, set()) | ({a} & banned.keys()), marked.get(rb, set()) | ({b} & banned.keys())
+            if any(banned[x] & mb for x in ma):
+                continue
+            uf.union(a, b)
+            root = uf[a]
+            marked[root] = ma | mb
+            changed = True
         groups: dict[int, list[int]] = {}
         for x in list(uf.parents):
             groups.setdefault(uf[x], []).append(x)
         comps = [np.array(sorted(g), dtype=np.int64) for g in groups.values() if len(g) > 1]
-        yield _partition(n, t, comps, changed or t == min(thresholds))
+        yield _partition(n, t, comps, changed or first)
+        first = False
 
 
 def complete_sweep(n: int, forest: Edges, thresholds: list[int], dist: Callable[[np.ndarray], np.ndarray],

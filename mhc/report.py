@@ -11,6 +11,7 @@ thumbnails, so a 10,000-file collection stays usable.
 from __future__ import annotations
 
 import html
+import shlex
 import os
 import urllib.parse
 from pathlib import Path
@@ -34,6 +35,7 @@ figure img{width:200px;height:150px;object-fit:contain;background:#ddd;display:b
 figcaption{font-size:12px;word-break:break-all} .d{color:#555} .missing{width:200px;height:150px;
 display:flex;align-items:center;justify-content:center;background:#eee;color:#888}
 svg text{font:11px sans-serif} .legend span{margin-right:1em}
+details.ignore{font-size:11px;color:#666} details.ignore code{user-select:all;word-break:break-all}
 """
 
 
@@ -228,7 +230,8 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
                 f"<p>{t['clusters']} clusters holding {t['clustered_files']} files (largest {t['largest']}), "
                 f"{t['unclustered']} unclustered. Folder <code>{esc(key)}/{esc(t['folder'])}</code>.</p>"]
         for name, members, rank, first in blocks_here:
-            figs = "".join(_figure(files[i], i, first, hex_of, thumbs, rank is not None, root) for i in members)
+            figs = "".join(_figure(files[i], i, first, hex_of, thumbs, rank is not None, root,
+                                   files[first] if first >= 0 else "") for i in members)
             if rank is None:
                 body.append(f"<details class=unclustered><summary>{esc(name)} — files that matched nothing "
                             f"at this threshold ({len(members)} here)</summary><div class=sheet>{figs}</div></details>")
@@ -241,7 +244,8 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
     return written
 
 
-def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str], in_cluster: bool, root: str) -> str:
+def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str], in_cluster: bool, root: str,
+            first_path: str = "") -> str:
     thumb = thumbs.get(path)
     img = (f'<img loading=lazy decoding=async alt="" src="../../{urllib.parse.quote(thumb)}">' if thumb
            else '<div class=missing>no preview</div>')
@@ -252,5 +256,9 @@ def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str],
         elif i in hex_of and first in hex_of:
             dist = f'<span class=d>distance {_hamming(hex_of[i], hex_of[first])} to first</span>'
     shown = os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
+    mark = ""
+    if in_cluster and i != first and first_path:
+        cmd = f"mhc ignore {shlex.quote(first_path)} {shlex.quote(path)}"
+        mark = f'<details class=ignore><summary>not a duplicate?</summary><code>{esc(cmd)}</code></details>'
     return (f'<figure><a href="{esc(file_url(path))}" title="{esc(path)}">{img}</a>'
-            f"<figcaption><span class=path>{esc(shown)}</span><br>{dist}</figcaption></figure>")
+            f"<figcaption><span class=path>{esc(shown)}</span><br>{dist}{mark}</figcaption></figure>")

@@ -1,0 +1,200 @@
+"""Where users' media live: HEIC/AVIF/RAW, Hydrus Network, config files, "not a duplicate"."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from PIL import Image
+
+from mhc import Options, run
+from mhc.cache import HashCache
+from mhc.pipeline import list_pairs
+
+from conftest import photo, run_cli, save
+
+
+def test_heic_and_avif_cluster_with_their_jpeg_twin(tmp_path):
+    pytest.importorskip("pillow_heif")
+    inp = tmp_path / "in"
+    base = photo(51)
+    a = save(base, inp / "IMG_0001.jpg", quality=92)
+    h = save(base, inp / "IMG_0001.HEIC")
+    v = save(base.resize((240, 180)), inp / "web.avif")
+    save(photo(52), inp / "other.jpg")
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], thresholds="0:6:1", workers=1,
+                      no_report=True))
+    assert Image.open(h).format == "HEIF"  # really HEIC on disk
+    p = res.algorithms[0].partitions[-1]
+    assert [sorted(res.files[i] for i in c) for c in p.clusters] == [sorted([str(a), str(h), str(v)])]
+
+
+def test_raw_without_the_extra_is_reported_with_the_install_hint(tmp_path):
+    if importlib.util.find_spec("rawpy") is not None:
+        pytest.skip("rawpy is installed here; the hint is for installs without mhc[raw]")
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    (inp / "DSC_0001.NEF").write_bytes(b"II*\x00" + os.urandom(2000))
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True))
+    assert [(e.path, e.reason) for e in res.errors] == [(str(inp / "DSC_0001.NEF"),
+                                                          "RAW files need rawpy: pip install 'mhc[raw]'")]
+
+
+# -- Hydrus -------------------------------------------------------------------------------
+class FakeHydrus(BaseHTTPRequestHandler):
+    """The two Client API endpoints mhc uses, with the documented shapes."""
+
+    key = "k" * 64
+    known: set[str] = set()
+    received: list[dict] = []
+    fail_next = 0
+
+    def log_message(self, *a):
+        pass
+
+    def _reply(self, code: int, doc: dict) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorised(self) -> bool:
+        if self.headers.get("Hydrus-Client-API-Access-Key") != self.key:
+            self._reply(403, {"error": "bad key"})
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._authorised():
+            return
+        u = urlparse(self.path)
+        assert u.path == "/get_files/file_metadata"
+        hashes = json.loads(parse_qs(u.query)["hashes"][0])
+        rows = [{"hash": h, "file_id": (1000 + n) if h in self.known else None} for n, h in enumerate(hashes)]
+        self._reply(200, {"metadata": rows, "version": 80})
+
+    def do_POST(self):
+        if not self._authorised():
+            return
+        assert self.path == "/manage_file_relationships/set_file_relationships"
+        doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if type(self).fail_next > 0:
+            type(self).fail_next -= 1
+            self._reply(503, {"error": "busy"})
+            return
+        type(self).received.extend(doc["relationships"])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def hydrus():
+    FakeHydrus.received = []
+    FakeHydrus.fail_next = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHydrus)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _sha(p: str) -> str:
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def test_hydrus_push_sends_exactly_the_pairs_and_survives_a_failing_request(corpus, tmp_path, hydrus):
+    out = tmp_path / "o"
+    pairs = list_pairs(Options(input=corpus, output=out, algorithms=["phash_8"], workers=1), 6)
+    files = sorted({p for a, b, _ in pairs for p in (a, b)})
+    unknown = files[0]
+    FakeHydrus.known = {_sha(p) for p in files if p != unknown}
+    FakeHydrus.fail_next = 1  # the first batch meets a 503 and is retried
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(out),
+                "--api-url", hydrus, "--api-key", FakeHydrus.key, "--batch", "5")
+    assert r.returncode == 0, r.stderr
+    expected = {(_sha(a), _sha(b)) for a, b, _ in pairs if unknown not in (a, b)}
+    got = {(x["hash_a"], x["hash_b"]) for x in FakeHydrus.received}
+    assert got == expected and len(FakeHydrus.received) == len(expected)
+    assert all(x["relationship"] == 0 and x["delete_a"] is False and x["delete_b"] is False for x in FakeHydrus.received)
+    assert "unknown to the Hydrus client" in r.stdout and os.path.basename(unknown) in r.stdout
+    # a dry run sends nothing
+    FakeHydrus.received = []
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(out),
+                "--api-url", hydrus, "--api-key", FakeHydrus.key, "--dry-run")
+    assert r.returncode == 0 and FakeHydrus.received == [] and f"would send {len(expected)}" in r.stdout
+
+
+def test_hydrus_wrong_key_and_dead_server_are_clear_errors(corpus, tmp_path, hydrus):
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(tmp_path / "o"),
+                "--api-url", hydrus, "--api-key", "wrong")
+    assert r.returncode == 2 and "permissions" in r.stderr and "Traceback" not in r.stderr
+    from mhc.hydrus import HydrusClient, push_pairs
+
+    pairs = list_pairs(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], workers=1), 6)
+    with pytest.raises(ConnectionError):
+        push_pairs(pairs, HydrusClient("http://127.0.0.1:9", "k", retries=1, backoff=0.01))
+
+
+# -- config -------------------------------------------------------------------------------
+def test_config_file_then_command_line(corpus, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mhc.toml").write_text(f'input = "{corpus}"\noutput = "out"\nalgo = ["dhash_8"]\nthresholds = "0:3:1"\n'
+                                   "workers = 1\nno-report = true\n")
+    r = run_cli("-q", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (work / "out").iterdir() if p.is_dir()) == ["dhash_8"]
+    assert len(list((work / "out" / "dhash_8").iterdir())) == 4 and not (work / "out" / "index.html").exists()
+    r = run_cli("-q", "-a", "phash_8", "-t", "0:1:1", "-o", "out2", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (work / "out2").iterdir() if p.is_dir()) == ["phash_8"]
+    assert len(list((work / "out2" / "phash_8").iterdir())) == 2
+    shown = run_cli("config", cwd=work).stdout
+    assert "dhash_8" in shown and "mhc.toml" in shown and "default" in shown
+    # [tool.mhc] in a pyproject.toml, and a bad key refused clearly
+    (work / "mhc.toml").unlink()
+    (work / "pyproject.toml").write_text('[tool.mhc]\nalgo = "ahash_8"\nframes = 7\n')
+    shown = run_cli("config", cwd=work).stdout
+    assert "ahash_8" in shown and "[tool.mhc]" in shown and "7" in shown
+    (work / "pyproject.toml").write_text('[tool.mhc]\ncolour = "red"\n')
+    r = run_cli("config", cwd=work)
+    assert r.returncode == 2 and "unknown setting 'colour'" in r.stderr
+
+
+# -- not a duplicate ------------------------------------------------------------------------
+def test_ignored_pair_stays_apart_and_the_rest_is_unchanged(corpus, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    opts = dict(input=corpus, cache=cache, algorithms=["phash_8"], workers=1, no_report=True)
+    before = run(Options(output=tmp_path / "a", **opts))
+    small, bright = str(corpus / "group1" / "small.jpg"), str(corpus / "edits" / "g1_bright.png")
+    r = run_cli("ignore", small, bright, "--cache", str(cache))
+    assert r.returncode == 0 and "not a duplicate" in r.stdout
+    assert small in run_cli("ignore", "--list", "--cache", str(cache)).stdout
+    after = run(Options(output=tmp_path / "b", **opts))
+    for pb, pa in zip(before.algorithms[0].partitions, after.algorithms[0].partitions):
+        cb = [{before.files[i] for i in c} for c in pb.clusters]
+        ca = [{after.files[i] for i in c} for c in pa.clusters]
+        assert not any(small in c and bright in c for c in ca)
+        group = next((c for c in cb if small in c), None)
+        others_b = [c for c in cb if c is not group]
+        others_a = [c for c in ca if small not in c and bright not in c]
+        assert sorted(map(sorted, others_b)) == sorted(map(sorted, others_a))
+        if group is not None:  # the two are split, nothing else leaves or joins
+            parts = [c for c in ca if small in c or bright in c]
+            union = set().union(*parts) | ({small} if not any(small in c for c in ca) else set()) | \
+                ({bright} if not any(bright in c for c in ca) else set())
+            assert union == group
+    assert any(small in c and bright in c for p in before.algorithms[0].partitions
+               for c in ({before.files[i] for i in cl} for cl in p.clusters))  # they were together: the test can fail
+    run_cli("ignore", "--remove", small, bright, "--cache", str(cache))
+    with HashCache(cache) as c:
+        assert c.ignored() == []
