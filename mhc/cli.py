@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -151,15 +151,23 @@ def main_command(
         print_summary(result, out)
 
 
-@cache_app.command("info")
-def cache_info(
-    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder whose default cache to show."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="The cache file (default: beside --output)."),
-) -> None:
-    """Show where the cache is and what it holds."""
+CacheOption = Annotated[Optional[Path], typer.Option("--cache", help="The cache file (default: beside --output).")]
+OutputOption = Annotated[Path, typer.Option("-o", "--output", help="The output folder whose default cache to use.")]
+
+
+def _existing_cache(output: Path, cache: Optional[Path]) -> Path | None:
     path = cache or Options(output=output).default_cache_path()
     if not path.exists():
         out.print(f"no cache at {path}")
+        return None
+    return path
+
+
+@cache_app.command("info")
+def cache_info(output: OutputOption = Path("data/output"), cache: CacheOption = None) -> None:
+    """Show where the cache is and what it holds."""
+    path = _existing_cache(output, cache)
+    if path is None:
         return
     with user_errors(), HashCache(path) as c:
         info = c.info()
@@ -170,14 +178,10 @@ def cache_info(
 
 
 @cache_app.command("clear")
-def cache_clear(
-    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder whose default cache to clear."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="The cache file (default: beside --output)."),
-) -> None:
+def cache_clear(output: OutputOption = Path("data/output"), cache: CacheOption = None) -> None:
     """Forget every cached hash (the next run hashes everything again)."""
-    path = cache or Options(output=output).default_cache_path()
-    if not path.exists():
-        out.print(f"no cache at {path}")
+    path = _existing_cache(output, cache)
+    if path is None:
         return
     with user_errors(), HashCache(path) as c:
         n = c.clear()

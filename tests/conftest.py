@@ -130,3 +130,14 @@ def make_video(path: Path, photos: list[Image.Image], *, seconds: float = 2.0, f
         for packet in st.encode():
             out.mux(packet)
     return path
+
+
+def cluster_of(res, path, threshold: int, key: str | None = None) -> set[str]:
+    """The files in ``path``'s cluster at ``threshold`` (just itself when unclustered)."""
+    a = next(x for x in res.algorithms if key is None or x.key == key)
+    p = next(p for p in a.partitions if p.threshold == threshold)
+    for c in p.clusters:
+        names = {res.files[i] for i in c}
+        if str(path) in names:
+            return names
+    return {str(path)}

@@ -15,17 +15,7 @@ from PIL import Image
 from mhc import Options, run
 from mhc.pipeline import list_pairs
 
-from conftest import photo, run_cli, save
-
-
-def cluster_of(res, path, t, key=None):
-    a = next(x for x in res.algorithms if key is None or x.key == key)
-    p = next(p for p in a.partitions if p.threshold == t)
-    for c in p.clusters:
-        names = {res.files[i] for i in c}
-        if str(path) in names:
-            return names
-    return {str(path)}
+from conftest import cluster_of, photo, run_cli, save
 
 
 def test_mirrored_and_rotated_copies_match_only_with_isometric(tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 from mhc import Options, run
 from mhc.video import VideoSettings, sample_frames
 
-from conftest import make_video, photo, save
+from conftest import cluster_of, make_video, photo, save
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +39,6 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return v
 
 
-def _cluster_of(res, path: Path, threshold: int, algo: str = "dhash_8") -> set[str]:
-    a = next(x for x in res.algorithms if x.algorithm.key == algo)
-    p = next(p for p in a.partitions if p.threshold == threshold)
-    for c in p.clusters:
-        names = {res.files[i] for i in c}
-        if str(path) in names:
-            return names
-    return {str(path)}
-
-
 @pytest.fixture(scope="module")
 def video_run(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("vout") / "out"
@@ -59,20 +49,20 @@ def test_copies_cluster_and_different_videos_stay_apart(clips, video_run):
     res, out = video_run
     assert res.videos == len(res.files) == 10
     want = {str(clips[k]) for k in ("a", "a_reencoded", "a_downscaled", "a_trimmed", "a_letterbox")}
-    assert want <= _cluster_of(res, clips["a"], 6), sorted(_cluster_of(res, clips["a"], 6) ^ want)
+    assert want <= cluster_of(res, clips["a"], 6), sorted(cluster_of(res, clips["a"], 6) ^ want)
     for t in range(0, 10):
-        group = _cluster_of(res, clips["a"], t)
+        group = cluster_of(res, clips["a"], t)
         # another edit of the same photos, and a video twice as long, are not copies
         assert str(clips["a_edit"]) not in group
         assert str(clips["a_long"]) not in group
-    assert _cluster_of(res, clips["b"], 6) == {str(clips["b"]), str(clips["b_webm"])}
+    assert cluster_of(res, clips["b"], 6) == {str(clips["b"]), str(clips["b_webm"])}
 
 
 def test_duration_gate_is_what_keeps_the_long_video_out(clips, tmp_path):
     # with the gate off the long video (the same pictures, twice) joins: the gate did the work
     res = run(Options(input=clips["root"], output=tmp_path / "o", algorithms=["dhash_8"], duration_tolerance=0,
                       workers=2, thresholds="6", no_report=True))
-    assert str(clips["a_long"]) in _cluster_of(res, clips["a"], 6)
+    assert str(clips["a_long"]) in cluster_of(res, clips["a"], 6)
 
 
 def test_frame_sequence_matching_keeps_reordered_scenes_apart(clips, tmp_path):
@@ -100,8 +90,8 @@ def test_frame_sequence_matching_keeps_reordered_scenes_apart(clips, tmp_path):
     out = run(Options(input=clips["root"], output=tmp_path / "o", algorithms=["dhash_8"], video_match="frames",
                       thresholds="0:12:1", workers=2, no_report=True))
     for t in range(0, 13):
-        assert str(clips["a_shuffled"]) not in _cluster_of(out, clips["a"], t)
-    assert {str(clips["a"]), str(clips["a_reencoded"]), str(clips["a_downscaled"])} <= _cluster_of(out, clips["a"], 6)
+        assert str(clips["a_shuffled"]) not in cluster_of(out, clips["a"], t)
+    assert {str(clips["a"]), str(clips["a_reencoded"]), str(clips["a_downscaled"])} <= cluster_of(out, clips["a"], 6)
 
 
 def test_letterbox_bars_are_cropped(clips):
