@@ -23,7 +23,7 @@ from .algorithms import Algorithm, parse_algorithms
 from .cache import HashCache
 from .discover import discover
 from .errors import FileError, MhcError, UsageError
-from .hashing import MIN_FILES_FOR_POOL, HashPlan, HashStats, Progress, compute_hashes, local_executor
+from .hashing import HashPlan, HashStats, Progress, compute_hashes
 from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree, threshold_folder,
                      unique_link_names)
 from .matching import VIDEO_MATCHES, MatchOptions, build_media, edge_blocks
@@ -548,12 +548,7 @@ def write_report(out: Path, summary: dict, *, previous: Path | None = None, work
     """Thumbnails (made once, reused from ``previous``) and the HTML report under ``out``."""
     files = summary["files"]
     kinds = summary.get("kinds") or ["image"] * len(files)
-    executor = local_executor(workers or os.cpu_count() or 1) if len(files) >= MIN_FILES_FOR_POOL else None
-    try:
-        thumbs = ensure_thumbs(files, out, previous, kinds=kinds, executor=executor, progress=progress)
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True)
+    thumbs = ensure_thumbs(files, out, previous, kinds=kinds, workers=workers, progress=progress)
     build_report(out, summary, thumbs)
 
 

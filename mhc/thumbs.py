@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from .decode import DecodeError, DecodeSettings, open_image
+from .hashing import MIN_FILES_FOR_POOL, local_executor
 from .video import VideoSettings, sample_frames
 
 THUMB_SIDE = 200
@@ -57,11 +58,13 @@ def ensure_thumbs(
     previous: Path | None = None,
     *,
     kinds: list[str] | None = None,
+    workers: int = 0,
     executor: Executor | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, str]:
     """Thumbnails for ``files`` under ``out/.mhc/thumbs``: hard-linked from ``previous``
-    (an older output) when there, made otherwise. Returns path -> path relative to ``out``."""
+    (an older output) when there, made otherwise (on ``executor``, or a local pool of
+    ``workers`` when there are many). Returns path -> path relative to ``out``."""
     tdir = out / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
     found: dict[str, str] = {}
@@ -82,6 +85,18 @@ def ensure_thumbs(
         else:
             todo.append((p, str(dest), kind))
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
+    own = None
+    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and (workers or os.cpu_count() or 1) > 1:
+        # a pool only when there is enough to make: most reruns find every thumbnail
+        executor = own = local_executor(workers or os.cpu_count() or 1)
+    try:
+        return _collect(batches, executor, out, found, len(todo), progress)
+    finally:
+        if own is not None:
+            own.shutdown(wait=True)
+
+
+def _collect(batches, executor, out: Path, found: dict[str, str], total: int, progress) -> dict[str, str]:
     results = executor.map(_make_batch, batches) if executor is not None else map(_make_batch, batches)
     done = 0
     for batch, oks in zip(batches, results):
@@ -90,5 +105,5 @@ def ensure_thumbs(
                 found[p] = os.path.relpath(dest, out)
         done += len(batch)
         if progress:
-            progress("thumbnails", done, len(todo))
+            progress("thumbnails", done, total)
     return found
