@@ -316,7 +316,7 @@ class OutputFolder:
         """Copy a previous run's algorithm folder into the staging tree (links recreated)."""
         src = self.out / algo_dir
         dst = self.staging / algo_dir
-        for root, dirs, files in os.walk(src):
+        for root, _dirs, files in os.walk(src):
             rel = os.path.relpath(root, src)
             target_dir = dst / rel if rel != "." else dst
             target_dir.mkdir(exist_ok=True)

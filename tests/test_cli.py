@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 
 def test_cluster_py_runs_end_to_end(corpus, tmp_path):

@@ -4,13 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import networkx as nx
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import ImageEnhance
 
 from mhc import Options, run
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import string
 import subprocess
 import sys
 import time
