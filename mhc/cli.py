@@ -319,6 +319,7 @@ def pairs_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: beside --output)."),
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json."),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache."),
+    isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too."),
 ) -> None:
     """Print every pair of similar files with its distance, closest first (for your own scripts).
 
@@ -332,7 +333,8 @@ def pairs_command(
         raise typer.Exit(2)
     _setup_logging(False)
     with user_errors():
-        pairs = list_pairs(Options(input=input, output=output, cache=cache, algorithms=[algo], workers=workers), threshold)
+        pairs = list_pairs(Options(input=input, output=output, cache=cache, algorithms=[algo], workers=workers,
+                                   isometric=isometric), threshold)
     if fmt == "json":
         json.dump([{"a": a, "b": b, "distance": d} for a, b, d in pairs], sys.stdout, indent=1,
                   ensure_ascii=True)

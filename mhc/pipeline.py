@@ -641,8 +641,20 @@ def list_pairs(options: Options, threshold: int) -> list[tuple[str, str, int]]:
     kind_of = {f.path: f.kind for f in found.files}
     media = build_media([hashed.hashes[p][algo.key] for p in files], [kind_of[p] for p in files],
                         [hashed.meta.get(p) for p in files], (algo.bits + 7) // 8)
-    edges = Edges.concat(list(edge_blocks(media, threshold, _match(options)))).sorted()
+    variants = _variants(algo, [hashed.hashes[p].get(f"{algo.key}|iso") for p in files]) if options.isometric else None
+    blocks = edge_blocks(media, threshold, _match(options), variants=variants)
+    edges = spanning_free_pairs(blocks)
     return [(files[i], files[j], int(d)) for i, j, d in zip(edges.i.tolist(), edges.j.tolist(), edges.d.tolist())]
+
+
+def spanning_free_pairs(blocks) -> Edges:
+    """All pairs from edge blocks, each once with its least distance, closest first."""
+    e = Edges.concat(list(blocks))
+    order = np.lexsort((e.d, e.j, e.i))
+    i, j, d = e.i[order], e.j[order], e.d[order]
+    first = np.ones(len(i), dtype=bool)
+    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+    return Edges(i[first], j[first], d[first]).sorted()
 
 
 def validate_input(options: Options) -> list[Algorithm]:

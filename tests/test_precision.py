@@ -31,6 +31,10 @@ def test_mirrored_and_rotated_copies_match_only_with_isometric(tmp_path):
     iso = run(Options(output=tmp_path / "i", isometric=True, **opts))
     assert cluster_of(iso, a, 2) == {str(a), str(m), str(r), str(f)}
     assert str(tmp_path / "in" / "other.png") not in cluster_of(iso, a, 10)
+    # mhc pairs sees the same pairs, each once
+    r = run_cli("pairs", "-a", "phash_8", "-t", "2", "--isometric", "-i", str(inp), "-o", str(tmp_path / "i"))
+    rows = [line.split(",")[:2] for line in r.stdout.strip().splitlines()[1:]]
+    assert r.returncode == 0 and len(rows) == 6 and len({tuple(x) for x in rows}) == 6
 
 
 def _collider(target: Image.Image) -> Image.Image:
