@@ -94,15 +94,31 @@ def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tm
     assert not list(tmp_path.glob(".out.mhc-*-*"))  # no staging or old trees left
 
 
+@pytest.fixture(scope="module")
+def many_small(tmp_path_factory) -> Path:
+    """Hundreds of tiny pictures: quick to hash, ~100,000 links to write for a long sweep."""
+    from PIL import Image
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("many") / "in"
+    rng = np.random.default_rng(3)
+    for k in range(400):
+        im = Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8), "L").resize((32, 32))
+        save(im, root / f"{k // 50}" / f"p{k:03d}.png")
+    return root
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupt_while_writing_leaves_old_or_new_tree(slow_corpus, tmp_path, sig):
+def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, sig):
+    slow_corpus = many_small
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
     assert run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "dhash_8", "-t", "0", "-q").returncode == 0
     before = tree_digest(out)
     # warm the cache so the next run goes straight to writing; many thresholds = much writing
     assert run_cli("-i", str(slow_corpus), "-o", str(tmp_path / "scratch"), "--cache", str(cache), "-a", "ahash_16",
                    "-q").returncode == 0
-    p = _start("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:250:1")
+    p = _start("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:256:1",
+               "--no-report")
     staging = lambda: list(tmp_path.glob(".out.mhc-staging-*"))
     _wait_for(lambda: any((s / "ahash_16").exists() for s in staging()) or p.poll() is not None)
     assert p.poll() is None, "the run ended before it was interrupted; make it write more"
