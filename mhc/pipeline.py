@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import csv
-import numpy as np
 import json
 import logging
 import os
@@ -18,24 +17,25 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .algorithms import Algorithm, parse_algorithms
 from .cache import HashCache
 from .discover import discover
 from .errors import FileError, MhcError, UsageError
-from .hashing import HashPlan, HashStats, Progress, compute_hashes
-from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree, threshold_folder,
-                     unique_link_names)
+from .hashing import SSIM_SIDE, HashPlan, HashStats, Progress, compute_hashes
 from .matching import VIDEO_MATCHES, MatchOptions, build_media, edge_blocks
+from .output import (LINK_MODES, OutputFolder, check_output, cluster_folder, make_link, remove_tree,
+                     threshold_folder, unique_link_names)
 from .pairs import Edges, pack
-from .report import build_report, render_index
-from .thumbs import ensure_thumbs
-from .suggest import Suggestion, suggest_threshold
-from .sweep import Partition, _partition, spanning_forest, sweep
 from .precision import (capped_sweep, combined_edges, complete_sweep, filtered, isometric_distance_matrix,
                         ssim_filter)
-from .hashing import SSIM_SIDE
+from .report import build_report, render_index
+from .suggest import Suggestion, suggest_threshold
+from .sweep import Partition, make_partition, spanning_forest, sweep
 from .thresholds import parse_thresholds
+from .thumbs import ensure_thumbs
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def hdbscan_algorithm(algo: Algorithm, files: list[str], hashes: list[bytes], mi
                          algorithm="balltree" if n > 2000 else "brute", allow_single_cluster=True,
                          copy=True).fit_predict(bits)
     comps = [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
-    part = _partition(n, 0, [c for c in comps if len(c) > 1])
+    part = make_partition(n, 0, [c for c in comps if len(c) > 1])
     hexes = [algo.to_hex(media.codes[i].tobytes()[: (algo.bits + 7) // 8]) for i in range(n)]
     return AlgorithmResult(algo, [0], [part], hexes, unique_link_names(files, hexes), None,
                            folder_override=f"hdbscan_min{max(2, min_size)}")
@@ -643,11 +643,11 @@ def list_pairs(options: Options, threshold: int) -> list[tuple[str, str, int]]:
                         [hashed.meta.get(p) for p in files], (algo.bits + 7) // 8)
     variants = _variants(algo, [hashed.hashes[p].get(f"{algo.key}|iso") for p in files]) if options.isometric else None
     blocks = edge_blocks(media, threshold, _match(options), variants=variants)
-    edges = spanning_free_pairs(blocks)
+    edges = unique_pairs(blocks)
     return [(files[i], files[j], int(d)) for i, j, d in zip(edges.i.tolist(), edges.j.tolist(), edges.d.tolist())]
 
 
-def spanning_free_pairs(blocks) -> Edges:
+def unique_pairs(blocks) -> Edges:
     """All pairs from edge blocks, each once with its least distance, closest first."""
     e = Edges.concat(list(blocks))
     order = np.lexsort((e.d, e.j, e.i))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from .pairs import Edges, distances, iter_pairs
-from .sweep import Partition, _partition
+from .sweep import Partition, make_partition
 
 # Chosen on the two labelled corpora (docs/benchmarks.md): it keeps 99 % of true pairs (their 1st
 # percentile is 0.72-0.74) and drops ~65 % of the unrelated candidates (median 0.63).
@@ -144,7 +144,7 @@ def capped_sweep(n: int, forest: Edges, thresholds: Iterable[int], max_size: int
         for x in list(uf.parents):
             groups.setdefault(uf[x], []).append(x)
         comps = [np.array(sorted(g), dtype=np.int64) for g in groups.values() if len(g) > 1]
-        yield _partition(n, t, comps, changed or first)
+        yield make_partition(n, t, comps, changed or first)
         first = False
 
 
@@ -176,7 +176,7 @@ def complete_sweep(n: int, forest: Edges, thresholds: list[int], dist: Callable[
                 if len(part) > 1:
                     comps.append(np.sort(part))
         key = [tuple(c.tolist()) for c in sorted(comps, key=lambda c: (int(c[0]), len(c)))]
-        yield _partition(n, t, comps, key != prev)
+        yield make_partition(n, t, comps, key != prev)
         prev = key
 
 

@@ -102,11 +102,11 @@ def sweep(n: int, forest: Edges, thresholds: Iterable[int], *, engine: str = "au
             graph.add_edges_from(zip(forest.i[k:stop].tolist(), forest.j[k:stop].tolist()))
             k = stop
         comps = [np.array(sorted(c), dtype=np.int64) for c in nx.connected_components(graph)]
-        yield _partition(n, t, comps, changed)
+        yield make_partition(n, t, comps, changed)
         first = False
 
 
-def _partition(n: int, t: int, comps: list[np.ndarray], changed: bool = True) -> Partition:
+def make_partition(n: int, t: int, comps: list[np.ndarray], changed: bool = True) -> Partition:
     # largest first; ties by the first member (files are in path order): deterministic
     comps.sort(key=lambda c: (-len(c), int(c[0])))
     mask = np.ones(n, dtype=bool)
@@ -128,4 +128,4 @@ def _sweep_scipy(n: int, forest: Edges, thresholds: Iterable[int]) -> Iterator[P
         order = np.argsort(labels, kind="stable")  # members of a component stay in index order
         bounds = np.cumsum(sizes)[:-1]
         comps = [c for c in np.split(order, bounds) if len(c) > 1]
-        yield _partition(n, t, comps, changed)
+        yield make_partition(n, t, comps, changed)
