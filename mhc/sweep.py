@@ -107,7 +107,8 @@ def sweep(n: int, forest: Edges, thresholds: Iterable[int], *, engine: str = "au
 
 
 def make_partition(n: int, t: int, comps: list[np.ndarray], changed: bool = True) -> Partition:
-    # largest first; ties by the first member (files are in path order): deterministic
+    """A Partition of ``n`` files from its clusters (each sorted): ordered largest first,
+    ties by the first member (files are in path order), so output is deterministic."""
     comps.sort(key=lambda c: (-len(c), int(c[0])))
     mask = np.ones(n, dtype=bool)
     for c in comps:
