@@ -93,6 +93,28 @@ class AlgorithmResult:
     suggestion: Suggestion | None = None  # the threshold mhc suggests, and why
     folder_override: str | None = None  # hdbscan: the one folder's name instead of thr_NNN_...
     dir_override: str | None = None  # combined evidence: the folder set's name
+    codes: np.ndarray | None = None  # the sweep's codes, for distances shown in the report
+    variants: np.ndarray | None = None  # isometric variants of the codes, when used
+
+    def first_distances(self, p: Partition) -> list[list[int]]:
+        """Each cluster member's distance to the cluster's first file (as the sweep measures
+        it: the least over rotations/mirrors with --isometric)."""
+        if self.codes is None or not p.clusters:
+            return []
+        members = np.concatenate(p.clusters)
+        firsts = np.repeat([int(c[0]) for c in p.clusters], [len(c) for c in p.clusters])
+        a, b = self.codes[members], self.codes[firsts]
+        d = np.bitwise_count(a ^ b).sum(axis=1)
+        if self.variants is not None:
+            va, vb = self.variants[members], self.variants[firsts]  # (m, 8, words)
+            d1 = np.bitwise_count(va ^ b[:, None, :]).sum(axis=2).min(axis=1)
+            d2 = np.bitwise_count(vb ^ a[:, None, :]).sum(axis=2).min(axis=1)
+            d = np.minimum(d, np.minimum(d1, d2))
+        out, k = [], 0
+        for c in p.clusters:
+            out.append(d[k:k + len(c)].astype(int).tolist())
+            k += len(c)
+        return out
 
     @property
     def key(self) -> str:
@@ -293,7 +315,8 @@ def cluster_algorithm(
     sweep_hashes = [media.codes[i].tobytes()[: (algo.bits + 7) // 8] for i in range(len(files))]
     hexes = [algo.to_hex(h) for h in sweep_hashes]
     suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
-    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion)
+    return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion,
+                           codes=media.codes, variants=variants)
 
 
 def _tap_ignored(blocks, ignored: list[tuple[int, int]], extra: list[Edges]):
@@ -461,6 +484,7 @@ def summary_dict(result: RunResult, previous: dict | None = None) -> dict:
                     "largest": p.largest,
                     "unclustered": len(p.unclustered),
                     "members": [c.tolist() for c in p.clusters],
+                    "distances": a.first_distances(p),
                     "written": p.changed or not result.options.changed_only,
                 }
                 for p in a.partitions

@@ -207,6 +207,9 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
     for r, c in enumerate(clusters, 1):
         add(f"{r:0{width_rank}d}_{len(c)}", c, r, fill=False)
     add(f"unclustered_{len(unclustered)}", unclustered, None, fill=True)
+    # distances to each cluster's first file as the sweep measured them (summary.json), else
+    # from the hashes
+    dist_of = {m: d for c, ds in zip(clusters, t.get("distances") or []) for m, d in zip(c, ds)}
     frac = t["threshold"] / (e.get("bits") or 1)
     written = []
     for pno, blocks_here in enumerate(pages, 1):
@@ -231,7 +234,7 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
                 f"{t['unclustered']} unclustered. Folder <code>{esc(key)}/{esc(t['folder'])}</code>.</p>"]
         for name, members, rank, first in blocks_here:
             figs = "".join(_figure(files[i], i, first, hex_of, thumbs, rank is not None, root,
-                                   files[first] if first >= 0 else "") for i in members)
+                                   files[first] if first >= 0 else "", dist_of.get(i)) for i in members)
             if rank is None:
                 body.append(f"<details class=unclustered><summary>{esc(name)} — files that matched nothing "
                             f"at this threshold ({len(members)} here)</summary><div class=sheet>{figs}</div></details>")
@@ -245,7 +248,7 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
 
 
 def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str], in_cluster: bool, root: str,
-            first_path: str = "") -> str:
+            first_path: str = "", distance: int | None = None) -> str:
     thumb = thumbs.get(path)
     img = (f'<img loading=lazy decoding=async alt="" src="../../{urllib.parse.quote(thumb)}">' if thumb
            else '<div class=missing>no preview</div>')
@@ -253,6 +256,8 @@ def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str],
     if in_cluster:
         if i == first:
             dist = '<span class=d>first file</span>'
+        elif distance is not None:
+            dist = f'<span class=d>distance {distance} to first</span>'
         elif i in hex_of and first in hex_of:
             dist = f'<span class=d>distance {_hamming(hex_of[i], hex_of[first])} to first</span>'
     shown = os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path

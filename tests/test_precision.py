@@ -185,3 +185,19 @@ def test_bad_precision_options_are_refused(corpus, tmp_path):
                                                                      "NAME_SIZE:BITS")):
         r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), *args)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_report_shows_isometric_distances(tmp_path):
+    inp = tmp_path / "in"
+    base = photo(23, (320, 240))
+    save(base, inp / "a.png")
+    save(base.transpose(Image.Transpose.FLIP_LEFT_RIGHT), inp / "b mirrored.png")
+    out = tmp_path / "o"
+    run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="0:2:1", isometric=True, workers=1))
+    summary = json.loads((out / "summary.json").read_text())
+    t = summary["algorithms"]["phash_8"]["thresholds"][-1]
+    assert t["members"] == [[0, 1]] and t["distances"][0][0] == 0 and t["distances"][0][1] <= 2
+    hexes = summary["algorithms"]["phash_8"]["hashes"]
+    assert (int(hexes[0], 16) ^ int(hexes[1], 16)).bit_count() > 2  # plain hashes are far apart
+    page = (out / "report" / "phash_8" / "thr_002.html").read_text()
+    assert f"distance {t['distances'][0][1]} to first" in page
