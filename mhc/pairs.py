@@ -47,6 +47,15 @@ class Edges:
         order = np.lexsort((self.j, self.i, self.d))
         return Edges(self.i[order], self.j[order], self.d[order])
 
+    def least(self) -> "Edges":
+        """Each pair once, with its least distance (the same pair can come from several
+        isometric variants or blocks), ordered by i, then j."""
+        order = np.lexsort((self.d, self.j, self.i))
+        i, j, d = self.i[order], self.j[order], self.d[order]
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+        return Edges(i[first], j[first], d[first])
+
     def within(self, threshold: int) -> "Edges":
         m = self.d <= threshold
         return Edges(self.i[m], self.j[m], self.d[m])

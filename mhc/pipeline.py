@@ -667,18 +667,8 @@ def list_pairs(options: Options, threshold: int) -> list[tuple[str, str, int]]:
                         [hashed.meta.get(p) for p in files], (algo.bits + 7) // 8)
     variants = _variants(algo, [hashed.hashes[p].get(f"{algo.key}|iso") for p in files]) if options.isometric else None
     blocks = edge_blocks(media, threshold, _match(options), variants=variants)
-    edges = unique_pairs(blocks)
+    edges = Edges.concat(list(blocks)).least().sorted()
     return [(files[i], files[j], int(d)) for i, j, d in zip(edges.i.tolist(), edges.j.tolist(), edges.d.tolist())]
-
-
-def unique_pairs(blocks) -> Edges:
-    """All pairs from edge blocks, each once with its least distance, closest first."""
-    e = Edges.concat(list(blocks))
-    order = np.lexsort((e.d, e.j, e.i))
-    i, j, d = e.i[order], e.j[order], e.d[order]
-    first = np.ones(len(i), dtype=bool)
-    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
-    return Edges(i[first], j[first], d[first]).sorted()
 
 
 def validate_input(options: Options) -> list[Algorithm]:

@@ -39,13 +39,8 @@ class Partition:
 def _msf(n: int, edges: Edges) -> Edges:
     if not len(edges):
         return edges
-    # the same pair may come more than once (isometric variants): keep its least distance,
-    # since the sparse matrix below would add duplicates up
-    order = np.lexsort((edges.d, edges.j, edges.i))
-    i, j, d = edges.i[order], edges.j[order], edges.d[order]
-    first = np.ones(len(i), dtype=bool)
-    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
-    edges = Edges(i[first], j[first], d[first])
+    # the sparse matrix below would add up a pair that comes twice: keep its least distance
+    edges = edges.least()
     # scipy's Kruskal runs in C (DESIGN: networkx is ~10-70x slower on 1M nodes); weights
     # must be > 0 because 0 means "no edge", so distance d is stored as d + 1.
     g = coo_matrix((edges.d.astype(np.int64) + 1, (edges.i, edges.j)), shape=(n, n)).tocsr()
