@@ -304,8 +304,8 @@ def cluster_algorithm(
         if verify is not None:
             # complete linkage needs every pair's distance; a refused link counts as infinitely far
             raise UsageError("--linkage complete cannot be combined with --verify yet; use one of them")
-        partitions = list(complete_sweep(len(files), forest, thresholds,
-                                         lambda m: isometric_distance_matrix(media.codes, variants, m)))
+        dist = _apart(lambda m: isometric_distance_matrix(media.codes, variants, m), ignored, algo.bits + 1)
+        partitions = list(complete_sweep(len(files), forest, thresholds, dist))
     elif max_cluster_size or ignored:
         partitions = list(capped_sweep(len(files), forest, thresholds, max_cluster_size, ignored))
     else:
@@ -320,19 +320,35 @@ def cluster_algorithm(
 
 
 def _tap_ignored(blocks, ignored: list[tuple[int, int]], extra: list[Edges]):
+    """Pass blocks through, keeping aside every link that touches a file of an ignored pair
+    (the constrained sweep refuses the ignored links themselves)."""
     involved = np.array(sorted({x for pair in ignored for x in pair}), dtype=np.int64)
-    pairs = {(min(a, b), max(a, b)) for a, b in ignored}
     for b in blocks:
-        if not len(b):
-            yield b
-            continue
-        ban = np.array([(int(i), int(j)) in pairs for i, j in zip(b.i, b.j)], dtype=bool) \
-            if len(pairs) < 10_000 else np.zeros(len(b), dtype=bool)
-        b = Edges(b.i[~ban], b.j[~ban], b.d[~ban])
         touch = np.isin(b.i, involved) | np.isin(b.j, involved)
         if touch.any():
             extra.append(Edges(b.i[touch], b.j[touch], b.d[touch]))
         yield b
+
+
+def _apart(dist, ignored: list[tuple[int, int]], far: int):
+    """A distance-matrix function where ignored pairs are farther than any threshold."""
+    if not ignored:
+        return dist
+    partner: dict[int, set[int]] = {}
+    for a, b in ignored:
+        partner.setdefault(a, set()).add(b)
+        partner.setdefault(b, set()).add(a)
+
+    def apart(members: np.ndarray) -> np.ndarray:
+        d = dist(members)
+        pos = {int(m): k for k, m in enumerate(members)}
+        for m, k in pos.items():
+            for other in partner.get(m, ()):
+                if other in pos:
+                    d[k, pos[other]] = d[pos[other], k] = far
+        return d
+
+    return apart
 
 
 def _variants(algo: Algorithm, values: list[bytes | None]) -> np.ndarray:

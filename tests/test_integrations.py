@@ -198,3 +198,16 @@ def test_ignored_pair_stays_apart_and_the_rest_is_unchanged(corpus, tmp_path):
     run_cli("ignore", "--remove", small, bright, "--cache", str(cache))
     with HashCache(cache) as c:
         assert c.ignored() == []
+
+
+def test_ignored_pair_stays_apart_under_complete_linkage(corpus, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    opts = dict(input=corpus, cache=cache, algorithms=["phash_8"], workers=1, no_report=True, linkage="complete")
+    small, bright = str(corpus / "group1" / "small.jpg"), str(corpus / "edits" / "g1_bright.png")
+    before = run(Options(output=tmp_path / "a", **opts))
+    together = lambda res: any(small in {res.files[i] for i in c} and bright in {res.files[i] for i in c}
+                               for p in res.algorithms[0].partitions for c in p.clusters)
+    assert together(before)  # the test can fail
+    with HashCache(cache) as c:
+        c.ignore(small, bright)
+    assert not together(run(Options(output=tmp_path / "b", **opts)))
