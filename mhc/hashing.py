@@ -332,15 +332,14 @@ def compute_hashes(
 
 def _run(items: list[tuple[str, str]], plan: HashPlan, workers: int, executor: Executor | None) -> Iterator[FileResult]:
     workers = workers or os.cpu_count() or 1
-    paths = items
-    if executor is None and (workers == 1 or len(paths) < MIN_FILES_FOR_POOL):
-        for p, kind in paths:
+    if executor is None and (workers == 1 or len(items) < MIN_FILES_FOR_POOL):
+        for p, kind in items:
             yield hash_file(p, plan, kind)
         return
     n_workers = workers if executor is None else max(workers, 2)
     # ~8 batches per worker balances load; at most 32 files so progress stays lively
-    size = max(1, min(32, len(paths) // (n_workers * 8)))
-    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+    size = max(1, min(32, len(items) // (n_workers * 8)))
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
     own = executor is None
     ex = local_executor(workers) if own else executor
     futures: set[Future] = set()

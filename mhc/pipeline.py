@@ -312,11 +312,16 @@ def cluster_algorithm(
         partitions = list(sweep(len(files), forest, thresholds))
     if progress:
         progress(f"sweep {algo.key}", len(thresholds), len(thresholds))
-    sweep_hashes = [media.codes[i].tobytes()[: (algo.bits + 7) // 8] for i in range(len(files))]
-    hexes = [algo.to_hex(h) for h in sweep_hashes]
+    hexes = _hexes(algo, media.codes)
     suggestion = suggest_threshold(media.codes, thresholds, algo.bits)
     return AlgorithmResult(algo, thresholds, partitions, hexes, unique_link_names(files, hexes), suggestion,
                            codes=media.codes, variants=variants)
+
+
+def _hexes(algo: Algorithm, codes: np.ndarray) -> list[str]:
+    """The hex hash of each file as the sweep used it (a video's is its majority hash)."""
+    nbytes = (algo.bits + 7) // 8
+    return [algo.to_hex(row.tobytes()[:nbytes]) for row in codes]
 
 
 def _tap_ignored(blocks, ignored: list[tuple[int, int]], extra: list[Edges]):
@@ -387,7 +392,7 @@ def hdbscan_algorithm(algo: Algorithm, files: list[str], hashes: list[bytes], mi
                          copy=True).fit_predict(bits)
     comps = [np.flatnonzero(labels == lab) for lab in np.unique(labels) if lab >= 0]
     part = make_partition(n, 0, [c for c in comps if len(c) > 1])
-    hexes = [algo.to_hex(media.codes[i].tobytes()[: (algo.bits + 7) // 8]) for i in range(n)]
+    hexes = _hexes(algo, media.codes)
     return AlgorithmResult(algo, [0], [part], hexes, unique_link_names(files, hexes), None,
                            folder_override=f"hdbscan_min{max(2, min_size)}")
 
