@@ -1,27 +1,41 @@
 """mhc (MediaHashCluster): group duplicate and near-duplicate media by perceptual hashing.
 
-The library API the ``mhc`` command is built on::
+Two calls, like imagededup's::
 
-    from mhc import Options, run
-    result = run(Options(input="data/images", output="data/output", algorithms=["phash_8"]))
+    import mhc
+    collection = mhc.hash_folder("data/images", ["phash_8"])      # hashed once, cached
+    for a, b, distance in collection.pairs("phash_8", 8): ...     # pairs within 8 bits
+    clustering = collection.sweep("phash_8", range(0, 20))        # one partition per threshold
+
+and the whole job as one: ``mhc.run(mhc.Options(input=..., output=..., algorithms=[...]))``.
+Each stage is also callable alone: :func:`discover`, :func:`compute_hashes`,
+:func:`iter_pairs`, :func:`spanning_forest`, :func:`sweep`, :func:`write_tree`.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms  # noqa: E402
 from .cache import HashCache  # noqa: E402
+from .clustering import Clustering  # noqa: E402
+from .collection import HashedCollection, Pair, hash_folder  # noqa: E402
 from .decode import DecodeSettings, open_image  # noqa: E402
 from .discover import MediaFile, discover  # noqa: E402
-from .errors import FileError, MhcError, UsageError  # noqa: E402
-from .hashing import HashPlan, compute_hashes, hash_file  # noqa: E402
-from .pairs import Edges, find_pairs, iter_pairs, pack  # noqa: E402
-from .pipeline import AlgorithmResult, Options, RunResult, cluster_algorithm, run  # noqa: E402
+from .errors import EnvironmentFault, FileError, MhcError, UsageError  # noqa: E402
+from .events import ProgressEvent  # noqa: E402
+from .hashing import HashPlan, hash_file  # noqa: E402
+from .metric import MatchOptions  # noqa: E402
+from .options import Options, validate  # noqa: E402
+from .pairs import Edges, find_pairs, hamming, iter_pairs, pack  # noqa: E402
+from .pipeline import RunResult, run  # noqa: E402
+from .runner import compute_hashes  # noqa: E402
+from .summary import read_summary  # noqa: E402
 from .sweep import Partition, spanning_forest, sweep  # noqa: E402
 from .thresholds import default_thresholds, parse_thresholds  # noqa: E402
+from .writing import write_tree  # noqa: E402
 
 __all__ = [
-    "Algorithm", "AlgorithmResult", "DecodeSettings", "Edges", "FileError", "HashCache", "HashPlan",
-    "MediaFile", "MhcError", "Options", "Partition", "RunResult", "UsageError", "cluster_algorithm",
-    "compute_hashes", "default_thresholds", "discover", "find_pairs", "hash_file", "iter_pairs",
-    "open_image", "pack", "parse_algorithm", "parse_algorithms", "parse_thresholds", "run",
-    "spanning_forest", "sweep",
+    "Algorithm", "Clustering", "DecodeSettings", "Edges", "EnvironmentFault", "FileError", "HashCache", "HashPlan",
+    "HashedCollection", "MatchOptions", "MediaFile", "MhcError", "Options", "Pair", "Partition", "ProgressEvent",
+    "RunResult", "UsageError", "compute_hashes", "default_thresholds", "discover", "find_pairs", "hamming",
+    "hash_file", "hash_folder", "iter_pairs", "open_image", "pack", "parse_algorithm", "parse_algorithms",
+    "parse_thresholds", "read_summary", "run", "spanning_forest", "sweep", "validate", "write_tree",
 ]

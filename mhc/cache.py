@@ -1,13 +1,21 @@
 """A persistent SQLite store of hashes, so reruns only compute what is missing.
 
-Rows are keyed by the file's path and the *hash key* (algorithm + decoder settings, e.g.
-``phash_16|d1:fast256``) and remember the file's size and mtime: a row is valid only
-while both still match. Failures are cached the same way, so a warm rerun decodes
-nothing, not even the bad files. Paths are stored as bytes (``os.fsencode``), so names
-that are not valid UTF-8 round-trip.
+Per file the ``files`` table keeps its identity (device, inode, size, mtime, ctime and a
+digest of a few sampled blocks) and facts about it (pixel size, format, date taken);
+``hashes`` holds one row per (file, hash key) and ``failures`` the files that cannot be
+decoded. A file's rows are trusted while its identity holds: size and mtime must match;
+when only device, inode or ctime moved (a copy over it with ``touch -r``, a rename swap,
+``chmod``, a restore from backup) the sampled digest decides, so a warm rerun reads no
+file content at all and a changed file is never served a stale hash.
 
-Safety: WAL journal, one transaction per batch, a busy timeout for concurrent runs.
-A file that is not a readable mhc cache is set aside (renamed) and a new one started.
+Only failures about the content are cached (undecodable, truncated, not an image); a
+failure about access (permission, I/O, a dead worker) or about an option (--max-pixels)
+is retried on the next run.
+
+Faults: a cache that cannot be written (read-only, disk full) is used read-only with one
+warning; only a file that is provably mhc's (its SQLite ``application_id``, or inside
+mhc's own cache folder) and damaged is set aside. mhc never renames, rewrites or deletes
+any other file: a ``--cache`` path holding something else is refused before any work.
 """
 from __future__ import annotations
 
@@ -17,25 +25,46 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache_location import (  # noqa: F401
+    APPLICATION_ID,
+    check_cache_path,
+    default_cache_dir,
+    owned_cache,
+)
 from .discover import MediaFile
+from .errors import EnvironmentFault, UsageError
+from .identity import FileInfo, content_sample  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sample BLOB,
+    width INTEGER, height INTEGER, format TEXT, taken TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hashes (
-    path BLOB NOT NULL, hkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    value BLOB NOT NULL, PRIMARY KEY (path, hkey)) WITHOUT ROWID;
+    path BLOB NOT NULL, hkey TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (path, hkey)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    path BLOB NOT NULL, dkey TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (path, dkey)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ignored (
     a BLOB NOT NULL, b BLOB NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS failures (
-    path BLOB NOT NULL, dkey TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    reason TEXT NOT NULL, PRIMARY KEY (path, dkey)) WITHOUT ROWID;
 """
+# Errors that say "cannot write here", never "this file is damaged"
+_WRITE_FAULTS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
+
+
+@dataclass
+class Cached:
+    """What the cache holds for a set of files (only rows whose file identity holds)."""
+
+    values: dict[str, dict[str, bytes]] = field(default_factory=dict)  # path -> hash key -> value
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> decoder key -> reason
+    info: dict[str, FileInfo] = field(default_factory=dict)  # path -> facts
 
 
 @dataclass(frozen=True)
@@ -44,48 +73,130 @@ class CacheInfo:
     files: int
     hashes: int
     failures: int
+    ignored: int
     bytes: int
     keys: dict[str, int]
 
 
 class HashCache:
-    """SQLite hash cache. ``HashCache(None)`` is an in-memory cache (``--no-cache``)."""
+    """SQLite hash cache. ``HashCache(None)`` is an in-memory cache (``--no-cache``);
+    ``readonly=True`` never creates or changes the file (``--dry-run``)."""
 
-    def __init__(self, path: str | Path | None, *, on_warning=None):
+    def __init__(self, path: str | Path | None, *, readonly: bool = False):
         self.path = None if path is None else Path(path)
-        self._warn = on_warning or log.warning
-        self.db = self._open()
+        self.writable = not readonly
+        self._warned = False
+        self._stale: set[bytes] = set()  # files whose identity changed: their old rows go on the next store
+        self.db = self._open(readonly)
 
     # -- opening and recovery -------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        target = ":memory:" if self.path is None else str(self.path)
-        db = sqlite3.connect(target, timeout=30.0, isolation_level=None)
+    def _open(self, readonly: bool) -> sqlite3.Connection:
+        if self.path is None:
+            return self._init(sqlite3.connect(":memory:", isolation_level=None))
+        if readonly:
+            if not self.path.exists():
+                self.writable = False
+                return self._init(sqlite3.connect(":memory:", isolation_level=None))
+            return self._open_readonly()
+        if not self.path.exists():
+            return self._create()
+        try:
+            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            return self._init(db)
+        except sqlite3.DatabaseError as e:
+            text = str(e).lower()
+            if "locked" in text:
+                raise EnvironmentFault(f"the hash cache {self.path} is locked by another program for over 30 s; "
+                                       f"wait for it or use another --cache") from None
+            if any(w in text for w in _WRITE_FAULTS) or not os.access(self.path.parent, os.W_OK):
+                return self._open_readonly(reason=str(e))
+            return self._set_aside(e)
+
+    def _create(self) -> sqlite3.Connection:
+        """A new cache is built under a temporary name and renamed into place, so a file at
+        the cache path is always a whole, marked cache."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            db = sqlite3.connect(str(tmp), isolation_level=None)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self._init(db)
+            db.close()
+            os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as e:
+            self._warn(f"cannot create the hash cache {self.path} ({getattr(e, 'strerror', None) or e}); "
+                       f"this run keeps hashes in memory only")
+            self.writable = False
+            return self._init(sqlite3.connect(":memory:", isolation_level=None))
+        db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def _open_readonly(self, reason: str | None = None) -> sqlite3.Connection:
+        self.writable = False
+        if reason is not None:
+            self._warn(f"the hash cache {self.path} cannot be written ({reason}); hashes are read from it, "
+                       f"new ones are not saved")
+        uri = self.path.resolve().as_uri()
+        for mode in ("?mode=ro", "?mode=ro&immutable=1"):  # WAL files may be unwritable too
+            try:
+                db = sqlite3.connect(uri + mode, uri=True, timeout=30.0, isolation_level=None)
+                self._check(db)
+                return db
+            except sqlite3.DatabaseError:
+                continue
+        self._warn(f"the hash cache {self.path} cannot be read; this run keeps hashes in memory only")
+        return self._init(sqlite3.connect(":memory:", isolation_level=None))
+
+    def _set_aside(self, error: Exception) -> sqlite3.Connection:
+        if not owned_cache(self.path):  # never touch what mhc did not make (checked before, but not raced)
+            raise UsageError(f"--cache {self.path} is not an mhc cache; choose another path") from None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(self.path) + suffix)
+                if p.exists():
+                    os.replace(p, Path(str(aside) + suffix))
+        except OSError as e:
+            self._warn(f"the hash cache {self.path} is damaged ({error}) and cannot be moved aside ({e.strerror}); "
+                       f"this run keeps hashes in memory only")
+            self.writable = False
+            return self._init(sqlite3.connect(":memory:", isolation_level=None))
+        self._warn(f"the hash cache {self.path} was damaged ({error}); moved it to {aside} and started a new one",
+                   always=True)
+        return self._create()
+
+    def _init(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         elif row[0] != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"cache schema {row[0]}, expected {SCHEMA_VERSION}")
-        db.execute("SELECT count(*) FROM hashes").fetchone()
+            self._migrate(db, row[0])
+        self._check(db)
         return db
 
-    def _open(self) -> sqlite3.Connection:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as e:
-            if self.path is None or isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                p = Path(str(self.path) + suffix)
-                if p.exists():
-                    os.replace(p, Path(str(aside) + suffix))
-            self._warn(f"hash cache {self.path} was unreadable ({e}); moved it to {aside} and started a new one")
-            return self._connect()
+    @staticmethod
+    def _check(db: sqlite3.Connection) -> None:
+        db.execute("SELECT count(*) FROM files").fetchone()
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, old: str) -> None:
+        """Schema 1 trusted size and mtime alone: its hashes are dropped (rehashed once),
+        the user's "not a duplicate" marks are kept."""
+        log.info("hash cache schema %s -> %s: hashes are recomputed once", old, SCHEMA_VERSION)
+        for table in ("hashes", "failures"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.executescript(_SCHEMA)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+
+    def _warn(self, message: str, always: bool = False) -> None:
+        # cache faults never stop a run; said once, at WARNING (shown with -q too)
+        if always or not self._warned:
+            log.warning(message)
+            self._warned = True
 
     def close(self) -> None:
         self.db.close()
@@ -97,64 +208,112 @@ class HashCache:
         self.close()
 
     # -- reads ----------------------------------------------------------------
-    def lookup(
-        self, files: list[MediaFile], hkeys: list[str], dkeys: list[str]
-    ) -> tuple[dict[str, dict[str, bytes]], dict[str, dict[str, str]]]:
-        """Valid cached values for ``files``.
+    def lookup(self, files: list[MediaFile], hkeys: Iterable[str], dkeys: Iterable[str]) -> Cached:
+        """Valid cached values, content failures and facts for ``files``.
 
-        Returns ``(hashes, failures)``: ``hashes[path][hkey] = value`` and
-        ``failures[path][dkey] = reason``, only where size and mtime still match.
-        """
+        A file's rows count only while its identity holds (see the module docstring)."""
         ident = {os.fsencode(f.path): f for f in files}
-        hashes: dict[str, dict[str, bytes]] = {}
-        failures: dict[str, dict[str, str]] = {}
+        out = Cached()
         if not ident:
-            return hashes, failures
-        marks = ",".join("?" * len(hkeys))
-        # one scan per run instead of one query per file: reruns of 100k files stay fast
-        for path, hkey, size, mtime, value in self.db.execute(
-            f"SELECT path, hkey, size, mtime_ns, value FROM hashes WHERE hkey IN ({marks})", hkeys
-        ):
+            return out
+        valid: set[bytes] = set()
+        moved: list[tuple[int, int, int, bytes]] = []
+        for path, dev, ino, size, mtime, ctime, sample, w, h, fmt, taken in self.db.execute(
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, sample, width, height, format, taken FROM files"):
             f = ident.get(path)
-            if f is not None and f.size == size and f.mtime_ns == mtime:
-                hashes.setdefault(f.path, {})[hkey] = value
-        dmarks = ",".join("?" * len(dkeys))
-        for path, dkey, size, mtime, reason in self.db.execute(
-            f"SELECT path, dkey, size, mtime_ns, reason FROM failures WHERE dkey IN ({dmarks})", dkeys
-        ):
-            f = ident.get(path)
-            if f is not None and f.size == size and f.mtime_ns == mtime:
-                failures.setdefault(f.path, {})[dkey] = reason
-        return hashes, failures
+            if f is None:
+                continue
+            if f.size != size or f.mtime_ns != mtime:
+                self._stale.add(path)
+                continue
+            if (f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime):
+                try:
+                    same = sample is not None and content_sample(f.path, f.size) == sample
+                except OSError:
+                    same = False
+                if not same:
+                    self._stale.add(path)
+                    continue
+                moved.append((f.dev, f.ino, f.ctime_ns, path))
+            valid.add(path)
+            out.info[f.path] = FileInfo(w, h, fmt, taken, sample)
+        if moved and self.writable:
+            self._write(lambda: self.db.executemany("UPDATE files SET dev=?, ino=?, ctime_ns=? WHERE path=?", moved))
+        keys = sorted(set(hkeys))
+        for path, hkey, value in self.db.execute(
+                f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
+            if path in valid:
+                out.values.setdefault(ident[path].path, {})[hkey] = value
+        dk = sorted(set(dkeys))
+        for path, dkey, reason in self.db.execute(
+                f"SELECT path, dkey, reason FROM failures WHERE dkey IN ({','.join('?' * len(dk))})", dk):
+            if path in valid:
+                out.failures.setdefault(ident[path].path, {})[dkey] = reason
+        return out
 
     # -- writes ---------------------------------------------------------------
-    def store(
-        self,
-        files: dict[str, MediaFile],
-        hashes: Iterable[tuple[str, str, bytes]],
-        failures: Iterable[tuple[str, str, str]] = (),
-    ) -> None:
-        """Store ``(path, hkey, value)`` hashes and ``(path, dkey, reason)`` failures in one transaction."""
-        rows = [(os.fsencode(p), k, files[p].size, files[p].mtime_ns, v) for p, k, v in hashes]
-        frows = [(os.fsencode(p), k, files[p].size, files[p].mtime_ns, r) for p, k, r in failures]
-        with self._transaction():
-            self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?)", rows)
-            self.db.executemany("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?)", frows)
+    def store(self, rows: Iterable[tuple[MediaFile, FileInfo | None, dict[str, bytes], tuple[str, str] | None]]) -> None:
+        """Store, per file: its identity and facts, its new hash values (key -> value) and
+        a content failure (decoder key, reason), in one transaction. A file whose identity
+        changed loses its older rows first. Write faults turn the cache read-only."""
+        rows = list(rows)
+        if not rows or not self.writable:
+            return
+
+        def write() -> None:
+            for f, info, values, failure in rows:
+                p = os.fsencode(f.path)
+                if p in self._stale:
+                    self.db.execute("DELETE FROM hashes WHERE path = ?", (p,))
+                    self.db.execute("DELETE FROM failures WHERE path = ?", (p,))
+                    self._stale.discard(p)
+                i = info or FileInfo()
+                self.db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                (p, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, i.sample, i.width, i.height,
+                                 i.format, i.taken))
+                self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?)",
+                                    [(p, k, v) for k, v in values.items()])
+                if failure is not None:
+                    self.db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?)", (p, *failure))
+
+        self._write(write)
 
     def forget_missing(self, root: str, present: Iterable[str]) -> int:
-        """Drop rows for files under ``root`` that are not in ``present`` (deleted files)."""
+        """Drop rows of files under ``root`` that are not in ``present`` (deleted files)."""
+        if not self.writable:
+            return 0
         keep = {os.fsencode(p) for p in present}
         prefix = os.fsencode(os.path.join(os.path.abspath(root), ""))
-        gone = set()
-        for table in ("hashes", "failures"):
-            for (path,) in self.db.execute(f"SELECT DISTINCT path FROM {table}"):
-                if path.startswith(prefix) and path not in keep:
-                    gone.add(path)
+        gone = [(p,) for (p,) in self.db.execute("SELECT path FROM files") if p.startswith(prefix) and p not in keep]
         if gone:
-            with self._transaction():
-                for table in ("hashes", "failures"):
-                    self.db.executemany(f"DELETE FROM {table} WHERE path = ?", [(p,) for p in gone])
+            def write() -> None:
+                for table in ("files", "hashes", "failures"):
+                    self.db.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
+            self._write(write)
         return len(gone)
+
+    def _write(self, fn) -> bool:
+        """Run ``fn`` in one transaction; on a write fault (disk full, read-only, I/O) the
+        cache becomes read-only with one warning and the run goes on."""
+        if not self.writable:
+            return False
+        try:
+            with self._transaction():
+                fn()
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e).lower():
+                raise EnvironmentFault(f"the hash cache {self.path} stayed locked by another mhc run for 30 s; "
+                                       f"wait for it or use another --cache") from None
+            self.writable = False
+            self._warn(f"the hash cache {self.path} cannot be written ({e}); this run goes on without saving "
+                       f"new hashes. Free some space or make it writable, then run again")
+            return False
+        except sqlite3.DatabaseError as e:
+            self.writable = False
+            self._warn(f"the hash cache {self.path} is damaged ({e}); this run goes on without saving new hashes",
+                       always=True)
+            return False
 
     # -- "not a duplicate" ------------------------------------------------------------
     @staticmethod
@@ -164,22 +323,29 @@ class HashCache:
 
     def ignore(self, a: str, b: str) -> None:
         """Remember that ``a`` and ``b`` are not duplicates: later runs never link them."""
-        with self._transaction():
-            self.db.execute("INSERT OR IGNORE INTO ignored VALUES (?, ?)", self._pair(a, b))
+        self._user_write(lambda: self.db.execute("INSERT OR IGNORE INTO ignored VALUES (?, ?)", self._pair(a, b)))
 
     def unignore(self, a: str, b: str) -> bool:
-        with self._transaction():
-            return self.db.execute("DELETE FROM ignored WHERE a = ? AND b = ?", self._pair(a, b)).rowcount > 0
+        before = self.db.execute("SELECT count(*) FROM ignored").fetchone()[0]
+        self._user_write(lambda: self.db.execute("DELETE FROM ignored WHERE a = ? AND b = ?", self._pair(a, b)))
+        return self.db.execute("SELECT count(*) FROM ignored").fetchone()[0] < before
 
     def ignored(self) -> list[tuple[str, str]]:
         return [(os.fsdecode(a), os.fsdecode(b)) for a, b in self.db.execute("SELECT a, b FROM ignored ORDER BY a, b")]
 
+    def _user_write(self, fn) -> None:
+        """The user's own decisions must be saved or the command fails clearly."""
+        if not self._write(fn):
+            raise EnvironmentFault(f"cannot save to the hash cache {self.path}; make it writable and try again")
+
     def clear(self) -> int:
-        """Delete every cached row; returns how many hashes were dropped."""
+        """Delete every cached hash and failure (not the "not a duplicate" marks)."""
         n = self.db.execute("SELECT count(*) FROM hashes").fetchone()[0]
-        with self._transaction():
-            self.db.execute("DELETE FROM hashes")
-            self.db.execute("DELETE FROM failures")
+
+        def write() -> None:
+            for table in ("files", "hashes", "failures"):
+                self.db.execute(f"DELETE FROM {table}")
+        self._user_write(write)
         self.db.execute("VACUUM")
         return n
 
@@ -188,14 +354,13 @@ class HashCache:
         keys = dict(q("SELECT hkey, count(*) FROM hashes GROUP BY hkey ORDER BY hkey").fetchall())
         size = 0
         if self.path is not None:
-            size = sum(
-                p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists()
-            )
+            size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
         return CacheInfo(
             path=str(self.path) if self.path else ":memory:",
-            files=q("SELECT count(DISTINCT path) FROM hashes").fetchone()[0],
+            files=q("SELECT count(*) FROM files").fetchone()[0],
             hashes=q("SELECT count(*) FROM hashes").fetchone()[0],
             failures=q("SELECT count(*) FROM failures").fetchone()[0],
+            ignored=q("SELECT count(*) FROM ignored").fetchone()[0],
             bytes=size,
             keys=keys,
         )
@@ -206,6 +371,9 @@ class HashCache:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
             raise
         self.db.execute("COMMIT")

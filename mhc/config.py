@@ -1,13 +1,19 @@
 """Defaults from a config file: ``mhc.toml`` in the working folder, or ``[tool.mhc]`` in its
 ``pyproject.toml``. Keys are the long option names (``algo``, ``thresholds``, ``workers``,
 ``frames``, ``output``...; dashes or underscores). The command line overrides the file.
+
+Values are checked against the options' declared types (:mod:`mhc.options`): a wrong
+one is refused with its key, line and the type expected, never a traceback.
 """
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
 from .errors import UsageError
+from .options import describe_type, fields, type_ok
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,42 +24,99 @@ ALIASES = {"algorithms": "algo", "algos": "algo", "a": "algo", "i": "input", "o"
            "t": "thresholds"}
 
 
-def find_config(folder: Path | None = None) -> tuple[dict, str] | None:
-    """The settings of the config file that applies in ``folder`` and where they came from."""
+def find_config(folder: Path | None = None) -> tuple[dict, str, str] | None:
+    """(settings, where they came from, the file's text) of the config file that applies
+    in ``folder`` (default: the working folder), or None."""
     folder = folder or Path.cwd()
     own = folder / "mhc.toml"
     if own.is_file():
-        return _read(own), str(own)
+        text = _text(own)
+        return _parse(own, text), str(own), text
     py = folder / "pyproject.toml"
     if py.is_file():
-        doc = _read(py)
-        tool = doc.get("tool", {}).get("mhc")
+        text = _text(py)
+        tool = _parse(py, text).get("tool", {}).get("mhc")
         if isinstance(tool, dict):
-            return tool, f"{py} [tool.mhc]"
+            return tool, f"{py} [tool.mhc]", text
     return None
 
 
-def _read(path: Path) -> dict:
+def _text(path: Path) -> str:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path}: {e}; fix the file or remove it") from None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path} ({e}); fix the file or remove it") from None
 
 
-def normalise(settings: dict, known: dict[str, object], source: str) -> dict:
-    """Settings with option names (dashes -> underscores, aliases), checked against ``known``
-    (option name -> default value, whose type the setting must match)."""
+def _parse(path: Path, text: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{path} is not valid TOML ({e}); fix the file or remove it") from None
+
+
+def normalise(settings: dict, source: str, text: str = "") -> dict:
+    """Settings by option (field) name, each checked against its declared type."""
+    by_key = {spec.long.replace("-", "_"): (f.name, hint) for f, spec, hint in fields()}
+    by_key.update({f.name: (f.name, hint) for f, _, hint in fields()})
     out = {}
     for key, value in settings.items():
-        name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-        if name not in known:
-            raise UsageError(f"unknown setting {key!r} in {source}; known: {', '.join(sorted(known))}")
-        default = known[name]
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise UsageError(f"{key} in {source} must be true or false")
-        if name == "algo" and isinstance(value, str):
+        norm = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if norm not in by_key:
+            known = ", ".join(sorted(spec.long for _, spec, _ in fields()))
+            raise UsageError(f"unknown setting {key!r} in {source}{_line(text, key)}; known: {known}")
+        name, hint = by_key[norm]
+        if norm == "algo" and isinstance(value, str):  # algo = "phash_8 dhash_8"
             value = value.split()
-        if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
-            raise UsageError(f"{key} in {source} must be a whole number")
-        out[name] = value
+        if name == "require" and isinstance(value, str):
+            value = [value]
+        if not type_ok(value, hint):
+            raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
+                             f"{json.dumps(value, default=str)}")
+        out[name] = Path(value) if isinstance(value, str) and _is_path(hint) else value
     return out
+
+
+def _is_path(hint) -> bool:
+    return "Path" in str(hint)
+
+
+def _line(text: str, key: str) -> str:
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return f" (line {n})"
+    return ""
+
+
+def toml_lines(values: dict, sources: dict) -> list[str]:
+    """The effective settings as TOML that can be pasted into an mhc.toml: real values
+    (the default algorithms, the cache's path...); settings that are off are comments."""
+    from .algorithms import DEFAULT_ALGORITHMS
+    from .decode import DecodeSettings
+    from .options import default_cache_path
+
+    real = {"algorithms": lambda v: v or list(DEFAULT_ALGORITHMS),
+            "cache": lambda v: v or default_cache_path(),
+            "max_pixels": lambda v: v or DecodeSettings().max_pixels}
+    lines = []
+    for f, spec, _ in fields():
+        v = values[f.name]
+        v = real[f.name](v) if f.name in real else v
+        src = sources[f.name]
+        if v is None:
+            off = {"thresholds": "per hash size (see mhc --help)", "preset": "none", "verify": "off",
+                   "dask": "hash locally"}.get(f.name, "not set")
+            lines.append(f"# {spec.long} = ...  # {src}: {off}")
+        else:
+            lines.append(f"{spec.long} = {_toml(v)}  # {src}")
+    return lines
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # a TOML basic string

@@ -8,7 +8,6 @@ background, so a rotated-by-tag photo and a transparent PNG hash like what a vie
 """
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from .discover import extension
+from .memory import available_memory
+
 # Bump when decoding changes in a way that changes hashes: it is part of every cache key.
 DECODER_VERSION = "2"
 BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
 
 
 class DecodeError(Exception):
-    """The file is not a usable image; the message is the reason shown to the user."""
+    """The file is not usable; the message is the reason shown to the user.
+
+    ``cacheable``: the reason is about the file's content (corrupt, truncated, not an
+    image), so it holds until the file changes. Failures about access (permission, I/O),
+    limits (--max-pixels, memory) or missing libraries are retried on every run."""
+
+    def __init__(self, reason: str, *, cacheable: bool = True):
+        super().__init__(reason)
+        self.cacheable = cacheable
 
 
 @dataclass(frozen=True)
@@ -63,16 +73,32 @@ RAW_EXTENSIONS = (".cr2", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2")
 _HEIF = _register_heif()
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and what was learnt about the file on the way."""
+
+    image: Image.Image
+    width: int  # pixels as a viewer shows them (EXIF rotation applied)
+    height: int
+    format: str | None
+    taken: str | None  # EXIF DateTimeOriginal (or DateTime) as ISO 8601
+
+
 def open_image(path: str, settings: DecodeSettings) -> Image.Image:
     """Decode ``path`` into an 8-bit ``L`` or ``RGB`` image ready for hashing.
 
     Raises :class:`DecodeError` with a short reason for anything unusable.
     """
-    ext = os.path.splitext(path)[1].lower()
+    return decode(path, settings).image
+
+
+def decode(path: str, settings: DecodeSettings) -> Decoded:
+    """:func:`open_image`, plus the file's pixel size, format and date taken."""
+    ext = extension(path)
     if ext in RAW_EXTENSIONS:
         return _open_raw(path, settings)
     if ext in HEIF_EXTENSIONS and not _HEIF:
-        raise DecodeError("HEIC/HEIF images need pillow-heif: pip install 'mhc[heif]'")
+        raise DecodeError("HEIC/HEIF images need pillow-heif: pip install 'mhc[heif]'", cacheable=False)
     return _open_pillow(path, settings)
 
 
@@ -82,7 +108,7 @@ def _open_raw(path: str, settings: DecodeSettings) -> Image.Image:
     try:
         import rawpy
     except ImportError:
-        raise DecodeError("RAW files need rawpy: pip install 'mhc[raw]'") from None
+        raise DecodeError("RAW files need rawpy: pip install 'mhc[raw]'", cacheable=False) from None
     import io
 
     try:
@@ -99,13 +125,16 @@ def _open_raw(path: str, settings: DecodeSettings) -> Image.Image:
                 im = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True))
     except DecodeError:
         raise
+    except OSError as e:
+        raise _access_error(e) from None
     except Exception as e:  # rawpy raises LibRaw* errors per failure
         raise DecodeError(f"not a readable RAW file ({type(e).__name__})") from None
     im.load()
-    return _normalize(im, settings)
+    w, h = _shown_size(im)
+    return Decoded(_normalize(im, settings), w, h, "RAW", _taken(im))
 
 
-def _open_pillow(path: str, settings: DecodeSettings) -> Image.Image:
+def _open_pillow(path: str, settings: DecodeSettings) -> Decoded:
     try:
         with _pillow_limit():
             im = Image.open(path)
@@ -114,37 +143,97 @@ def _open_pillow(path: str, settings: DecodeSettings) -> Image.Image:
                 if w <= 0 or h <= 0:
                     raise DecodeError("image has no pixels")
                 if settings.max_pixels and w * h > settings.max_pixels:
-                    raise DecodeError(
-                        f"image too large: {w}x{h} = {w * h:,} pixels, above the --max-pixels limit "
-                        f"of {settings.max_pixels:,} (a decompression-bomb guard); raise --max-pixels to hash it"
-                    )
+                    raise too_large(w, h, settings.max_pixels)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF / multi-page TIFF: the first frame
+                shown, fmt, taken = _shown_size(im), im.format, _taken(im)
                 if not settings.exact and im.format == "JPEG":
                     _draft(im, settings)
+                _check_memory(im)
                 im.load()
                 out = _normalize(im, settings)
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
-        raise DecodeError(f"decompression bomb guard: {e}") from None
-    except FileNotFoundError:
-        raise DecodeError("file disappeared while scanning") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except IsADirectoryError:
-        raise DecodeError("is a directory") from None
+        raise DecodeError(f"decompression bomb guard: {e}", cacheable=False) from None
     except Image.UnidentifiedImageError:
         raise DecodeError(_unidentified_reason(path)) from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
-            struct.error) as e:
-        msg = str(e) or type(e).__name__
-        if "truncated" in msg.lower() or isinstance(e, EOFError):
-            raise DecodeError(f"truncated or damaged image data ({msg})") from None
-        raise DecodeError(f"corrupt image ({msg})") from None
     except MemoryError:
-        raise DecodeError("out of memory while decoding; lower --max-pixels") from None
-    return out
+        raise DecodeError("out of memory while decoding; free memory, use -j 1, or lower --max-pixels",
+                          cacheable=False) from None
+    except OSError as e:
+        if e.errno is not None:  # a real system error: about access, not content
+            raise _access_error(e) from None
+        raise _content_error(e) from None
+    except (SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, struct.error) as e:
+        raise _content_error(e) from None
+    return Decoded(out, shown[0], shown[1], fmt, taken)
+
+
+def too_large(w: int, h: int, limit: int) -> DecodeError:
+    """The --max-pixels refusal (not cached: it depends on the option, not the file)."""
+    return DecodeError(f"image too large: {w}x{h} = {w * h:,} pixels, above the --max-pixels limit of {limit:,} "
+                       f"(a decompression-bomb guard); raise --max-pixels to hash it", cacheable=False)
+
+
+def _access_error(e: OSError) -> DecodeError:
+    if isinstance(e, FileNotFoundError):
+        return DecodeError("file disappeared while scanning", cacheable=False)
+    if isinstance(e, PermissionError):
+        return DecodeError("permission denied", cacheable=False)
+    if isinstance(e, IsADirectoryError):
+        return DecodeError("is a directory", cacheable=False)
+    return DecodeError(f"cannot read file ({e.strerror or e})", cacheable=False)
+
+
+def _content_error(e: BaseException) -> DecodeError:
+    msg = str(e) or type(e).__name__
+    if "truncated" in msg.lower() or isinstance(e, EOFError):
+        return DecodeError(f"truncated or damaged image data ({msg})")
+    return DecodeError(f"corrupt image ({msg})")
+
+
+def _shown_size(im: Image.Image) -> tuple[int, int]:
+    w, h = im.size
+    try:
+        if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees when shown
+            return h, w
+    except Exception:  # broken EXIF: the stored size
+        pass
+    return w, h
+
+
+def _taken(im: Image.Image) -> str | None:
+    """EXIF DateTimeOriginal (else DateTime) as ISO 8601, or None."""
+    try:
+        exif = im.getexif()
+        value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+    except Exception:
+        return None
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    d, t = value[:10].replace(":", "-"), value[11:19]
+    return f"{d}T{t}" if d[:4].isdigit() and d[:4] != "0000" else None
+
+
+# Peak memory of a decode, in bytes per pixel beyond the decoded buffer: EXIF transposition
+# may copy it, and flattening alpha makes RGBA, a background and RGB copies before grey.
+_PEAK_EXTRA = {"alpha": 12, "plain": 4}
+
+
+def _check_memory(im: Image.Image) -> None:
+    """Refuse an image whose decode would not fit in the memory this process may use,
+    instead of letting the kernel kill the worker halfway through."""
+    w, h = im.size
+    bands = len(im.getbands())
+    depth = 4 if im.mode in ("I", "F", "RGBa") else 2 if im.mode.startswith("I;16") else 1
+    alpha = "A" in im.mode or "transparency" in im.info
+    need = w * h * (2 * bands * depth + _PEAK_EXTRA["alpha" if alpha else "plain"])
+    free = available_memory()
+    if free is not None and need > free:
+        raise DecodeError(f"needs about {need / 2**30:.1f} GB of memory to decode ({w}x{h} pixels), more than the "
+                          f"{free / 2**30:.1f} GB available; free memory, use -j 1, or skip it with --max-pixels",
+                          cacheable=False)
 
 
 _SIGNATURES = [
@@ -171,7 +260,7 @@ def _unidentified_reason(path: str) -> str:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as e:
-        return f"cannot read file ({e.strerror})"
+        raise _access_error(e) from None
     if not head:
         return "empty file (0 bytes)"
     for magic, fmt in _SIGNATURES:

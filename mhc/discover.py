@@ -13,6 +13,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .errors import FileError
 
@@ -27,14 +28,26 @@ MARKER = ".mhc-output"
 STAGING_INFIX = ".mhc-staging-"
 
 
+Kind = Literal["image", "video"]
+
+
 @dataclass(frozen=True)
 class MediaFile:
-    """One file to hash: its path as found (absolute), kind and identity for the cache."""
+    """One file to hash: its path as found (absolute), kind, and identity for the cache
+    (size and mtime change with most edits; device, inode and ctime catch the rest: a file
+    copied over with ``touch -r``, or two same-size files swapped by renames)."""
 
     path: str
-    kind: str  # "image" or "video"
+    kind: Kind
     size: int
     mtime_ns: int
+    dev: int = 0
+    ino: int = 0
+    ctime_ns: int = 0
+
+    @classmethod
+    def from_stat(cls, path: str, kind: Kind, st: os.stat_result) -> "MediaFile":
+        return cls(path, kind, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 @dataclass
@@ -44,10 +57,17 @@ class Discovery:
     ignored: int = 0  # files that are not media by extension
 
 
-def classify(name: str) -> str | None:
+def extension(name: str) -> str:
+    """The extension with its dot, lower case; unlike os.path.splitext, names that begin
+    with dots keep theirs (``..jpg`` and ``.jpg`` are JPEGs)."""
+    _, dot, ext = name.rpartition(".")
+    return "." + ext.lower() if dot else ""
+
+
+def classify(name: str) -> Kind | None:
     """``"image"`` or ``"video"`` for a media file name by extension (any case), else None.
     Animated GIFs are images. The content is confirmed when the file is decoded."""
-    ext = os.path.splitext(name)[1].lower()
+    ext = extension(name)
     if ext in IMAGE_EXTENSIONS or ext in RAW_EXTENSIONS:
         return "image"
     if ext in VIDEO_EXTENSIONS:
@@ -76,14 +96,12 @@ def discover(
     excluded = {os.path.realpath(os.fspath(p)) for p in exclude}
     result = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
-    try:
-        st = os.stat(root_abs)
-        seen_dirs.add((st.st_dev, st.st_ino))
-    except OSError:
-        pass
+    linked_dirs: list[str] = []  # symlinked folders, entered after every real one
 
     def walk(d: str) -> None:
         try:
+            st = os.stat(d)
+            seen_dirs.add((st.st_dev, st.st_ino))
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
@@ -91,46 +109,59 @@ def discover(
             return
         for e in entries:
             path = e.path
+            kind = classify(e.name)
             try:
-                is_link = e.is_symlink()
                 if e.is_dir(follow_symlinks=False):
-                    if os.path.realpath(path) in excluded or is_mhc_folder(path):
-                        continue
-                    walk(path)
+                    if os.path.realpath(path) not in excluded and not is_mhc_folder(path):
+                        walk(path)
                     continue
-                if is_link:
+                if e.is_symlink():
                     try:
                         st = os.stat(path)
                     except OSError as err:
-                        if classify(e.name):
+                        if kind:
                             loop = err.errno == errno.ELOOP
                             result.errors.append(FileError(path, "symlink loop" if loop else "dangling symlink"))
                         else:
                             result.ignored += 1
                         continue
                     if stat.S_ISDIR(st.st_mode):
-                        if not follow_symlinks:
-                            continue
-                        key = (st.st_dev, st.st_ino)
-                        real = os.path.realpath(path)
-                        if key in seen_dirs or real in excluded or is_mhc_folder(path):
-                            continue
-                        seen_dirs.add(key)
-                        walk(path)
+                        if follow_symlinks:
+                            linked_dirs.append(path)
                         continue
                 else:
                     st = e.stat(follow_symlinks=False)
-                kind = classify(e.name)
-                if kind is None or not stat.S_ISREG(st.st_mode):
+                if kind is None:
                     result.ignored += 1
-                    continue
-                result.files.append(MediaFile(path, kind, st.st_size, st.st_mtime_ns))
+                elif not stat.S_ISREG(st.st_mode):
+                    result.errors.append(FileError(path, f"not a regular file ({_special(st.st_mode)})"))
+                else:
+                    result.files.append(MediaFile.from_stat(path, kind, st))
             except OSError as err:
-                if classify(e.name):
+                if kind:
                     result.errors.append(FileError(path, f"cannot stat file ({err.strerror or err})"))
 
     if os.path.isdir(root_abs):
         walk(root_abs)
+    # Symlinked folders last, each real folder once: a link to a folder that is also
+    # scanned directly (in/link -> in/real) adds nothing, and loops end.
+    while linked_dirs:
+        path = linked_dirs.pop(0)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(path) in excluded or is_mhc_folder(path):
+            continue
+        walk(path)
     result.files.sort(key=lambda f: f.path)
     result.errors.sort(key=lambda f: f.path)
     return result
+
+
+def _special(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"

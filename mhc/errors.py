@@ -1,18 +1,38 @@
-"""Exceptions and error records shared by every stage."""
+"""Exceptions, exit statuses and error records shared by every stage.
+
+Exit statuses of ``mhc`` (also in the README):
+
+====  =====================================================================
+0     done
+1     done, but part of the work failed (e.g. Hydrus batches not sent)
+2     a bad option, path or file given by the user; nothing was changed
+3     the machine refused: disk full, read-only or unreadable folder, a lock held by
+      another run, a service that cannot be reached
+130   interrupted (Ctrl-C); the previous output is unchanged
+====  =====================================================================
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 class MhcError(Exception):
-    """A problem the user can fix (bad option, unusable folder).
+    """A problem the user can fix. The CLI prints the message (which says how) as one
+    line, without a traceback, and exits with :attr:`exit_code`."""
 
-    The CLI prints the message without a traceback; the message says how to fix it.
-    """
+    exit_code = EXIT_USAGE
 
 
 class UsageError(MhcError):
-    """An option or argument is invalid."""
+    """An option, argument or path is invalid."""
+
+
+class EnvironmentFault(MhcError):
+    """The machine refused: disk full, read-only folder, permission, lock, unreachable service."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ def threshold_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def score_folder(folder: Path, labels: dict[str, str | None]) -> Score:
+def score_folder(folder: Path, labels: dict[str, str | None], originals: dict[str, str] | None = None) -> Score:
+    """Pairwise scores of one threshold folder. ``originals``: link name -> original file,
+    for trees made of copies or hard links (``--link copy|hardlink``)."""
     assign: dict[str, tuple] = {}
     n = 0
     for sub in sorted(folder.iterdir()):
@@ -85,7 +87,10 @@ def score_folder(folder: Path, labels: dict[str, str | None]) -> Score:
             continue
         single = sub.name.startswith("unclustered")
         for e in os.scandir(sub):
-            real = os.path.realpath(e.path)
+            if e.is_symlink() or not originals:
+                real = os.path.realpath(e.path)
+            else:
+                real = os.path.realpath(originals.get(e.name, e.path))
             if real not in labels:
                 continue
             n += 1
@@ -108,12 +113,44 @@ def score_folder(folder: Path, labels: dict[str, str | None]) -> Score:
 
 
 def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
-    """Scores of every threshold folder under ``output``, best F1 last."""
+    """Scores of every threshold folder under ``output``, best F1 last. Copies and hard
+    links are mapped back to their originals through the output's summary.json."""
     out = Path(output)
     if not out.is_dir():
         raise UsageError(f"{out} is not a folder; pass an mhc output folder")
     labels = load_labels(labels_path)
-    scores = [score_folder(f, labels) for f in threshold_folders(out)]
+    folders = threshold_folders(out)
+    if not folders:
+        raise UsageError(f"{out} holds no threshold folders of links; pass an mhc output folder")
+    names = _originals(out)
+    scores = [score_folder(f, labels, names.get(Path(f).relative_to(out).parts[0])) for f in folders]
+    if not any(s.true or s.predicted for s in scores) and not _any_labelled(folders, labels, names, out):
+        raise UsageError(f"no file in {out} is one of the labelled files in {labels_path}; check the labels' paths "
+                         f"(relative ones are relative to the labels file)")
     for s in scores:
         object.__setattr__(s, "folder", os.path.relpath(s.folder, out))
     return sorted(scores, key=lambda s: (s.f1, s.folder))
+
+
+def _originals(out: Path) -> dict[str, dict[str, str]]:
+    """Per algorithm folder: link name -> original path (from summary.json, if any)."""
+    try:
+        from .names import unique_link_names
+        from .summary import read_summary
+
+        s = read_summary(out)
+    except Exception:
+        return {}
+    return {key: dict(zip(unique_link_names(s["files"], e["hashes"]), s["files"])) for key, e in s["algorithms"].items()}
+
+
+def _any_labelled(folders, labels, names, out: Path) -> bool:
+    for f in folders:
+        originals = names.get(Path(f).relative_to(out).parts[0], {})
+        for sub in Path(f).iterdir():
+            if sub.is_dir():
+                for e in os.scandir(sub):
+                    real = os.path.realpath(e.path if e.is_symlink() else originals.get(e.name, e.path))
+                    if real in labels:
+                        return True
+    return False

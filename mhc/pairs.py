@@ -72,14 +72,30 @@ def pack(hashes: list[bytes]) -> np.ndarray:
     return buf.view(np.uint64).reshape(n, width // 8)
 
 
-def distances(codes: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-    """Hamming distances between ``codes[rows]`` and ``codes[cols]`` (a 2-D block)."""
-    a = codes[rows]
-    b = codes[cols]
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances of packed codes ``a[..., words]`` and ``b[..., words]``, element by
+    element (leading axes broadcast). The one distance of mhc: every stage calls this or
+    :func:`cross_distances`."""
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int32)
+
+
+def hex_distance(a: str, b: str) -> int:
+    """The distance of two hashes written as hex strings (summary.json's form)."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def cross_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """All distances between the rows of ``a`` (m, words) and ``b`` (k, words): (m, k).
+    Word by word, so memory stays O(m k) whatever the hash length."""
     out = np.zeros((a.shape[0], b.shape[0]), dtype=np.uint16)
-    for w in range(codes.shape[1]):
+    for w in range(a.shape[1]):
         out += np.bitwise_count(a[:, w, None] ^ b[None, :, w])
     return out
+
+
+def distances(codes: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Hamming distances between ``codes[rows]`` and ``codes[cols]`` (a 2-D block)."""
+    return cross_distances(codes[rows], codes[cols])
 
 
 def iter_pairs(
@@ -114,7 +130,7 @@ def iter_pairs(
                         dist.ravel()[flat].astype(np.int32))
         start = stop
         if progress:
-            progress("pairs", start, n)
+            progress(start, n)
 
 
 FAISS_MIN_FILES = 20_000
@@ -154,7 +170,7 @@ def _faiss_pairs(codes: np.ndarray, radius: int, *, multihash: bool, progress=No
             lims, D, I = index.range_search(x[s:s + block], radius + 1)
             yield _upper(lims, D, I, s)
             if progress:
-                progress("pairs", min(n, s + block), n)
+                progress(min(n, s + block), n)
         return
     # Flat: query rows [s, s+B) against codes [s, n) only, so each pair is computed once;
     # blocks sized so one block's distance work is ~2e9 pairs (bounded result memory).
@@ -166,7 +182,7 @@ def _faiss_pairs(codes: np.ndarray, radius: int, *, multihash: bool, progress=No
         e = _upper(lims, D, I - 0, 0, offset=s)
         yield e
         if progress:
-            progress("pairs", min(n, s + block), n)
+            progress(min(n, s + block), n)
 
 
 def _upper(lims, D, I, first_query: int, offset: int = 0) -> Edges:

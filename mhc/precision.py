@@ -1,13 +1,18 @@
-"""Precision: rotated and mirrored copies, verified links, clusters that do not chain.
+"""Precision: verified links, and clusters that do not chain.
 
-- Isometric matching: the distance of two images is the least over the 8 rotations and
-  mirrors of one of them (hashes of all 8 come from the one decoded image and are cached).
-- SSIM verification: a candidate link is kept only if the two images' small grey versions
-  are structurally similar (scikit-image's SSIM; with isometric matching, the best of the
-  8 alignments).
-- Size-capped single linkage (``max_cluster_size``) and complete linkage (every pair of
-  a cluster within the threshold) instead of plain connected components.
-- Combined evidence: a link needs every named algorithm to agree within its threshold.
+Every linkage here returns *joins*: the merges it accepts, each as a pair of files and the
+distance at which the two clusters meet. The partition at a threshold is the components
+of the joins within it (:func:`mhc.sweep.sweep`), so clusters nest across thresholds
+whatever the linkage.
+
+- SSIM verification: a candidate link is kept only if the two images' small grey
+  versions are structurally similar (scikit-image's SSIM; with isometric matching, the
+  best of the 8 alignments).
+- Constrained single linkage (``max_size``, cannot-link pairs): edges are joined
+  weakest-last; a join that would grow a cluster past ``max_size`` or put a "not a
+  duplicate" pair together is refused, so a chain splits along its weakest links.
+- Complete linkage: every pair of a cluster within the threshold (scipy's hierarchy),
+  with the same constraints.
 """
 from __future__ import annotations
 
@@ -15,52 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .pairs import Edges, distances, iter_pairs
-from .sweep import Partition, make_partition
+from .errors import MhcError
+from .pairs import Edges
 
 # Chosen on the two labelled corpora (docs/benchmarks.md): it keeps 99 % of true pairs (their 1st
 # percentile is 0.72-0.74) and drops ~65 % of the unrelated candidates (median 0.63).
 SSIM_DEFAULT = 0.7
-
-
-# -- isometric distances ---------------------------------------------------------
-def isometric_edges(codes: np.ndarray, variants: np.ndarray, max_distance: int,
-                    allowed: np.ndarray | None = None, block_elems: int = 1 << 22) -> Iterator[Edges]:
-    """Pairs whose least distance over the 8 dihedral variants is within ``max_distance``.
-
-    ``codes``: (n, words) identity hashes; ``variants``: (n, 8, words), variant 0 = identity.
-    ``allowed``: only these file indices take part (e.g. images, not videos).
-    d(a, b) = min over k of min(d(T_k a, b), d(a, T_k b)), so it is symmetric.
-    """
-    idx = np.arange(len(codes)) if allowed is None else np.asarray(allowed)
-    if len(idx) < 2:
-        return
-    base = codes[idx]
-    var = variants[idx]
-    m = len(idx)
-    rows = max(1, block_elems // max(1, m * 8))
-    for s in range(0, m, rows):
-        e = min(m, s + rows)
-        q = var[s:e].reshape(-1, var.shape[2])  # (rows*8, words)
-        both = np.concatenate([q, base])
-        d = distances(both, slice(0, len(q)), slice(len(q), None)).reshape(e - s, 8, m).min(axis=1)
-        r, c = np.nonzero(d <= max_distance)
-        r = r + s
-        keep = r != c
-        i, j = idx[r[keep]], idx[c[keep]]
-        # (a, b) and (b, a) both appear: the sweep keeps the least distance of a pair
-        yield Edges(np.minimum(i, j), np.maximum(i, j), d[r[keep] - s, c[keep]].astype(np.int32))
-
-
-def isometric_distance_matrix(codes: np.ndarray, variants: np.ndarray | None, members: np.ndarray) -> np.ndarray:
-    """All pairwise distances among ``members`` (isometric when ``variants`` is given)."""
-    base = codes[members]
-    if variants is None:
-        return distances(base, slice(None), slice(None)).astype(np.int32)
-    q = variants[members].reshape(-1, variants.shape[2])
-    d = distances(np.concatenate([q, base]), slice(0, len(q)), slice(len(q), None))
-    d = d.reshape(len(members), 8, len(members)).min(axis=1).astype(np.int32)
-    return np.minimum(d, d.T)
+COMPLETE_MAX_COMPONENT = 20_000
 
 
 # -- SSIM verification ---------------------------------------------------------------
@@ -68,12 +34,9 @@ def ssim_filter(thumbs: dict[int, np.ndarray], threshold: float, isometric: bool
                 on_score: Callable[[int, int, float], None] | None = None) -> Callable[[Edges], Edges]:
     """A filter for edge blocks: keeps pairs whose thumbnails' SSIM is >= ``threshold``.
     Pairs where either side has no thumbnail (videos) pass unchanged."""
-    try:
-        from skimage.metrics import structural_similarity
-    except ImportError:
-        from .errors import UsageError
-
-        raise UsageError("--verify ssim needs scikit-image: pip install 'mhc[precision]'") from None
+    from skimage.metrics import (
+        structural_similarity,  # installed: checked by validate()
+    )
 
     def score(a: np.ndarray, b: np.ndarray) -> float:
         if not isometric:
@@ -105,13 +68,13 @@ def filtered(blocks: Iterable[Edges], filt: Callable[[Edges], Edges]) -> Iterato
         yield filt(b)
 
 
-# -- other linkages ---------------------------------------------------------------
-def capped_sweep(n: int, forest: Edges, thresholds: Iterable[int], max_size: int | None = None,
-                 cannot_link: Iterable[tuple[int, int]] = ()) -> Iterator[Partition]:
-    """Single linkage under constraints: edges are joined weakest-last (ascending distance);
-    a join that would grow a cluster past ``max_size``, or put a ``cannot_link`` pair in one
-    cluster ("not a duplicate"), is refused, so a chain is split along its weakest links.
-    Clusters stay nested across thresholds."""
+# -- constrained single linkage -----------------------------------------------------------
+def capped_joins(forest: Edges, max_size: int | None = None,
+                 cannot_link: Iterable[tuple[int, int]] = ()) -> Edges:
+    """The joins single linkage accepts under constraints, weakest-last: a join that would
+    grow a cluster past ``max_size``, or put a ``cannot_link`` pair in one cluster, is
+    refused. Which joins are refused does not depend on where thresholds cut, so the
+    clusters of every threshold are components of the accepted ones."""
     from networkx.utils import UnionFind
 
     forest = forest.sorted()
@@ -121,76 +84,75 @@ def capped_sweep(n: int, forest: Edges, thresholds: Iterable[int], max_size: int
         banned.setdefault(b, set()).add(a)
     uf = UnionFind()
     marked: dict[int, set[int]] = {}  # root -> members that have a cannot-link partner
-    k = 0
-    first = True
-    for t in sorted(set(thresholds)):
-        changed = False
-        while k < len(forest) and forest.d[k] <= t:
-            a, b = int(forest.i[k]), int(forest.j[k])
-            k += 1
-            ra, rb = uf[a], uf[b]
-            if ra == rb:
-                continue
-            if max_size and uf.weights[ra] + uf.weights[rb] > max_size:
-                continue
-            ma, mb = marked.get(ra, set()) | ({a} & banned.keys()), marked.get(rb, set()) | ({b} & banned.keys())
-            if any(banned[x] & mb for x in ma):
-                continue
-            uf.union(a, b)
-            root = uf[a]
-            marked[root] = ma | mb
-            changed = True
-        groups: dict[int, list[int]] = {}
-        for x in list(uf.parents):
-            groups.setdefault(uf[x], []).append(x)
-        comps = [np.array(sorted(g), dtype=np.int64) for g in groups.values() if len(g) > 1]
-        yield make_partition(n, t, comps, changed or first)
-        first = False
+    keep = np.zeros(len(forest), dtype=bool)
+    for k, (a, b) in enumerate(zip(forest.i.tolist(), forest.j.tolist())):
+        ra, rb = uf[a], uf[b]
+        if ra == rb:
+            continue
+        if max_size and uf.weights[ra] + uf.weights[rb] > max_size:
+            continue
+        ma = marked.get(ra, set()) | ({a} & banned.keys())
+        mb = marked.get(rb, set()) | ({b} & banned.keys())
+        if any(banned[x] & mb for x in ma):
+            continue
+        uf.union(a, b)
+        marked[uf[a]] = ma | mb
+        keep[k] = True
+    return Edges(forest.i[keep], forest.j[keep], forest.d[keep])
 
 
-def complete_sweep(n: int, forest: Edges, thresholds: list[int], dist: Callable[[np.ndarray], np.ndarray],
-                   max_component: int = 20_000) -> Iterator[Partition]:
-    """Complete linkage: every pair in a cluster within the threshold. Complete-linkage
-    clusters lie inside single-linkage components, so each component at the largest
-    threshold is clustered on its own (scipy's hierarchy on its distance matrix)."""
-    from scipy.cluster.hierarchy import fcluster, linkage
+# -- complete linkage -------------------------------------------------------------------
+def complete_joins(components: list[np.ndarray], dist: Callable[[np.ndarray], np.ndarray],
+                   max_size: int | None = None, max_component: int = COMPLETE_MAX_COMPONENT) -> Edges:
+    """Complete-linkage joins: two clusters meet at the largest distance between their
+    members. Complete-linkage clusters lie inside single-linkage components, so each
+    component (``components``, e.g. at the largest threshold) is clustered on its own
+    from ``dist(members)`` (scipy's hierarchy). With ``max_size``, a merge past it is
+    refused, and so is every later merge of either side (they would need the refused one)."""
+    from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
 
-    from .errors import MhcError
-    from .sweep import sweep
-
-    top = list(sweep(n, forest, [max(thresholds)]))[0]
-    cuts: list[tuple[np.ndarray, np.ndarray]] = []  # (members, linkage matrix)
-    for comp in top.clusters:
+    parts = []
+    for comp in components:
         if len(comp) > max_component:
-            raise MhcError(f"--linkage complete: a chain of {len(comp):,} files at threshold {max(thresholds)} needs "
-                           f"a {len(comp):,}^2 distance matrix; lower the thresholds or use --max-cluster-size")
-        cuts.append((comp, linkage(squareform(dist(comp), checks=False).astype(float), method="complete")))
-    prev = None
-    for t in sorted(set(thresholds)):
-        comps = []
-        for members, z in cuts:
-            labels = fcluster(z, t=t, criterion="distance")
-            for lab in np.unique(labels):
-                part = members[labels == lab]
-                if len(part) > 1:
-                    comps.append(np.sort(part))
-        key = [tuple(c.tolist()) for c in sorted(comps, key=lambda c: (int(c[0]), len(c)))]
-        yield make_partition(n, t, comps, key != prev)
-        prev = key
+            raise MhcError(f"--linkage complete: a chain of {len(comp):,} files needs a {len(comp):,}^2 distance "
+                           f"matrix; lower the thresholds or use --max-cluster-size")
+        z = linkage(squareform(dist(comp), checks=False).astype(float), method="complete")
+        m = len(comp)
+        rep = list(range(m)) + [0] * (m - 1)  # a member of each hierarchy node
+        size = [1] * m + [0] * (m - 1)
+        blocked = [False] * (2 * m - 1)
+        i, j, d = [], [], []
+        for k, (a, b, height, count) in enumerate(z):
+            a, b, node = int(a), int(b), m + k
+            rep[node], size[node] = rep[a], int(count)
+            if blocked[a] or blocked[b] or (max_size and count > max_size):
+                blocked[node] = True
+                continue
+            i.append(comp[rep[a]])
+            j.append(comp[rep[b]])
+            d.append(int(np.ceil(height)))
+        parts.append(Edges(np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.array(d, dtype=np.int32)))
+    return Edges.concat(parts)
 
 
-# -- combined evidence -------------------------------------------------------------
-def combined_edges(per_algo: list[tuple[np.ndarray, int]]) -> Edges:
-    """Pairs within every algorithm's threshold; distance = the largest share of its
-    threshold any algorithm needs, in percent (0-100), so one sweep covers them all."""
-    result: dict[tuple[int, int], int] | None = None
-    for codes, t in per_algo:
-        e = Edges.concat(list(iter_pairs(codes, t)))
-        pct = np.ceil(100 * e.d / max(1, t)).astype(int) if t else np.zeros(len(e), dtype=int)
-        here = {(int(i), int(j)): int(p) for i, j, p in zip(e.i, e.j, pct)}
-        result = here if result is None else {k: max(v, here[k]) for k, v in result.items() if k in here}
-    if not result:
-        return Edges.empty()
-    keys = np.array(list(result), dtype=np.int64)
-    return Edges(keys[:, 0], keys[:, 1], np.array(list(result.values()), dtype=np.int32))
+def apart(dist: Callable[[np.ndarray], np.ndarray], pairs: Iterable[tuple[int, int]],
+          far: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A distance-matrix function where the given pairs are ``far`` apart."""
+    partner: dict[int, set[int]] = {}
+    for a, b in pairs:
+        partner.setdefault(a, set()).add(b)
+        partner.setdefault(b, set()).add(a)
+    if not partner:
+        return dist
+
+    def fn(members: np.ndarray) -> np.ndarray:
+        d = dist(members)
+        pos = {int(m): k for k, m in enumerate(members)}
+        for m, k in pos.items():
+            for other in partner.get(m, ()):
+                if other in pos:
+                    d[k, pos[other]] = d[pos[other], k] = far
+        return d
+
+    return fn

@@ -11,10 +11,12 @@ thumbnails, so a 10,000-file collection stays usable.
 from __future__ import annotations
 
 import html
-import shlex
 import os
+import shlex
 import urllib.parse
 from pathlib import Path
+
+from .pairs import hex_distance
 
 PAGE_FILES = 1000
 SERIES = [  # key in summary, label, colour
@@ -63,8 +65,6 @@ def _page(title: str, body: str, css_href: str | None = None) -> str:
     )
 
 
-def _hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
 def chart_svg(entry: dict, n_files: int, width: int = 720, height: int = 260) -> str:
@@ -110,9 +110,13 @@ def chart_svg(entry: dict, n_files: int, width: int = 720, height: int = 260) ->
     return "".join(parts) + f'<div class=legend>{legend}</div>'
 
 
-def build_report(out: Path, summary: dict, thumbs: dict[str, str]) -> list[Path]:
+def build_report(out: Path, summary: dict, thumbs: dict[str, str], distances=None) -> list[Path]:
     """Write ``index.html`` and ``report/`` under ``out`` from a summary (as in summary.json).
-    ``thumbs``: file path -> thumbnail path relative to ``out``. Returns the pages written."""
+    ``thumbs``: file path -> thumbnail path relative to ``out``. ``distances(key,
+    partition)``: each member's distance to its cluster's first file (default: from the
+    hashes in the summary). Returns the pages written."""
+    from .summary import partitions
+
     files: list[str] = summary["files"]
     algos: dict[str, dict] = summary["algorithms"]
     written: list[Path] = []
@@ -126,14 +130,27 @@ def build_report(out: Path, summary: dict, thumbs: dict[str, str]) -> list[Path]
     for key, e in algos.items():
         adir = rdir / key
         adir.mkdir(exist_ok=True)
-        ths = e["thresholds"]
-        file_index = e.get("file_index", list(range(len(files))))
-        hashes = e.get("hashes", [])
-        hex_of = {fi: hashes[k] for k, fi in enumerate(file_index) if k < len(hashes)}
-        for k, t in enumerate(ths):
-            written += _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs, algos, widths,
+        parts = partitions(summary, key)
+        hex_of = dict(enumerate(e.get("hashes", [])))
+        for k, (t, p) in enumerate(zip(e["thresholds"], parts)):
+            members = [c.tolist() for c in p.clusters]
+            dist = distances(key, p) if distances else None
+            written += _threshold_pages(adir, key, e, k, t, members, dist, files, hex_of, thumbs, algos, widths,
                                         summary.get("input", ""))
     return written
+
+
+def write_report(staging: Path, live: Path, summary: dict, result=None, *, progress=None, workers: int = 0) -> None:
+    """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
+    made once per file into the output's ``.mhc/thumbs`` (``live``: the current output, if
+    any, else the staging tree) and kept across runs."""
+    from .thumbs import ensure_thumbs
+
+    home = live if (live / ".mhc").is_dir() else staging
+    thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
+    by_key = {c.key: c for c in result.algorithms} if result is not None else {}
+    build_report(staging, summary, thumbs,
+                 (lambda key, p: by_key[key].first_distances(p)) if by_key else None)
 
 
 def render_index(summary: dict) -> str:
@@ -143,7 +160,7 @@ def render_index(summary: dict) -> str:
     widths = _widths(algos)
     c = summary.get("counts", {})
     body = [f"<h1>mhc report</h1><p>Input <code>{esc(summary.get('input', ''))}</code>: "
-            f"{c.get('found', len(files))} files found, {c.get('hashed_now', 0)} hashed now, "
+            f"{c.get('found', len(files))} files found: {c.get('decoded', 0)} decoded now, "
             f"{c.get('from_cache', 0)} from the cache, {c.get('failed', 0)} could not be read"
             + (' (<a href="errors.csv">errors.csv</a>)' if c.get("failed") else "") + ".</p>",
             "<p class=note>Each threshold folder links files whose hashes differ by at most that many bits. "
@@ -151,7 +168,7 @@ def render_index(summary: dict) -> str:
             "higher if copies stay apart.</p>"]
     for key, e in algos.items():
         e = dict(e, key=key)
-        n = len(e.get("file_index", files))
+        n = len(files)
         sug = (e.get("suggested") or {}).get("threshold")
         body.append(f'<section class=algo id="{esc(key)}"><h2>{esc(key)} <small>({e.get("bits", "?")} bits)</small></h2>')
         body.append(chart_svg(e, n))
@@ -180,12 +197,11 @@ def _nearest(entry: dict, frac: float) -> int:
     return min((t["threshold"] for t in entry["thresholds"]), key=lambda v: abs(v / bits - frac))
 
 
-def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs, algos, widths, root) -> list[Path]:
+def _threshold_pages(adir, key, e, k, t, clusters, dist, files, hex_of, thumbs, algos, widths, root) -> list[Path]:
     width = widths[key]
     ths = e["thresholds"]
-    clusters: list[list[int]] = t["members"]
     clustered = {i for c in clusters for i in c}
-    unclustered = [i for i in file_index if i not in clustered]
+    unclustered = [i for i in range(len(files)) if i not in clustered]
     # pages of at most PAGE_FILES thumbnails: clusters in order, a cluster that does not fit
     # starts a new page (a giant one is split), unclustered files fill up from there
     width_rank = max(3, len(str(len(clusters))))
@@ -209,7 +225,7 @@ def _threshold_pages(out, adir, key, e, k, t, files, file_index, hex_of, thumbs,
     add(f"unclustered_{len(unclustered)}", unclustered, None, fill=True)
     # distances to each cluster's first file as the sweep measured them (summary.json), else
     # from the hashes
-    dist_of = {m: d for c, ds in zip(clusters, t.get("distances") or []) for m, d in zip(c, ds)}
+    dist_of = {m: d for c, ds in zip(clusters, dist or []) for m, d in zip(c, ds)}
     frac = t["threshold"] / (e.get("bits") or 1)
     written = []
     for pno, blocks_here in enumerate(pages, 1):
@@ -259,7 +275,7 @@ def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str],
         elif distance is not None:
             dist = f'<span class=d>distance {distance} to first</span>'
         elif i in hex_of and first in hex_of:
-            dist = f'<span class=d>distance {_hamming(hex_of[i], hex_of[first])} to first</span>'
+            dist = f'<span class=d>distance {hex_distance(hex_of[i], hex_of[first])} to first</span>'
     shown = os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
     mark = ""
     if in_cluster and i != first and first_path:
@@ -267,3 +283,24 @@ def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str],
         mark = f'<details class=ignore><summary>not a duplicate?</summary><code>{esc(cmd)}</code></details>'
     return (f'<figure><a href="{esc(file_url(path))}" title="{esc(path)}">{img}</a>'
             f"<figcaption><span class=path>{esc(shown)}</span><br>{dist}{mark}</figcaption></figure>")
+
+
+def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
+    """Rebuild ``index.html`` and ``report/`` of an existing output from its summary.json
+    (the new report is built aside and swapped in with the tree, like a run's)."""
+    from .discover import MARKER
+    from .output import OutputFolder
+    from .summary import read_summary
+    from .thumbs import ensure_thumbs
+
+    out = Path(os.path.abspath(output))
+    summary = read_summary(out)
+    with OutputFolder(out, Path(summary.get("input", "/nonexistent"))) as of:
+        staging = of.stage()
+        thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)
+        build_report(staging, summary, thumbs)
+        for e in os.scandir(of.out):
+            if e.name not in ("index.html", "report", MARKER):
+                of.keep(e.name)
+        of.commit()
+    return out / "index.html"

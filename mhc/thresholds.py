@@ -29,6 +29,11 @@ def default_thresholds(algo: Algorithm) -> list[int]:
     return list(range(0, stop_b + 1, step_b))
 
 
+THRESHOLDS_HELP = (
+    "Hamming distances in bits, inclusive. Defaults per hash size as image-clustering: 8 -> 0:19:1, "
+    "12 -> 0:58:2, 16 -> 0:108:3, 20 -> 0:195:5; other sizes the same fraction of their bits. "
+    "-t also takes percentages of the bits (0%:30%:2%); STOP is clipped to the hash's bits.")
+MAX_STEPS = 100_000
 _PART = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
 _RANGE = re.compile(rf"^{_PART}(?::{_PART}(?::{_PART})?)?$")
 
@@ -73,6 +78,11 @@ def parse_thresholds(spec: str | None, algo: Algorithm) -> list[int]:
             f"--thresholds {spec!r}: START exceeds the {algo.bits} bits of {algo.key}; "
             f"use at most {algo.bits} or a percentage"
         )
+    # a distance can never exceed the hash's bits: STOP is clipped (one range serves every
+    # hash size), so the loop below is bounded whatever the user typed
+    stop = min(stop, float(algo.bits))
+    if (stop - start) / step > MAX_STEPS:
+        raise UsageError(f"--thresholds {spec!r} makes more than {MAX_STEPS:,} thresholds; use a larger STEP")
     values: list[int] = []
     k = 0
     while True:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .decode import DecodeError
+from .discover import extension
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class VideoFrames:
     width: int
     height: int
     content_aspect: float  # width / height of the picture without bars
+    format: str | None = None  # the container, e.g. "mp4"
 
     def meta(self) -> dict:
         return {"duration": round(self.duration, 3), "width": self.width, "height": self.height,
@@ -51,19 +53,20 @@ class VideoFrames:
 def sample_frames(path: str, settings: VideoSettings, color: bool = False) -> VideoFrames:
     """Sample, clean and crop frames of a video. Raises DecodeError with a reason."""
     try:
-        raw, duration, w, h = _sample_pyav(path, settings, color)
+        raw, duration, w, h, fmt = _sample_pyav(path, settings, color)
     except _CannotOpen as first:
         # only files PyAV cannot open at all go to OpenCV; damage PyAV found is reported
         try:
             raw, duration, w, h = _sample_opencv(path, settings, color)
+            fmt = extension(path).lstrip(".") or None
         except DecodeError:
-            raise DecodeError(str(first)) from None
+            raise DecodeError(str(first), cacheable=first.cacheable) from None
     if not raw:
         raise DecodeError("no decodable video frames")
     box = _content_box(raw)
     frames = [f.crop(box) if box != (0, 0) + f.size else f for f in raw]
     bw, bh = box[2] - box[0], box[3] - box[1]
-    return VideoFrames(frames, duration, w, h, bw / bh if bh else 1.0)
+    return VideoFrames(frames, duration, w, h, bw / bh if bh else 1.0, fmt)
 
 
 def _targets(duration: float, n: int) -> list[float]:
@@ -100,7 +103,9 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         container = av.open(path)
     except Exception as e:  # av raises its own error types per FFmpeg error
         reason = _reason(path, e)
-        if reason.startswith(("empty file", "not a video", "cannot read")):
+        if reason.startswith("cannot read"):  # access, not content: retried next run
+            raise DecodeError(reason, cacheable=False) from None
+        if reason.startswith(("empty file", "not a video")):
             raise DecodeError(reason) from None
         raise _CannotOpen(reason) from None
     with container:
@@ -175,7 +180,8 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                 frames.append(got)
         if targets and reached_end < targets[-1] - max(2.0, interval) and misses > len(targets) // 4:
             raise DecodeError(f"truncated or damaged video: frames end at {reached_end:.1f} s of {duration:.1f} s")
-        return frames, duration, w, h
+        container_format = (container.format.name or "").split(",")[0] or None
+        return frames, duration, w, h, container_format
 
 
 def _scaled(w: int, h: int, min_side: int) -> tuple[int, int]:

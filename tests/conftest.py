@@ -15,6 +15,20 @@ from PIL import Image, ImageDraw, ImageEnhance
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_cache_folder(tmp_path_factory):
+    """mhc's per-user cache folder ($XDG_CACHE_HOME/mhc) in a temporary folder, for this
+    process and the mhc processes tests start, so tests never touch a real one."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder / "mhc"
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     """A photo-like RGB image: smooth random structure plus fine texture.
 
@@ -141,3 +155,16 @@ def cluster_of(res, path, threshold: int, key: str | None = None) -> set[str]:
         if str(path) in names:
             return names
     return {str(path)}
+
+
+def gone_soon(folder: Path, pattern: str, timeout: float = 20) -> bool:
+    """Whether nothing matches ``pattern`` in ``folder`` within ``timeout`` seconds (old
+    trees are removed by a detached process after a run)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while list(folder.glob(pattern)):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True

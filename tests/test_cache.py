@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,29 @@ def opts(corpus: Path, tmp: Path, algos=("phash_8",), **kw) -> Options:
     return Options(input=corpus, output=tmp / "out", cache=tmp / "cache.sqlite", algorithms=list(algos), workers=1, **kw)
 
 
-def test_rerun_hashes_nothing_and_decodes_nothing(corpus, tmp_path):
+def test_rerun_hashes_nothing_and_opens_no_media_file(corpus, tmp_path):
     first = run(opts(corpus, tmp_path))
-    assert first.stats.hashed == len(first.files) and first.stats.cached == 0
-    # Overwrite every image with garbage of the same size and mtime: a rerun that decoded
-    # anything would now report errors; one served from the cache cannot notice.
-    for f in first.files:
-        st = os.stat(f)
-        Path(f).write_bytes(b"\0" * st.st_size)
-        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = run(opts(corpus, tmp_path))
-    assert again.stats.hashed == 0
-    assert again.stats.cached == len(first.files) + 1  # + the corrupt file, cached as a failure
+    assert first.stats.decoded == len(first.files) and first.stats.cached == 0
+    # Python's audit hook sees every open() of this process (workers=1 hashes in-process;
+    # a pool would be started, and seen, by "os.fork"/"subprocess" events instead)
+    media = {str(p) for p in corpus.rglob("*") if p.is_file()}
+    opened: list[str] = []
+    watching = [True]
+
+    def hook(event, args):
+        if watching[0] and event in ("open", "os.fork", "subprocess.Popen"):
+            opened.append(str(args[0]) if args else event)
+
+    sys.addaudithook(hook)
+    try:
+        again = run(opts(corpus, tmp_path, no_report=True))
+    finally:
+        watching[0] = False
+    assert again.stats.decoded == 0
+    assert again.stats.cached == len(first.files)
+    assert again.stats.failed == 1  # the corrupt file: its failure is cached, it is not decoded again
     assert [e.path for e in again.errors] == [e.path for e in first.errors]
+    assert not media & set(opened), sorted(media & set(opened))
     assert [p.clusters for p in again.algorithms[0].partitions].__repr__() == \
         [p.clusters for p in first.algorithms[0].partitions].__repr__()
 
@@ -40,11 +51,11 @@ def test_touching_one_file_rehashes_only_it(corpus, tmp_path):
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     again = run(opts(corpus, tmp_path))
-    assert again.stats.hashed == 1
+    assert again.stats.decoded == 1
     # and a changed picture gets its new hash
     save(photo(4242), target)
     third = run(opts(corpus, tmp_path))
-    assert third.stats.hashed == 1
+    assert third.stats.decoded == 1
     i = third.files.index(str(target))
     assert third.algorithms[0].hexes[i] != again.algorithms[0].hexes[i]
 
@@ -59,7 +70,7 @@ def test_adding_an_algorithm_computes_only_it(corpus, tmp_path):
     db.close()
     assert n > 0
     both = run(opts(corpus, tmp_path, ("phash_8", "dhash_8")))
-    assert both.stats.hashed == len(both.files)  # each file decoded once, for dhash_8
+    assert both.stats.decoded == len(both.files)  # each file decoded once, for dhash_8
     ph = next(a for a in both.algorithms if a.algorithm.key == "phash_8")
     assert set(ph.hexes) == {"0123456789abcdef"}
     dh = next(a for a in both.algorithms if a.algorithm.key == "dhash_8")
@@ -82,24 +93,40 @@ def test_deleted_file_disappears_from_output_and_cache(corpus, tmp_path):
     assert os.fsencode(str(gone)) not in paths and len(paths) == len(res.files)
 
 
-@pytest.mark.parametrize("damage", [b"this is not a database" * 100, b""])
-def test_corrupt_cache_is_set_aside_and_rebuilt(corpus, tmp_path, damage, caplog):
+def test_damaged_cache_of_mhc_is_set_aside_and_rebuilt(corpus, tmp_path, caplog):
+    """A cache that is provably mhc's (its SQLite header says so) but damaged inside."""
     cache = tmp_path / "cache.sqlite"
     run(opts(corpus, tmp_path))
-    cache.write_bytes(damage + os.urandom(4096) if damage else os.urandom(8192))
     for suffix in ("-wal", "-shm"):
         Path(f"{cache}{suffix}").unlink(missing_ok=True)
+    data = bytearray(cache.read_bytes())
+    data[100:] = os.urandom(len(data) - 100)  # header intact (mhc's application id), pages destroyed
+    cache.write_bytes(bytes(data))
     res = run(opts(corpus, tmp_path))
-    assert res.stats.hashed == len(res.files)
+    assert res.stats.decoded == len(res.files)
     aside = list(tmp_path.glob("cache.sqlite.corrupt-*"))
-    assert aside and any("unreadable" in r.message for r in caplog.records)
+    assert aside and any("damaged" in r.message for r in caplog.records)
     # the rebuilt cache works: the next run is warm
-    assert run(opts(corpus, tmp_path)).stats.hashed == 0
+    assert run(opts(corpus, tmp_path)).stats.decoded == 0
+
+
+@pytest.mark.parametrize("damage", [b"this is not a database" * 100, b""])
+def test_unknown_file_at_the_default_cache_path_is_set_aside(corpus, tmp_path, damage, caplog, user_cache_folder):
+    """mhc's own cache folder is mhc's: whatever lies at its cache path is set aside."""
+    o = Options(input=corpus, output=tmp_path / "out", algorithms=["phash_8"], workers=1)
+    run(o)
+    default = user_cache_folder / "hashes.sqlite"
+    default.write_bytes(damage + os.urandom(4096) if damage else os.urandom(8192))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{default}{suffix}").unlink(missing_ok=True)
+    assert run(o).stats.decoded > 0
+    assert list(user_cache_folder.glob("hashes.sqlite.corrupt-*"))
+    assert run(o).stats.decoded == 0
 
 
 def test_no_cache_leaves_no_file(corpus, tmp_path):
     res = run(opts(corpus, tmp_path, no_cache=True))
-    assert res.stats.hashed == len(res.files)
+    assert res.stats.decoded == len(res.files)
     assert not (tmp_path / "cache.sqlite").exists()
     assert not list(tmp_path.glob("*.sqlite*"))
 
@@ -111,7 +138,7 @@ def test_cache_info_and_clear_commands(corpus, tmp_path):
     n = len([p for p in corpus.rglob("*.*") if p.suffix in (".jpg", ".png")]) - 1
     info = run_cli("cache", "info", "--cache", str(cache))
     assert info.returncode == 0
-    assert f"{n} files, {2 * n} hashes, 1 failures" in info.stdout
+    assert f"{n + 1} files, {2 * n} hashes, 1 failures" in info.stdout
     clear = run_cli("cache", "clear", "--cache", str(cache))
     assert clear.returncode == 0 and f"cleared {2 * n} hashes" in clear.stdout
     assert "0 files, 0 hashes" in run_cli("cache", "info", "--cache", str(cache)).stdout
@@ -123,27 +150,27 @@ def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
     plan = HashPlan.build(parse_algorithms(["phash_8"]))
     seen = []
 
-    def progress(stage, done, total):
-        if stage == "hash" and done >= 6:
-            seen.append(done)
+    def progress(e):
+        if e.stage == "hash" and e.done >= 6:
+            seen.append(e.done)
             raise KeyboardInterrupt
 
     with HashCache(tmp_path / "c.sqlite") as cache:
         with pytest.raises(KeyboardInterrupt):
             compute_hashes(files, plan, cache, workers=1, progress=progress, flush_every=4)
     with HashCache(tmp_path / "c.sqlite") as cache:
-        hashes, failures = cache.lookup(files, [plan.hkey(a) for a in plan.algorithms], [plan.dkey()])
-    assert len(hashes) + len(failures) == 6 == seen[0]
+        cached = cache.lookup(files, [plan.hkey(a) for a in plan.algorithms], [plan.dkey()])
+    assert len(cached.values) + len(cached.failures) == 6 == seen[0]
 
 
 def test_cache_keys_do_not_mix_exact_and_fast(corpus, tmp_path):
     fast = run(opts(corpus, tmp_path))
     exact = run(opts(corpus, tmp_path, exact=True))
-    assert exact.stats.hashed == len(exact.files)  # not served from the fast rows
+    assert exact.stats.decoded == len(exact.files)  # not served from the fast rows
     with HashCache(tmp_path / "cache.sqlite") as c:
         keys = c.info().keys
     assert len(keys) == 2 and any("exact" in k for k in keys)
-    assert fast.stats.hashed == len(fast.files)
+    assert fast.stats.decoded == len(fast.files)
 
 
 def _ham(a: bytes, b: bytes) -> int:
@@ -170,7 +197,7 @@ def test_fast_decoder_stays_close_to_imagehash_on_full_resolution(tmp_path):
         with Image.open(p) as im:
             for a in algos:
                 ref = funcs[a.name](im, hash_size=a.size)
-                diffs[a.key].append(_ham(r.hashes[fast.hkey(a)], np.packbits(ref.hash.ravel()).tobytes()))
+                diffs[a.key].append(_ham(r.values[fast.hkey(a)], np.packbits(ref.hash.ravel()).tobytes()))
     for a in algos:
         mean = sum(diffs[a.key]) / len(diffs[a.key])
         assert mean <= (1.0 if a.bits == 64 else 2.0), (a.key, diffs[a.key])
@@ -191,4 +218,4 @@ def test_exact_mode_is_bit_exact_with_imagehash(tmp_path):
         refs = {"phash_8": imagehash.phash(im), "dhash_16": imagehash.dhash(im, 16), "whash_8": imagehash.whash(im),
                 "ahash_8": imagehash.average_hash(im), "colorhash_3": imagehash.colorhash(im, 3)}
     for a in algos:
-        assert a.to_hex(r.hashes[plan.hkey(a)]) == str(refs[a.key]), a.key
+        assert a.to_hex(r.values[plan.hkey(a)]) == str(refs[a.key]), a.key

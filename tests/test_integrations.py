@@ -15,7 +15,7 @@ from PIL import Image
 
 from mhc import Options, run
 from mhc.cache import HashCache
-from mhc.pipeline import list_pairs
+from mhc import hash_folder
 
 from conftest import photo, run_cli, save
 
@@ -113,12 +113,12 @@ def _sha(p: str) -> str:
 
 def test_hydrus_push_sends_exactly_the_pairs_and_survives_a_failing_request(corpus, tmp_path, hydrus):
     out = tmp_path / "o"
-    pairs = list_pairs(Options(input=corpus, output=out, algorithms=["phash_8"], workers=1), 6)
+    pairs = hash_folder(corpus, ["phash_8"], workers=1).pairs("phash_8", 6)
     files = sorted({p for a, b, _ in pairs for p in (a, b)})
     unknown = files[0]
     FakeHydrus.known = {_sha(p) for p in files if p != unknown}
     FakeHydrus.fail_next = 1  # the first batch meets a 503 and is retried
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(out),
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
                 "--api-url", hydrus, "--api-key", FakeHydrus.key, "--batch", "5")
     assert r.returncode == 0, r.stderr
     expected = {(_sha(a), _sha(b)) for a, b, _ in pairs if unknown not in (a, b)}
@@ -128,18 +128,18 @@ def test_hydrus_push_sends_exactly_the_pairs_and_survives_a_failing_request(corp
     assert "unknown to the Hydrus client" in r.stdout and os.path.basename(unknown) in r.stdout
     # a dry run sends nothing
     FakeHydrus.received = []
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(out),
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
                 "--api-url", hydrus, "--api-key", FakeHydrus.key, "--dry-run")
     assert r.returncode == 0 and FakeHydrus.received == [] and f"would send {len(expected)}" in r.stdout
 
 
 def test_hydrus_wrong_key_and_dead_server_are_clear_errors(corpus, tmp_path, hydrus):
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus), "-o", str(tmp_path / "o"),
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
                 "--api-url", hydrus, "--api-key", "wrong")
     assert r.returncode == 2 and "permissions" in r.stderr and "Traceback" not in r.stderr
     from mhc.hydrus import HydrusClient, push_pairs
 
-    pairs = list_pairs(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], workers=1), 6)
+    pairs = hash_folder(corpus, ["phash_8"], workers=1).pairs("phash_8", 6)
     with pytest.raises(ConnectionError):
         push_pairs(pairs, HydrusClient("http://127.0.0.1:9", "k", retries=1, backoff=0.01))
 

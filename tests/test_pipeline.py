@@ -13,6 +13,7 @@ from PIL import Image
 
 from mhc import MhcError, Options, run
 from mhc.algorithms import parse_algorithm
+from mhc.summary import clusters
 
 from conftest import photo, save, tree_digest
 
@@ -201,10 +202,15 @@ def test_input_tree_is_byte_identical_after_a_run(corpus, tmp_path):
     assert tree_digest(corpus) == before
 
 
-def test_output_inside_input_is_not_scanned(corpus):
-    out = corpus / "zz_output"
-    r1 = run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:2:1", workers=1))
-    r2 = run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:2:1", workers=1))
+def test_output_inside_input_is_refused_and_old_outputs_there_are_not_scanned(corpus, tmp_path):
+    before = tree_digest(corpus)
+    with pytest.raises(MhcError, match="inside the input folder"):
+        run(Options(input=corpus, output=corpus / "zz_output", algorithms=["phash_8"], workers=1))
+    assert tree_digest(corpus) == before  # nothing written there
+    # an mhc output someone moved into their photos is recognised by its marker, not scanned
+    r1 = run(Options(input=corpus, output=tmp_path / "out", algorithms=["phash_8"], thresholds="0:2:1", workers=1))
+    os.rename(tmp_path / "out", corpus / "zz_output")
+    r2 = run(Options(input=corpus, output=tmp_path / "out2", algorithms=["phash_8"], thresholds="0:2:1", workers=1))
     assert r1.files == r2.files and not any("zz_output" in f for f in r2.files)
 
 
@@ -218,9 +224,9 @@ def test_rerun_replaces_run_algorithms_and_keeps_others(corpus, tmp_path):
     assert tree_digest(out / "dhash_8") == dhash_before
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["algorithms"]) == {"phash_8", "dhash_8"}
-    assert summary["carried_over"] == ["dhash_8"]
+    assert summary["carried_over"] == ["dhash_8"] and summary["computed_now"] == ["phash_8"]
     d = summary["algorithms"]["dhash_8"]["thresholds"][5]
-    listed = {summary["files"][i] for c in d["members"] for i in c}
+    listed = {f for c in clusters(summary, "dhash_8", d["threshold"]) for f in c}
     on_disk = {os.readlink(p) for p in (out / "dhash_8" / d["folder"]).rglob("*")
                if p.is_symlink() and not p.parent.name.startswith("unclustered")}
     assert listed == on_disk

@@ -119,8 +119,8 @@ def test_folder_changing_while_scanned(tmp_path):
         save(photo(k), inp / f"p{k}.jpg")
     victim = inp / "p3.jpg"
 
-    def progress(stage, done, total):
-        if stage == "scan" and victim.exists():
+    def progress(e):
+        if e.stage == "scan" and victim.exists():
             victim.unlink()  # vanishes between discovery and hashing
             save(photo(99), inp / "late arrival.jpg")
 
@@ -155,7 +155,8 @@ def test_hardlink_and_copy_modes(tmp_path):
     save(photo(1).resize((160, 120)), inp / "b.jpg")
     for mode in ("hardlink", "copy"):
         out = tmp_path / mode
-        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="4", link=mode, workers=1))
+        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="4", link=mode, workers=1),
+            background_cleanup=False)
         (cluster,) = [d for d in (out / "phash_8" / "thr_004_unclustered_0").iterdir() if d.name == "001_2"]
         files = sorted(cluster.iterdir())
         assert all(f.is_file() and not f.is_symlink() for f in files)
@@ -163,7 +164,8 @@ def test_hardlink_and_copy_modes(tmp_path):
         assert fa.read_bytes() == a.read_bytes()
         assert (fa.stat().st_ino == a.stat().st_ino) == (mode == "hardlink")
         # a rerun replaces the tree made of files (they are mhc's) without complaint
-        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="3", link=mode, workers=1))
+        run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="3", link=mode, workers=1),
+            background_cleanup=False)
         assert (out / "phash_8" / "thr_003_unclustered_0").is_dir()
         assert not (out / "phash_8" / "thr_004_unclustered_0").exists()
     # the original plus the one hard link of the current tree: the replaced tree's link is gone

@@ -1,0 +1,77 @@
+"""Where the hash cache lives, and which files there are provably mhc's.
+
+mhc never renames, rewrites or deletes a file it did not make: a ``--cache`` path is
+accepted only if nothing is there yet, or what is there is provably an mhc cache (the
+SQLite header carries mhc's application id, or it is in mhc's own cache folder).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from .errors import UsageError
+
+APPLICATION_ID = 0x6D686321  # "mhc!" in the SQLite header: this file is mhc's cache
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def default_cache_dir() -> Path:
+    from .options import default_cache_path
+
+    return default_cache_path().parent
+
+
+def owned_cache(path: Path) -> bool:
+    """Whether ``path`` is provably mhc's: inside mhc's own cache folder, or an SQLite file
+    carrying mhc's application id or mhc's tables."""
+    try:
+        if Path(os.path.realpath(path)).parent == Path(os.path.realpath(default_cache_dir())):
+            return True
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    if not head.startswith(SQLITE_MAGIC):
+        return False
+    if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
+        return True
+    try:  # a cache of the previous version (no application id): it has mhc's tables
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            return {"meta", "hashes", "failures"} <= tables
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+def check_cache_path(path: Path, inp: Path, out: Path) -> None:
+    """Refuse a cache path that would put something at risk, before any work starts."""
+    real = Path(os.path.realpath(path))
+    if real == Path(os.path.realpath(inp)) or Path(os.path.realpath(inp)) in real.parents:
+        raise UsageError(f"--cache {path} is inside the input folder; mhc never writes there. Choose a path "
+                         f"outside it (the default is your user cache folder)")
+    if real == Path(os.path.realpath(out)) or Path(os.path.realpath(out)) in real.parents:
+        raise UsageError(f"--cache {path} is inside the output folder, which is replaced on each run; "
+                         f"choose a path outside it")
+    if real.is_dir():
+        raise UsageError(f"--cache {path} is a folder; give a file path, e.g. {Path(path) / 'mhc-cache.sqlite'}")
+    for parent in real.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--cache {path}: {parent} is a file, not a folder; choose another path")
+            break
+    if real.exists() and not owned_cache(real):
+        kind = "an SQLite database of another program" if _is_sqlite(real) else "not an mhc cache"
+        raise UsageError(f"--cache {path} is {kind}; mhc will not touch it. Choose another path (or, if it is a "
+                         f"damaged mhc cache, delete it yourself)")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False

@@ -1,0 +1,239 @@
+"""Clusterers: from a collection's distances to one partition per threshold.
+
+Every clusterer works on a :class:`~mhc.metric.Metric` (so videos, gates, isometric
+matching and combined evidence look the same to it), honours "not a duplicate" pairs,
+and returns *joins* (see :mod:`mhc.precision`) from which the partitions follow. Which
+options each honours is declared in :data:`mhc.options.HONOURED`; others are refused
+before hashing.
+
+- :class:`SweepClusterer`: links within each threshold of a sweep; single linkage (a
+  minimum spanning forest carries every threshold), optionally capped, verified by SSIM,
+  or complete linkage.
+- :class:`HdbscanClusterer`: density clustering (scikit-learn), images and videos apart.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .algorithms import Algorithm
+from .errors import UsageError
+from .events import Progress
+from .metric import BIG, CombinedMetric, HashMetric, MatchOptions, Metric
+from .pairs import Edges
+from .precision import apart, capped_joins, complete_joins, filtered, ssim_filter
+from .suggest import Suggestion, suggest_threshold
+from .sweep import Partition, spanning_forest, sweep
+
+HDBSCAN_MAX_FILES = 50_000
+COMBINED_THRESHOLDS = [25, 50, 75, 100]
+
+
+@dataclass
+class Clustering:
+    """The partitions one clusterer made of a collection: one per threshold, plus what the
+    output and the report need (folder names, hashes, the metric for distances)."""
+
+    key: str  # its folder in the output: phash_8, combined_phash_16-30_dhash_16-40
+    algorithm: Algorithm | None  # None for combined evidence
+    unit: Literal["bits", "%"]
+    max_distance: int  # bits of the hash, or 100 (%)
+    thresholds: list[int]
+    partitions: list[Partition]
+    joins: Edges  # partition at t = components of the joins with d <= t
+    hexes: list[str]  # each file's hash (the first algorithm's for combined evidence)
+    settings: dict = field(default_factory=dict)  # the options that shaped it (for summary.json)
+    suggestion: Suggestion | None = None
+    method: Literal["sweep", "hdbscan"] = "sweep"
+    metric: Metric | None = None
+    carried: bool = False  # recomputed for a folder an earlier run made, with its settings
+    link_settings: tuple[str, bool, bool] | None = None  # (mode, relative, unclustered) of that folder
+
+    def folder(self, p: Partition) -> str:
+        """The threshold folder's name: ``thr_NNN_unclustered_U`` (or ``hdbscan_minN``)."""
+        from .names import threshold_folder
+
+        if self.method == "hdbscan":
+            return f"hdbscan_min{self.settings.get('min_cluster_size', 2)}"
+        return threshold_folder(p.threshold, len(p.unclustered), max(3, len(str(max(self.thresholds)))))
+
+    def partition(self, threshold: int) -> Partition:
+        return next(p for p in self.partitions if p.threshold == threshold)
+
+    def first_distances(self, p: Partition) -> list[list[int]]:
+        """Each cluster member's distance to the cluster's first file, as the metric
+        measures it (isometric-aware, video-aware)."""
+        if self.metric is None or not p.clusters:
+            return [[] for _ in p.clusters]
+        members = np.concatenate(p.clusters)
+        firsts = np.repeat([int(c[0]) for c in p.clusters], [len(c) for c in p.clusters])
+        d = self.metric.between(firsts, members)
+        out, k = [], 0
+        for c in p.clusters:
+            out.append(d[k:k + len(c)].astype(int).tolist())
+            k += len(c)
+        return out
+
+
+# -- the clusterers ---------------------------------------------------------------------
+@dataclass
+class SweepClusterer:
+    """Links within each threshold; see the module docstring."""
+
+    thresholds: list[int]
+    linkage: Literal["single", "complete"] = "single"
+    max_size: int | None = None
+    verify: object | None = None  # an Edges -> Edges filter (SSIM), or None
+    cannot_link: list[tuple[int, int]] = field(default_factory=list)
+    name = "sweep"
+
+    def joins(self, metric: Metric, progress: Progress | None = None) -> Edges:
+        top = max(self.thresholds)
+        blocks: Iterator[Edges] = iter(metric.edges(top, progress))
+        if self.verify is not None:
+            blocks = filtered(blocks, self.verify)
+        extra: list[Edges] = []
+        if self.cannot_link:
+            # the other links of files in a "not a duplicate" pair are kept beside the forest,
+            # so the constrained join can route around the pair
+            blocks = _tap(blocks, self.cannot_link, extra)
+        forest = spanning_forest(metric.n, blocks)
+        if self.cannot_link:
+            forest = Edges.concat([forest, *extra])
+        if self.linkage == "complete":
+            top_partition = next(iter(sweep(metric.n, forest, [top])))
+            return complete_joins(top_partition.clusters, self._distances(metric, top), self.max_size)
+        if self.max_size or self.cannot_link:
+            return capped_joins(forest, self.max_size, self.cannot_link)
+        return forest
+
+    def _distances(self, metric: Metric, top: int):
+        """Complete linkage needs every pair's distance: a link refused by verification or
+        marked "not a duplicate" counts as farther than any threshold."""
+        def dist(members: np.ndarray) -> np.ndarray:
+            d = metric.matrix(members)
+            if self.verify is not None:
+                iu, ju = np.nonzero(np.triu(d <= top, k=1))
+                cand = Edges(members[iu], members[ju], d[iu, ju].astype(np.int32))
+                v = self.verify(cand) if len(cand) else cand
+                kept = set(zip(v.i.tolist(), v.j.tolist()))
+                for a, b in zip(iu.tolist(), ju.tolist()):
+                    if (int(members[a]), int(members[b])) not in kept:
+                        d[a, b] = d[b, a] = BIG
+            return np.minimum(d, BIG)
+        return apart(dist, self.cannot_link, BIG)
+
+
+@dataclass
+class HdbscanClusterer:
+    """Density clustering over Hamming distances (scikit-learn's HDBSCAN); noise is
+    unclustered. Images and videos are clustered apart (videos by the metric's gated
+    distances); "not a duplicate" pairs are split apart afterwards."""
+
+    min_size: int = 2
+    cannot_link: list[tuple[int, int]] = field(default_factory=list)
+    name = "hdbscan"
+
+    def joins(self, metric: HashMetric, progress: Progress | None = None) -> Edges:
+        from sklearn.cluster import HDBSCAN  # installed: checked by validate()
+
+        if metric.n > HDBSCAN_MAX_FILES:
+            raise UsageError(f"--method hdbscan on {metric.n:,} files: its cost grows with the square of the "
+                             f"files; it is limited to {HDBSCAN_MAX_FILES:,}. Use the sweep beyond.")
+        clusters: list[np.ndarray] = []
+        img, vid = np.flatnonzero(~metric.is_video), np.flatnonzero(metric.is_video)
+        if len(img) >= 2:
+            bits = np.unpackbits(metric.codes[img].view(np.uint8), axis=1)[:, : metric.max_distance].astype(bool)
+            labels = HDBSCAN(min_cluster_size=self.min_size, min_samples=1, metric="hamming",
+                             algorithm="balltree" if len(img) > 2000 else "brute", allow_single_cluster=True,
+                             copy=True).fit_predict(bits)
+            clusters += [img[labels == lab] for lab in np.unique(labels) if lab >= 0]
+        if len(vid) >= 2:
+            far = 4 * metric.max_distance  # gated pairs: far beyond any real distance
+            d = np.minimum(metric.matrix(vid), far).astype(float)
+            labels = HDBSCAN(min_cluster_size=self.min_size, min_samples=1, metric="precomputed",
+                             allow_single_cluster=True, copy=True).fit_predict(d)
+            clusters += [vid[labels == lab] for lab in np.unique(labels) if lab >= 0]
+        parts = []
+        for c in clusters:
+            for piece in self._split(np.sort(c), metric):
+                if len(piece) > 1:
+                    parts.append(Edges(piece[:-1], piece[1:], np.zeros(len(piece) - 1, dtype=np.int32)))
+        return Edges.concat(parts)
+
+    def _split(self, members: np.ndarray, metric: Metric) -> list[np.ndarray]:
+        """A cluster holding a "not a duplicate" pair is split along its weakest links."""
+        inside = set(members.tolist())
+        pairs = [(a, b) for a, b in self.cannot_link if a in inside and b in inside]
+        if not pairs:
+            return [members]
+        d = metric.matrix(members)
+        iu, ju = np.triu_indices(len(members), k=1)
+        local = Edges(members[iu], members[ju], np.minimum(d[iu, ju], BIG).astype(np.int64))
+        kept = capped_joins(spanning_forest(metric.n, [local]), None, pairs)
+        return next(iter(sweep(metric.n, kept, [BIG]))).clusters  # only members have edges
+
+
+def _tap(blocks: Iterable[Edges], pairs: list[tuple[int, int]], extra: list[Edges]) -> Iterator[Edges]:
+    involved = np.array(sorted({x for pair in pairs for x in pair}), dtype=np.int64)
+    for b in blocks:
+        touch = np.isin(b.i, involved) | np.isin(b.j, involved)
+        if touch.any():
+            extra.append(Edges(b.i[touch], b.j[touch], b.d[touch]))
+        yield b
+
+
+# -- from a collection ----------------------------------------------------------------------
+def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | None = None, *,
+                    linkage: Literal["single", "complete"] = "single", max_cluster_size: int | None = None,
+                    verify: float | None = None, isometric: bool = False, match: MatchOptions = MatchOptions(),
+                    cannot_link: list[tuple[int, int]] = (), progress: Progress | None = None) -> Clustering:
+    """Threshold sweep of one algorithm over a :class:`~mhc.collection.HashedCollection`.
+    ``verify``: SSIM threshold (the collection must hold SSIM thumbnails)."""
+    from .thresholds import default_thresholds
+
+    ts = sorted(set(thresholds)) if thresholds is not None else default_thresholds(algo)
+    metric = collection.metric(algo, match, isometric=isometric)
+    check = None
+    if verify is not None:
+        if not collection.ssim:
+            raise UsageError("SSIM verification needs the SSIM thumbnails: hash with verify='ssim'")
+        check = ssim_filter(collection.ssim, verify, isometric)
+    clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link))
+    joins = clusterer.joins(metric, progress)
+    codes = collection.codes(algo)
+    settings = {"thresholds": ts, "linkage": linkage, "max_cluster_size": max_cluster_size, "verify": verify,
+                "isometric": isometric, "cross_media": match.cross_media, "video_match": match.video_match,
+                "duration_tolerance": match.duration_tolerance}
+    return Clustering(algo.key, algo, "bits", algo.bits, ts, list(sweep(metric.n, joins, ts)), joins.sorted(),
+                      codes.hexes, settings, suggest_threshold(codes.codes, ts, algo.bits), metric=metric)
+
+
+def hdbscan_algorithm(collection, algo: Algorithm, *, min_cluster_size: int = 2, match: MatchOptions = MatchOptions(),
+                      cannot_link: list[tuple[int, int]] = ()) -> Clustering:
+    """HDBSCAN of one algorithm, written as ``<algo>/hdbscan_minN/``."""
+    metric = collection.metric(algo, match)
+    joins = HdbscanClusterer(min_cluster_size, list(cannot_link)).joins(metric)
+    return Clustering(algo.key, algo, "bits", algo.bits, [0], list(sweep(metric.n, joins, [0])), joins,
+                      collection.codes(algo).hexes, {"min_cluster_size": min_cluster_size}, None, "hdbscan",
+                      metric)
+
+
+def combined_evidence(collection, required: list[tuple[Algorithm, int]], *, linkage="single",
+                      max_cluster_size: int | None = None, verify: float | None = None, isometric: bool = False,
+                      match: MatchOptions = MatchOptions(), cannot_link: list[tuple[int, int]] = (),
+                      progress: Progress | None = None) -> Clustering:
+    """Links only where every algorithm agrees within its threshold; swept at 25/50/75/100 %
+    of the thresholds, written as ``combined_<algo>-<bits>_.../``."""
+    metric = CombinedMetric([(collection.metric(a, match, isometric=isometric), t) for a, t in required])
+    check = ssim_filter(collection.ssim, verify, isometric) if verify is not None else None
+    joins = SweepClusterer(COMBINED_THRESHOLDS, linkage, max_cluster_size, check, list(cannot_link)).joins(
+        metric, progress)
+    key = "combined_" + "_".join(f"{a.key}-{t}" for a, t in required)
+    settings = {"require": [f"{a.key}:{t}" for a, t in required], "linkage": linkage,
+                "max_cluster_size": max_cluster_size, "verify": verify, "isometric": isometric}
+    return Clustering(key, None, "%", 100, COMBINED_THRESHOLDS, list(sweep(metric.n, joins, COMBINED_THRESHOLDS)),
+                      joins.sorted(), collection.codes(required[0][0]).hexes, settings, metric=metric)

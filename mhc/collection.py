@@ -1,0 +1,214 @@
+"""The hashed collection: the one output of hashing and the input of every clusterer.
+
+>>> import mhc
+>>> collection = mhc.hash_folder("data/images", ["phash_8"])
+>>> for a, b, distance in collection.pairs("phash_8", 8): ...
+>>> clustering = collection.sweep("phash_8", range(0, 20))
+>>> clustering.partitions[8].clusters[0]             # indices into collection.files
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .algorithms import Algorithm, parse_algorithm
+from .cache import FileInfo, HashCache
+from .discover import Discovery, Kind, discover
+from .errors import EnvironmentFault, FileError, MhcError, UsageError
+from .events import Progress, report
+from .hashing import HashPlan
+from .metric import HashMetric, MatchOptions, video_codes
+from .options import Options, RunPlan, validate
+from .pairs import pack
+from .runner import HashResults, HashStats, compute_hashes
+
+SEARCHED = ".jpg .jpeg .png .bmp .gif .tif .tiff .webp .heic .avif .mp4 .mov .mkv .avi .webm ..."
+
+
+@dataclass
+class AlgorithmCodes:
+    """One algorithm's hashes of every file, ready for pair search."""
+
+    algorithm: Algorithm
+    codes: np.ndarray  # (n, words) uint64; a video's row is the per-bit majority of its frames
+    frames: dict[int, np.ndarray]  # video index -> (frames, words)
+    variants: np.ndarray | None = None  # (n, 8, words): each image's 8 rotations/mirrors
+
+    @property
+    def hexes(self) -> list[str]:
+        """Each file's hash as imagehash's hex string (a video's: its majority hash)."""
+        nbytes = (self.algorithm.bits + 7) // 8
+        raw = self.codes.view(np.uint8)[:, :nbytes]
+        return [self.algorithm.to_hex(row.tobytes()) for row in raw]
+
+
+class Pair(NamedTuple):
+    a: str
+    b: str
+    distance: int
+
+
+@dataclass
+class HashedCollection:
+    """Every usable file of a folder, sorted, with its hashes per algorithm and what the
+    clusterers need besides (SSIM thumbnails, video metadata); the files that failed."""
+
+    root: str
+    files: list[str]
+    kinds: list[Kind]
+    errors: list[FileError]
+    stats: HashStats
+    found: int  # media files found, the failed ones included
+    algorithms: dict[str, AlgorithmCodes]
+    info: list[FileInfo]
+    video_meta: dict[int, dict]
+    ssim: dict[int, np.ndarray]  # image index -> 64x64 grey, when hashed for --verify
+    sizes: list[int]  # bytes of each file
+    mtimes: list[int]  # each file's mtime, in ns
+
+    @property
+    def videos(self) -> int:
+        return sum(1 for k in self.kinds if k == "video")
+
+    def codes(self, algo: str | Algorithm) -> AlgorithmCodes:
+        key = algo.key if isinstance(algo, Algorithm) else parse_algorithm(algo).key
+        if key not in self.algorithms:
+            raise UsageError(f"{key} was not hashed in this collection (it has {', '.join(self.algorithms)})")
+        return self.algorithms[key]
+
+    def metric(self, algo: str | Algorithm, match: MatchOptions = MatchOptions(), *,
+               isometric: bool = False) -> HashMetric:
+        """The distances of one algorithm over this collection (see :mod:`mhc.metric`)."""
+        c = self.codes(algo)
+        if isometric and c.variants is None:
+            raise UsageError("isometric distances need the rotated/mirrored hashes: hash with isometric=True")
+        return HashMetric(c.codes, c.algorithm.bits, np.array([k == "video" for k in self.kinds], dtype=bool),
+                          c.frames, self.video_meta, match, c.variants if isometric else None, c.algorithm.key)
+
+    def pairs(self, algo: str | Algorithm, threshold: int, *, isometric: bool = False,
+              match: MatchOptions = MatchOptions()) -> list[Pair]:
+        """Every pair of files within ``threshold`` bits, each once, closest first."""
+        m = self.metric(algo, match, isometric=isometric)
+        if not 0 <= threshold <= m.max_distance:
+            raise UsageError(f"the threshold must be 0 to {m.max_distance} bits for {self.codes(algo).algorithm.key}, "
+                             f"not {threshold}")
+        e = m.edges_within(threshold)
+        return [Pair(self.files[i], self.files[j], d) for i, j, d in zip(e.i.tolist(), e.j.tolist(), e.d.tolist())]
+
+    def sweep(self, algo: str | Algorithm, thresholds: Iterable[int] | None = None, **settings):
+        """Cluster one algorithm at each threshold (single linkage by default); the keyword
+        arguments are those of :func:`mhc.clustering.sweep_algorithm`. Returns a
+        :class:`~mhc.clustering.Clustering` whose ``partitions`` hold one
+        :class:`~mhc.sweep.Partition` per threshold."""
+        from .clustering import sweep_algorithm
+
+        return sweep_algorithm(self, self.codes(algo).algorithm, thresholds, **settings)
+
+
+def hash_folder(folder: str | Path, algorithms: Iterable[str] | None = None, *, progress: Progress | None = None,
+                executor: Executor | None = None, **options) -> HashedCollection:
+    """Hash every image and video under ``folder`` (cached) with ``algorithms`` (default:
+    phash_8 ahash_8 dhash_8 whash_8 phash_16). Other keyword arguments are
+    :class:`~mhc.options.Options` fields (``cache``, ``workers``, ``isometric``, ``frames``...)."""
+    try:
+        opts = Options(input=Path(folder), algorithms=list(algorithms or []), **options)
+    except TypeError as e:
+        raise UsageError(f"hash_folder: {e}") from None
+    return collect(validate(opts, outputs=False), progress=progress, executor=executor)
+
+
+def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Executor | None = None,
+            found: Discovery | None = None, hplan: HashPlan | None = None) -> HashedCollection:
+    """Discover and hash the files of a validated run (``hplan``: hash more than the run's
+    own algorithms, e.g. those of folders kept from earlier runs)."""
+    o = plan.options
+    found = found or find_media(plan, progress)
+    hplan = hplan or hash_plan(plan)
+    with open_cache(plan) as cache, dask_executor(o.dask, executor) as ex:
+        results = compute_hashes(found.files, hplan, cache, workers=o.workers, executor=ex, progress=progress)
+        cache.forget_missing(str(plan.input), [f.path for f in found.files])
+    return build(plan, found, results, hplan)
+
+
+def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:
+    found = discover(plan.input, exclude=[plan.output], follow_symlinks=plan.options.follow_symlinks)
+    if not found.files:
+        raise MhcError(f"no images or videos found in {plan.options.input} (looked for {SEARCHED}); "
+                       f"pass -i/--input FOLDER with your media")
+    report(progress, "scan", len(found.files), len(found.files))
+    return found
+
+
+def hash_plan(plan: RunPlan) -> HashPlan:
+    o = plan.options
+    return HashPlan.build(plan.hash_algorithms, exact=o.exact, max_pixels=o.max_pixels, frames=o.frames,
+                          video_exact=o.video_exact, isometric=o.isometric, verify=plan.verify is not None)
+
+
+@contextmanager
+def open_cache(plan: RunPlan) -> Iterator[HashCache]:
+    """The run's cache: read-only for a dry run (nothing is created), in memory without one."""
+    with HashCache(plan.cache, readonly=plan.options.dry_run) as cache:
+        yield cache
+
+
+def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan) -> HashedCollection:
+    files = sorted(results.values)
+    kind_of = {f.path: f.kind for f in found.files}
+    kinds = [kind_of[p] for p in files]
+    algorithms = {}
+    for algo in hplan.algorithms:
+        nbytes = (algo.bits + 7) // 8
+        values = [results.values[p][hplan.hkey(algo, k)] for p, k in zip(files, kinds)]
+        codes, frames = video_codes(values, kinds, nbytes)
+        variants = None
+        if hplan.isometric:
+            variants = np.repeat(codes[:, None, :], 8, axis=1)
+            for i, (p, k) in enumerate(zip(files, kinds)):
+                if k == "image":
+                    v = results.values[p][hplan.iso_key(algo)]
+                    variants[i] = pack([v[s * nbytes:(s + 1) * nbytes] for s in range(8)])
+        algorithms[algo.key] = AlgorithmCodes(algo, codes, frames, variants)
+    ssim = {}
+    if hplan.verify:
+        from .hashing import SSIM_SIDE
+
+        ssim = {i: np.frombuffer(results.values[p][hplan.ssim_key()], np.uint8).reshape(SSIM_SIDE, SSIM_SIDE)
+                for i, (p, k) in enumerate(zip(files, kinds)) if k == "image"}
+    meta = {i: json.loads(results.values[p][hplan.meta_key()]) for i, (p, k) in enumerate(zip(files, kinds))
+            if k == "video"}
+    errors = sorted(found.errors + results.errors, key=lambda e: e.path)
+    info = [results.info.get(p, FileInfo()) for p in files]
+    stat = {f.path: (f.size, f.mtime_ns) for f in found.files}
+    return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
+                            len(found.files) + len(found.errors), algorithms, info, meta, ssim,
+                            [stat[p][0] for p in files], [stat[p][1] for p in files])
+
+
+@contextmanager
+def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Executor | None]:
+    """The executor to hash on: the caller's, a Dask cluster's (``--dask``), or None (local pool).
+
+    Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
+    batches the local pool runs: one code path. Workers must see the files at the same paths."""
+    if executor is not None or not address:
+        yield executor
+        return
+    from distributed import Client  # installed: checked by validate()
+
+    try:
+        client = Client(address, timeout=20)
+    except (OSError, TimeoutError) as e:
+        raise EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({e}); check the address, "
+                               f"e.g. --dask tcp://scheduler:8786") from None
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()

@@ -1,0 +1,240 @@
+"""The subcommands of ``mhc``: cache, report, pairs, ignore, evaluate, config, hydrus."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .cache import HashCache
+from .cli import _setup_logging, app, effective_settings, out, user_errors
+from .errors import UsageError, printable
+from .options import default_cache_path
+
+cache_app = typer.Typer(help="Inspect or clear the hash cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+CacheOption = typer.Option(None, "--cache", help="The cache file (default: the one OUTPUT was made with, else your "
+                           "user cache folder's).", metavar="FILE")
+OutputOption = typer.Option(None, "-o", "--output", help="An mhc output folder: use the cache it was made with.",
+                            metavar="FOLDER")
+
+
+def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
+    """The cache to use: --cache, else the one ``output`` recorded, else the default."""
+    if cache is not None:
+        return cache
+    if output is not None:
+        try:
+            recorded = json.loads((output / "summary.json").read_text(encoding="utf-8")).get("cache")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded:
+            return Path(recorded)
+    return default_cache_path()
+
+
+@cache_app.command("info")
+def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = CacheOption) -> None:
+    """Show where the hash cache is and what it holds.
+
+    Example: mhc cache info
+    """
+    path = cache_of(output, cache)
+    if not path.exists():
+        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False)
+        return
+    with user_errors(), HashCache(path, readonly=True) as c:
+        info = c.info()
+    out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
+              f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False)
+    for k, n in info.keys.items():
+        out.print(f"  {k}: {n}", highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = CacheOption) -> None:
+    """Forget every cached hash (the next run hashes everything again); "not a duplicate"
+    marks are kept.
+
+    Example: mhc cache clear
+    """
+    path = cache_of(output, cache)
+    if not path.exists():
+        out.print(f"no cache at {path}", highlight=False)
+        return
+    with user_errors():
+        from .cache import check_cache_path
+
+        check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+        with HashCache(path) as c:
+            n = c.clear()
+    out.print(f"cleared {n} hashes from {path}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder to rebuild the "
+                                "report of.", metavar="FOLDER"),
+    workers: int = typer.Option(0, "-j", "--workers", help="Processes for missing thumbnails (0: all cores).",
+                                metavar="N"),
+) -> None:
+    """Rebuild index.html and report/ from summary.json, without rehashing.
+
+    Example: mhc report -o data/output
+    """
+    from .report import rebuild_report
+
+    _setup_logging(False)
+    with user_errors():
+        page = rebuild_report(output, workers=workers)
+    out.print(f"report: {page}", highlight=False)
+
+
+def _pairs_input(input: Optional[Path], output: Path) -> Path:
+    """-i, else the input recorded in OUTPUT's summary.json, else data/images."""
+    if input is not None:
+        return input
+    try:
+        return Path(json.loads((output / "summary.json").read_text(encoding="utf-8"))["input"])
+    except (OSError, ValueError, KeyError):
+        return Path("data/images")
+
+
+@app.command("pairs")
+def pairs_command(
+    algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
+    threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",
+                                  metavar="BITS"),
+    input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
+                                         "made from, else data/images).", metavar="FOLDER"),
+    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="An output folder: its input and cache "
+                                "are used.", metavar="FOLDER"),
+    cache: Optional[Path] = CacheOption,
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or json.", metavar="csv|json"),
+    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
+    isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
+                                   metavar=""),
+) -> None:
+    """Print every pair of similar files with its distance, closest first (for your own scripts).
+
+    Hashes come from the cache when they are there. The pairs are exactly the links behind
+    the clusters of the same threshold folder. CSV columns and JSON keys: path_a, path_b,
+    distance.
+
+    Example: mhc pairs -o data/output -a phash_16 -t 20 --format json > pairs.json
+    """
+    from .collection import hash_folder
+
+    _setup_logging(False)
+    with user_errors():
+        if fmt not in ("csv", "json"):
+            raise UsageError(f"--format must be csv or json, not {fmt!r}")
+        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_of(output, cache), workers=workers,
+                                 isometric=isometric)
+        pairs = collection.pairs(algo, threshold, isometric=isometric)
+    if fmt == "json":
+        json.dump([{"path_a": a, "path_b": b, "distance": d} for a, b, d in pairs], sys.stdout, indent=1,
+                  ensure_ascii=True)
+        sys.stdout.write("\n")
+    else:
+        w = csv.writer(sys.stdout)
+        w.writerow(["path_a", "path_b", "distance"])
+        for a, b, d in pairs:
+            w.writerow([printable(a), printable(b), d])
+
+
+@app.command("ignore")
+def ignore_command(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Two files that are not duplicates of each other."),
+    list_: bool = typer.Option(False, "--list", help="List the pairs marked so far.", metavar=""),
+    remove: bool = typer.Option(False, "--remove", help="Forget the given pair (it may link again).", metavar=""),
+    output: Optional[Path] = OutputOption,
+    cache: Optional[Path] = CacheOption,
+) -> None:
+    """Mark two files as "not a duplicate": later runs never put them in one cluster.
+
+    Example: mhc ignore "data/images/a.jpg" "data/images/b.jpg"; mhc ignore --list
+    """
+    path = cache_of(output, cache)
+    with user_errors():
+        if list_:
+            pairs = []
+            if path.exists():
+                with HashCache(path, readonly=True) as c:
+                    pairs = c.ignored()
+            for a, b in pairs:
+                out.print(f"{printable(a)}\t{printable(b)}", highlight=False, markup=False)
+            if not pairs:
+                out.print("no pairs marked")
+            return
+        if not paths or len(paths) != 2:
+            raise UsageError("give exactly two files: mhc ignore FILE_A FILE_B (or --list)")
+        a, b = (str(p) for p in paths)
+        if not remove:
+            for p in (a, b):
+                if not os.path.isfile(p):
+                    raise UsageError(f"{p} is not a file")
+            if os.path.realpath(a) == os.path.realpath(b):
+                raise UsageError("those are the same file; give two different files")
+        from .cache import check_cache_path
+
+        check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+        with HashCache(path) as c:
+            if remove:
+                done = c.unignore(a, b)
+                out.print("forgotten: they may link again" if done else "that pair was not marked")
+            else:
+                c.ignore(a, b)
+                out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    output: Path = typer.Argument(..., help="An mhc output folder (or any tree of threshold folders of links)."),
+    labels: Path = typer.Option(..., "--labels", help="Ground truth: JSON {path: group} (or a corpus labels.json), "
+                                "CSV path,group, or a folder with one sub-folder per group.", metavar="FILE"),
+) -> None:
+    """Precision, recall and F1 of every threshold folder against a labelled sample, best last.
+
+    Pairs of files in the same cluster are predicted duplicates; pairs with the same label
+    are true ones. Files missing from the labels are ignored.
+
+    Example: mhc evaluate data/output --labels my-sample.csv
+    """
+    from .evaluate import evaluate
+
+    with user_errors():
+        rows = evaluate(output, labels)
+    t = Table(title=f"{output} against {labels}", title_justify="left")
+    t.add_column("folder", justify="left", overflow="fold", no_wrap=False, min_width=20)
+    for col in ("precision", "recall", "F1", "pairs predicted", "true pairs"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(r.folder, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.predicted), str(r.true))
+    out.print(t)
+    if rows:
+        out.print(f"best F1 = {rows[-1].f1:.4f} at {rows[-1].folder}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("config")
+def config_command(ctx: typer.Context) -> None:
+    """Print the effective settings as TOML, each with where it comes from (default,
+    mhc.toml or pyproject.toml's tool.mhc table). Paste the lines into an mhc.toml.
+
+    Example: mhc config > mhc.toml
+    """
+    from .config import toml_lines
+
+    with user_errors():
+        values, sources = effective_settings(ctx)
+    for line in toml_lines(values, sources):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+from . import hydrus_cli  # noqa: E402,F401  (registers mhc hydrus)

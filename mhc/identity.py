@@ -1,0 +1,36 @@
+"""What the cache knows of a file besides its hashes: facts found while decoding it, and
+a cheap digest of its content to confirm its identity."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Facts about a file, found while decoding it: for the report and ``summary.json``."""
+
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None  # JPEG, PNG, HEIF, ... or a video's container
+    taken: str | None = None  # EXIF DateTimeOriginal as ISO 8601, if any
+    sample: bytes | None = None  # digest of sampled blocks (cache identity)
+
+
+def content_sample(path: str, size: int) -> bytes:
+    """A digest of the first and last 64 KiB and eight 4 KiB blocks between: a cheap
+    check that a file whose size and mtime stayed still holds the same bytes (files up to
+    192 KiB are read whole)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(size.to_bytes(8, "little"))
+    with open(path, "rb") as f:
+        if size <= 3 * 65536:
+            h.update(f.read())
+        else:
+            h.update(f.read(65536))
+            for k in range(1, 9):
+                f.seek(size * k // 9)
+                h.update(f.read(4096))
+            f.seek(size - 65536)
+            h.update(f.read(65536))
+    return h.digest()

@@ -1,0 +1,71 @@
+"""Names in the output tree: threshold, cluster and link names."""
+from __future__ import annotations
+
+import os
+
+_NAME_MAX = 255
+
+
+def threshold_folder(threshold: int, unclustered: int, width: int = 3) -> str:
+    return f"thr_{threshold:0{width}d}_unclustered_{unclustered}"
+
+
+def cluster_folder(rank: int, size: int, width: int = 3) -> str:
+    return f"{rank:0{width}d}_{size}"
+
+
+def _clean(text: str) -> str:
+    # no separators, no control characters (newlines break viewers and scripts)
+    return "".join("_" if c in "/\\\0" or ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+HASH_DIGITS = 16  # hex digits of the hash in a link name; the full hash is in summary.json
+
+
+def link_name(path: str, hexhash: str, suffix: str = "") -> str:
+    """``<stem>_<hash>[suffix]<ext>``: at most 255 bytes, no separators, whatever the hash
+    length (the first 16 hex digits of the hash are enough to tell files apart by eye)."""
+    base = os.path.basename(path)
+    dot = base.rfind(".")
+    stem, ext = (base[:dot], base[dot:]) if dot > 0 else (base, "")
+    stem, ext = _clean(stem), _clean(ext)
+    if len(os.fsencode(ext)) > 16:
+        stem, ext = stem + ext, ""
+    tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
+    budget = _NAME_MAX - len(os.fsencode(tail))
+    raw = os.fsencode(stem)
+    if len(raw) > budget:
+        # cut whole characters: the bytes of a multi-byte character stay together
+        stem = raw[:max(0, budget)].decode("utf-8", "ignore") if _utf8(raw) else os.fsdecode(raw[:max(0, budget)])
+    return stem + tail
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def unique_link_names(paths: list[str], hexes: list[str]) -> list[str]:
+    """Link names for files, unique among themselves (case-insensitively, so the tree
+    also copies to case-insensitive filesystems). Deterministic for the same input order.
+
+    Thousands of identical files with the same name are numbered ``_2``, ``_3``, ... in
+    linear time (the next free number per name is remembered)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    next_k: dict[str, int] = {}
+    for path, hx in zip(paths, hexes):
+        name = link_name(path, hx)
+        base = name.casefold()
+        if base in taken:
+            k = next_k.get(base, 1)
+            while name.casefold() in taken:
+                k += 1
+                name = link_name(path, hx, f"_{k}")
+            next_k[base] = k
+        taken.add(name.casefold())
+        names.append(name)
+    return names

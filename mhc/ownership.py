@@ -1,0 +1,133 @@
+"""What mhc owns in an output folder, and removing only that.
+
+mhc owns the entries it makes: the top-level files it names, ``report/`` pages, ``.mhc/``
+thumbnails, and algorithm folders of threshold folders of cluster folders of links.
+Anything else is the user's: refused before a run replaces it, kept when an old tree is
+removed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .discover import MARKER
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL_FILES = frozenset({MARKER, "summary.json", "errors.csv", "index.html"})
+TOP_LEVEL_DIRS = frozenset({".mhc", "report"})
+JOURNAL = ".mhc-moves.json"
+
+
+THRESHOLD_FOLDER = re.compile(r"^(thr_\d{3,}_unclustered_\d+|hdbscan_min\d+)$")
+CLUSTER_FOLDER = re.compile(r"^(\d{3,}_\d+|unclustered_\d+)$")
+_PAGE = re.compile(r"^thr_\d{3,}(-\d+)?\.html$")
+_THUMB = re.compile(r"^[0-9a-f]{20}\.jpg(\.tmp)?$")
+_FOREST = re.compile(r"^[\w.-]+\.npz(\.tmp)?$")
+
+
+def owned(parts: tuple[str, ...], is_dir: bool) -> bool:
+    """Whether an entry at ``parts`` (relative to the output folder) has the shape of
+    something mhc makes. Algorithm folders' links are checked by name elsewhere."""
+    top, depth = parts[0], len(parts)
+    if depth == 1:
+        return (top in TOP_LEVEL_FILES and not is_dir) or (top in TOP_LEVEL_DIRS and is_dir) or top == JOURNAL \
+            or (is_dir and not top.startswith("."))
+    if top == "report":
+        return is_dir if depth == 2 else depth == 3 and not is_dir and bool(_PAGE.match(parts[2]))
+    if top == ".mhc":
+        if depth == 2:
+            return is_dir and parts[1] in ("thumbs", "forests")
+        pattern = _THUMB if parts[1] == "thumbs" else _FOREST
+        return depth == 3 and not is_dir and bool(pattern.match(parts[2]))
+    if depth == 2:
+        return is_dir and bool(THRESHOLD_FOLDER.match(parts[1]))
+    if depth == 3:
+        return is_dir and bool(CLUSTER_FOLDER.match(parts[2]))
+    return depth == 4 and not is_dir  # a link (or a copy) in a cluster folder
+
+
+def check_own_dir(d: Path, name: str) -> None:
+    for root, dirs, files in os.walk(d):
+        for entry in dirs + files:
+            path = os.path.join(root, entry)
+            parts = (name, *Path(os.path.relpath(path, d)).parts)
+            if os.path.islink(path) or not owned(parts, entry in dirs):
+                refuse(path)
+
+
+def not_ours(root: Path) -> Callable[[str], bool]:
+    """For removing an old tree: entries that do not have mhc's shape stay (something a
+    user put there after the checks ran)."""
+    def keep(path: str) -> bool:
+        parts = Path(path).relative_to(root).parts
+        is_dir = os.path.isdir(path) and not os.path.islink(path)
+        return not owned(parts, is_dir)
+    return keep
+
+
+def refuse(path: str) -> None:
+    from .errors import printable
+
+    raise UsageError(f"the output folder holds {printable(path)}, which mhc did not make; move it out of the "
+                     f"output folder (mhc only replaces what it made), then run again")
+
+
+def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> list[str]:
+    """Delete a tree mhc made, bottom-up, never following a symlink; entries for which
+    ``keep(path)`` is true are left in place (with their folders). Returns what was left."""
+    left: list[str] = []
+
+    def rm(d: str) -> bool:
+        empty = True
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            if keep(e.path):
+                left.append(e.path)
+                empty = False
+            elif e.is_dir(follow_symlinks=False):
+                empty = rm(e.path) and empty
+            else:
+                os.unlink(e.path)  # a link is removed, never its target
+        if empty:
+            os.rmdir(d)
+        return empty
+
+    if os.path.lexists(path):
+        rm(str(path))
+    return left
+
+
+def retire(path: Path, background: bool = True) -> None:
+    """Remove an old tree (the whole of it is mhc's: checked before it was swapped out).
+    In the background by default: a detached process, so the run ends at once; if it is
+    killed, the next run finishes the job."""
+    if background:
+        try:
+            subprocess.Popen([sys.executable, "-m", "mhc.ownership", str(path)], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             close_fds=True)
+            return
+        except OSError:
+            pass
+    try:
+        left = remove_tree(path, not_ours(path))
+    except OSError as e:
+        log.warning("could not remove the previous output %s (%s); the next run retries", path, e.strerror)
+        return
+    if left:
+        log.warning("kept %d entries mhc did not make in %s, e.g. %s", len(left), path, left[0])
+
+
+if __name__ == "__main__":  # the detached remover of an old tree (see retire)
+    try:
+        remove_tree(Path(sys.argv[1]), not_ours(Path(sys.argv[1])))
+    except OSError:
+        pass  # the next run's recovery finishes it

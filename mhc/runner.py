@@ -1,0 +1,318 @@
+"""Many files -> hashes, in parallel, through the cache.
+
+Work runs on a ``concurrent.futures.Executor``: a local process pool, or any executor
+with the same interface (a distributed engine's) at scale. Results reach the cache every
+second, so an interrupted run keeps them. A worker that dies (the kernel's out-of-memory
+killer, a signal) costs only the file that killed it: the files of the lost batches are
+retried one per process, and a file that kills its process again is reported.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from .cache import Cached, FileInfo, HashCache
+from .decode import too_large
+from .discover import MediaFile
+from .errors import FileError
+from .events import Progress, report
+from .hashing import FileResult, HashPlan, hash_file
+
+log = logging.getLogger(__name__)
+
+
+def hash_batch(items: list[tuple[str, str]], plan: HashPlan) -> list[FileResult]:
+    """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead)."""
+    return [hash_file(p, plan, kind) for p, kind in items]
+
+
+def _worker_init() -> None:
+    # Ctrl-C is handled once, by the main process, which then stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # If the main process is killed (kill -9), take the workers down with it (Linux).
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_method() -> str:
+    """``fork`` on Linux: workers start in milliseconds, and a script that calls mhc at
+    its top level works as written (spawn and forkserver re-run the calling script in
+    every worker, which needs an ``if __name__ == "__main__"`` guard). Workers only decode
+    and hash, never touching the parent's threads or open databases. Elsewhere (macOS,
+    Windows, where fork is unsafe or missing) ``spawn``."""
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def local_executor(workers: int, max_tasks: int | None = None) -> ProcessPoolExecutor:
+    """A local process pool (see :func:`start_method`)."""
+    kw = {"max_tasks_per_child": max_tasks} if max_tasks else {}
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method()),
+                               initializer=_worker_init, **kw)
+
+
+@dataclass
+class HashStats:
+    """Per file, exactly one of: decoded now, served from the cache, or failed (so
+    ``decoded + cached + failed`` is the number of files hashed). Per algorithm, how many
+    files' hashes were computed now and how many came from the cache."""
+
+    decoded: int = 0
+    cached: int = 0
+    failed: int = 0
+    computed_by_algo: dict[str, int] = field(default_factory=dict)
+    cached_by_algo: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class HashResults:
+    """Cache values for every usable file (path -> cache key -> value), facts about the
+    files, and the files that failed."""
+
+    values: dict[str, dict[str, bytes]]
+    info: dict[str, FileInfo]
+    errors: list[FileError]
+    stats: HashStats
+
+
+# Below this many files to decode, a process pool costs more than it saves.
+MIN_FILES_FOR_POOL = 24
+
+
+def compute_hashes(
+    files: list[MediaFile],
+    plan: HashPlan,
+    cache: HashCache,
+    *,
+    workers: int = 0,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    flush_every: int = 256,
+) -> HashResults:
+    """Hash ``files`` with ``plan``, using and filling ``cache``.
+
+    Only missing (file, algorithm) pairs are computed; a file is decoded once for all
+    its missing algorithms. ``executor``: run batches there (e.g. a Dask client's
+    executor); otherwise a local process pool of ``workers`` (0 = all cores).
+    Results reach the cache in batches as they arrive, so an interrupted run keeps them.
+    """
+    by_path = {f.path: f for f in files}
+    kinds = sorted({f.kind for f in files})
+    cached = cache.lookup(files, [k for kind in kinds for k in plan.keys(kind)], [plan.dkey(k) for k in kinds])
+    out: dict[str, dict[str, bytes]] = {}
+    info: dict[str, FileInfo] = dict(cached.info)
+    errors: list[FileError] = []
+    stats = HashStats()
+    todo: list[MediaFile] = []
+    for f in files:
+        reason = _cached_failure(f, plan, cached)
+        if reason is not None:
+            errors.append(FileError(f.path, reason))
+            stats.failed += 1
+            continue
+        have = cached.values.get(f.path, {})
+        if all(k in have for k in plan.keys(f.kind)):
+            out[f.path] = {k: have[k] for k in plan.keys(f.kind)}
+            stats.cached += 1
+        else:
+            todo.append(f)
+    total = len(files)
+    done = total - len(todo)
+    report(progress, "hash", done, total)
+    fresh: dict[str, set[str]] = {}  # path -> keys computed in this run
+    if not todo:
+        return _results(out, info, errors, stats, plan, by_path, fresh)
+
+    # Only the algorithms some file still lacks; a file missing any is decoded once.
+    missing = tuple(a for a in plan.algorithms
+                    if any(k not in cached.values.get(f.path, {}) for f in todo for k in plan.keys(f.kind, (a,))))
+    work_plan = HashPlan(missing or plan.algorithms, plan.decode, plan.video, plan.isometric, plan.verify)
+    pending: list[tuple[MediaFile, FileInfo | None, dict[str, bytes], tuple[str, str] | None]] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            cache.store(pending)
+            pending.clear()
+        last_flush = time.monotonic()
+
+    def take(res: FileResult) -> None:
+        nonlocal done
+        done += 1
+        f = by_path[res.path]
+        if res.error is not None:
+            errors.append(FileError(res.path, res.error))
+            stats.failed += 1
+            if res.cacheable:
+                pending.append((f, res.info, {}, (plan.dkey(f.kind), res.error)))
+        else:
+            merged = {k: v for k, v in cached.values.get(res.path, {}).items() if k in plan.keys(f.kind)}
+            merged.update(res.values)
+            pending.append((f, res.info, res.values, None))
+            out[res.path] = merged
+            if res.info is not None:
+                info[res.path] = res.info
+            stats.decoded += 1
+            fresh[res.path] = set(res.values)
+        # by count, and at least every second: a killed run loses at most a second of work
+        if len(pending) >= flush_every or time.monotonic() - last_flush > 1.0:
+            flush()
+
+    try:
+        for res in run_batches([(f.path, f.kind) for f in todo], work_plan, workers, executor):
+            take(res)
+            report(progress, "hash", done, total)
+    finally:
+        flush()  # also on Ctrl-C: what was computed is kept
+    return _results(out, info, errors, stats, plan, by_path, fresh)
+
+
+def _results(out, info, errors, stats: HashStats, plan: HashPlan, by_path, fresh) -> HashResults:
+    for a in plan.algorithms:
+        now = sum(1 for p, keys in fresh.items() if plan.hkey(a, by_path[p].kind) in keys)
+        stats.computed_by_algo[a.key] = now
+        stats.cached_by_algo[a.key] = len(out) - now
+    return HashResults(out, info, sorted(errors, key=lambda e: e.path), stats)
+
+
+def _cached_failure(f: MediaFile, plan: HashPlan, cached: Cached) -> str | None:
+    """A cached content failure, or the --max-pixels refusal of a cached image (limits are
+    options: applied to what the cache knows of the file, never cached themselves)."""
+    reason = cached.failures.get(f.path, {}).get(plan.dkey(f.kind))
+    if reason is not None:
+        return reason
+    i = cached.info.get(f.path)
+    if f.kind == "image" and i is not None and i.width and i.height and i.width * i.height > plan.decode.max_pixels:
+        return str(too_large(i.width, i.height, plan.decode.max_pixels))
+    return None
+
+
+DIED = "the decoder died ({how}) on this file: likely out of memory; it was skipped"
+
+
+def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
+                executor: Executor | None) -> Iterator[FileResult]:
+    """Results for ``(path, kind)`` items, in completion order. A batch whose worker dies
+    is retried one file per process; a file that kills its process again is reported."""
+    workers = workers or os.cpu_count() or 1
+    if executor is None and (workers == 1 or len(items) < MIN_FILES_FOR_POOL):
+        # in this process: nothing to start, and a crash here would be ours, not a file's
+        for p, kind in items:
+            yield hash_file(p, plan, kind)
+        return
+    n_workers = workers if executor is None else max(workers, 2)
+    # ~8 batches per worker balances load; at most 32 files so progress stays lively
+    size = max(1, min(32, len(items) // (n_workers * 8)))
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    suspects: list[tuple[str, str]] = []
+    yield from _pooled(batches, plan, workers, executor, n_workers, suspects)
+    for item in suspects:
+        yield _alone(item, plan, executor)
+
+
+def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[FileResult]:
+    own = executor is None
+    ex = local_executor(workers) if own else executor
+    futures: dict[Future, list] = {}
+    finished_ok = False
+    it = iter(batches)
+    try:
+        # a bounded number of batches in flight: memory stays flat for huge inputs
+        for b in it:
+            futures[ex.submit(hash_batch, b, plan)] = b
+            if len(futures) >= n_workers * 4:
+                break
+        while futures:
+            finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                batch = futures.pop(fut)
+                try:
+                    results = fut.result()
+                except BrokenProcessPool:
+                    # a worker died (out-of-memory killer, a signal): every batch in flight is
+                    # lost; retry their files one by one later, go on with a new pool
+                    suspects += batch
+                    for other in futures:
+                        suspects += futures[other]
+                    futures.clear()
+                    _terminate(ex)
+                    ex = local_executor(workers)
+                    break
+                except Exception as e:  # a distributed executor lost the task (KilledWorker...)
+                    if own:
+                        raise
+                    log.debug("batch failed on the executor (%s); retrying its files one by one", e)
+                    suspects += batch
+                    continue
+                yield from results
+            while len(futures) < n_workers * 4:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                futures[ex.submit(hash_batch, nxt, plan)] = nxt
+        finished_ok = True
+    finally:
+        if own:
+            if finished_ok:
+                ex.shutdown(wait=True)
+            else:
+                _terminate(ex)
+        else:
+            for fut in futures:
+                fut.cancel()
+
+
+def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> FileResult:
+    """Hash one file in a process of its own: if it dies, only this file is lost."""
+    path, kind = item
+    ex = executor or local_executor(1)
+    try:
+        return ex.submit(hash_batch, [item], plan).result()[0]
+    except BrokenProcessPool:
+        code = _exit_code(ex)
+        how = f"killed by signal {-code}" if code and code < 0 else "its process ended"
+        return FileResult(path, error=DIED.format(how=how), cacheable=False)
+    except Exception as e:  # a distributed executor gave up on it
+        return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
+    finally:
+        if executor is None:
+            _terminate(ex)
+
+
+def _exit_code(ex: ProcessPoolExecutor) -> int | None:
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    return next((p.exitcode for p in procs if p.exitcode), None)
+
+
+def _terminate(ex: ProcessPoolExecutor) -> None:
+    """Stop a local pool now: on Ctrl-C, workers must not finish their queue first."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+    # With the workers gone, the pool's manager thread fails the pending futures and ends;
+    # joining it here keeps interpreter shutdown from writing to its closed wake-up pipe.
+    # Futures are deliberately not cancelled first: on Python 3.11 the manager thread then
+    # raises InvalidStateError while failing them (fixed in 3.12).
+    ex.shutdown(wait=True)

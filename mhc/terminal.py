@@ -1,0 +1,81 @@
+"""What a run prints: the counts, and per algorithm the table a user picks a folder from."""
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import printable
+
+
+def counts_line(result) -> str:
+    """Files found = decoded now + from the cache + could not be read."""
+    c = result.collection
+    s = c.stats
+    kinds = f" ({len(c.files) - c.videos} images, {c.videos} videos)" if c.videos else ""
+    return (f"[bold]{c.found}[/] files found{kinds}: [bold]{s.decoded}[/] decoded, [bold]{s.cached}[/] from the cache, "
+            f"[bold]{len(c.errors)}[/] could not be read  ({result.seconds:.2f} s)")
+
+
+def hashes_line(result) -> str | None:
+    """Per algorithm, how many files' hashes were computed now (when not all came from the cache)."""
+    s = result.collection.stats
+    if not any(s.computed_by_algo.values()):
+        return None
+    parts = [f"{k} {s.computed_by_algo[k]} computed, {s.cached_by_algo[k]} from the cache" for k in s.computed_by_algo]
+    return "hashes: " + "; ".join(parts)
+
+
+def condensed(partitions, suggested: int | None) -> tuple[list, int]:
+    """The rows worth printing: the first and last, every threshold where a count changes,
+    and the suggested one. Returns (rows, how many were left out)."""
+    rows, left = [], 0
+    prev = None
+    for k, p in enumerate(partitions):
+        key = (len(p.clusters), p.clustered_files, p.largest)
+        if k in (0, len(partitions) - 1) or key != prev or p.threshold == suggested:
+            rows.append(p)
+        else:
+            left += 1
+        prev = key
+    return rows, left
+
+
+def print_summary(result, console: Console) -> None:
+    console.print(counts_line(result), highlight=False)
+    line = hashes_line(result)
+    if line:
+        console.print(line, highlight=False)
+    for a in result.algorithms:
+        unit = "% of each --require threshold" if a.unit == "%" else f"{a.max_distance} bits"
+        note = ", kept from an earlier run" if a.carried else ""
+        t = Table(title=f"{a.key} ({unit}{note})", title_justify="left")
+        for col in ("threshold", "clusters", "files in clusters", "largest cluster", "unclustered"):
+            t.add_column(col, justify="right")
+        sug = a.suggestion.threshold if a.suggestion else None
+        rows, left = condensed(a.partitions, sug)
+        for p in rows:
+            mark = p.threshold == sug
+            label = a.folder(p) if a.method == "hdbscan" else f"{'▶ ' if mark else ''}{p.threshold}"
+            t.add_row(label, str(len(p.clusters)), str(p.clustered_files), str(p.largest), str(len(p.unclustered)),
+                      style="bold green" if mark else None)
+        if left:
+            t.caption = f"{left} threshold(s) where nothing changes are not shown"
+        console.print(t)
+        if a.suggestion:
+            console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
+    for d in result.dropped:
+        console.print(f"removed the folder {d}", highlight=False, markup=False)
+    if result.errors:
+        e = result.errors[0]
+        console.print(f"{len(result.errors)} file(s) could not be used, e.g. {printable(e.path)}: {e.reason}",
+                      highlight=False, markup=False)
+        if not result.options.dry_run:
+            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False)
+    if result.options.dry_run:
+        console.print("[dim]dry run: nothing written[/]")
+    else:
+        console.print(f"output: {result.output}", highlight=False, markup=False)
+        if not result.options.no_report:
+            console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False)

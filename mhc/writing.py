@@ -1,0 +1,304 @@
+"""Writing the tree: one folder of links per cluster, per threshold, per algorithm.
+
+Each threshold folder gets a digest of what it holds (its clusters, link names, targets
+and link settings), recorded in ``summary.json``. On a rerun a folder whose digest is
+unchanged is moved from the previous output instead of being written again, so a rerun
+costs what changed, not what the output already holds. Links are created by a few
+threads at once: ``symlink`` releases the GIL and on most disks many metadata writes in
+flight finish sooner than one at a time.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileError, MhcError
+from .events import Progress, report
+from .names import cluster_folder
+from .output import OutputFolder, fault
+from .sweep import Partition
+
+LINK_THREADS = 8
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    mode: str = "symlink"  # symlink, hardlink, copy
+    relative: bool = False
+    unclustered: bool = True  # False: unclustered_U folders left empty
+    changed_only: bool = False
+
+    def tag(self) -> bytes:
+        return f"{self.mode}|{self.relative}|{self.unclustered}".encode()
+
+
+def folder_digest(files_digest: bytes, p: Partition, settings: LinkSettings) -> str:
+    """What a threshold folder holds, in 16 hex digits: same digest, same folder."""
+    h = hashlib.blake2b(files_digest + settings.tag(), digest_size=8)
+    for c in p.clusters:
+        h.update(np.asarray(c, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def files_digest(files: list[str], links: list[str]) -> bytes:
+    """The files and their link names: part of every folder's digest."""
+    h = hashlib.blake2b(digest_size=16)
+    for f, name in zip(files, links):
+        h.update(os.fsencode(f) + b"\0" + os.fsencode(name) + b"\0")
+    return h.digest()
+
+
+def make_link(target: str, link: str, mode: str, relative: bool) -> None:
+    if mode == "symlink":
+        src = os.path.relpath(target, os.path.dirname(link)) if relative else target
+        try:
+            os.symlink(src, link)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and not os.path.lexists(link):
+                raise MhcError(f"cannot create symlinks in {os.path.dirname(link)} ({e.strerror}); "
+                               f"use --link hardlink (same filesystem) or --link copy") from None
+            raise
+    elif mode == "hardlink":
+        try:
+            os.link(target, link)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise MhcError(f"cannot hard-link across filesystems ({target} -> {link}); use --link copy or put "
+                               f"--output on the same filesystem") from None
+            raise
+    else:
+        shutil.copy2(target, link)
+
+
+class LinkWriter:
+    """Creates links with a few threads. Use as a context manager: on leaving normally it
+    waits for every link and raises the first failure; on an exception (Ctrl-C) it stops
+    the threads at their next link, so nothing writes into a folder being removed."""
+
+    def __init__(self, settings: LinkSettings, threads: int = LINK_THREADS):
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self.futures = []
+        self.stopped = False
+
+    def __enter__(self) -> "LinkWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self._drain()
+            except BaseException:
+                self._stop()
+                raise
+            self._stop()
+        else:
+            self._stop()
+
+    def add(self, targets: list[str], links: list[str]) -> None:
+        if self.pool is None:
+            self._make(targets, links)
+            return
+        step = 512
+        for s in range(0, len(targets), step):
+            self.futures.append(self.pool.submit(self._make, targets[s:s + step], links[s:s + step]))
+        if len(self.futures) > 256:  # bounded: collect what finished
+            self._drain(len(self.futures) // 2)
+
+    def _make(self, targets: list[str], links: list[str]) -> None:
+        m, rel = self.settings.mode, self.settings.relative
+        for t, link in zip(targets, links):
+            if self.stopped:
+                return
+            make_link(t, link, m, rel)
+
+    def _drain(self, keep: int = 0) -> None:
+        while len(self.futures) > keep:
+            self.futures.pop(0).result()
+
+    def _stop(self) -> None:
+        self.stopped = True
+        if self.pool is None:
+            return
+        while True:  # a second Ctrl-C must not leave threads writing behind us
+            try:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                return
+            except KeyboardInterrupt:
+                continue
+
+
+def write_partition(folder: Path, p: Partition, files: list[str], links: list[str], writer: LinkWriter) -> None:
+    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/``."""
+    folder.mkdir()
+    width = max(3, len(str(len(p.clusters))))
+    groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
+    groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
+    for k, (name, members) in enumerate(groups):
+        d = folder / name
+        d.mkdir()
+        if k == len(groups) - 1 and not writer.settings.unclustered:
+            continue
+        ds = str(d)
+        idx = members.tolist()
+        writer.add([files[i] for i in idx], [os.path.join(ds, links[i]) for i in idx])
+
+
+@dataclass
+class FolderPlan:
+    """For one algorithm: which threshold folders to write and which to keep."""
+
+    key: str
+    write: list[tuple[str, Partition]]  # (folder name, partition)
+    keep: list[str]  # folder names moved from the previous output
+    delete: list[str]  # folder names of the previous output that go
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.write and not self.delete
+
+
+def plan_folders(key: str, entries: list[dict], partitions: list[Partition], previous: dict | None,
+                 settings: LinkSettings) -> FolderPlan:
+    """Compare this run's folders (``entries`` of summary.json, with digests) with the
+    previous output's entry for the same algorithm."""
+    old = {t["folder"]: t.get("digest") for t in (previous or {}).get("thresholds", []) if t.get("written", True)}
+    write, keep = [], []
+    for t, p in zip(entries, partitions):
+        if not t["written"]:
+            continue
+        if old.get(t["folder"]) == t["digest"] and t["digest"] is not None:
+            keep.append(t["folder"])
+        else:
+            write.append((t["folder"], p))
+    delete = [f for f in old if f not in keep]
+    return FolderPlan(key, write, keep, delete)
+
+
+def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], files: list[str],
+                     links: dict[str, list[str]], settings: dict[str, LinkSettings], previous: dict | None,
+                     progress: Progress | None = None) -> None:
+    """Write, keep or drop every threshold folder of every algorithm (see :class:`FolderPlan`)."""
+    prev_algos = (previous or {}).get("algorithms", {})
+    total = sum(len(p.write) for p in plans)
+    done = 0
+    for plan in plans:
+        old = prev_algos.get(plan.key)
+        if old is not None and plan.delete:
+            names = set(old.get("links") or _old_links(previous, old))
+            for name in plan.delete:
+                of.check_deleting(f"{plan.key}/{name}", names, old.get("link", "symlink") != "symlink")
+        if old is not None and not plan.write and not plan.delete:
+            of.keep(plan.key)  # the whole algorithm folder, one rename
+            continue
+        base = staging / plan.key
+        try:
+            base.mkdir()
+            with LinkWriter(settings[plan.key]) as writer:
+                for name, p in plan.write:
+                    write_partition(base / name, p, files, links[plan.key], writer)
+                    done += 1
+                    report(progress, "write", done, total)
+        except OSError as e:
+            raise fault(e, f"cannot write the output ({e.filename or staging})") from None
+        for name in plan.keep:
+            of.keep(f"{plan.key}/{name}")
+
+
+def _old_links(previous: dict, entry: dict) -> list[str]:
+    from .names import unique_link_names
+
+    return unique_link_names(previous.get("files", []), entry.get("hashes", []))
+
+
+def write_errors_csv(path: Path, errors: list[FileError]) -> None:
+    """``path,reason`` per file. Names that are not UTF-8 are written as their own bytes
+    (not as escapes), so each row maps back to its file."""
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        for e in errors:
+            w.writerow([e.path, e.reason])
+
+
+# -- a run's output ----------------------------------------------------------------------
+def write_output(of: OutputFolder, result, previous: dict | None, progress: Progress | None = None) -> bool:
+    """Write ``result`` into the output folder ``of`` (see :mod:`mhc.output`): unchanged
+    folders are kept, changed ones written, the report rebuilt. When nothing in the tree
+    changed only ``summary.json``, ``errors.csv`` and ``index.html`` are replaced
+    (atomically). Returns True if the tree was rebuilt."""
+    from .names import unique_link_names
+    from .report import write_report
+    from .summary import algorithm_entry, summary_dict, write_json
+
+    o = result.options
+    files = result.files
+    prev_algos = (previous or {}).get("algorithms", {}) if (previous or {}).get("format") == 2 else {}
+    entries, plans, links, settings = {}, [], {}, {}
+    for c in result.algorithms:
+        mode, relative, unclustered = c.link_settings or (o.link, o.relative_links, not o.no_unclustered_links)
+        ls = LinkSettings(mode, relative, unclustered, o.changed_only)
+        names = unique_link_names(files, c.hexes)
+        fd = files_digest(files, names)
+        entry = algorithm_entry(c, ls, [folder_digest(fd, p, ls) for p in c.partitions], computed=not c.carried)
+        entries[c.key], links[c.key], settings[c.key] = entry, names, ls
+        plans.append(plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls))
+    summary = summary_dict(result, entries)
+    gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
+    same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report
+    if previous is not None and not gone and same_report and all(p.key in prev_algos and p.unchanged for p in plans):
+        of.replace_file("errors.csv", lambda p: write_errors_csv(p, result.errors))
+        of.replace_file("summary.json", lambda p: write_json(p, summary))
+        if not o.no_report:
+            from .report import render_index
+
+            of.replace_file("index.html", lambda p: p.write_text(render_index(summary), encoding="utf-8"))
+        return False
+    for key in gone:  # folders of algorithms no longer in the output: they must all be mhc's
+        old = previous["algorithms"][key]
+        names = set(_old_links(previous, old)) if "hashes" in old else set()
+        for t in old.get("thresholds", []):
+            if (of.out / key / t["folder"]).is_dir():
+                of.check_deleting(f"{key}/{t['folder']}", names, old.get("link", "symlink") != "symlink")
+    staging = of.stage()
+    write_algorithms(of, staging, plans, files, links, settings, previous, progress)
+    try:
+        write_json(staging / "summary.json", summary)
+        write_errors_csv(staging / "errors.csv", result.errors)
+        if not o.no_report:
+            write_report(staging, of.out, summary, result, progress=progress, workers=o.workers)
+    except OSError as e:
+        raise fault(e, "cannot write the output") from None
+    if (of.out / ".mhc").is_dir():
+        of.keep(".mhc")  # thumbnails: made in place, kept across runs
+    try:
+        of.commit()
+    except OSError as e:
+        raise fault(e, "cannot replace the output") from None
+    return True
+
+
+def write_tree(output: str | Path, collection, clusterings: list, *, link: str = "symlink",
+               relative_links: bool = False, unclustered_links: bool = True, report: bool = True) -> Path:
+    """Write ``clusterings`` of a :class:`~mhc.collection.HashedCollection` as an mhc output
+    folder (threshold folders of links, summary.json, errors.csv and, with ``report``, the
+    HTML report), replacing an earlier mhc output there. Returns the folder."""
+    from .options import Options, validate
+    from .pipeline import RunResult
+
+    options = Options(input=Path(collection.root), output=Path(output), link=link, relative_links=relative_links,
+                      no_unclustered_links=not unclustered_links, no_report=not report, no_cache=True)
+    plan = validate(options)
+    result = RunResult(str(plan.input), str(plan.output), collection, list(clusterings), options)
+    with OutputFolder(plan.output, plan.input, background_retire=False) as of:
+        write_output(of, result, of.previous_summary())
+    return plan.output
