@@ -51,7 +51,9 @@ class HashPlan:
         kw = {} if max_pixels is None else {"max_pixels": max_pixels}
         color = any(a.needs_color for a in algorithms)
         # With few frames each one weighs much, and the nearest keyframe to a target differs
-        # between two encodes of one clip: below MIN_KEYFRAME_FRAMES, exact times (cheap then).
+        # between two encodes of one clip (measured: two encodes of a clip with other GOPs
+        # stay 7-21 bits apart in phash_8 up to 12 keyframe samples, 0-2 from 16 on):
+        # below MIN_KEYFRAME_FRAMES, exact times (cheap then).
         exact_video = video_exact or frames < MIN_KEYFRAME_FRAMES
         return cls(tuple(algorithms), DecodeSettings(min_side=0 if exact else side, color=color, **kw),
                    VideoSettings(frames=frames, exact=exact_video, min_side=side), isometric, verify)
@@ -97,7 +99,7 @@ class HashPlan:
         return keys
 
 
-MIN_KEYFRAME_FRAMES = 8
+MIN_KEYFRAME_FRAMES = 16
 # The 8 symmetries of the square (identity first): mirrored and rotated copies.
 DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
             Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,

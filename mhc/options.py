@@ -97,7 +97,8 @@ class Options:
 
     # -- videos -------------------------------------------------------------------------
     frames: int = opt(20, "--frames", panel=VIDEOS, metavar="N",
-                      help="Frames sampled per video, evenly over its duration (below 8, exact times).")
+                      help="Frames sampled per video, evenly over its duration (below 16, at exact times: "
+                      "nearest keyframes differ between encodes).")
     video_exact: bool = opt(False, "--video-exact", panel=VIDEOS,
                             help="Exact frame times (slower) instead of the nearest keyframes.")
     video_match: VideoMatch = opt("majority", "--video-match", panel=VIDEOS, metavar="majority|frames",
@@ -249,7 +250,7 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     if not inp.is_dir():
         raise UsageError(f"input {o.input} is not a folder; pass -i/--input FOLDER")
     if outputs:
-        check_output(out, inp, writing=not o.dry_run)
+        check_output(out, inp, writing=not o.dry_run, link=o.link)
     if cache is not None:
         check_cache_path(cache, inp, out if outputs else inp)
     return RunPlan(options, inp, out, algos, thresholds, required, verify, cache)
@@ -327,7 +328,7 @@ def describe_type(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
-        return f"a list of {describe_type(args[0])}s"
+        return "a list of " + {str: "texts", int: "whole numbers"}.get(args[0], str(args[0]))
     if args and type(None) in args:
         return describe_type(next(a for a in args if a is not type(None)))
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a text",

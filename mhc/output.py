@@ -59,7 +59,7 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_output(out: Path, inp: Path, *, writing: bool = True) -> None:
+def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "symlink") -> None:
     """Refuse an output folder that would put the user's files at risk or that mhc cannot
     write, before any work starts."""
     real = Path(os.path.realpath(out))
@@ -97,6 +97,9 @@ def check_output(out: Path, inp: Path, *, writing: bool = True) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EnvironmentFault(f"cannot write in {parent} (read-only or no permission); choose an --output "
                                f"where you can write")
+    if link == "hardlink" and os.stat(parent).st_dev != os.stat(rin).st_dev:
+        raise UsageError(f"--link hardlink needs --output on the same filesystem as the input ({out} is not); "
+                         f"use --link copy, or an output folder on that filesystem")
 
 
 # -- the output folder ----------------------------------------------------------

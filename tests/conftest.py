@@ -112,10 +112,10 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 def make_video(path: Path, photos: list[Image.Image], *, seconds: float = 2.0, fps: int = 12,
                size: tuple[int, int] = (320, 240), bars: int = 0, bitrate: int | None = None,
-               skip: float = 0.0, codec: str = "libx264") -> Path:
+               skip: float = 0.0, codec: str = "libx264", gop: int | None = None) -> Path:
     """A real slideshow video (H.264 by default, via PyAV): each photo shown ``seconds`` with
     a slow pan, optional black letterbox ``bars`` (pixels top and bottom, picture scaled to
-    fit), ``skip`` seconds cut from the start."""
+    fit), ``skip`` seconds cut from the start, keyframes every ``gop`` frames."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +125,8 @@ def make_video(path: Path, photos: list[Image.Image], *, seconds: float = 2.0, f
         st.width, st.height, st.pix_fmt = w, h, "yuv420p"
         if bitrate:
             st.bit_rate = bitrate
+        if gop:
+            st.codec_context.gop_size = gop  # keyframes every gop frames (a phone's encoder: ~1 s)
         n = int(seconds * fps)
         k = 0
         for ph in photos:

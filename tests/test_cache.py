@@ -219,3 +219,79 @@ def test_exact_mode_is_bit_exact_with_imagehash(tmp_path):
                 "ahash_8": imagehash.average_hash(im), "colorhash_3": imagehash.colorhash(im, 3)}
     for a in algos:
         assert a.to_hex(r.values[plan.hkey(a)]) == str(refs[a.key]), a.key
+
+
+def test_max_pixels_follows_the_option_not_the_cache(tmp_path):
+    """A --max-pixels refusal is not cached, and a cached hash does not bypass a lower limit."""
+    inp = tmp_path / "in"
+    save(photo(1, (640, 480)), inp / "big.jpg")  # 307,200 pixels
+    save(photo(2, (200, 150)), inp / "small.jpg")
+    o = dict(input=inp, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    low = run(Options(max_pixels=100_000, **o))
+    assert [(e.path, "--max-pixels" in e.reason) for e in low.errors] == [(str(inp / "big.jpg"), True)]
+    high = run(Options(max_pixels=1_000_000_000, **o))
+    assert high.errors == [] and len(high.files) == 2 and high.stats.decoded == 1  # decoded now, not refused
+    again = run(Options(max_pixels=100_000, **o))  # everything is cached, yet the limit holds
+    assert [e.path for e in again.errors] == [str(inp / "big.jpg")] and again.stats.decoded == 0
+
+
+def test_access_failures_are_not_cached(tmp_path):
+    """'permission denied' stays only while it is true (chmod changes no size or mtime)."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "fine.jpg")
+    secret = save(photo(2), inp / "secret.jpg")
+    cache = tmp_path / "c.sqlite"
+    cmd = [sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"), "--cache", str(cache),
+           "-a", "phash_8", "-q"]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and setpriv (util-linux) is missing")
+        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    secret.chmod(0)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        secret.chmod(0o644)
+    assert r.returncode == 0, r.stderr
+    assert "secret.jpg,permission denied" in (tmp_path / "o" / "errors.csv").read_text()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "secret.jpg" not in (tmp_path / "o" / "errors.csv").read_text()  # retried, hashed
+
+
+def test_content_change_keeping_size_and_mtime_is_noticed(tmp_path):
+    """Copied over and `touch -r`-ed, or two same-size files swapped by renames: the output
+    shows the new content (BMPs of one size have one byte size)."""
+    inp = tmp_path / "in"
+    a = save(photo(1), inp / "a.bmp")
+    b = save(photo(2), inp / "b.bmp")
+    c = save(photo(3), inp / "c.bmp")
+    assert a.stat().st_size == b.stat().st_size == c.stat().st_size
+    o = dict(input=inp, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    first = run(Options(**o))
+    hexes = dict(zip(first.files, first.algorithms[0].hexes))
+    # 1. b copied over c, c's times put back (cp b c; touch -r ref c)
+    st = c.stat()
+    c.write_bytes(b.read_bytes())
+    os.utime(c, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = run(Options(**o))
+    assert second.stats.decoded == 1
+    assert dict(zip(second.files, second.algorithms[0].hexes))[str(c)] == hexes[str(b)]
+    # 2. a and b swapped by three renames; their mtimes made equal first
+    for f in (a, b):
+        os.utime(f, ns=(10**18, 10**18))
+    run(Options(**o))
+    os.rename(a, inp / "tmp.bmp")
+    os.rename(b, a)
+    os.rename(inp / "tmp.bmp", b)
+    swapped = run(Options(**o))
+    now = dict(zip(swapped.files, swapped.algorithms[0].hexes))
+    assert now[str(a)] == hexes[str(b)] and now[str(b)] == hexes[str(a)]
+    # 3. a touch of the ctime alone (chmod) reads a sample of the file, decodes nothing
+    c.chmod(0o600)
+    assert run(Options(**o)).stats.decoded == 0

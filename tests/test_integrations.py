@@ -112,7 +112,6 @@ def _sha(p: str) -> str:
 
 
 def test_hydrus_push_sends_exactly_the_pairs_and_survives_a_failing_request(corpus, tmp_path, hydrus):
-    out = tmp_path / "o"
     pairs = hash_folder(corpus, ["phash_8"], workers=1).pairs("phash_8", 6)
     files = sorted({p for a, b, _ in pairs for p in (a, b)})
     unknown = files[0]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mhc import MhcError, Options, run
 from mhc.algorithms import parse_algorithm
-from mhc.summary import clusters
+from mhc.summary import clusters as summary_clusters
 
 from conftest import photo, save, tree_digest
 
@@ -226,7 +226,7 @@ def test_rerun_replaces_run_algorithms_and_keeps_others(corpus, tmp_path):
     assert set(summary["algorithms"]) == {"phash_8", "dhash_8"}
     assert summary["carried_over"] == ["dhash_8"] and summary["computed_now"] == ["phash_8"]
     d = summary["algorithms"]["dhash_8"]["thresholds"][5]
-    listed = {f for c in clusters(summary, "dhash_8", d["threshold"]) for f in c}
+    listed = {f for c in summary_clusters(summary, "dhash_8", d["threshold"]) for f in c}
     on_disk = {os.readlink(p) for p in (out / "dhash_8" / d["folder"]).rglob("*")
                if p.is_symlink() and not p.parent.name.startswith("unclustered")}
     assert listed == on_disk

@@ -201,3 +201,55 @@ def test_report_shows_isometric_distances(tmp_path):
     assert (int(hexes[0], 16) ^ int(hexes[1], 16)).bit_count() > 2  # plain hashes are far apart
     page = (out / "report" / "phash_8" / "thr_002.html").read_text()
     assert "distance 0 to first" in page or "distance 1 to first" in page or "distance 2 to first" in page
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+def test_evaluate_maps_copies_back_to_their_originals(tmp_path, mode):
+    inp = tmp_path / "in"
+    for g in range(2):
+        save(photo(g), inp / f"g{g}.jpg")
+        save(photo(g).resize((160, 120)), inp / f"g{g} small.jpg")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({f"in/g{g}{s}.jpg": f"G{g}" for g in range(2) for s in ("", " small")}))
+    out = tmp_path / "o"
+    run(Options(input=inp, output=out, algorithms=["phash_8"], thresholds="0:8:4", link=mode, workers=1))
+    from mhc.evaluate import evaluate
+
+    rows = evaluate(out, labels)
+    assert rows[-1].f1 == 1.0 and rows[-1].true == 2 and rows[-1].predicted == 2
+    # a score on nothing is not a score
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"elsewhere/x.jpg": "A", "elsewhere/y.jpg": "A"}))
+    r = run_cli("evaluate", str(out), "--labels", str(other))
+    assert r.returncode == 2 and "no file in" in r.stderr
+
+
+def test_complete_linkage_respects_the_size_cap(chain, tmp_path):
+    res = run(Options(input=chain, output=tmp_path / "c", algorithms=["phash_8"], linkage="complete",
+                      max_cluster_size=3, workers=1, no_report=True))
+    parts = res.algorithms[0].partitions
+    assert max(p.largest for p in parts) == 3  # reached, never passed
+    free = run(Options(input=chain, output=tmp_path / "f", algorithms=["phash_8"], linkage="complete", workers=1,
+                       no_report=True))
+    assert max(p.largest for p in free.algorithms[0].partitions) > 3  # the cap did something
+
+
+def test_not_a_duplicate_holds_for_hdbscan_and_combined_evidence(corpus, tmp_path):
+    from mhc import HashCache
+
+    cache = tmp_path / "c.sqlite"
+    small, bright = str(corpus / "group1" / "small.jpg"), str(corpus / "edits" / "g1_bright.png")
+    o = dict(input=corpus, cache=cache, algorithms=["phash_8"], workers=1, no_report=True)
+    hd = dict(method="hdbscan")
+    req = dict(require=["phash_8:10", "dhash_8:10"], thresholds="0:10:1")
+
+    def together(res) -> bool:
+        return any(small in g and bright in g for a in res.algorithms for p in a.partitions
+                   for g in ({res.files[i] for i in c} for c in p.clusters))
+
+    assert together(run(Options(output=tmp_path / "h0", **o, **hd)))  # the test can fail
+    assert together(run(Options(output=tmp_path / "r0", **o, **req)))
+    with HashCache(cache) as c:
+        c.ignore(small, bright)
+    assert not together(run(Options(output=tmp_path / "h1", **o, **hd)))
+    assert not together(run(Options(output=tmp_path / "r1", **o, **req)))

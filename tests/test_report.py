@@ -175,7 +175,6 @@ def test_pairs_match_the_clusters_of_the_same_threshold(reported, fmt):
     g = nx.Graph((a, b) for a, b, _ in pairs)
     from_pairs = sorted(sorted(c) for c in nx.connected_components(g))
     summary = json.loads((out / "summary.json").read_text())
-    t = next(t for t in summary["algorithms"]["phash_8"]["thresholds"] if t["threshold"] == 6)
     from_folder = sorted(sorted(c) for c in clusters(summary, "phash_8", 6))
     assert from_pairs == from_folder
 

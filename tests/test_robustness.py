@@ -170,3 +170,29 @@ def test_hardlink_and_copy_modes(tmp_path):
         assert not (out / "phash_8" / "thr_004_unclustered_0").exists()
     # the original plus the one hard link of the current tree: the replaced tree's link is gone
     assert a.stat().st_nlink == 2
+
+
+def test_follow_symlinks_scans_each_real_folder_once(tmp_path):
+    inp = tmp_path / "in"
+    save(photo(1), inp / "real" / "a.jpg")
+    save(photo(2), inp / "real" / "b.jpg")
+    os.symlink("real", inp / "a link to real")  # sorts before "real": real paths must still win
+    outside = tmp_path / "outside"
+    save(photo(3), outside / "c.jpg")
+    os.symlink(outside, inp / "z elsewhere")
+    os.symlink("..", inp / "real" / "loop")  # a loop back to the top
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], follow_symlinks=True, workers=1,
+                      no_report=True))
+    assert res.files == [str(inp / "real" / "a.jpg"), str(inp / "real" / "b.jpg"), str(inp / "z elsewhere" / "c.jpg")]
+    plain = run(Options(input=inp, output=tmp_path / "p", algorithms=["phash_8"], workers=1, no_report=True))
+    assert plain.files == res.files[:2]
+
+
+def test_special_files_and_dotted_names_are_reported_or_hashed(tmp_path):
+    inp = tmp_path / "in"
+    save(photo(1), inp / "..jpg", format="JPEG")  # a name that is all extension
+    save(photo(2), inp / "plain.jpg")
+    os.mkfifo(inp / "pipe.jpg")
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True))
+    assert str(inp / "..jpg") in res.files
+    assert [(e.path, e.reason) for e in res.errors] == [(str(inp / "pipe.jpg"), "not a regular file (a FIFO)")]

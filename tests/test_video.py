@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mhc import Options, run
+from mhc import Options, parse_algorithm, run
 from mhc.video import VideoSettings, sample_frames
 
 from conftest import cluster_of, make_video, photo, save
@@ -181,3 +181,45 @@ def test_video_hashes_are_cached(clips, tmp_path):
         [p.clusters for p in again.algorithms[0].partitions].__repr__()
     # other sampling settings are other cache entries
     assert run(Options(**opts, frames=10)).stats.decoded == 10
+
+
+def test_hdbscan_keeps_images_and_videos_apart_and_honours_the_gates(clips, tmp_path):
+    import shutil
+
+    inp = tmp_path / "in"
+    shutil.copytree(clips["root"], inp)
+    for k in range(4):  # stills of clip a's photos: close to a's frames
+        save(photo(700 + k), inp / "stills" / f"still {k}.jpg")
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["whash_8", "phash_8"], method="hdbscan",
+                      workers=2, no_report=True))
+    for a in res.algorithms:
+        for c in a.partitions[0].clusters:
+            assert len({res.kinds[i] for i in c}) == 1, [res.files[i] for i in c]
+            names = {os.path.basename(res.files[i]) for i in c}
+            assert not ({"a.mp4", "a twice as long.mp4"} <= names)  # the duration gate holds
+
+
+def test_few_frames_per_video_still_match_a_reencode(clips, tmp_path):
+    """With few frames, the nearest keyframe to a target differs between two encodes of a
+    clip with other keyframe spacings; mhc samples exact times then."""
+    from mhc.metric import majority
+    from mhc.video import VideoSettings
+
+    inp = tmp_path / "in"
+    a = make_video(inp / "a.mp4", [photo(700 + k) for k in range(4)], seconds=3.0)
+    r = make_video(inp / "a reencoded.mp4", [photo(700 + k) for k in range(4)], seconds=3.0, bitrate=80_000, gop=7)
+    b = make_video(inp / "b.mp4", [photo(800 + k) for k in range(4)], seconds=3.0)
+    algo = parse_algorithm("phash_8")
+
+    def keyframe_distance(frames: int) -> int:  # what sampling nearest keyframes would give
+        h = [majority(b"".join(algo.hash_image(f) for f in sample_frames(str(v), VideoSettings(frames=frames)).frames),
+                      8) for v in (a, r)]
+        return (int.from_bytes(h[0], "big") ^ int.from_bytes(h[1], "big")).bit_count()
+
+    assert keyframe_distance(2) >= 8  # the test can fail
+    for frames in (1, 2, 4):
+        res = run(Options(input=inp, output=tmp_path / f"o{frames}", algorithms=["phash_8"], frames=frames,
+                          workers=1, thresholds="0:16:1", no_report=True))
+        i = {p: k for k, p in enumerate(res.files)}
+        d = res.algorithms[0].metric.between([i[str(a)], i[str(a)]], [i[str(r)], i[str(b)]])
+        assert d[0] <= 2 and d[0] < d[1], (frames, d)

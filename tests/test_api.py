@@ -1,0 +1,61 @@
+"""The Python API as a user meets it: the README's example, run as written."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import mhc
+from mhc import Options
+
+from conftest import ROOT, photo, save
+
+
+def test_readme_python_example_runs_as_a_plain_script(tmp_path):
+    """The first python block of the README, pasted into a file, run from the repository
+    with the venv's python (no __main__ guard: the hashing workers must not re-run it)."""
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[1]
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stdout.strip().splitlines()
+    pairs = [ln for ln in lines if re.match(r"^\d+ /", ln)]
+    clusters = [ln for ln in lines if re.match(r"^\d+ \['", ln)]
+    assert len(pairs) == 3 and len(clusters) >= 3  # it prints pairs and clusters of data/images
+    sizes = [int(ln.split()[0]) for ln in clusters]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] >= 2
+
+
+def test_stages_alone_give_what_a_run_gives(tmp_path):
+    inp = tmp_path / "in"
+    for g in range(3):
+        save(photo(g), inp / f"g{g}.jpg")
+        save(photo(g).resize((160, 120)), inp / f"g{g} small.jpg")
+    save(photo(9), inp / "alone.jpg")
+    collection = mhc.hash_folder(inp, ["phash_8"], workers=1)
+    assert collection.files == sorted(str(p) for p in inp.iterdir())
+    clustering = collection.sweep("phash_8", [0, 4, 8])
+    out = mhc.write_tree(tmp_path / "api", collection, [clustering])
+    full = mhc.run(Options(input=inp, output=tmp_path / "cli", algorithms=["phash_8"], thresholds="0:8:4", workers=1))
+    assert [c.tolist() for c in clustering.partition(8).clusters] == \
+        [c.tolist() for c in full.algorithms[0].partition(8).clusters]
+    a, b = mhc.read_summary(out), mhc.read_summary(tmp_path / "cli")
+    assert a["algorithms"]["phash_8"]["joins"] == b["algorithms"]["phash_8"]["joins"]
+    assert sorted(p.name for p in (out / "phash_8").iterdir()) == sorted(p.name for p in (tmp_path / "cli" / "phash_8").iterdir())
+    pairs = collection.pairs("phash_8", 8)
+    assert {(x.a, x.b) for x in pairs} == {(str(inp / f"g{g} small.jpg"), str(inp / f"g{g}.jpg")) for g in range(3)}
+
+
+def test_options_are_checked_like_the_command_line(tmp_path):
+    import pytest
+
+    with pytest.raises(mhc.UsageError, match="--frames must be 1 to 1000"):
+        mhc.hash_folder(tmp_path, ["phash_8"], frames=0)
+    with pytest.raises(mhc.UsageError, match="hash_folder"):
+        mhc.hash_folder(tmp_path, ["phash_8"], colour=True)
+    with pytest.raises(mhc.UsageError, match="--linkage must be"):
+        mhc.validate(Options(input=tmp_path, linkage="average"))
+    with pytest.raises(mhc.UsageError, match="--workers must be a whole number"):
+        mhc.validate(Options(input=tmp_path, workers="2"))

@@ -1,0 +1,46 @@
+"""Options: declared once, checked before any work, the same from Python, the command line
+and mhc.toml."""
+from __future__ import annotations
+
+import pytest
+
+from mhc import Options, UsageError, validate
+
+from conftest import photo, run_cli, save
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("thresholds = 10", "thresholds in {} (line 1) must be a text, not 10"),
+    ('duration-tolerance = "0.1"', 'duration-tolerance in {} (line 1) must be a number, not "0.1"'),
+    ('max-pixels = "100000"', 'max-pixels in {} (line 1) must be a whole number, not "100000"'),
+    ("verify = true", "verify in {} (line 1) must be a text, not true"),
+    ("algo = 8", "algo in {} (line 1) must be a list of texts, not 8"),
+    ('link = "teleport"', "link in {} (line 1) must be one of 'symlink', 'hardlink', 'copy', not \"teleport\""),
+    ("workers = -2", "--workers must be 0 (all cores) or more"),
+])
+def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message):
+    (tmp_path / "mhc.toml").write_text(setting + "\n")
+    r = run_cli("-n", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message.format(tmp_path / "mhc.toml") in " ".join(r.stderr.split()), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_huge_threshold_range_is_clipped_at_once(tmp_path):
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8", "-t", "0:1000000000:1", "-q",
+                timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "o" / "phash_8").iterdir())) == 65  # 0..64 bits
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8", "-t", "0%:100%:0.00001%", timeout=60)
+    assert r.returncode == 2 and "use a larger STEP" in r.stderr
+
+
+def test_wrong_types_from_python_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="--frames must be a whole number"):
+        validate(Options(input=tmp_path, frames="20"))
+    with pytest.raises(UsageError, match="--isometric must be true or false"):
+        validate(Options(input=tmp_path, isometric="yes"))
+    with pytest.raises(UsageError, match="--algo must be a list of texts"):
+        validate(Options(input=tmp_path, algorithms="phash_8"))
