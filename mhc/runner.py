@@ -249,13 +249,14 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                     results = fut.result()
                 except BrokenProcessPool:
                     # a worker died (out-of-memory killer, a signal): every batch in flight is
-                    # lost; retry their files one by one later, go on with a new pool
+                    # lost; their files are retried one by one later, the rest go to a new pool
                     suspects += batch
                     for other in futures:
                         suspects += futures[other]
                     futures.clear()
-                    _terminate(ex)
-                    ex = local_executor(workers)
+                    if own:
+                        _terminate(ex)
+                    ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
                     break
                 except Exception as e:  # a distributed executor lost the task (KilledWorker...)
                     if own:
