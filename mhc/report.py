@@ -163,6 +163,9 @@ def render_index(summary: dict) -> str:
             f"{c.get('found', len(files))} files found: {c.get('decoded', 0)} decoded now, "
             f"{c.get('from_cache', 0)} from the cache, {c.get('failed', 0)} could not be read"
             + (' (<a href="errors.csv">errors.csv</a>)' if c.get("failed") else "") + ".</p>",
+            (f"<p class=note>Computed in this run: {esc(', '.join(summary.get('computed_now', [])))}."
+             + (f" Kept from earlier runs, recomputed from cached hashes for this input: "
+                f"{esc(', '.join(summary['carried_over']))}." if summary.get("carried_over") else "") + "</p>"),
             "<p class=note>Each threshold folder links files whose hashes differ by at most that many bits. "
             "Open the suggested one first; go lower if a cluster holds pictures that are not the same, "
             "higher if copies stay apart.</p>"]

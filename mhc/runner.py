@@ -285,23 +285,34 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
 def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> FileResult:
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
-    ex = executor or local_executor(1)
+    if executor is not None:  # a distributed executor: one task for this one file
+        try:
+            return executor.submit(hash_batch, [item], plan).result()[0]
+        except Exception as e:  # it gave up on it (KilledWorker...)
+            return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
+    ctx = multiprocessing.get_context(start_method())
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_one, args=(send, item, plan), daemon=True)
+    proc.start()
+    send.close()
     try:
-        return ex.submit(hash_batch, [item], plan).result()[0]
-    except BrokenProcessPool:
-        code = _exit_code(ex)
-        how = f"killed by signal {-code}" if code and code < 0 else "its process ended"
+        return receive.recv()
+    except EOFError:  # the process died before it could answer
+        proc.join()
+        code = proc.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         return FileResult(path, error=DIED.format(how=how), cacheable=False)
-    except Exception as e:  # a distributed executor gave up on it
-        return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
     finally:
-        if executor is None:
-            _terminate(ex)
+        receive.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
 
 
-def _exit_code(ex: ProcessPoolExecutor) -> int | None:
-    procs = list((getattr(ex, "_processes", None) or {}).values())
-    return next((p.exitcode for p in procs if p.exitcode), None)
+def _one(send, item: tuple[str, str], plan: HashPlan) -> None:
+    _worker_init()
+    send.send(hash_batch([item], plan)[0])
+    send.close()
 
 
 def _terminate(ex: ProcessPoolExecutor) -> None:

@@ -1,0 +1,333 @@
+"""Nothing lost, ever: the cache and the output folder under real-world faults (issue 13).
+
+Full disks and read-only folders are real: small tmpfs mounts (these tests need root and
+skip otherwise, saying so). Dead workers are real processes killed with SIGKILL.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mhc import Options, run
+
+from conftest import ROOT, photo, run_cli, save, tree_digest
+
+
+def _mount(where: Path, size: str, *opts: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join((f"size={size}",) + opts), "tmpfs", str(where)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()}); the disk-full tests need root")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB filesystem at tmp_path/disk (a tmpfs), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    _mount(disk, "3m")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; returns the filler file (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (65536, 512, 1):  # to the last byte
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * chunk):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    inp = tmp_path / "photos"
+    for g in range(3):
+        save(photo(g, (200, 150)), inp / f"g{g}.jpg")
+        save(photo(g, (200, 150)).resize((120, 90)), inp / "food" / f"g{g} small.jpg")
+    return inp
+
+
+# 1 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["a photo", "the input folder", "another folder", "someone's database"])
+def test_cache_path_at_an_existing_file_or_folder_is_refused_untouched(photos, tmp_path, where):
+    import sqlite3
+
+    other = tmp_path / "other"
+    other.mkdir()
+    db = tmp_path / "lightroom.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE catalog (x)")
+    target = {"a photo": photos / "food" / "g0 small.jpg", "the input folder": photos, "another folder": other,
+              "someone's database": db}[where]
+    before = tree_digest(tmp_path)
+    r = run_cli("-i", str(photos), "-o", str(tmp_path / "out"), "--cache", str(target), "-q")
+    assert r.returncode == 2, r.stderr
+    assert "--cache" in r.stderr and "Traceback" not in r.stderr  # shown with -q too
+    assert tree_digest(tmp_path) == before  # nothing renamed, nothing created
+
+
+# 2 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["report", ".mhc"])
+def test_files_put_in_report_or_mhc_folders_are_never_deleted(photos, tmp_path, where):
+    out = tmp_path / "out"
+    assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:4:2", "-q").returncode == 0
+    mine = out / where / "my notes.txt"
+    mine.write_text("keep me")
+    for args in (["-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:6:2"], ["report", "-o", str(out)]):
+        r = run_cli(*args)
+        assert r.returncode == 2, r.stderr
+        assert "my notes.txt" in r.stderr and "did not make" in r.stderr and "Traceback" not in r.stderr
+        assert mine.read_text() == "keep me"
+
+
+# 3 ---------------------------------------------------------------------------------------------
+def test_a_full_disk_never_makes_mhc_throw_away_a_good_cache(photos, tmp_path, small_disk):
+    cache = small_disk / "c.sqlite"
+    o = dict(input=photos, cache=cache, workers=1, no_report=True)
+    first = run(Options(output=tmp_path / "o1", algorithms=["phash_8"], **o))
+    assert first.stats.decoded == 6
+    filler = fill(small_disk)
+    r = run_cli("-i", str(photos), "-o", str(tmp_path / "o2"), "--cache", str(cache), "-a", "phash_8", "-a",
+                "dhash_16", "--isometric", "-j", "1", "-q")
+    assert r.returncode == 0, r.stderr  # the run goes on, with one warning
+    assert "cannot be written" in r.stderr and "Traceback" not in r.stderr
+    assert cache.exists() and not list(small_disk.glob("*corrupt*"))
+    filler.unlink()
+    again = run(Options(output=tmp_path / "o3", algorithms=["phash_8"], **o))
+    assert again.stats.decoded == 0  # the cache kept every hash it had
+
+
+# 4 ---------------------------------------------------------------------------------------------
+def test_a_full_disk_during_a_warm_rerun_does_not_lock_the_output(photos, small_disk):
+    out = small_disk / "out"
+    args = ["-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:4:2", "--no-report"]
+    assert run_cli(*args, "-q").returncode == 0
+    before = tree_digest(out)
+    filler = fill(small_disk)
+    r = run_cli(*args)
+    assert r.returncode == 3 and "disk is full" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) > 0 and "Error:" in r.stderr
+    assert tree_digest(out) == before and not list(out.glob(".*mhc-tmp"))
+    filler.unlink()
+    assert run_cli(*args, "-q").returncode == 0  # not refused as "files mhc did not create"
+
+
+# 7 ---------------------------------------------------------------------------------------------
+def _workers_of(pid: int) -> list[int]:
+    """Child processes of ``pid`` (from /proc: fast enough to catch a worker mid-decode)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        kids.append(int(d))
+    return kids
+
+
+@pytest.fixture
+def many(tmp_path) -> Path:
+    inp = tmp_path / "many"
+    for k in range(60):
+        save(photo(k, (900, 700)), inp / f"p{k:02d}.png")
+    return inp
+
+
+def test_a_killed_worker_costs_nothing(many, tmp_path):
+    """kill -9 of a hashing worker: its batch is retried, every file is hashed, exit 0."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"), "-a",
+                          "phash_8", "--exact", "-j", "2", "--no-report", "--no-cache"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while not _workers_of(p.pid) and time.monotonic() < end:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    victims = _workers_of(p.pid)
+    assert victims, "no worker started"
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "60 files found: 60 decoded" in " ".join(out.split())
+
+
+def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many, tmp_path):
+    """Something (the kernel's out-of-memory killer, here this test) kills every process that
+    opens one file: that file is reported, all others are hashed."""
+    killer = many / "p07.png"
+    save(photo(7, (3000, 2400)), killer)  # open long enough to be seen
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"), "-a",
+                          "phash_8", "--exact", "-j", "2", "--no-report", "--no-cache", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = []
+    stop = threading.Event()
+
+    def watch() -> None:  # kill any worker holding the file open
+        while not stop.is_set():
+            for w in _workers_of(p.pid):
+                with contextlib.suppress(OSError):
+                    for fd in os.listdir(f"/proc/{w}/fd"):
+                        if os.readlink(f"/proc/{w}/fd/{fd}") == str(killer):
+                            os.kill(w, signal.SIGKILL)
+                            kills.append(w)
+                            break
+            time.sleep(0.001)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        out, err = p.communicate(timeout=300)
+    finally:
+        stop.set()
+    assert p.returncode == 0, err
+    assert len(kills) >= 2, kills  # killed in the pool, then again when retried alone
+    rows = list(csv.reader((tmp_path / "o" / "errors.csv").open()))
+    assert rows[1:] == [[str(killer), "the decoder died (killed by signal 9) on this file: likely out of memory; "
+                                      "it was skipped"]]
+    targets = {os.readlink(x) for x in (tmp_path / "o" / "phash_8").rglob("*") if x.is_symlink()}
+    assert len(targets) == 59
+
+
+def test_an_image_too_big_for_memory_is_reported_not_crashed_on(tmp_path):
+    """The memory guard: a 10000x10000 RGBA PNG (a few kB on disk) under a 1.5 GB address-space limit."""
+    from PIL import Image
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "fine.jpg")
+    Image.new("RGBA", (10000, 10000), (10, 20, 30, 128)).save(inp / "huge.png")
+    r = subprocess.run(["prlimit", "--as=1500000000", sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o",
+                        str(tmp_path / "o"), "-a", "phash_8", "--exact", "-j", "1", "--no-report", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {row[0]: row[1] for row in csv.reader((tmp_path / "o" / "errors.csv").open())}
+    assert "GB of memory to decode" in rows[str(inp / "huge.png")], rows
+
+
+# 8 ---------------------------------------------------------------------------------------------
+def test_folders_of_earlier_runs_follow_the_input(photos, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=photos, output=out, algorithms=["phash_8", "dhash_8"], thresholds="0:6:2", workers=1))
+    gone = photos / "food" / "g1 small.jpg"
+    gone.unlink()
+    res = run(Options(input=photos, output=out, algorithms=["phash_8"], thresholds="0:6:2", workers=1),
+              background_cleanup=False)
+    links = [p for p in (out / "dhash_8").rglob("*") if p.is_symlink()]
+    assert links and all(p.exists() for p in links)  # no dangling link: dhash_8 was recomputed
+    assert str(gone) not in {os.readlink(p) for p in links}
+    assert [a.key for a in res.algorithms if a.carried] == ["dhash_8"]
+    index = (out / "index.html").read_text()
+    assert "Computed in this run: phash_8." in index and "recomputed from cached hashes for this input: dhash_8" in index
+
+
+# 9 ---------------------------------------------------------------------------------------------
+def test_a_full_disk_while_writing_leaves_the_old_tree(photos, small_disk):
+    out = small_disk / "out"
+    assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0", "--no-report", "-q").returncode == 0
+    before = tree_digest(out)
+    fill(small_disk)
+    r = run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-a", "dhash_16", "--no-report")
+    assert r.returncode == 3 and "disk is full" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len([ln for ln in r.stderr.splitlines() if "Error" in ln]) == 1
+    assert tree_digest(out) == before and not list(small_disk.glob(".out.mhc-*"))
+
+
+def test_a_read_only_cache_is_read_with_one_warning(photos, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    ro = tmp_path / "ro"
+    _mount(ro, "3m")
+    try:
+        cache = ro / "c.sqlite"
+        run(Options(input=photos, output=tmp_path / "o1", cache=cache, algorithms=["phash_8"], workers=1))
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        r = run_cli("-i", str(photos), "-o", str(tmp_path / "o2"), "--cache", str(cache), "-a", "phash_8", "-a",
+                    "dhash_8")
+        assert r.returncode == 0, r.stderr
+        assert "cannot be written" in r.stderr and r.stderr.count("hash cache") == 1
+        assert "6 files found: 6 decoded" in " ".join(r.stdout.split())  # dhash_8 was computed
+        assert "phash_8 0 computed, 6 from the cache" in " ".join(r.stdout.split())
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+@pytest.mark.parametrize("case", ["read-only parent", "under a file", "mount point", "long name"])
+def test_impossible_outputs_are_refused_before_hashing(photos, tmp_path, case):
+    if case in ("read-only parent", "mount point") and os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    (tmp_path / "a file").write_text("x")
+    if case == "read-only parent":
+        _mount(tmp_path / "ro", "1m", "ro")
+        out, code, say = tmp_path / "ro" / "out", 3, "cannot write in"
+    elif case == "under a file":
+        out, code, say = tmp_path / "a file" / "out", 2, "is a file, not a folder"
+    elif case == "mount point":
+        _mount(tmp_path / "mnt", "1m")
+        out, code, say = tmp_path / "mnt", 2, "is a mount point"
+    else:
+        out, code, say = tmp_path / ("x" * 245), 2, "the folder name is too long"
+    try:
+        r = run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8")
+        assert r.returncode == code and say in " ".join(r.stderr.split()), r.stderr
+        assert "Hashing" not in r.stderr and "Traceback" not in r.stderr
+    finally:
+        for m in ("ro", "mnt"):
+            subprocess.run(["umount", "-l", str(tmp_path / m)], capture_output=True)
+
+
+# 10 --------------------------------------------------------------------------------------------
+def test_dry_run_creates_nothing_anywhere(photos, tmp_path):
+    xdg = tmp_path / "xdg"
+    env = {**os.environ, "XDG_CACHE_HOME": str(xdg)}
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "-i", str(photos), "-o",
+                        str(tmp_path / "new" / "deep" / "out"), "-a", "phash_8", "-n"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "dry run: nothing written" in r.stdout, r.stderr
+    assert not (tmp_path / "new").exists() and not xdg.exists()
+
+
+def test_names_that_are_not_utf8_map_back_from_errors_csv(tmp_path):
+    inp = tmp_path / "in"
+    save(photo(1), inp / "fine.jpg")
+    bad = os.path.join(os.fsencode(inp), b"caf\xe9 broken.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0" + b"\0" * 40)
+    run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True))
+    raw = (tmp_path / "o" / "errors.csv").read_bytes()
+    assert bad in raw  # the name's own bytes: the row maps back to the file
+    with open(tmp_path / "o" / "errors.csv", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert os.path.exists(os.fsencode(row["path"]))
+
+
+def test_ctrl_c_while_making_thumbnails_stops_at_once(many, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    assert run_cli("-i", str(many), "-o", str(tmp_path / "warm"), "--cache", str(cache), "-a", "ahash_8", "-t", "0",
+                   "--no-report", "-q").returncode == 0
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"),
+                          "--cache", str(cache), "-a", "ahash_8", "-t", "0", "-j", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while not (tmp_path / f".o.mhc-staging-{p.pid}" / ".mhc" / "thumbs").exists() and time.monotonic() < end:
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    t = time.monotonic()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Interrupted" in err and "Traceback" not in err
+    assert time.monotonic() - t < 2.0
+    assert not (tmp_path / "o").exists()
