@@ -11,7 +11,9 @@ sys.path.insert(0, HERE)
 
 try:
     from mhc.cli import main
-except ImportError as e:
+except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] == "mhc":
+        raise
     venv_python = os.path.join(HERE, ".venv", "bin", "python")
     if os.path.exists(venv_python) and os.path.realpath(sys.executable) != os.path.realpath(venv_python):
         os.execv(venv_python, [venv_python, os.path.abspath(__file__), *sys.argv[1:]])

@@ -11,28 +11,41 @@ from .errors import UsageError
 _IMAGE_CLUSTERING = {8: (19, 1), 12: (58, 2), 16: (108, 3), 20: (195, 5)}
 
 
+# Other sizes sweep the measured spread of copies, in steps of about 1 % of the bits
+# (benchmarks/distances.py on both labelled corpora, docs/benchmarks.md): copies of phash
+# and whash reach 23-31 % of the bits (95th percentile), those of ahash and dhash 4-11 %;
+# unrelated pictures begin to link at 14-33 % (1st percentile), and half of them are 40-50 %
+# apart. Beyond these spans every threshold folder is one chain.
+SPAN = {"phash": 0.35, "whash": 0.35, "ahash": 0.25, "dhash": 0.25, "dhash_vertical": 0.25}
+
+
 def default_thresholds(algo: Algorithm) -> list[int]:
-    """image-clustering's range for this hash size; other sizes get the same fraction of bits.
+    """image-clustering's range for hash sizes 8, 12, 16 and 20; other sizes sweep the
+    measured span of copies of their algorithm (:data:`SPAN`) in ~1 % steps.
 
     >>> default_thresholds(Algorithm("phash", 8))[-1]
     19
+    >>> default_thresholds(Algorithm("phash", 32))[-1], default_thresholds(Algorithm("phash", 32))[1]
+    (358, 10)
     """
     if algo.name != "colorhash" and algo.size in _IMAGE_CLUSTERING:
         stop, step = _IMAGE_CLUSTERING[algo.size]
         return list(range(0, stop + 1, step))
-    # nearest tabulated size by bit count, scaled to this one's bits
+    if algo.name in SPAN:
+        stop = max(1, round(algo.bits * SPAN[algo.name]))
+        return list(range(0, stop + 1, max(1, round(algo.bits / 100))))
+    # colorhash (histograms, not structure): the nearest tabulated size, scaled to its bits
     ref = min(_IMAGE_CLUSTERING, key=lambda s: abs(s * s - algo.bits))
     stop, step = _IMAGE_CLUSTERING[ref]
     scale = algo.bits / (ref * ref)
-    stop_b = max(1, round(stop * scale))
-    step_b = max(1, round(step * scale))
-    return list(range(0, stop_b + 1, step_b))
+    return list(range(0, max(1, round(stop * scale)) + 1, max(1, round(step * scale))))
 
 
 THRESHOLDS_HELP = (
-    "Hamming distances in bits, inclusive. Defaults per hash size as image-clustering: 8 -> 0:19:1, "
-    "12 -> 0:58:2, 16 -> 0:108:3, 20 -> 0:195:5; other sizes the same fraction of their bits. "
-    "-t also takes percentages of the bits (0%:30%:2%); STOP is clipped to the hash's bits.")
+    "Hamming distances in bits, inclusive. Defaults for hash sizes 8, 12, 16, 20 as image-clustering: "
+    "0:19:1, 0:58:2, 0:108:3, 0:195:5; other sizes sweep 0 to 35% of the bits for phash and whash, 0 to 25% "
+    "for ahash and dhash, in steps of 1% (e.g. phash_32, 1024 bits: 0:358:10), where copies were measured to "
+    "lie. -t also takes percentages of the bits (0%:30%:2%); STOP is clipped to the hash's bits.")
 MAX_STEPS = 100_000
 _PART = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
 _RANGE = re.compile(rf"^{_PART}(?::{_PART}(?::{_PART})?)?$")
