@@ -14,8 +14,10 @@ try:
 except ModuleNotFoundError as e:
     if (e.name or "").split(".")[0] == "mhc":
         raise
-    venv_python = os.path.join(HERE, ".venv", "bin", "python")
-    if os.path.exists(venv_python) and os.path.realpath(sys.executable) != os.path.realpath(venv_python):
+    venv = os.path.join(HERE, ".venv")
+    venv_python = os.path.join(venv, "bin", "python")
+    # a venv's python is a link to the base one: tell them apart by sys.prefix
+    if os.path.exists(venv_python) and os.path.realpath(sys.prefix) != os.path.realpath(venv):
         os.execv(venv_python, [venv_python, os.path.abspath(__file__), *sys.argv[1:]])
     sys.stderr.write(f"mhc cannot start: {e.name or e} is not installed for {sys.executable}.\n"
                      f"Set up first with `make run` (it makes .venv and runs mhc), then use ./cluster.py.\n")

@@ -14,6 +14,9 @@ mhc's cache) and prints, as a percentage of the hash's bits:
 
 The gap between the copies' 95th percentile and the strangers' 1st is where a good
 threshold lies; a loose ("vibe") threshold reaches toward the strangers' 5th percentile.
+With ``--rates 2,5,8,12`` it also prints, per threshold (percent of the bits), the share of
+each kind of pair that would link: how much of the "vibe" (look-alikes) a threshold gathers
+and how many strangers come with it.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("-a", "--algo", action="append")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--rates", help="comma-separated percentages of the bits: share of pairs within each")
     args = ap.parse_args()
     algos = args.algo or DEFAULT
     col = hash_folder(args.corpus, algos)
@@ -86,6 +90,17 @@ def main() -> None:
         print(f"{key:10s} {r['bits']:5d} | {'':6s}" + " ".join(f"{x:4.1f}" for x in r["copies"])
               + f" | {r['hard']:8.1f} | {r['related'][0]:8.1f} {r['related'][1]:4.1f} | {'':9s}"
               + " ".join(f"{x:4.1f}" for x in r["strangers"]))
+        if args.rates:
+            for t in (float(x) for x in args.rates.split(",")):
+                share = {k: 100 * float(np.mean(v <= t)) if len(v) else float("nan") for k, v in pct.items()}
+                r.setdefault("rates", {})[t] = share
+    if args.rates:
+        print(f"\nshare of pairs linked (percent) at thresholds given as percent of the bits")
+        print(f"{'algorithm':10s} {'thr %':>6s} {'copies':>7s} {'hard':>6s} {'related':>8s} {'strangers':>10s}")
+        for key, r in rows.items():
+            for t, sh in r["rates"].items():
+                print(f"{key:10s} {t:6.1f} {sh['copies']:7.1f} {sh['hard']:6.1f} {sh['related']:8.1f} "
+                      f"{sh['strangers']:10.2f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

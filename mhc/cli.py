@@ -54,7 +54,34 @@ EPILOG = escape("""[bold]Examples[/bold]
     escape("Exit status: 0 done; 1 done, part failed; 2 bad option or path; 3 the machine refused (disk full, "
            "read-only, locked, unreachable); 130 interrupted; 70 a bug in mhc.")
 
+class FlagHelpGroup(typer.core.TyperGroup):
+    """--help is a flag: shown without a value type, like every other flag."""
+
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
+class FlagHelpCommand(typer.core.TyperCommand):
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
+def command(group: typer.Typer, name: str):
+    """``@command(app, "name")``: a subcommand whose docstring is its help, escaped (rich
+    would take ``[tool.mhc]`` or ``mhc[dask]`` for markup and drop them), --help a flag."""
+    def register(fn):
+        return group.command(name, cls=FlagHelpCommand, help=escape(inspect.getdoc(fn) or ""))(fn)
+    return register
+
+
 app = typer.Typer(
+    cls=FlagHelpGroup,
     add_completion=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from .cache import HashCache
-from .cli import _setup_logging, app, effective_settings, out, user_errors
+from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
 
-cache_app = typer.Typer(help="Inspect or clear the hash cache.", no_args_is_help=True)
+cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 CacheOption = typer.Option(None, "--cache", help="The cache file (default: the one OUTPUT was made with, else your "
@@ -39,7 +38,7 @@ def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
     return default_cache_path()
 
 
-@cache_app.command("info")
+@command(cache_app, "info")
 def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = CacheOption) -> None:
     """Show where the hash cache is and what it holds.
 
@@ -57,7 +56,7 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
         out.print(f"  {k}: {n}", highlight=False)
 
 
-@cache_app.command("clear")
+@command(cache_app, "clear")
 def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = CacheOption) -> None:
     """Forget every cached hash (the next run hashes everything again); "not a duplicate"
     marks are kept.
@@ -77,7 +76,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
     out.print(f"cleared {n} hashes from {path}", highlight=False)
 
 
-@app.command("report")
+@command(app, "report")
 def report_command(
     output: Path = typer.Option(Path("data/output"), "-o", "--output", help="The output folder to rebuild the "
                                 "report of.", metavar="FOLDER"),
@@ -106,7 +105,7 @@ def _pairs_input(input: Optional[Path], output: Path) -> Path:
         return Path("data/images")
 
 
-@app.command("pairs")
+@command(app, "pairs")
 def pairs_command(
     algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
     threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",
@@ -149,7 +148,7 @@ def pairs_command(
             w.writerow([printable(a), printable(b), d])
 
 
-@app.command("ignore")
+@command(app, "ignore")
 def ignore_command(
     paths: Optional[list[Path]] = typer.Argument(None, help="Two files that are not duplicates of each other."),
     list_: bool = typer.Option(False, "--list", help="List the pairs marked so far.", metavar=""),
@@ -194,7 +193,7 @@ def ignore_command(
                 out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False)
 
 
-@app.command("evaluate")
+@command(app, "evaluate")
 def evaluate_command(
     output: Path = typer.Argument(..., help="An mhc output folder (or any tree of threshold folders of links)."),
     labels: Path = typer.Option(..., "--labels", help="Ground truth: JSON {path: group} (or a corpus labels.json), "
@@ -211,21 +210,21 @@ def evaluate_command(
 
     with user_errors():
         rows = evaluate(output, labels)
-    t = Table(title=f"{output} against {labels}", title_justify="left")
-    t.add_column("folder", justify="left", overflow="fold", no_wrap=False, min_width=20)
-    for col in ("precision", "recall", "F1", "pairs predicted", "true pairs"):
-        t.add_column(col, justify="right", no_wrap=True)
+    # plain columns, the folder last and whole: what identifies a row is never cut
+    out.print(f"{output} against {labels}, best last:", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"{'precision':>9} {'recall':>7} {'F1':>6} {'pairs predicted':>15} {'true pairs':>10}  folder",
+              highlight=False, markup=False, soft_wrap=True)
     for r in rows:
-        t.add_row(r.folder, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.predicted), str(r.true))
-    out.print(t)
+        out.print(f"{r.precision:9.3f} {r.recall:7.3f} {r.f1:6.3f} {r.predicted:15d} {r.true:10d}  {r.folder}",
+                  highlight=False, markup=False, soft_wrap=True)
     if rows:
         out.print(f"best F1 = {rows[-1].f1:.4f} at {rows[-1].folder}", highlight=False, markup=False, soft_wrap=True)
 
 
-@app.command("config")
+@command(app, "config")
 def config_command(ctx: typer.Context) -> None:
     """Print the effective settings as TOML, each with where it comes from (default,
-    mhc.toml or pyproject.toml's tool.mhc table). Paste the lines into an mhc.toml.
+    mhc.toml, or [tool.mhc] in pyproject.toml). The lines can be pasted into an mhc.toml.
 
     Example: mhc config > mhc.toml
     """

@@ -6,15 +6,15 @@ from typing import Optional
 
 import typer
 
-from .cli import _setup_logging, app, out, user_errors
+from .cli import FlagHelpGroup, _setup_logging, app, command, out, user_errors
 from .errors import EnvironmentFault, printable
 
-hydrus_app = typer.Typer(help="Hydrus Network: send pairs to a running client as potential duplicates.",
-                         no_args_is_help=True)
+hydrus_app = typer.Typer(cls=FlagHelpGroup, help="Hydrus Network: send pairs to a running client as potential "
+                         "duplicates.", no_args_is_help=True)
 app.add_typer(hydrus_app, name="hydrus")
 
 
-@hydrus_app.command("push")
+@command(hydrus_app, "push")
 def hydrus_push(
     algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
     threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",

@@ -19,12 +19,14 @@ def counts_line(result) -> str:
 
 
 def hashes_line(result) -> str | None:
-    """Per algorithm, how many files' hashes were computed now (when not all came from the cache)."""
+    """Which algorithms' hashes were computed now and which came from the cache (when
+    files were decoded: a decoded file may still have had some hashes cached)."""
     s = result.collection.stats
     if not any(s.computed_by_algo.values()):
         return None
-    parts = [f"{k} {s.computed_by_algo[k]} computed, {s.cached_by_algo[k]} from the cache" for k in s.computed_by_algo]
-    return "hashes: " + "; ".join(parts)
+    now = [f"{k} for {n} files" for k, n in s.computed_by_algo.items() if n]
+    cached = [f"{k} ({n})" if s.computed_by_algo[k] else k for k, n in s.cached_by_algo.items() if n]
+    return "hashes computed: " + ", ".join(now) + ("; from the cache: " + ", ".join(cached) if cached else "")
 
 
 def condensed(partitions, suggested: int | None) -> tuple[list, int]:

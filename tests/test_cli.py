@@ -107,3 +107,162 @@ def test_default_paths_are_data_images_and_data_output(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (work / "data" / "output" / "phash_8" / "thr_000_unclustered_0" / "001_2").is_dir() or any(
         (work / "data" / "output" / "phash_8").glob("thr_019_unclustered_0"))
+
+
+# -- the command line as a user meets it (issue 14) ---------------------------------------
+COMMANDS = [[], ["cache"], ["cache", "info"], ["cache", "clear"], ["report"], ["pairs"], ["ignore"], ["evaluate"],
+            ["config"], ["hydrus"], ["hydrus", "push"]]
+
+
+def _help_texts(path: list[str]) -> list[str]:
+    """The raw help strings (before rendering) of a command and its options."""
+    import click
+
+    from mhc.cli import app, main  # noqa: F401
+    import mhc.commands  # noqa: F401
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    texts = [cmd.help or "", cmd.epilog or ""]
+    texts += [p.help or "" for p in cmd.params if isinstance(p, click.Option)]
+    return texts
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "mhc")
+def test_help_shows_everything_in_brackets_and_flags_as_flags(path):
+    import re
+
+    from rich.markup import render
+
+    r = run_cli(*path, "--help")
+    assert r.returncode == 0, r.stderr
+    shown = " ".join(r.stdout.replace("│", " ").split())
+    for text in _help_texts(path):
+        plain = render(text).plain  # what the author wrote, markup escapes removed
+        for snippet in re.findall(r"\S*\[[^\]\s]+\]\S*", plain):
+            assert snippet.strip(".,;:)(") in shown, (path, snippet)
+    assert "<bool>" not in r.stdout
+
+
+def test_main_help_groups_its_options_and_names_the_extras():
+    r = run_cli("--help")
+    for panel in ("Input and output", "Algorithms and thresholds", "Videos", "Precision", "Large collections",
+                  "Output format"):
+        assert panel in r.stdout
+    for needed in ("mhc[dask]", "mhc[precision]", "Exit status"):
+        assert needed in " ".join(r.stdout.replace("│", " ").split())
+    assert "[tool.mhc]" in run_cli("config", "--help").stdout
+
+
+def test_counts_add_up_and_say_what_came_from_the_cache(corpus, tmp_path):
+    import re
+
+    cache = str(tmp_path / "c.sqlite")
+    assert run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "--cache", cache, "-a", "dhash_8", "-q").returncode == 0
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "--cache", cache, "-a", "dhash_8", "-a", "whash_16")
+    line = " ".join(r.stdout.split())
+    m = re.search(r"(\d+) files found: (\d+) decoded, (\d+) from the cache, (\d+) could not be read", line)
+    assert m, line
+    found, decoded, cached, failed = map(int, m.groups())
+    assert decoded + cached + failed == found and failed == 1 and decoded == found - 1
+    assert f"hashes computed: whash_16 for {decoded} files; from the cache: dhash_8" in line
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert f"{found} files found: {decoded} decoded now, 0 from the cache, 1 could not be read" in index
+
+
+def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
+    out = tmp_path / "o"
+    assert run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q").returncode == 0
+    r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", "--format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows and set(rows[0]) == {"path_a", "path_b", "distance"}
+    assert all(x["path_a"].startswith(str(corpus)) for x in rows)
+    csv_head = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", cwd=tmp_path).stdout.splitlines()[0]
+    assert csv_head == "path_a,path_b,distance"
+
+
+def test_config_prints_toml_that_round_trips(corpus, tmp_path):
+    import tomllib
+
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "mhc.toml").write_text(f'input = "{corpus}"\nalgo = ["dhash_8"]\nframes = 7\n')
+    first = run_cli("config", cwd=work)
+    assert first.returncode == 0, first.stderr
+    doc = tomllib.loads(first.stdout)  # valid TOML
+    assert doc["algo"] == ["dhash_8"] and doc["frames"] == 7 and doc["input"] == str(corpus)
+    assert "# mhc.toml" in first.stdout or "mhc.toml" in first.stdout
+    defaults = tomllib.loads(run_cli("config", cwd=tmp_path).stdout)
+    assert defaults["algo"] == ["phash_8", "ahash_8", "dhash_8", "whash_8", "phash_16"]  # the real default list
+    assert defaults["max-pixels"] == 178956970 and defaults["cache"].endswith("hashes.sqlite")
+    (work / "mhc.toml").write_text(first.stdout)  # print -> mhc.toml -> the same settings
+    again = run_cli("config", cwd=work)
+    strip = lambda text: [line.split("  #")[0] for line in text.splitlines()]
+    assert strip(again.stdout) == strip(first.stdout)
+
+
+def test_evaluate_never_cuts_the_folder_names(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for n in ("a1", "a2", "b1"):
+        (src / f"{n}.jpg").write_bytes(b"x")
+    long = "phash_20/thr_160_unclustered_1234567890"
+    d = tmp_path / "out" / long / "001_2"
+    d.mkdir(parents=True)
+    for n in ("a1", "a2"):
+        os.symlink(src / f"{n}.jpg", d / f"{n}.jpg")
+    (tmp_path / "out" / long / "unclustered_1").mkdir()
+    os.symlink(src / "b1.jpg", tmp_path / "out" / long / "unclustered_1" / "b1.jpg")
+    (tmp_path / "labels.json").write_text(json.dumps({"photos/a1.jpg": "A", "photos/a2.jpg": "A", "photos/b1.jpg": "B"}))
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "evaluate", str(tmp_path / "out"), "--labels",
+                        str(tmp_path / "labels.json")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "60"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(long) == 2  # in its row and in the best line, whole
+
+
+def test_cluster_py_without_its_libraries_says_how_to_set_up(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    shutil.copy(ROOT / "cluster.py", tmp_path / "cluster.py")
+    shutil.copytree(ROOT / "mhc", tmp_path / "mhc")
+    r = subprocess.run([sys.executable, "-S", str(tmp_path / "cluster.py"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 2 and "make run" in r.stderr and "Traceback" not in r.stderr
+    # where the project's .venv exists, another python (the system's) hands over to it
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    if sys.prefix == sys.base_prefix or os.path.realpath(sys.prefix) != str(ROOT / ".venv"):
+        pytest.skip("the tests do not run in the project's .venv")
+    r = subprocess.run([base, "-S", str(ROOT / "cluster.py"), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("mhc "), r.stderr
+
+
+def test_ctrl_c_with_no_cache_does_not_claim_a_cache(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, photo, save
+
+    inp = tmp_path / "in"
+    for k in range(40):
+        save(photo(k, (1200, 900)), inp / f"p{k}.png")
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"),
+                          "--no-cache", "--exact", "-a", "whash_16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(2.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "nothing was saved (--no-cache)" in " ".join(err.split()), err
+    assert "kept in the cache" not in err
