@@ -1,37 +1,63 @@
 """Pushing pairs to Hydrus Network as potential duplicates, through its Client API.
 
-Files are identified by SHA-256, the way Hydrus names them. Hashes the client does not
-know are listed, never guessed; the rest are sent in batches to
-``/manage_file_relationships/set_file_relationships`` with relationship 0 ("potential
-duplicates"), retrying failed requests. The API key needs the permissions "Search for and
-fetch files" (to ask which files the client knows) and "Manage file relationships".
+Follows the Client API documentation (hydrusnetwork/hydrus, ``docs/developer_api.md``):
+the access key goes in the ``Hydrus-Client-API-Access-Key`` header; errors come back with
+a status code (400 bad parameter, 401/403/419 access, 503 busy) and a JSON body whose
+``error`` text is shown to the user as it is.
+
+The key is checked first (``/verify_access_key``): it needs "search for and fetch files"
+(to ask which files the client has) and "edit file relationships". Files are identified
+by SHA-256, as Hydrus names them. ``/get_files/file_metadata`` answers for every hash the
+client has ever seen, deleted and trashed files included, so a file counts as present only
+if ``is_local`` and neither trashed nor deleted; the others are listed with the reason, never
+guessed. Each distinct pair of distinct files is sent once, in batches, to
+``/manage_file_relationships/set_file_relationships`` as relationship 0 ("potential
+duplicates"); failed requests are retried with backoff, and after several batches fail in a
+row the push stops.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .errors import MhcError
+from .errors import EnvironmentFault, MhcError, UsageError
 
 log = logging.getLogger(__name__)
 
-POTENTIAL_DUPLICATES = 0  # Hydrus' duplicate status for "potential duplicates"
+POTENTIAL_DUPLICATES = 0  # relationship enum of set_file_relationships
 KEY_HEADER = "Hydrus-Client-API-Access-Key"
+PERMISSIONS = {3: "search for and fetch files", 8: "edit file relationships"}  # ClientAPI.py's names
+METADATA_BATCH = 256  # "the client usually fetches file metadata in batches of 256"
+
+
+class Busy(EnvironmentFault):
+    """503: the client is busy (or shutting down)."""
+
+
+class Unreachable(EnvironmentFault):
+    """No answer, or an answer cut off, after every retry."""
 
 
 @dataclass
 class PushResult:
     pairs: int = 0  # pairs found by mhc
-    sent: int = 0  # pairs accepted by the client
-    unknown_files: list[str] = field(default_factory=list)  # paths the client does not know
+    distinct: int = 0  # distinct pairs of distinct files (by SHA-256)
+    collapsed: int = 0  # pairs dropped: identical copies (same SHA-256) or the same pair again
+    sent: int = 0  # pairs accepted by the client (or that would be sent, in a dry run)
+    not_sent: int = 0  # pairs in batches that failed, or were not tried after the push stopped
+    unknown_files: dict[str, str] = field(default_factory=dict)  # path -> why the client lacks it
     failed_batches: int = 0
+    stopped: str | None = None  # why the push stopped early
     dry_run: bool = False
 
 
@@ -44,52 +70,109 @@ def sha256_of(path: str) -> str:
 
 
 class HydrusClient:
-    """Plain-HTTP client for the few Client API calls mhc needs."""
+    """Plain-HTTP(S) client for the few Client API calls mhc needs."""
 
-    def __init__(self, api_url: str, api_key: str, *, retries: int = 3, backoff: float = 1.0, timeout: float = 30.0):
-        self.url = api_url.rstrip("/")
-        self.key = api_key
-        self.retries = retries
-        self.backoff = backoff
-        self.timeout = timeout
+    def __init__(self, api_url: str, api_key: str, *, retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
+                 ca_cert: str | Path | None = None, insecure: bool = False):
+        self.url = api_url.strip().rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"--api-url {api_url!r} is not an http:// or https:// address, e.g. http://127.0.0.1:45869")
+        self.key = api_key.strip()  # $(cat keyfile) keeps the newline; a header cannot hold it
+        if not self.key:
+            raise UsageError("the Hydrus access key is empty; pass --api-key KEY or set HYDRUS_API_KEY")
+        if any(ord(c) < 33 or ord(c) > 126 for c in self.key):
+            raise UsageError("the Hydrus access key holds spaces or control characters; it is 64 hexadecimal "
+                             "characters (services > review services > client api)")
+        if timeout <= 0:
+            raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.context = None
+        if self.url.startswith("https://"):
+            if insecure:
+                self.context = ssl._create_unverified_context()  # the user's explicit choice (--insecure)
+            else:
+                try:
+                    self.context = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+                except (OSError, ssl.SSLError) as e:
+                    raise UsageError(f"--ca-cert {ca_cert}: cannot load it as a certificate ({e})") from None
 
+    # -- requests -------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        headers = {KEY_HEADER: self.key}
+        headers = {KEY_HEADER: self.key, "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        last: Exception | None = None
+        last = ""
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    text = resp.read().decode() or "{}"
-                    return json.loads(text) if text.strip().startswith(("{", "[")) else {}
+                with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
+                    text = resp.read().decode("utf-8", "replace")
+                    return json.loads(text) if text.strip() else {}
             except urllib.error.HTTPError as e:
-                if e.code in (401, 403):
-                    raise MhcError(f"the Hydrus client refused the API key ({e.code}): give it the permissions "
-                                   f"'search for and fetch files' and 'manage file relationships'") from None
-                if e.code < 500 and e.code != 429:
-                    raise MhcError(f"Hydrus {method} {path} failed: {e.code} {e.reason}") from None
-                last = e
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = e
+                error = _error_text(e)
+                if e.code == 503:
+                    last, busy = f"the Hydrus client is busy (503: {error})", True
+                elif e.code >= 500 or e.code == 429:
+                    last, busy = f"the Hydrus client failed ({e.code}: {error})", False
+                else:
+                    raise _refusal(e.code, error, method, path) from None
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, ssl.SSLCertVerificationError):
+                    raise UsageError(f"the Hydrus client's certificate is not trusted ({e.reason.verify_message}); "
+                                     f"pass --ca-cert FILE with its certificate (client.crt in its db folder), or "
+                                     f"--insecure to skip the check") from None
+                last, busy = f"cannot reach the Hydrus client at {self.url} ({e.reason})", None
+            except (TimeoutError, OSError) as e:  # socket timeouts and resets
+                timed = isinstance(e, TimeoutError) or "timed out" in str(e)
+                last = (f"the Hydrus client did not answer within {self.timeout:g} s (raise --timeout)" if timed
+                        else f"the connection to the Hydrus client broke ({e})")
+                busy = None
+            except (http.client.HTTPException, ValueError) as e:  # a reply cut off mid-body, or not JSON
+                last, busy = f"the Hydrus client's reply was cut off or garbled ({type(e).__name__})", None
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
-        raise ConnectionError(f"Hydrus {method} {path} failed after {self.retries + 1} tries: {last}")
+        message = f"{method} {path}: {last}, after {self.retries + 1} tries"
+        raise Busy(message) if busy else Unreachable(message)
 
-    def known(self, hashes: list[str]) -> set[str]:
-        """The subset of ``hashes`` the client has (metadata rows with a file id)."""
-        found: set[str] = set()
-        for s in range(0, len(hashes), 256):
-            chunk = hashes[s:s + 256]
+    # -- the calls mhc makes ----------------------------------------------------------------
+    def verify(self) -> dict:
+        """Check the key and its permissions before any work; raises UsageError naming what is missing."""
+        doc = self._request("GET", "/verify_access_key")
+        if doc.get("permits_everything"):
+            return doc
+        granted = set(doc.get("basic_permissions") or [])
+        missing = [name for num, name in PERMISSIONS.items() if num not in granted]
+        if missing:
+            raise UsageError(f"the Hydrus access key {doc.get('name', '')!r} lacks the permission(s): "
+                             f"{', '.join(missing)}; add them under services > review services > client api")
+        return doc
+
+    def presence(self, hashes: list[str]) -> dict[str, str]:
+        """Each hash -> "present", or why the client cannot take it: "never seen by the
+        client", "in the client's trash", "deleted from the client"."""
+        out: dict[str, str] = {}
+        for s in range(0, len(hashes), METADATA_BATCH):
+            chunk = hashes[s:s + METADATA_BATCH]
             doc = self._request("GET", "/get_files/file_metadata",
-                                query={"hashes": json.dumps(chunk), "only_return_identifiers": "true"})
+                                query={"hashes": json.dumps(chunk), "include_services_object": "false"})
             for row in doc.get("metadata", []):
-                if row.get("file_id") is not None and row.get("hash"):
-                    found.add(row["hash"])
-        return found
+                h = row.get("hash")
+                if h is None:
+                    continue
+                if row.get("file_id") is None:
+                    out[h] = "never seen by the client"
+                elif row.get("is_trashed"):
+                    out[h] = "in the client's trash"
+                elif row.get("is_deleted") or not row.get("is_local", False):
+                    out[h] = "deleted from the client"
+                else:
+                    out[h] = "present"
+        for h in hashes:
+            out.setdefault(h, "never seen by the client")
+        return out
 
     def set_potential_duplicates(self, pairs: list[tuple[str, str]]) -> None:
         rows = [{"hash_a": a, "hash_b": b, "relationship": POTENTIAL_DUPLICATES, "do_default_content_merge": False,
@@ -97,25 +180,78 @@ class HydrusClient:
         self._request("POST", "/manage_file_relationships/set_file_relationships", body={"relationships": rows})
 
 
+def _error_text(e: urllib.error.HTTPError) -> str:
+    """The server's own words: the ``error`` of its JSON body, else the body's text."""
+    try:
+        raw = e.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        raw = ""
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict) and doc.get("error"):
+            return str(doc["error"]).strip().splitlines()[0]
+    except ValueError:
+        pass
+    return raw.strip().splitlines()[0] if raw.strip() else (e.reason or "")
+
+
+def _refusal(code: int, error: str, method: str, path: str) -> MhcError:
+    if code == 400 and "Access-Key" in error:
+        return UsageError(f"the Hydrus client cannot read the access key ({code}: {error}); it is 64 hexadecimal "
+                          f"characters")
+    if code in (401, 403, 419):
+        return UsageError(f"the Hydrus client refused the access key ({code}: {error})")
+    return UsageError(f"the Hydrus client refused {method} {path} ({code}: {error})")
+
+
+def distinct_pairs(pairs: Iterable[tuple[str, str, int]], digest: dict[str, str]) -> tuple[list[tuple[str, str]], int]:
+    """Each distinct pair of distinct SHA-256s once (in first-seen order), and how many
+    pairs were dropped for being identical copies or repeats."""
+    seen: set[tuple[str, str]] = set()
+    out, dropped = [], 0
+    for a, b, _ in pairs:
+        ha, hb = digest[a], digest[b]
+        key = (ha, hb) if ha < hb else (hb, ha)
+        if ha == hb or key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        out.append(key)
+    return out, dropped
+
+
 def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch: int = 100, dry_run: bool = False,
-               progress: Callable[[str, int, int], None] | None = None) -> PushResult:
-    """Send ``(path_a, path_b, distance)`` pairs as potential duplicates."""
+               stop_after: int = 3, progress: Callable[[int, int], None] | None = None) -> PushResult:
+    """Send ``(path_a, path_b, distance)`` pairs as potential duplicates (see the module)."""
+    if batch < 1:
+        raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
     result = PushResult(pairs=len(pairs), dry_run=dry_run)
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
     digest = {p: sha256_of(p) for p in paths}
-    known = client.known(sorted(set(digest.values())))
-    result.unknown_files = [p for p in paths if digest[p] not in known]
-    todo = [(digest[a], digest[b]) for a, b, _ in pairs if digest[a] in known and digest[b] in known]
+    status = client.presence(sorted(set(digest.values())))
+    result.unknown_files = {p: status[digest[p]] for p in paths if status[digest[p]] != "present"}
+    todo, result.collapsed = distinct_pairs(
+        [(a, b, d) for a, b, d in pairs if a not in result.unknown_files and b not in result.unknown_files], digest)
+    result.distinct = len(todo)
+    in_a_row = 0
     for s in range(0, len(todo), batch):
         chunk = todo[s:s + batch]
+        if result.stopped:
+            result.not_sent += len(chunk)
+            continue
         if not dry_run:
             try:
                 client.set_potential_duplicates(chunk)
-            except ConnectionError as e:
+            except (Busy, Unreachable) as e:
                 log.warning("%s; %d pairs not sent", e, len(chunk))
                 result.failed_batches += 1
+                result.not_sent += len(chunk)
+                in_a_row += 1
+                if in_a_row >= stop_after:
+                    result.stopped = f"{in_a_row} batches in a row failed ({e})"
                 continue
+        in_a_row = 0
         result.sent += len(chunk)
         if progress:
-            progress("hydrus", min(len(todo), s + batch), len(todo))
+            progress(min(len(todo), s + batch), len(todo))
     return result

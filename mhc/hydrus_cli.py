@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .cli import FlagHelpGroup, _setup_logging, app, command, out, user_errors
-from .errors import EnvironmentFault, printable
+from .errors import EXIT_PARTIAL, UsageError, printable
 
 hydrus_app = typer.Typer(cls=FlagHelpGroup, help="Hydrus Network: send pairs to a running client as potential "
                          "duplicates.", no_args_is_help=True)
@@ -19,19 +19,33 @@ def hydrus_push(
     algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
     threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",
                                   metavar="BITS"),
-    api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address.",
-                                metavar="URL"),
-    api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key with the permissions "
-                                "'search for and fetch files' and 'manage file relationships'.", metavar="KEY"),
+    api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address "
+                                "(http:// or https://).", metavar="URL"),
+    api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key (64 hex characters) "
+                                "with the permissions 'search for and fetch files' and 'edit file relationships'; "
+                                "checked before any hashing.", metavar="KEY"),
     input: Path = typer.Option(Path("data/images"), "-i", "--input", help="Folder of media (the files Hydrus holds, "
                                "or copies of them: files are matched by SHA-256).", metavar="FOLDER"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: your user cache folder's).",
                                          metavar="FILE"),
-    batch: int = typer.Option(100, "--batch", help="Pairs per request.", metavar="N"),
-    dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Find and check the pairs; send nothing.", metavar=""),
+    batch: int = typer.Option(100, "--batch", help="Pairs per request (1 or more).", metavar="N"),
+    retries: int = typer.Option(3, "--retries", help="Tries again after a failed request, waiting 1, 2, 4... s "
+                                "(0 or more).", metavar="N"),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for each answer of the client (a busy "
+                                  "client may need more).", metavar="SECONDS"),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="For https: trust this certificate (Hydrus' own "
+                                           "is self-signed: client.crt in its db folder).", metavar="FILE"),
+    insecure: bool = typer.Option(False, "--insecure", help="For https: do not check the certificate at all.",
+                                  metavar=""),
+    dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Check the key, find and check the pairs; send "
+                                 "nothing.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
 ) -> None:
     """Send the pairs of one threshold to Hydrus as potential duplicates (by SHA-256).
+
+    The access key is checked first. Files the client does not hold (never seen, in its
+    trash, deleted) are listed with the reason and their pairs are not sent; identical
+    copies and repeated pairs are sent once. Exit status 1 if some pairs could not be sent.
 
     Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
@@ -40,20 +54,28 @@ def hydrus_push(
 
     _setup_logging(False)
     with user_errors():
+        if batch < 1:
+            raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
+        if retries < 0:
+            raise UsageError(f"--retries must be 0 or more, not {retries}")
+        client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
+        client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = hash_folder(input, [algo], cache=cache, workers=workers)
         pairs = collection.pairs(algo, threshold)
-        client = HydrusClient(api_url, api_key)
-        try:
-            result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
-        except ConnectionError as e:
-            raise EnvironmentFault(f"{e}; is the Hydrus client running with its Client API on at {api_url}?") from None
+        result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
     verb = "would send" if dry_run else "sent"
-    out.print(f"{result.pairs} pairs within {threshold} bits; {verb} {result.sent} as potential duplicates"
-              + (f"; {result.failed_batches} batch(es) failed after retries" if result.failed_batches else ""),
-              highlight=False)
+    out.print(f"{result.pairs} pairs within {threshold} bits: {result.distinct} distinct pairs of files the client "
+              f"holds; {verb} {result.sent} as potential duplicates", highlight=False)
+    if result.collapsed:
+        out.print(f"{result.collapsed} pair(s) not sent twice: identical copies (one SHA-256) or repeats",
+                  highlight=False)
     if result.unknown_files:
-        out.print(f"{len(result.unknown_files)} file(s) unknown to the Hydrus client (their pairs were not sent):")
-        for p in result.unknown_files:
-            out.print(f"  {printable(p)}", highlight=False, markup=False)
-    if result.failed_batches:
-        raise typer.Exit(1)
+        out.print(f"{len(result.unknown_files)} file(s) the client does not hold (their pairs were not sent):",
+                  highlight=False)
+        for p, why in result.unknown_files.items():
+            out.print(f"  {printable(p)}: {why}", highlight=False, markup=False)
+    if result.not_sent:
+        why = f"; stopped: {result.stopped}" if result.stopped else ""
+        out.print(f"{result.not_sent} pair(s) not sent ({result.failed_batches} batch(es) failed{why}); run again "
+                  f"later to send them", highlight=False, markup=False)
+        raise typer.Exit(EXIT_PARTIAL)

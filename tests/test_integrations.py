@@ -1,21 +1,14 @@
 """Where users' media live: HEIC/AVIF/RAW, Hydrus Network, config files, "not a duplicate"."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from PIL import Image
 
 from mhc import Options, run
 from mhc.cache import HashCache
-from mhc import hash_folder
 
 from conftest import photo, run_cli, save
 
@@ -44,103 +37,6 @@ def test_raw_without_the_extra_is_reported_with_the_install_hint(tmp_path):
     res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True))
     assert [(e.path, e.reason) for e in res.errors] == [(str(inp / "DSC_0001.NEF"),
                                                           "RAW files need rawpy: pip install 'mhc[raw]'")]
-
-
-# -- Hydrus -------------------------------------------------------------------------------
-class FakeHydrus(BaseHTTPRequestHandler):
-    """The two Client API endpoints mhc uses, with the documented shapes."""
-
-    key = "k" * 64
-    known: set[str] = set()
-    received: list[dict] = []
-    fail_next = 0
-
-    def log_message(self, *a):
-        pass
-
-    def _reply(self, code: int, doc: dict) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorised(self) -> bool:
-        if self.headers.get("Hydrus-Client-API-Access-Key") != self.key:
-            self._reply(403, {"error": "bad key"})
-            return False
-        return True
-
-    def do_GET(self):
-        if not self._authorised():
-            return
-        u = urlparse(self.path)
-        assert u.path == "/get_files/file_metadata"
-        hashes = json.loads(parse_qs(u.query)["hashes"][0])
-        rows = [{"hash": h, "file_id": (1000 + n) if h in self.known else None} for n, h in enumerate(hashes)]
-        self._reply(200, {"metadata": rows, "version": 80})
-
-    def do_POST(self):
-        if not self._authorised():
-            return
-        assert self.path == "/manage_file_relationships/set_file_relationships"
-        doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if type(self).fail_next > 0:
-            type(self).fail_next -= 1
-            self._reply(503, {"error": "busy"})
-            return
-        type(self).received.extend(doc["relationships"])
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-@pytest.fixture
-def hydrus():
-    FakeHydrus.received = []
-    FakeHydrus.fail_next = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHydrus)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def _sha(p: str) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-
-def test_hydrus_push_sends_exactly_the_pairs_and_survives_a_failing_request(corpus, tmp_path, hydrus):
-    pairs = hash_folder(corpus, ["phash_8"], workers=1).pairs("phash_8", 6)
-    files = sorted({p for a, b, _ in pairs for p in (a, b)})
-    unknown = files[0]
-    FakeHydrus.known = {_sha(p) for p in files if p != unknown}
-    FakeHydrus.fail_next = 1  # the first batch meets a 503 and is retried
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
-                "--api-url", hydrus, "--api-key", FakeHydrus.key, "--batch", "5")
-    assert r.returncode == 0, r.stderr
-    expected = {(_sha(a), _sha(b)) for a, b, _ in pairs if unknown not in (a, b)}
-    got = {(x["hash_a"], x["hash_b"]) for x in FakeHydrus.received}
-    assert got == expected and len(FakeHydrus.received) == len(expected)
-    assert all(x["relationship"] == 0 and x["delete_a"] is False and x["delete_b"] is False for x in FakeHydrus.received)
-    assert "unknown to the Hydrus client" in r.stdout and os.path.basename(unknown) in r.stdout
-    # a dry run sends nothing
-    FakeHydrus.received = []
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
-                "--api-url", hydrus, "--api-key", FakeHydrus.key, "--dry-run")
-    assert r.returncode == 0 and FakeHydrus.received == [] and f"would send {len(expected)}" in r.stdout
-
-
-def test_hydrus_wrong_key_and_dead_server_are_clear_errors(corpus, tmp_path, hydrus):
-    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "6", "-i", str(corpus),
-                "--api-url", hydrus, "--api-key", "wrong")
-    assert r.returncode == 2 and "permissions" in r.stderr and "Traceback" not in r.stderr
-    from mhc.hydrus import HydrusClient, push_pairs
-
-    pairs = hash_folder(corpus, ["phash_8"], workers=1).pairs("phash_8", 6)
-    with pytest.raises(ConnectionError):
-        push_pairs(pairs, HydrusClient("http://127.0.0.1:9", "k", retries=1, backoff=0.01))
 
 
 # -- config -------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""mhc hydrus push against a strict fake of the Hydrus Client API (tests/hydrus_fake.py)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hydrus_fake import FakeHydrus
+from mhc import hash_folder
+
+from conftest import photo, run_cli, save
+
+KEY = "ab" * 32
+SET = "POST /manage_file_relationships/set_file_relationships"
+
+
+def sha(p) -> str:
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    inp = tmp_path / "photos"
+    for g in range(4):
+        base = photo(200 + g, (240, 180))
+        save(base, inp / f"g{g}.jpg", quality=92)
+        save(base.resize((160, 120)), inp / f"g{g} small.jpg")
+        save(base, inp / f"g{g} recompressed.jpg", quality=50)
+    shutil.copy(inp / "g0.jpg", inp / "g0 identical copy.jpg")  # the same bytes: one SHA-256
+    return inp
+
+
+@pytest.fixture
+def hub(photos):
+    with FakeHydrus() as h:
+        h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
+        h.state.files = {sha(p): "present" for p in photos.iterdir()}
+        yield h
+
+
+def push(hub, photos, *args, key=KEY, env=None):
+    cmd = ["hydrus", "push", "-a", "phash_8", "-t", "8", "-i", str(photos), "--api-url", hub.url, "--retries", "1",
+           *args]
+    if key is not None:
+        cmd += ["--api-key", key]
+    if env:
+        import sys
+
+        from conftest import ROOT
+
+        return subprocess.run([sys.executable, str(ROOT / "cluster.py"), *cmd], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "200", **env}, timeout=300)
+    return run_cli(*cmd)
+
+
+def expected(photos, skip=()) -> set[tuple[str, str]]:
+    pairs = hash_folder(photos, ["phash_8"], workers=1).pairs("phash_8", 8)
+    out = set()
+    for a, b, _ in pairs:
+        ha, hb = sha(a), sha(b)
+        if ha != hb and a not in skip and b not in skip:
+            out.add(tuple(sorted((ha, hb))))
+    return out
+
+
+def received(hub) -> list[tuple[str, str]]:
+    return [tuple(sorted((r["hash_a"], r["hash_b"]))) for r in hub.state.received]
+
+
+def test_sends_each_distinct_pair_of_distinct_files_once(hub, photos):
+    r = push(hub, photos, "--batch", "3")
+    assert r.returncode == 0, r.stderr
+    got = received(hub)
+    assert len(got) == len(set(got)) and set(got) == expected(photos)
+    assert all(a != b for a, b in got)  # identical copies never sent as a pair of themselves
+    assert all(x["relationship"] == 0 and x["delete_a"] is False and x["delete_b"] is False
+               for x in hub.state.received)
+    assert "not sent twice: identical copies" in " ".join(r.stdout.split())
+
+
+def test_deleted_trashed_and_unseen_files_are_not_sent(hub, photos):
+    states = {photos / "g1.jpg": "deleted", photos / "g2.jpg": "trashed"}
+    for p, st in states.items():
+        hub.state.files[sha(p)] = st
+    del hub.state.files[sha(photos / "g3.jpg")]
+    r = push(hub, photos)
+    assert r.returncode == 0, r.stderr
+    skip = {str(photos / n) for n in ("g1.jpg", "g2.jpg", "g3.jpg")}
+    assert set(received(hub)) == expected(photos, skip)
+    out = " ".join(r.stdout.split())
+    for name, why in (("g1.jpg", "deleted from the client"), ("g2.jpg", "in the client's trash"),
+                      ("g3.jpg", "never seen by the client")):
+        assert f"{name}: {why}" in out
+
+
+@pytest.mark.parametrize("batch", ["0", "-5"])
+def test_a_batch_size_below_one_is_refused(hub, photos, batch):
+    r = push(hub, photos, "--batch", batch)
+    assert r.returncode == 2 and "--batch must be 1 or more" in r.stderr and "Traceback" not in r.stderr
+    assert hub.state.requests == []
+
+
+def test_a_reply_cut_off_mid_body_is_retried_then_reported(hub, photos):
+    hub.state.cut = 1
+    assert push(hub, photos).returncode == 0  # one cut-off reply: retried
+    hub.state.cut = 100
+    r = push(hub, photos)
+    assert r.returncode == 3 and "cut off" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_key_ending_in_a_newline_works(hub, photos):
+    r = push(hub, photos, key=None, env={"HYDRUS_API_KEY": KEY + "\n"})
+    assert r.returncode == 0, r.stderr
+    assert received(hub)
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_key_without_the_permissions_is_refused_before_hashing(hub, photos, dry):
+    hub.state.keys[KEY]["basic_permissions"] = [3]
+    r = push(hub, photos, *dry)
+    assert r.returncode == 2 and "lacks the permission(s): edit file relationships" in " ".join(r.stderr.split())
+    assert "Hashing" not in r.stderr and "Traceback" not in r.stderr
+    assert hub.state.requests == ["GET /verify_access_key"]
+
+
+def test_the_servers_own_words_are_shown(hub, photos):
+    r = push(hub, photos, key="not-hex-at-all")
+    assert r.returncode == 2 and "Problem parsing Hydrus-Client-API-Access-Key!" in r.stderr
+    r = push(hub, photos, key="cd" * 32)
+    assert r.returncode == 2 and "Did not find an entry for that access key!" in r.stderr
+
+
+def test_a_busy_client_is_called_busy_and_the_push_stops(hub, photos):
+    hub.state.busy, hub.state.busy_on = 1000, {"/manage_file_relationships/set_file_relationships"}
+    r = push(hub, photos, "--batch", "1")
+    assert r.returncode == 1, r.stderr
+    text = " ".join((r.stdout + r.stderr).split())
+    assert "busy" in text and "is the Hydrus client running" not in text
+    assert "3 batches in a row failed" in text and "not sent" in text
+    assert hub.state.requests.count(SET) == 3 * 2  # 3 batches, 2 tries each; not every remaining batch
+
+
+def test_the_timeout_is_the_users(hub, photos):
+    hub.state.delay = 1.0
+    r = push(hub, photos, "--timeout", "0.3", "--retries", "0")
+    assert r.returncode == 3 and "did not answer within 0.3 s (raise --timeout)" in r.stderr
+    assert push(hub, photos, "--timeout", "5").returncode == 0
+
+
+def test_https_with_a_self_signed_certificate(photos, tmp_path):
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hydrus",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with FakeHydrus(str(cert), str(key)) as hub:
+        hub.state.keys[KEY] = {"name": "mhc", "permits_everything": True, "basic_permissions": []}
+        hub.state.files = {sha(p): "present" for p in photos.iterdir()}
+        r = push(hub, photos)
+        assert r.returncode == 2 and "--ca-cert" in r.stderr and "Traceback" not in r.stderr
+        assert push(hub, photos, "--ca-cert", str(cert)).returncode == 0
+        assert push(hub, photos, "--insecure").returncode == 0
+        assert received(hub)
+
+
+def test_an_unreachable_client_and_a_bad_address_are_one_line(photos):
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "8", "-i", str(photos), "--api-url", "http://127.0.0.1:9",
+                "--api-key", KEY, "--retries", "0")
+    assert r.returncode == 3 and "cannot reach the Hydrus client" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "8", "-i", str(photos), "--api-url", "127.0.0.1:45869",
+                "--api-key", KEY)
+    assert r.returncode == 2 and "is not an http:// or https:// address" in r.stderr
+
+
+def test_push_help_documents_the_options():
+    out = " ".join(run_cli("hydrus", "push", "--help").stdout.replace("│", " ").split())
+    for opt in ("--timeout", "--ca-cert", "--insecure", "--retries", "--batch", "client.crt"):
+        assert opt in out
