@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .ownership import (
     THRESHOLD_FOLDER,
     TOP_LEVEL_DIRS,
     TOP_LEVEL_FILES,
+    being_removed,
     check_own_dir,
     not_ours,
     refuse,
@@ -231,7 +233,7 @@ class OutputFolder:
             if _exchange(self.staging, self.out):
                 old = self.staging
             else:
-                old = self.parent / f".{self.out.name}{OLD_INFIX}{os.getpid()}"
+                old = self._old_name()
                 os.rename(self.out, old)
                 os.rename(self.staging, self.out)
             self.committed = True
@@ -243,10 +245,15 @@ class OutputFolder:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if old == self.staging:
-            renamed = self.parent / f".{self.out.name}{OLD_INFIX}{os.getpid()}"
+            renamed = self._old_name()
             os.rename(old, renamed)
             old = renamed
         retire(old, self._background)
+
+    def _old_name(self) -> Path:
+        # pid and a clock: two runs in one process must not meet an old tree that the
+        # previous one's detached remover is still deleting.
+        return self.parent / f".{self.out.name}{OLD_INFIX}{os.getpid()}-{time.monotonic_ns()}"
 
     def _roll_back(self, moves: list[str]) -> None:
         for rel in moves:
@@ -293,7 +300,7 @@ class OutputFolder:
             if not self.out.exists() and (p / MARKER).exists():
                 os.rename(p, self.out)  # killed between the two renames: put the old tree back
                 log.warning("restored the previous output from an interrupted run")
-            elif (p / MARKER).exists():
+            elif (p / MARKER).exists() and not being_removed(p):
                 left = remove_tree(p, not_ours(p))
                 if left:
                     log.warning("an earlier run left %s holding entries mhc did not make, e.g. %s; they were kept",

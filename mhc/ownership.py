@@ -7,6 +7,8 @@ removed.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -85,9 +87,14 @@ def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> li
     left: list[str] = []
 
     def rm(d: str) -> bool:
+        # FileNotFoundError is tolerated throughout: a detached remover of an earlier run
+        # (see retire) may be deleting the same tree at the same moment.
         empty = True
-        with os.scandir(d) as it:
-            entries = list(it)
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            return True
         for e in entries:
             if keep(e.path):
                 left.append(e.path)
@@ -95,14 +102,31 @@ def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> li
             elif e.is_dir(follow_symlinks=False):
                 empty = rm(e.path) and empty
             else:
-                os.unlink(e.path)  # a link is removed, never its target
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)  # a link is removed, never its target
         if empty:
-            os.rmdir(d)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(d)
         return empty
 
     if os.path.lexists(path):
         rm(str(path))
     return left
+
+
+def being_removed(path: Path) -> bool:
+    """True while a detached remover (see retire) holds its lock on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
 
 
 def retire(path: Path, background: bool = True) -> None:
@@ -128,6 +152,10 @@ def retire(path: Path, background: bool = True) -> None:
 
 if __name__ == "__main__":  # the detached remover of an old tree (see retire)
     try:
+        # The lock tells a later run's recovery that this tree is being removed, so it does
+        # not wait for (or race with) this process; it is released when the process ends.
+        lock = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         remove_tree(Path(sys.argv[1]), not_ours(Path(sys.argv[1])))
     except OSError:
         pass  # the next run's recovery finishes it

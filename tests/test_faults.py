@@ -261,7 +261,7 @@ def test_a_read_only_cache_is_read_with_one_warning(photos, tmp_path):
         assert r.returncode == 0, r.stderr
         assert "cannot be written" in r.stderr and r.stderr.count("hash cache") == 1
         assert "6 files found: 6 decoded" in " ".join(r.stdout.split())  # dhash_8 was computed
-        assert "phash_8 0 computed, 6 from the cache" in " ".join(r.stdout.split())
+        assert "hashes computed: dhash_8 for 6 files; from the cache: phash_8" in " ".join(r.stdout.split())
     finally:
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
@@ -319,15 +319,20 @@ def test_ctrl_c_while_making_thumbnails_stops_at_once(many, tmp_path):
     cache = tmp_path / "c.sqlite"
     assert run_cli("-i", str(many), "-o", str(tmp_path / "warm"), "--cache", str(cache), "-a", "ahash_8", "-t", "0",
                    "--no-report", "-q").returncode == 0
-    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"),
-                          "--cache", str(cache), "-a", "ahash_8", "-t", "0", "-j", "2"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + 60
-    while not (tmp_path / f".o.mhc-staging-{p.pid}" / ".mhc" / "thumbs").exists() and time.monotonic() < end:
-        time.sleep(0.005)
+    for attempt in range(3):  # a stalled test process may miss the ~1 s phase: then try again
+        out_dir = tmp_path / f"o{attempt}"
+        p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(out_dir),
+                              "--cache", str(cache), "-a", "ahash_8", "-t", "0", "-j", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        thumbs = tmp_path / f".{out_dir.name}.mhc-staging-{p.pid}" / ".mhc" / "thumbs"
+        while not thumbs.exists() and p.poll() is None:
+            time.sleep(0.005)
+        if p.poll() is None:
+            break
+        p.communicate()
     p.send_signal(signal.SIGINT)
     t = time.monotonic()
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Interrupted" in err and "Traceback" not in err
     assert time.monotonic() - t < 2.0
-    assert not (tmp_path / "o").exists()
+    assert not out_dir.exists()

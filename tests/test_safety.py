@@ -266,3 +266,41 @@ def test_link_name_keeps_stem_and_extension():
     assert link_name("/a/b/IMG 0042.JPG", "c3d1") == "IMG 0042_c3d1.JPG"
     assert link_name("/a/two\nlines.jpg", "00") == "two_lines_00.jpg"
     assert link_name("/a/" + "é" * 200 + ".png", "ab").endswith("_ab.png")
+
+
+def test_an_old_tree_being_removed_is_left_to_its_remover(tmp_path):
+    """Two runs back to back (in one process, as a script calling run() twice does): the
+    second run's recovery must neither wait for nor race with the detached remover of the
+    first run's old tree (CI once saw FileNotFoundError from exactly that race)."""
+    import fcntl
+
+    from mhc.ownership import remove_tree
+
+    inp = tmp_path / "in"
+    for i in range(3):
+        save(photo(i), inp / f"{i}.png")
+    o = dict(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1)
+    run(Options(**o))
+    old = tmp_path / ".out.mhc-old-1-2"  # as if a remover were still busy with it
+    (old / "phash_8" / "thr_000_unclustered_3").mkdir(parents=True)
+    (old / ".mhc-output").write_text("")
+    fd = os.open(old, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        run(Options(**o))
+        assert (old / "phash_8").is_dir()  # left to the process holding the lock
+    finally:
+        os.close(fd)
+    run(Options(**o))
+    assert not old.exists()  # nobody removing it any more: recovery finishes the job
+    # removal tolerates entries vanishing under it (another remover got there first)
+    tree = tmp_path / "t"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "x").write_text("")
+
+    def vanish(p: str) -> bool:
+        if p.endswith("/a"):
+            remove_tree(Path(p))
+        return False
+
+    assert remove_tree(tree, vanish) == [] and not tree.exists()
