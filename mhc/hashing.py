@@ -1,4 +1,4 @@
-"""One file -> every configured hash, decoded once for all algorithms.
+"""One file -> every configured hash, read once for all algorithms.
 
 :class:`HashPlan` says what to compute and names the cache keys; :func:`hash_file` does
 it for one file and never raises for a bad one (failures are values). Many files, in
@@ -15,7 +15,7 @@ from PIL import Image
 
 from .algorithms import Algorithm
 from .cache import FileInfo, content_sample
-from .decode import DecodeError, DecodeSettings, decode
+from .decode import DecodeError, DecodeSettings, decode_variants
 from .video import VideoSettings, sample_frames
 
 
@@ -40,6 +40,9 @@ class HashPlan:
     video: VideoSettings = VideoSettings()
     isometric: bool = False  # also hash the 8 rotations/mirrors of each image
     verify: bool = False  # also keep a small grey thumbnail of each image for SSIM
+    # The report's thumbnails are written here, from the decode hashing does anyway (not
+    # cached, not part of any key; a file whose thumbnail exists is not decoded for it).
+    thumb_dir: str | None = None
 
     @classmethod
     def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None,
@@ -85,6 +88,17 @@ class HashPlan:
         """Cache key of an image's small grey thumbnail for SSIM verification."""
         return f"ssim{SSIM_SIDE}|{self.decode.cache_tag()}"
 
+    def settings_for(self, algo: Algorithm) -> DecodeSettings:
+        """How an image is decoded for ``algo``: at the algorithm's own size, never the plan's,
+        so its hash is the same whichever algorithms are computed with it."""
+        if self.decode.exact:
+            return dataclasses.replace(self.decode, color=algo.needs_color)
+        return dataclasses.replace(self.decode, min_side=algo.min_side, color=algo.needs_color)
+
+    def ssim_settings(self) -> DecodeSettings:
+        """How an image is decoded for its SSIM thumbnail (grey, 4x the thumbnail's side)."""
+        return dataclasses.replace(self.decode, min_side=0 if self.decode.exact else 4 * SSIM_SIDE, color=False)
+
     def keys(self, kind: str, algorithms: tuple[Algorithm, ...] | None = None) -> list[str]:
         """Every cache key a file of ``kind`` needs (of ``algorithms``, default all)."""
         algos = self.algorithms if algorithms is None else algorithms
@@ -113,7 +127,8 @@ def transformed(image: Image.Image, k: int) -> Image.Image:
 
 
 def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
-    """Decode ``path`` once and compute every algorithm of ``plan``. Never raises for bad files."""
+    """Read ``path`` once and compute every algorithm of ``plan`` (one decode per distinct
+    size the algorithms need: one for a large JPEG). Never raises for bad files."""
     try:
         size = os.stat(path).st_size
         sample = content_sample(path, size)
@@ -136,28 +151,59 @@ def _os_reason(e: OSError) -> str:
 
 
 def _hash_image(path: str, plan: HashPlan) -> FileResult:
+    wanted = [plan.settings_for(a) for a in plan.algorithms] + ([plan.ssim_settings()] if plan.verify else [])
+    thumb = _thumb_target(path, plan)
+    if thumb is not None:
+        wanted.append(thumb[1])  # the same JPEG draft as the hashes' for camera-sized photos
+    distinct = list(dict.fromkeys(wanted))
     try:
-        d = decode(path, plan.decode)
+        decoded = decode_variants(path, distinct)
     except DecodeError as e:
         return FileResult(path, error=str(e), cacheable=e.cacheable)
-    image = d.image
+    d = decoded[0]
+    images = {s: x.image for s, x in zip(distinct, decoded)}
     result = FileResult(path, info=FileInfo(d.width, d.height, d.format, d.taken))
     try:
-        for algo, hashed in zip(plan.algorithms, _hash_all(image, plan.algorithms, plan.decode.exact)):
-            result.values[plan.hkey(algo)] = hashed
-        if plan.isometric:
-            # all from the one decoded image; a transposed image is as cheap as a copy
-            variants = [_hash_all(transformed(image, k), plan.algorithms, plan.decode.exact) for k in range(1, 8)]
-            for n, algo in enumerate(plan.algorithms):
-                result.values[plan.iso_key(algo)] = result.values[plan.hkey(algo)] + b"".join(v[n] for v in variants)
+        turned: dict[tuple, Image.Image] = {}  # (settings, k) -> transformed image, shared by algorithms
+        for algo in plan.algorithms:
+            s = plan.settings_for(algo)
+            result.values[plan.hkey(algo)] = algo.hash_image(images[s])
+            if plan.isometric:
+                for k in range(1, 8):
+                    if (s, k) not in turned:
+                        turned[s, k] = transformed(images[s], k)  # as cheap as a copy
+                result.values[plan.iso_key(algo)] = result.values[plan.hkey(algo)] + b"".join(
+                    algo.hash_image(turned[s, k]) for k in range(1, 8))
         if plan.verify:
-            g = image.convert("L").resize((SSIM_SIDE, SSIM_SIDE), Image.BILINEAR)
+            g = images[plan.ssim_settings()].resize((SSIM_SIDE, SSIM_SIDE), Image.BILINEAR)
             result.values[plan.ssim_key()] = g.tobytes()
+        if thumb is not None:
+            _save_thumb(images[thumb[1]], thumb[0])
     except MemoryError:
         return FileResult(path, error="out of memory while hashing; free memory or use -j 1", cacheable=False)
     except Exception as e:  # a hash library failing on an odd image is a file error, not a crash
         return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
     return result
+
+
+def _thumb_target(path: str, plan: HashPlan) -> tuple[str, DecodeSettings] | None:
+    if plan.thumb_dir is None:
+        return None
+    from .thumbs import THUMB_SIDE, thumb_name  # here: thumbs imports the runner, which imports this
+
+    name = thumb_name(path)
+    if name is None or os.path.exists(os.path.join(plan.thumb_dir, name)):
+        return None
+    return os.path.join(plan.thumb_dir, name), dataclasses.replace(plan.decode, min_side=THUMB_SIDE, color=True)
+
+
+def _save_thumb(image: Image.Image, dest: str) -> None:
+    from .thumbs import save_thumb
+
+    try:
+        save_thumb(image, dest)
+    except OSError:
+        pass  # e.g. a Dask worker on another machine: the report makes the missing ones
 
 
 def _hash_all(image, algorithms, exact: bool) -> list[bytes]:

@@ -8,6 +8,8 @@ retried one per process, and a file that kills its process again is reported.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import multiprocessing
 import os
@@ -144,7 +146,7 @@ def compute_hashes(
     # Only the algorithms some file still lacks; a file missing any is decoded once.
     missing = tuple(a for a in plan.algorithms
                     if any(k not in cached.values.get(f.path, {}) for f in todo for k in plan.keys(f.kind, (a,))))
-    work_plan = HashPlan(missing or plan.algorithms, plan.decode, plan.video, plan.isometric, plan.verify)
+    work_plan = dataclasses.replace(plan, algorithms=missing or plan.algorithms)
     pending: list[tuple[MediaFile, FileInfo | None, dict[str, bytes], tuple[str, str] | None]] = []
     last_flush = time.monotonic()
 

@@ -295,3 +295,35 @@ def test_content_change_keeping_size_and_mtime_is_noticed(tmp_path):
     # 3. a touch of the ctime alone (chmod) reads a sample of the file, decodes nothing
     c.chmod(0o600)
     assert run(Options(**o)).stats.decoded == 0
+
+
+def test_a_hash_does_not_depend_on_the_other_algorithms_computed_with_it(tmp_path):
+    """The cache keeps one value per file and algorithm, so that value must be what the
+    algorithm computes alone: a shared decode at the largest algorithm's size used to move
+    ahash_8 hashes by a bit when phash_20 was computed with it."""
+    from PIL import Image
+
+    from mhc.hashing import hash_file
+
+    paths = [save(photo(400, (640, 480)), tmp_path / "small.jpg", quality=85),
+             save(photo(401, (2100, 1600)), tmp_path / "large.jpg", quality=85),
+             save(photo(402, (900, 700)), tmp_path / "plain.png"),
+             save(photo(403, (700, 900)).convert("L"), tmp_path / "grey.jpg"),
+             save(photo(404, (1000, 800)).convert("CMYK"), tmp_path / "cmyk.jpg")]
+    rgba = photo(405, (800, 600)).convert("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 128))
+    paths.append(save(rgba, tmp_path / "alpha.png"))
+    everything = parse_algorithms(["ahash_8", "whash_8", "phash_20", "colorhash_8", "dhash_16", "phash_32"])
+    for exact in (False, True):
+        full = HashPlan.build(everything, exact=exact, isometric=not exact, verify=True)
+        for p in paths if not exact else paths[:1] + paths[-1:]:  # exact: one full decode, two files suffice
+            together = hash_file(str(p), full)
+            assert together.error is None, together.error
+            for a in everything:
+                alone_plan = HashPlan.build([a], exact=exact, isometric=not exact)
+                alone = hash_file(str(p), alone_plan)
+                assert alone.values[alone_plan.hkey(a)] == together.values[full.hkey(a)], (p.name, a.key, exact)
+                if not exact:
+                    assert alone.values[alone_plan.iso_key(a)] == together.values[full.iso_key(a)], (p.name, a.key)
+            ssim_alone = HashPlan.build(everything[:1], exact=exact, verify=True)
+            assert hash_file(str(p), ssim_alone).values[ssim_alone.ssim_key()] == together.values[full.ssim_key()]
