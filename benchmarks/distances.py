@@ -95,7 +95,7 @@ def main() -> None:
                 share = {k: 100 * float(np.mean(v <= t)) if len(v) else float("nan") for k, v in pct.items()}
                 r.setdefault("rates", {})[t] = share
     if args.rates:
-        print(f"\nshare of pairs linked (percent) at thresholds given as percent of the bits")
+        print("\nshare of pairs linked (percent) at thresholds given as percent of the bits")
         print(f"{'algorithm':10s} {'thr %':>6s} {'copies':>7s} {'hard':>6s} {'related':>8s} {'strangers':>10s}")
         for key, r in rows.items():
             for t, sh in r["rates"].items():

@@ -124,7 +124,8 @@ def pairs_command(
 
     Hashes come from the cache when they are there. The pairs are exactly the links behind
     the clusters of the same threshold folder. CSV columns and JSON keys: path_a, path_b,
-    distance.
+    distance; JSON adds file_a and file_b (width, height, bytes, format, taken, mtime_ns) and
+    probable_original (the larger, less compressed, older of the two).
 
     Example: mhc pairs -o data/output -a phash_16 -t 20 --format json > pairs.json
     """
@@ -138,8 +139,14 @@ def pairs_command(
                                  isometric=isometric)
         pairs = collection.pairs(algo, threshold, isometric=isometric)
     if fmt == "json":
-        json.dump([{"path_a": a, "path_b": b, "distance": d} for a, b, d in pairs], sys.stdout, indent=1,
-                  ensure_ascii=True)
+        index = {f: i for i, f in enumerate(collection.files)}
+        rows = []
+        for a, b, d in pairs:
+            ia, ib = index[a], index[b]
+            rows.append({"path_a": a, "path_b": b, "distance": d, "file_a": collection.facts(ia),
+                         "file_b": collection.facts(ib),
+                         "probable_original": collection.files[collection.probable_original([ia, ib])]})
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=True)
         sys.stdout.write("\n")
     else:
         w = csv.writer(sys.stdout)

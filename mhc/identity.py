@@ -34,3 +34,16 @@ def content_sample(path: str, size: int) -> bytes:
             f.seek(size - 65536)
             h.update(f.read(65536))
     return h.digest()
+
+
+def original_key(width: int | None, height: int | None, size: int | None, taken: str | None, mtime_ns: int | None,
+                 path: str) -> tuple:
+    """Sort key of "probably the original" (smallest first): the largest picture, then the
+    least compressed (most bytes per pixel), then the oldest (EXIF date taken, else mtime),
+    then the path. As czkawka and dupeGuru choose the file to keep."""
+    import time
+
+    px = (width or 0) * (height or 0)
+    bpp = (size or 0) / px if px else 0.0
+    when = taken or (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(mtime_ns / 1e9)) if mtime_ns else "9999")
+    return (-px, -bpp, when, path)

@@ -1,50 +1,62 @@
 """The HTML report: pick a threshold by looking, not by opening 400 folders.
 
-Static pages that work offline from ``file://`` (no CDN, no server, no script needed):
+Static pages that work offline from ``file://`` (no CDN, no server, no script needed),
+rendered from Jinja2 templates (``mhc/templates``) with autoescaping:
 
-    <out>/index.html                         per algorithm: chart, suggestion, threshold table
-    <out>/report/<algo>/thr_NNN.html          contact sheets, largest cluster first (paged)
+    <out>/index.html                    "open this first", contents, per algorithm a chart,
+                                        the suggestion and the table of thresholds
+    <out>/report/<algo>/thr_NNN.html    contact sheets, largest cluster first (paged)
 
-Every name and path is escaped; images load lazily and pages hold at most PAGE_FILES
-thumbnails, so a 10,000-file collection stays usable.
+Under each picture: pixels, file size, format and date; the probable original of each
+cluster (largest, then least compressed, then oldest) is marked, distances are to it, and
+clusters whose files are farther apart than the threshold (linked through others) are
+flagged. Pages hold at most PAGE_FILES thumbnails, loaded lazily.
 """
 from __future__ import annotations
 
-import html
+import functools
 import os
 import shlex
+import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
+import jinja2
+import numpy as np
+from markupsafe import Markup, escape
+
 from .pairs import hex_distance
+from .summary import original_ranks, partitions
 
 PAGE_FILES = 1000
+DIAMETER_SAMPLE = 300  # members of a cluster whose pairwise distances are all measured
 SERIES = [  # key in summary, label, colour
     ("clusters", "clusters", "#1f77b4"),
     ("clustered_files", "files in clusters", "#2ca02c"),
     ("largest", "largest cluster", "#d62728"),
     ("unclustered", "unclustered", "#7f7f7f"),
 ]
-CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1,h2,h3{font-weight:600} a{color:#0b5cad} table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:2px 8px;text-align:right} th{background:#eee}
-tr.suggested td{background:#e3f6e3;font-weight:600} .note{color:#555;max-width:60em}
-nav{margin:.5em 0 1em;padding:.4em;background:#eee;border-radius:4px} nav a,nav span{margin-right:1em}
-section.cluster{margin:1em 0;padding:.5em;background:#fff;border:1px solid #ddd;border-radius:4px}
-.sheet{display:flex;flex-wrap:wrap;gap:8px} figure{margin:0;width:200px}
-figure img{width:200px;height:150px;object-fit:contain;background:#ddd;display:block}
-figcaption{font-size:12px;word-break:break-all} .d{color:#555} .missing{width:200px;height:150px;
-display:flex;align-items:center;justify-content:center;background:#eee;color:#888}
-svg text{font:11px sans-serif} .legend span{margin-right:1em}
-details.ignore{font-size:11px;color:#666} details.ignore code{user-select:all;word-break:break-all}
-"""
+Measure = Callable[[str, np.ndarray, int], tuple[list[int], int]]
+"""``measure(key, members, original)``: each member's distance to the original, and the
+largest distance between two members (the cluster's diameter)."""
 
 
-def esc(text: object) -> str:
-    """HTML-escape anything shown (names may hold markup); undecodable bytes shown escaped."""
-    s = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return html.escape(s, quote=True)
+def shown(value):
+    """Names that are not UTF-8 are shown with escapes instead of failing the page."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def _html(value: str) -> Markup:
+    return escape(shown(value))
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("mhc", "templates"), autoescape=True, finalize=shown,
+                              trim_blocks=True, lstrip_blocks=True)
 
 
 def file_url(path: str) -> str:
@@ -56,21 +68,21 @@ def page_name(threshold: int, width: int, page: int = 1) -> str:
     return f"thr_{threshold:0{width}d}" + (f"-{page}" if page > 1 else "") + ".html"
 
 
-def _page(title: str, body: str, css_href: str | None = None) -> str:
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width">'
-        '<link rel=icon href="data:,">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
-    )
+def _widths(algos: dict[str, dict]) -> dict[str, int]:
+    return {k: max(3, len(str(max(t["threshold"] for t in e["thresholds"])))) for k, e in algos.items()}
 
 
+def _unit(entry: dict) -> str:
+    return "%" if entry.get("unit") == "%" else ""
 
 
-def chart_svg(entry: dict, n_files: int, width: int = 720, height: int = 260) -> str:
-    """Inline SVG: the four counts against threshold, the suggested threshold marked."""
-    ts = [t["threshold"] for t in entry["thresholds"]]
-    left, right, top, bottom = 48, 12, 12, 36
+# -- the chart -------------------------------------------------------------------------------
+def chart_svg(key: str, entry: dict, n_files: int, width: int = 720, height: int = 260) -> Markup:
+    """Inline SVG (scales with the page): the four counts against threshold, the suggestion
+    marked with its label always inside the plot."""
+    ths = entry["thresholds"]
+    ts = [t["threshold"] for t in ths]
+    left, right, top, bottom = 48, 16, 22, 36
     w, h = width - left - right, height - top - bottom
     tmin, tmax = min(ts), max(ts)
     ymax = max(1, n_files)
@@ -81,63 +93,259 @@ def chart_svg(entry: dict, n_files: int, width: int = 720, height: int = 260) ->
     def y(v: float) -> float:
         return top + h - h * v / ymax
 
-    parts = [f'<svg class=chart role=img aria-label="{esc(entry["key"])} counts by threshold" '
-             f'width={width} height={height} viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
-    parts.append(f'<rect x={left} y={top} width={w} height={h} fill="#fff" stroke="#ccc"/>')
+    unit = "percent of each threshold" if entry.get("unit") == "%" else "bits"
+    parts = [f'<svg class=chart role=img aria-label="{escape(key)} counts by threshold" viewBox="0 0 {width} '
+             f'{height}" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">',
+             f'<rect x={left} y={top} width={w} height={h} fill="#fff" stroke="#ccc"/>']
     for frac in (0, 0.25, 0.5, 0.75, 1):
         v = ymax * frac
         parts.append(f'<line x1={left} x2={left + w} y1={y(v):.1f} y2={y(v):.1f} stroke="#eee"/>'
                      f'<text x={left - 4} y={y(v) + 4:.1f} text-anchor=end>{v:.0f}</text>')
-    step = max(1, len(ts) // 10)
-    for t in ts[::step]:
+    for t in ts[::max(1, len(ts) // 10)]:
         parts.append(f'<text x={x(t):.1f} y={top + h + 14} text-anchor=middle>{t}</text>')
-    parts.append(f'<text x={left + w / 2} y={height - 4} text-anchor=middle>threshold (bits)</text>')
+    parts.append(f'<text x={left + w / 2} y={height - 4} text-anchor=middle>threshold ({unit})</text>')
     sug = (entry.get("suggested") or {}).get("threshold")
     if sug is not None:
-        parts.append(f'<line class=suggested x1={x(sug):.1f} x2={x(sug):.1f} y1={top} y2={top + h} '
-                     f'stroke="#2a2" stroke-width=3 stroke-dasharray="6 3"><title>suggested threshold {sug}</title></line>'
-                     + (f'<text x={x(sug) - 4:.1f} y={top + 12} fill="#2a2" text-anchor=end>suggested: {sug}</text>'
-                        if x(sug) > left + w * 0.8 else
-                        f'<text x={x(sug) + 4:.1f} y={top + 12} fill="#2a2">suggested: {sug}</text>'))
-    for key, label, colour in SERIES:
-        pts = " ".join(f"{x(t['threshold']):.1f},{y(t[key]):.1f}" for t in entry["thresholds"])
-        parts.append(f'<polyline class="series {key}" fill=none stroke="{colour}" stroke-width=2 points="{pts}"/>')
-        for t in entry["thresholds"]:
-            parts.append(f'<circle cx={x(t["threshold"]):.1f} cy={y(t[key]):.1f} r=2.5 fill="{colour}">'
-                         f'<title>{esc(label)} at {t["threshold"]}: {t[key]}</title></circle>')
+        xs = x(sug)
+        anchor, dx = ("end", -4) if xs > left + w / 2 else ("start", 4)
+        parts.append(f'<line class=suggested x1={xs:.1f} x2={xs:.1f} y1={top} y2={top + h} stroke="#2a2" '
+                     f'stroke-width=3 stroke-dasharray="6 3"><title>suggested threshold {sug}</title></line>'
+                     f'<text class=suggested-label x={xs + dx:.1f} y={top - 6} fill="#2a2" text-anchor={anchor}>'
+                     f'suggested: {sug}</text>')
+    for k, label, colour in SERIES:
+        pts = " ".join(f"{x(t['threshold']):.1f},{y(t[k]):.1f}" for t in ths)
+        parts.append(f'<polyline class="series {k}" fill=none stroke="{colour}" stroke-width=2 points="{pts}"/>')
+        parts += [f'<circle cx={x(t["threshold"]):.1f} cy={y(t[k]):.1f} r=2.5 fill="{colour}"><title>{escape(label)} '
+                  f'at {t["threshold"]}: {t[k]}</title></circle>' for t in ths]
     parts.append("</svg>")
-    legend = "".join(f'<span style="color:{c}">━ {esc(label)}</span>' for _, label, c in SERIES)
-    return "".join(parts) + f'<div class=legend>{legend}</div>'
+    legend = "".join(f'<span style="color:{c}">━ {escape(label)}</span>' for _, label, c in SERIES)
+    return Markup("".join(parts) + f"<div class=legend>{legend}</div>")
 
 
-def build_report(out: Path, summary: dict, thumbs: dict[str, str], distances=None) -> list[Path]:
+# -- the index ---------------------------------------------------------------------------------
+def render_index(summary: dict) -> str:
+    """``index.html``: "open this first", contents, and per algorithm a chart, the suggestion
+    and the table of thresholds."""
+    files = summary["files"]
+    algos = summary["algorithms"]
+    widths = _widths(algos)
+    rows = []
+    for key, e in algos.items():
+        sug = (e.get("suggested") or {}).get("threshold")
+        href = lambda t: f"report/{urllib.parse.quote(key)}/{page_name(t, widths[key])}"  # noqa: E731
+        rows.append({
+            "key": key, "unit": _unit(e), "carried": not e.get("computed_now", True),
+            "bits_text": "% of each --require threshold" if e.get("unit") == "%" else f"{e.get('bits', '?')} bits",
+            "chart": chart_svg(key, e, len(files)), "suggested": sug,
+            "suggested_href": href(sug) if sug is not None else None,
+            "explanation": (e.get("suggested") or {}).get("explanation"),
+            "too_flat": [os.path.basename(files[k]) for k in e.get("too_flat") or []],
+            "rows": [dict(t, href=href(t["threshold"]), suggested=t["threshold"] == sug) for t in e["thresholds"]],
+        })
+    rec = summary.get("recommended")
+    open_first = None
+    if rec and rec.get("key") in algos and len(algos) > 1:
+        e = algos[rec["key"]]
+        t = next(t for t in e["thresholds"] if t["threshold"] == rec["threshold"])
+        open_first = {"key": rec["key"], "folder": t["folder"], "explanation": rec["explanation"],
+                      "href": f"report/{urllib.parse.quote(rec['key'])}/{page_name(rec['threshold'], widths[rec['key']])}"}
+    c = summary.get("counts", {})
+    counts = {"found": c.get("found", len(files)), "decoded": c.get("decoded", 0), "from_cache": c.get("from_cache", 0),
+              "failed": c.get("failed", 0)}
+    return environment().get_template("index.html.j2").render(
+        title="mhc report", algos=rows, open_first=open_first, input=summary.get("input", ""), counts=counts,
+        computed_now=summary.get("computed_now", list(algos)), carried=summary.get("carried_over", []))
+
+
+# -- threshold pages -------------------------------------------------------------------------------
+class _Files:
+    """What a figure shows of each file, computed once per report."""
+
+    def __init__(self, summary: dict, thumbs: dict[str, str]):
+        self.files = summary["files"]
+        self.info = summary.get("file_info") or {}
+        self.rank = original_ranks(summary)
+        self.thumbs = thumbs
+        self.root = summary.get("input", "")
+        from .options import default_cache_path
+
+        cache = summary.get("cache")
+        self.cache_flag = f"--cache {shlex.quote(cache)} " if cache and Path(cache) != default_cache_path() else ""
+        self._static: dict[tuple[int, str], str] = {}
+
+    def details(self, i: int) -> str:
+        get = lambda k: (self.info.get(k) or [None] * len(self.files))[i]  # noqa: E731
+        parts = []
+        if get("width") and get("height"):
+            parts.append(f"{get('width')}×{get('height')}")
+        if get("bytes") is not None:
+            parts.append(_size(get("bytes")))
+        if get("format"):
+            parts.append(str(get("format")))
+        if get("taken"):
+            parts.append(get("taken").replace("T", " ")[:16] + " (taken)")
+        elif get("mtime"):
+            parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(get("mtime") / 1e9)) + " (modified)")
+        return " · ".join(parts)
+
+    def figure(self, i: int, rel: str, *, original: int | None = None, distance: int | None = None) -> Markup:
+        """One picture of a contact sheet, as HTML (every value escaped here). Written in
+        Python, not a template macro: a file appears on every threshold's page, and at
+        100,000 files x 20 thresholds the macro cost minutes; the per-file part is built
+        once and reused."""
+        static = self._static.get((i, rel))
+        if static is None:
+            path = self.files[i]
+            thumb = self.thumbs.get(path)
+            name = os.path.relpath(path, self.root) if self.root and path.startswith(self.root.rstrip("/") + "/") \
+                else path
+            img = (f'<img loading=lazy decoding=async alt="" src="{_html(rel + urllib.parse.quote(thumb))}">'
+                   if thumb else "<div class=missing>no preview</div>")
+            static = (f'<a href="{_html(file_url(path))}" title="{_html(path)}">{img}</a>\n<figcaption>'
+                      f'<span class=path>{_html(name)}</span><span class=details>{_html(self.details(i))}</span>')
+            self._static[(i, rel)] = static
+        if original is None or i == original:
+            tail = "<span class=badge>probable original</span> " if i == original else ""
+            return Markup(f"<figure{' class=original' if i == original else ''}>{static}{tail}\n</figcaption></figure>")
+        ignore = f"mhc ignore {self.cache_flag}{shlex.quote(self.files[original])} {shlex.quote(self.files[i])}"
+        d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
+        return Markup(f"<figure>{static}{d}\n<details class=ignore><summary>not a duplicate?</summary>"
+                      f"<code>{_html(ignore)}</code></details></figcaption></figure>")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def paginate(sizes: list[int], unclustered: int, per_page: int = PAGE_FILES) -> list[tuple[list, tuple[int, int]]]:
+    """Pages of at most ``per_page`` thumbnails: clusters in order, whole where they fit (a
+    cluster larger than a page is split into parts), then the unclustered files fill up.
+    Returns per page: [(cluster index, start, end), ...] and the unclustered range."""
+    pages: list[tuple[list, tuple[int, int]]] = []
+    blocks: list = []
+    count = 0
+    for ci, size in enumerate(sizes):
+        if count and count + size > per_page:
+            pages.append((blocks, (0, 0)))
+            blocks, count = [], 0
+        for start in range(0, size, per_page):
+            if count >= per_page:
+                pages.append((blocks, (0, 0)))
+                blocks, count = [], 0
+            end = min(size, start + per_page)
+            blocks.append((ci, start, end))
+            count += end - start
+    u = 0
+    while True:
+        take = min(unclustered - u, per_page - count)
+        pages.append((blocks, (u, u + take)))
+        u += take
+        blocks, count = [], 0
+        if u >= unclustered:
+            return pages
+
+
+def hex_measure(summary: dict) -> Measure:
+    """Distances from the hashes in summary.json (plain Hamming: a rebuilt report)."""
+    def measure(key: str, members: np.ndarray, original: int) -> tuple[list[int], int]:
+        hx = summary["algorithms"][key]["hashes"]
+        d = [hex_distance(hx[original], hx[i]) for i in members.tolist()]
+        sample = members[:DIAMETER_SAMPLE].tolist()
+        diameter = max((hex_distance(hx[a], hx[b]) for k, a in enumerate(sample) for b in sample[k + 1:]), default=0)
+        return d, diameter
+    return measure
+
+
+def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files, algos: dict, widths: dict,
+                     measure: Measure | None) -> list[Path]:
+    width = widths[key]
+    ths = e["thresholds"]
+    t, p = ths[k], parts[k]
+    unit = _unit(e)
+    sug = (e.get("suggested") or {}).get("threshold")
+    measure = measure or hex_measure({"algorithms": algos})
+    clusters = []
+    for rank, c in enumerate(p.clusters, 1):
+        original = int(min(c.tolist(), key=lambda i: figs.rank[i]))
+        order = [original] + [int(i) for i in c if i != original]
+        dist, diameter = measure(key, np.asarray(order), original)
+        clusters.append({"rank": rank, "name": f"{rank:0{max(3, len(str(len(p.clusters))))}d}_{len(c)}",
+                         "chained": e.get("method", "sweep") == "sweep" and diameter > t["threshold"],
+                         "diameter": diameter, "order": order, "dist": dist, "original": original})
+    unclustered = p.unclustered.tolist()
+    pages = paginate([len(c["order"]) for c in clusters], len(unclustered))
+    frac = t["threshold"] / (e.get("bits") or 1)
+    others = []
+    if e.get("unit") != "%":
+        for ok, oe in algos.items():
+            if ok == key or oe.get("unit") == "%" or oe.get("method", "sweep") != "sweep":
+                continue
+            v = min((x["threshold"] for x in oe["thresholds"]), key=lambda v: abs(v / (oe.get("bits") or 1) - frac))
+            others.append({"key": ok, "threshold": v, "unit": "", "href": f"../{urllib.parse.quote(ok)}/"
+                           f"{page_name(v, widths[ok])}"})
+    written = []
+    for pno, (blocks, (u0, u1)) in enumerate(pages, 1):
+        page_clusters = []
+        for ci, start, end in blocks:
+            c = clusters[ci]
+            members = [figs.figure(i, "../../", original=c["original"], distance=d)
+                       for i, d in zip(c["order"][start:end], c["dist"][start:end])]
+            part = f" (part {start // PAGE_FILES + 1})" if len(c["order"]) > PAGE_FILES else ""
+            page_clusters.append({**c, "name": c["name"] + part, "members": members})
+        unc = [figs.figure(i, "../../") for i in unclustered[u0:u1]]
+        html = environment().get_template("threshold.html.j2").render(
+            title=f"{key} threshold {t['threshold']}", key=key, threshold=t["threshold"], unit=unit, folder=t["folder"],
+            counts=t, clusters=page_clusters, unclustered=unc, unclustered_name=f"unclustered_{len(unclustered)}",
+            suggested=sug, suggested_href=page_name(sug, width) if sug is not None else None,
+            above=sug is not None and t["threshold"] > sug and e.get("unit") != "%",
+            chained=sum(1 for c in clusters if c["chained"]),
+            prev={"threshold": ths[k - 1]["threshold"], "href": page_name(ths[k - 1]["threshold"], width)} if k else None,
+            next=({"threshold": ths[k + 1]["threshold"], "href": page_name(ths[k + 1]["threshold"], width)}
+                  if k + 1 < len(ths) else None),
+            others=others,
+            pages=[{"number": q, "current": q == pno, "href": page_name(t["threshold"], width, q)}
+                   for q in range(1, len(pages) + 1)])
+        path = adir / page_name(t["threshold"], width, pno)
+        path.write_text(html, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def build_report(out: Path, summary: dict, thumbs: dict[str, str], measure: Measure | None = None) -> list[Path]:
     """Write ``index.html`` and ``report/`` under ``out`` from a summary (as in summary.json).
-    ``thumbs``: file path -> thumbnail path relative to ``out``. ``distances(key,
-    partition)``: each member's distance to its cluster's first file (default: from the
-    hashes in the summary). Returns the pages written."""
-    from .summary import partitions
-
-    files: list[str] = summary["files"]
+    ``thumbs``: file path -> thumbnail path relative to ``out``; ``measure``: distances as the
+    run measured them (default: from the hashes). Returns the pages written."""
     algos: dict[str, dict] = summary["algorithms"]
-    written: list[Path] = []
+    written = [out / "index.html"]
+    written[0].write_text(render_index(summary), encoding="utf-8")
     rdir = out / "report"
     rdir.mkdir(exist_ok=True)
     widths = _widths(algos)
-    (out / "index.html").write_text(render_index(summary), encoding="utf-8")
-    written.append(out / "index.html")
-
-    # -- one page (or several) per threshold folder --------------------------------
+    figs = _Files(summary, thumbs)
     for key, e in algos.items():
         adir = rdir / key
         adir.mkdir(exist_ok=True)
         parts = partitions(summary, key)
-        hex_of = dict(enumerate(e.get("hashes", [])))
-        for k, (t, p) in enumerate(zip(e["thresholds"], parts)):
-            members = [c.tolist() for c in p.clusters]
-            dist = distances(key, p) if distances else None
-            written += _threshold_pages(adir, key, e, k, t, members, dist, files, hex_of, thumbs, algos, widths,
-                                        summary.get("input", ""))
+        for k in range(len(e["thresholds"])):
+            written += _threshold_pages(adir, key, e, k, parts, figs, algos, widths, measure)
     return written
+
+
+def metric_measure(result) -> Measure:
+    """Distances as the run's metrics measured them (isometric- and video-aware)."""
+    by_key = {c.key: c for c in result.algorithms}
+
+    def measure(key: str, members: np.ndarray, original: int) -> tuple[list[int], int]:
+        m = by_key[key].metric
+        d = m.between(np.full(len(members), original), members)
+        sample = members[:DIAMETER_SAMPLE]
+        diameter = int(m.matrix(sample).max()) if len(sample) > 1 else 0
+        return [int(x) for x in d], diameter
+    return measure
 
 
 def write_report(staging: Path, live: Path, summary: dict, result=None, *, progress=None, workers: int = 0) -> None:
@@ -148,144 +356,7 @@ def write_report(staging: Path, live: Path, summary: dict, result=None, *, progr
 
     home = live if (live / ".mhc").is_dir() else staging
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
-    by_key = {c.key: c for c in result.algorithms} if result is not None else {}
-    build_report(staging, summary, thumbs,
-                 (lambda key, p: by_key[key].first_distances(p)) if by_key else None)
-
-
-def render_index(summary: dict) -> str:
-    """``index.html``: per algorithm a chart, the suggestion and the table of thresholds."""
-    files: list[str] = summary["files"]
-    algos: dict[str, dict] = summary["algorithms"]
-    widths = _widths(algos)
-    c = summary.get("counts", {})
-    body = [f"<h1>mhc report</h1><p>Input <code>{esc(summary.get('input', ''))}</code>: "
-            f"{c.get('found', len(files))} files found: {c.get('decoded', 0)} decoded now, "
-            f"{c.get('from_cache', 0)} from the cache, {c.get('failed', 0)} could not be read"
-            + (' (<a href="errors.csv">errors.csv</a>)' if c.get("failed") else "") + ".</p>",
-            (f"<p class=note>Computed in this run: {esc(', '.join(summary.get('computed_now', [])))}."
-             + (f" Kept from earlier runs, recomputed from cached hashes for this input: "
-                f"{esc(', '.join(summary['carried_over']))}." if summary.get("carried_over") else "") + "</p>"),
-            "<p class=note>Each threshold folder links files whose hashes differ by at most that many bits. "
-            "Open the suggested one first; go lower if a cluster holds pictures that are not the same, "
-            "higher if copies stay apart.</p>"]
-    for key, e in algos.items():
-        e = dict(e, key=key)
-        n = len(files)
-        sug = (e.get("suggested") or {}).get("threshold")
-        body.append(f'<section class=algo id="{esc(key)}"><h2>{esc(key)} <small>({e.get("bits", "?")} bits)</small></h2>')
-        body.append(chart_svg(e, n))
-        if e.get("suggested"):
-            body.append(f'<p class="note suggestion"><b>Suggested threshold: {sug}.</b> '
-                        f'{esc(e["suggested"]["explanation"])}</p>')
-        body.append("<table class=thresholds><tr><th>threshold</th><th>clusters</th><th>files in clusters</th>"
-                    "<th>largest cluster</th><th>unclustered</th><th>folder</th></tr>")
-        for t in e["thresholds"]:
-            href = f"report/{urllib.parse.quote(key)}/{page_name(t['threshold'], widths[key])}"
-            cls = " class=suggested" if t["threshold"] == sug else ""
-            body.append(f"<tr{cls}><td><a href=\"{href}\">{t['threshold']}</a></td><td>{t['clusters']}</td>"
-                        f"<td>{t['clustered_files']}</td><td>{t['largest']}</td><td>{t['unclustered']}</td>"
-                        f"<td style=text-align:left><a href=\"{href}\">{esc(t['folder'])}</a></td></tr>")
-        body.append("</table></section>")
-
-    return _page("mhc report", "\n".join(body))
-
-
-def _widths(algos: dict[str, dict]) -> dict[str, int]:
-    return {k: max(3, len(str(max(t["threshold"] for t in e["thresholds"])))) for k, e in algos.items()}
-
-
-def _nearest(entry: dict, frac: float) -> int:
-    bits = entry.get("bits") or 1
-    return min((t["threshold"] for t in entry["thresholds"]), key=lambda v: abs(v / bits - frac))
-
-
-def _threshold_pages(adir, key, e, k, t, clusters, dist, files, hex_of, thumbs, algos, widths, root) -> list[Path]:
-    width = widths[key]
-    ths = e["thresholds"]
-    clustered = {i for c in clusters for i in c}
-    unclustered = [i for i in range(len(files)) if i not in clustered]
-    # pages of at most PAGE_FILES thumbnails: clusters in order, a cluster that does not fit
-    # starts a new page (a giant one is split), unclustered files fill up from there
-    width_rank = max(3, len(str(len(clusters))))
-    pages: list[list[tuple[str, list[int], int | None, int]]] = [[]]
-    count = 0
-
-    def add(name: str, members: list[int], rank: int | None, fill: bool) -> None:
-        nonlocal count
-        rest = members
-        while rest:
-            room = PAGE_FILES - count
-            if room <= 0 or (not fill and pages[-1] and len(rest) > room and len(rest) <= PAGE_FILES):
-                pages.append([])
-                count, room = 0, PAGE_FILES
-            piece, rest = rest[:room], rest[room:]
-            pages[-1].append((name, piece, rank, members[0] if members else -1))
-            count += len(piece)
-
-    for r, c in enumerate(clusters, 1):
-        add(f"{r:0{width_rank}d}_{len(c)}", c, r, fill=False)
-    add(f"unclustered_{len(unclustered)}", unclustered, None, fill=True)
-    # distances to each cluster's first file as the sweep measured them (summary.json), else
-    # from the hashes
-    dist_of = {m: d for c, ds in zip(clusters, dist or []) for m, d in zip(c, ds)}
-    frac = t["threshold"] / (e.get("bits") or 1)
-    written = []
-    for pno, blocks_here in enumerate(pages, 1):
-        nav = ['<nav><a href="../../index.html">↑ all algorithms</a>']
-        nav.append(f'<a href="../../index.html#{esc(key)}">{esc(key)}</a>')
-        if k > 0:
-            nav.append(f'<a rel=prev href="{page_name(ths[k - 1]["threshold"], width)}">← threshold {ths[k - 1]["threshold"]}</a>')
-        if k + 1 < len(ths):
-            nav.append(f'<a rel=next href="{page_name(ths[k + 1]["threshold"], width)}">threshold {ths[k + 1]["threshold"]} →</a>')
-        others = [(ok, _nearest(oe, frac)) for ok, oe in algos.items() if ok != key]
-        if others:
-            nav.append("<span>same threshold in: " + " ".join(
-                f'<a class=other href="../{urllib.parse.quote(ok)}/{page_name(v, widths[ok])}">{esc(ok)} {v}</a>'
-                for ok, v in others) + "</span>")
-        if len(pages) > 1:
-            nav.append("<span>page " + " ".join(
-                f"<b>{q}</b>" if q == pno else f'<a href="{page_name(t["threshold"], width, q)}">{q}</a>'
-                for q in range(1, len(pages) + 1)) + "</span>")
-        nav.append("</nav>")
-        body = [f"<h1>{esc(key)} · threshold {t['threshold']}</h1>", "".join(nav),
-                f"<p>{t['clusters']} clusters holding {t['clustered_files']} files (largest {t['largest']}), "
-                f"{t['unclustered']} unclustered. Folder <code>{esc(key)}/{esc(t['folder'])}</code>.</p>"]
-        for name, members, rank, first in blocks_here:
-            figs = "".join(_figure(files[i], i, first, hex_of, thumbs, rank is not None, root,
-                                   files[first] if first >= 0 else "", dist_of.get(i)) for i in members)
-            if rank is None:
-                body.append(f"<details class=unclustered><summary>{esc(name)} — files that matched nothing "
-                            f"at this threshold ({len(members)} here)</summary><div class=sheet>{figs}</div></details>")
-            else:
-                body.append(f'<section class=cluster id="c{rank}"><h3>{esc(name)} · {len(members)} files</h3>'
-                            f"<div class=sheet>{figs}</div></section>")
-        page = adir / page_name(t["threshold"], width, pno)
-        page.write_text(_page(f"{key} threshold {t['threshold']}", "\n".join(body)), encoding="utf-8")
-        written.append(page)
-    return written
-
-
-def _figure(path: str, i: int, first: int, hex_of: dict, thumbs: dict[str, str], in_cluster: bool, root: str,
-            first_path: str = "", distance: int | None = None) -> str:
-    thumb = thumbs.get(path)
-    img = (f'<img loading=lazy decoding=async alt="" src="../../{urllib.parse.quote(thumb)}">' if thumb
-           else '<div class=missing>no preview</div>')
-    dist = ""
-    if in_cluster:
-        if i == first:
-            dist = '<span class=d>first file</span>'
-        elif distance is not None:
-            dist = f'<span class=d>distance {distance} to first</span>'
-        elif i in hex_of and first in hex_of:
-            dist = f'<span class=d>distance {hex_distance(hex_of[i], hex_of[first])} to first</span>'
-    shown = os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
-    mark = ""
-    if in_cluster and i != first and first_path:
-        cmd = f"mhc ignore {shlex.quote(first_path)} {shlex.quote(path)}"
-        mark = f'<details class=ignore><summary>not a duplicate?</summary><code>{esc(cmd)}</code></details>'
-    return (f'<figure><a href="{esc(file_url(path))}" title="{esc(path)}">{img}</a>'
-            f"<figcaption><span class=path>{esc(shown)}</span><br>{dist}{mark}</figcaption></figure>")
+    build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None)
 
 
 def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
@@ -302,8 +373,8 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
         staging = of.stage()
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)
         build_report(staging, summary, thumbs)
-        for e in os.scandir(of.out):
-            if e.name not in ("index.html", "report", MARKER):
-                of.keep(e.name)
+        for entry in os.scandir(of.out):
+            if entry.name not in ("index.html", "report", MARKER):
+                of.keep(entry.name)
         of.commit()
     return out / "index.html"

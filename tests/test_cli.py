@@ -178,7 +178,12 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", "--format", "json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert rows and set(rows[0]) == {"path_a", "path_b", "distance"}
+    assert rows and set(rows[0]) == {"path_a", "path_b", "distance", "file_a", "file_b", "probable_original"}
+    assert set(rows[0]["file_a"]) == {"width", "height", "bytes", "format", "taken", "mtime_ns"}
+    for x in rows:  # the probable original of a pair is its larger picture
+        px = lambda f: f["width"] * f["height"]  # noqa: E731
+        bigger = x["path_a"] if px(x["file_a"]) >= px(x["file_b"]) else x["path_b"]
+        assert px(x["file_a"]) == px(x["file_b"]) or x["probable_original"] == bigger
     assert all(x["path_a"].startswith(str(corpus)) for x in rows)
     csv_head = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", cwd=tmp_path).stdout.splitlines()[0]
     assert csv_head == "path_a,path_b,distance"
@@ -256,12 +261,20 @@ def test_ctrl_c_with_no_cache_does_not_claim_a_cache(tmp_path):
     from conftest import ROOT, photo, save
 
     inp = tmp_path / "in"
-    for k in range(40):
-        save(photo(k, (1200, 900)), inp / f"p{k}.png")
-    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"),
-                          "--no-cache", "--exact", "-a", "whash_16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    time.sleep(2.5)
+    for k in range(60):
+        save(photo(k, (1600, 1200)), inp / f"p{k}.png")
+    for attempt in range(3):  # hashing must still be running when Ctrl-C comes: else try again
+        out_dir = tmp_path / f"o{attempt}"
+        p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(out_dir),
+                              "--no-cache", "--exact", "-a", "whash_16"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        staging = tmp_path / f".{out_dir.name}.mhc-staging-{p.pid}"
+        while not staging.exists() and p.poll() is None:  # made before hashing starts
+            time.sleep(0.01)
+        time.sleep(0.3)
+        if p.poll() is None:
+            break
+        p.communicate()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "nothing was saved (--no-cache)" in " ".join(err.split()), err

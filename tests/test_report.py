@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_threshold_page_shows_the_right_clusters_with_loaded_thumbnails(reported
         assert sec.locator("figure").count() == len(members)
         shown = {a.get_attribute("title") for a in sec.locator("figure > a").all()}
         assert shown == set(members)
-        assert "first file" in sec.locator("figure").first.inner_text()
+        first = sec.locator("figure").first
+        assert "probable original" in first.inner_text() and first.get_attribute("class") == "original"
     # thumbnails really load (lazy images: scroll each into view first)
     imgs = page.locator("section.cluster img")
     assert imgs.count() == t["clustered_files"]
@@ -111,7 +113,9 @@ def test_threshold_page_shows_the_right_clusters_with_loaded_thumbnails(reported
     # navigation
     assert page.locator('a[rel="prev"]').get_attribute("href") == "thr_005.html"
     assert page.locator('a[rel="next"]').get_attribute("href") == "thr_007.html"
-    page.locator("a.other", has_text="dhash_8").click()
+    other = page.locator("a.other", has_text="dhash_8")
+    assert other.inner_text() == "dhash_8 at 6"  # it says where it goes
+    other.click()
     page.wait_for_load_state()
     assert page.url.endswith("report/dhash_8/thr_006.html")
     assert problems == []
@@ -193,6 +197,129 @@ def test_large_threshold_folders_are_paged(tmp_path):
                         "clustered_files": 1400, "largest": 2, "unclustered": n - 1400}]}}}
     pages = [p for p in build_report(tmp_path, summary, {}) if p.parent.name == "phash_8"]
     assert [p.name for p in pages] == ["thr_003.html", "thr_003-2.html", "thr_003-3.html"]
-    counts = [p.read_text().count("<figure>") for p in pages]
+    counts = [p.read_text().count("<figure") for p in pages]
     assert sum(counts) == n and max(counts) <= PAGE_FILES
     assert all('loading=lazy' in p.read_text() or "no preview" in p.read_text() for p in pages)
+
+
+def test_index_says_what_to_open_first_and_lists_the_contents(reported, browser):
+    res, out = reported
+    page, problems = _open(browser, (out / "index.html").as_uri())
+    first = page.locator("#open-first")
+    assert "Open this first" in first.inner_text()
+    rec = res.recommendation
+    assert rec is not None and f"{rec.key}/" in first.inner_text()
+    first.locator("a").click()
+    page.wait_for_load_state()
+    assert page.url.endswith(f"report/{rec.key}/thr_{rec.threshold:03d}.html")
+    page.go_back()
+    toc = page.locator("nav.toc li")
+    assert toc.count() == 2 and "suggested" in toc.first.inner_text()
+    assert problems == []
+
+
+def test_details_under_thumbnails_and_the_probable_original(reported, browser):
+    res, out = reported
+    summary = json.loads((out / "summary.json").read_text())
+    page, _ = _open(browser, (out / "report" / "phash_8" / "thr_006.html").as_uri())
+    for sec in page.locator("section.cluster").all():
+        figs = sec.locator("figure")
+        originals = sec.locator("figure.original")
+        assert originals.count() == 1 and figs.first.get_attribute("class") == "original"
+        for k in range(figs.count()):
+            details = figs.nth(k).locator(".details").inner_text()
+            assert "×" in details and ("kB" in details or "MB" in details) and ("JPEG" in details or "PNG" in details)
+        # the probable original is the largest picture of the cluster
+        paths = [a.get_attribute("title") for a in sec.locator("figure > a").all()]
+        info = summary["file_info"]
+        px = {f: info["width"][i] * info["height"][i] for i, f in enumerate(summary["files"])}
+        assert px[paths[0]] == max(px[p] for p in paths)
+
+
+def test_not_a_duplicate_command_names_the_cache_the_output_uses(tmp_path, browser):
+    inp = tmp_path / "in"
+    base = photo(77)
+    save(base, inp / "a.jpg")
+    save(base.resize((160, 120)), inp / "b.jpg")
+    cache = tmp_path / "my cache.sqlite"
+    out = tmp_path / "elsewhere" / "out"
+    run(Options(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:4:2", workers=1))
+    page, _ = _open(browser, (out / "report" / "phash_8" / "thr_004.html").as_uri())
+    page.locator("details.ignore summary").first.click()
+    cmd = page.locator("details.ignore code").first.inner_text()
+    assert cmd.startswith("mhc ignore --cache ") and shlex.split(cmd)[3] == str(cache)
+    a, b = shlex.split(cmd)[4:]
+    r = run_cli(*shlex.split(cmd)[1:])  # pasted as shown, it marks the pair in that cache
+    assert r.returncode == 0, r.stderr
+    from mhc import HashCache
+
+    with HashCache(cache) as c:
+        assert [tuple(sorted(x)) for x in c.ignored()] == [tuple(sorted((a, b)))]
+    again = run(Options(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:4:2", workers=1))
+    assert all(len(c) == 1 for p in again.algorithms[0].partitions for c in p.clusters) or not any(
+        p.clusters for p in again.algorithms[0].partitions)
+
+
+def test_a_phone_width_screen_shows_the_whole_chart_and_scrolls_the_table(reported, browser):
+    res, out = reported
+    page = browser.new_page(viewport={"width": 420, "height": 800})
+    page.goto((out / "index.html").as_uri())
+    for svg in page.locator("svg.chart").all():
+        box = svg.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 420  # the whole chart, no horizontal clipping
+        label = svg.locator("text.suggested-label")
+        lb = label.bounding_box()
+        assert lb["x"] >= box["x"] - 0.5 and lb["x"] + lb["width"] <= box["x"] + box["width"] + 0.5
+        assert lb["y"] >= box["y"] - 0.5  # the marker's label is inside the chart
+    wrap = page.locator(".table-wrap").first
+    assert page.evaluate("w => w.scrollWidth > w.clientWidth", wrap.element_handle())  # the table scrolls...
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 420  # ...not the page
+
+
+def test_a_page_above_the_suggestion_says_so_and_flags_chains(tmp_path, browser):
+    import numpy as np
+    from PIL import Image
+
+    inp = tmp_path / "in"
+    a, b = np.asarray(photo(41), dtype=np.float32), np.asarray(photo(42), dtype=np.float32)
+    for k in range(12):  # a chain: each step close to the next, the ends far apart
+        w = k / 11
+        save(Image.fromarray((a * (1 - w) + b * w).astype(np.uint8)), inp / f"step {k:02d}.png")
+    out = tmp_path / "o"
+    res = run(Options(input=inp, output=out, algorithms=["phash_8"], workers=1))
+    sug = res.algorithms[0].suggestion.threshold
+    top = res.algorithms[0].partitions[-1]
+    assert top.threshold > sug and top.largest == 12
+    page, problems = _open(browser, (out / "report" / "phash_8" / f"thr_{top.threshold:03d}.html").as_uri())
+    assert f"above the suggested one ({sug})" in page.locator("p.above").inner_text()
+    assert page.locator("section.cluster.chained").count() == 1
+    assert "linked through others" in page.locator("section.cluster.chained h3").inner_text()
+    page2, _ = _open(browser, (out / "report" / "phash_8" / f"thr_{sug:03d}.html").as_uri())
+    assert page2.locator("p.above").count() == 0
+    assert problems == []
+
+
+def test_a_cold_run_makes_thumbnails_from_the_hashing_decode(tmp_path):
+    """One decode per file: hashing writes each image's thumbnail, so the report's
+    thumbnail stage has nothing left to make; a warm run into a new output (hashes
+    cached, no decode) makes them in that stage instead."""
+    from PIL import Image
+
+    inp = tmp_path / "in"
+    for i in range(6):
+        save(photo(i, (1600, 1200)), inp / f"{i}.jpg", quality=90)
+    save(photo(9, (300, 200)).convert("L"), inp / "grey.png")
+    o = dict(input=inp, cache=tmp_path / "c.sqlite", algorithms=["phash_8", "dhash_8"], workers=1)
+    stages: list[tuple[str, int]] = []
+    run(Options(output=tmp_path / "cold", **o), progress=lambda e: stages.append((e.stage, e.total)))
+    thumbs = sorted((tmp_path / "cold" / ".mhc" / "thumbs").glob("*.jpg"))
+    assert len(thumbs) == 7 and not [s for s in stages if s[0] == "thumbnails"]
+    for t in thumbs:
+        with Image.open(t) as im:
+            assert max(im.size) == 200 and im.mode in ("RGB", "L")
+    page = (tmp_path / "cold" / "report").glob("*.html")
+    assert all("thumbs/" in p.read_text() for p in page if "thr_" in p.name)
+    stages.clear()
+    run(Options(output=tmp_path / "warm", **o), progress=lambda e: stages.append((e.stage, e.total)))
+    assert ("thumbnails", 7) in stages
+    assert len(list((tmp_path / "warm" / ".mhc" / "thumbs").glob("*.jpg"))) == 7
