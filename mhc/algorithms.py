@@ -27,6 +27,12 @@ def _colorhash(image: Image.Image, size: int) -> imagehash.ImageHash:
     return imagehash.colorhash(image, binbits=size)
 
 
+def _pdq(image: Image.Image, size: int):  # packed bytes already (see Algorithm.hash_image)
+    from .pdq import pdq_hash
+
+    return pdq_hash(image)[0]
+
+
 _FUNCS: dict[str, Callable[[Image.Image, int], imagehash.ImageHash]] = {
     "ahash": lambda im, s: imagehash.average_hash(im, hash_size=s),
     "dhash": lambda im, s: imagehash.dhash(im, hash_size=s),
@@ -34,6 +40,7 @@ _FUNCS: dict[str, Callable[[Image.Image, int], imagehash.ImageHash]] = {
     "phash": lambda im, s: imagehash.phash(im, hash_size=s),
     "whash": _whash,
     "colorhash": _colorhash,
+    "pdq": _pdq,
 }
 NAMES: tuple[str, ...] = tuple(_FUNCS)
 ALIASES = {"avhash": "ahash", "whash_haar": "whash"}
@@ -44,6 +51,8 @@ DESCRIPTIONS = {
     "phash": "perceptual hash: low frequencies of the DCT of a 4*size thumbnail",
     "whash": "wavelet hash (Haar); size must be a power of 2",
     "colorhash": "colour hash: 14 hue/saturation bins of SIZE bits each (not structural)",
+    "pdq": "Meta's PDQ (256 bits, pdq_16 only): DCT of a 64x64 box-filtered luma; flat images "
+           "(quality 0) are never linked",
 }
 
 DEFAULT_ALGORITHMS = ("phash_8", "ahash_8", "dhash_8", "whash_8", "phash_16")
@@ -88,7 +97,13 @@ class Algorithm:
 
     @property
     def needs_color(self) -> bool:
-        return self.name == "colorhash"
+        # PDQ makes its own float luma from RGB, as its reference does
+        return self.name in ("colorhash", "pdq")
+
+    @property
+    def has_quality(self) -> bool:
+        """The hash comes with a quality score; below mhc.pdq.MIN_QUALITY it is never linked."""
+        return self.name == "pdq"
 
     @property
     def working_size(self) -> int:
@@ -104,6 +119,10 @@ class Algorithm:
     @property
     def min_side(self) -> int:
         """Short side (pixels) the fast decoder keeps for this algorithm."""
+        if self.name == "pdq":
+            # PDQ's reference works on at most 512 x 512 (larger images are resized to it):
+            # a draft decode that keeps 512 px stays within a few bits (docs/benchmarks.md)
+            return 512
         if self.name == "whash":
             # whash resizes to a power-of-2 square and runs three wavelet transforms on it:
             # 16x its size keeps whash_8 within 1 bit of full resolution (0.7 measured) at a
@@ -114,6 +133,8 @@ class Algorithm:
     def hash_image(self, image: Image.Image) -> bytes:
         """Hash a decoded image; returns the packed bits (``ceil(bits / 8)`` bytes)."""
         h = _FUNCS[self.name](image, self.size)
+        if isinstance(h, bytes):
+            return h
         return np.packbits(np.asarray(h.hash, dtype=bool).ravel()).tobytes()
 
     def to_hex(self, packed: bytes) -> str:
@@ -142,7 +163,10 @@ def parse_algorithm(spec: str) -> Algorithm:
     size = int(m["size"])
     if name not in _FUNCS:
         raise UsageError(f"unknown algorithm {m['name']!r} in {spec!r}; choose one of: {known}")
-    if name == "colorhash":
+    if name == "pdq":
+        if size != 16:
+            raise UsageError(f"PDQ has one size, 256 bits: write pdq_16 (got {spec!r})")
+    elif name == "colorhash":
         if not 1 <= size <= 16:
             raise UsageError(f"colorhash size is bits per bin, 1 to 16 (got {size}); try colorhash_3")
     elif not 2 <= size <= 64:

@@ -40,6 +40,7 @@ class AlgorithmCodes:
     codes: np.ndarray  # (n, words) uint64; a video's row is the per-bit majority of its frames
     frames: dict[int, np.ndarray]  # video index -> (frames, words)
     variants: np.ndarray | None = None  # (n, 8, words): each image's 8 rotations/mirrors
+    too_flat: np.ndarray | None = None  # (n,) bool: PDQ quality too low (a flat image): never linked
 
     @property
     def hexes(self) -> list[str]:
@@ -90,7 +91,21 @@ class HashedCollection:
         if isometric and c.variants is None:
             raise UsageError("isometric distances need the rotated/mirrored hashes: hash with isometric=True")
         return HashMetric(c.codes, c.algorithm.bits, np.array([k == "video" for k in self.kinds], dtype=bool),
-                          c.frames, self.video_meta, match, c.variants if isometric else None, c.algorithm.key)
+                          c.frames, self.video_meta, match, c.variants if isometric else None, c.algorithm.key,
+                          excluded=c.too_flat)
+
+    def facts(self, i: int) -> dict:
+        """What is known of file ``i``: pixels, bytes, format, date taken (EXIF) and mtime."""
+        info = self.info[i]
+        return {"width": info.width, "height": info.height, "bytes": self.sizes[i], "format": info.format,
+                "taken": info.taken, "mtime_ns": self.mtimes[i]}
+
+    def probable_original(self, members: list[int]) -> int:
+        """The member most likely the original (:func:`mhc.identity.original_key`)."""
+        from .identity import original_key
+
+        return min(members, key=lambda i: original_key(self.info[i].width, self.info[i].height, self.sizes[i],
+                                                        self.info[i].taken, self.mtimes[i], self.files[i]))
 
     def pairs(self, algo: str | Algorithm, threshold: int, *, isometric: bool = False,
               match: MatchOptions = MatchOptions()) -> list[Pair]:
@@ -175,7 +190,13 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
                 if k == "image":
                     v = results.values[p][hplan.iso_key(algo)]
                     variants[i] = pack([v[s * nbytes:(s + 1) * nbytes] for s in range(8)])
-        algorithms[algo.key] = AlgorithmCodes(algo, codes, frames, variants)
+        too_flat = None
+        if algo.has_quality:
+            from .pdq import MIN_QUALITY
+
+            too_flat = np.array([k == "image" and results.values[p][hplan.quality_key(algo)][0] < MIN_QUALITY
+                                 for p, k in zip(files, kinds)], dtype=bool)
+        algorithms[algo.key] = AlgorithmCodes(algo, codes, frames, variants, too_flat)
     ssim = {}
     if hplan.verify:
         from .hashing import SSIM_SIDE

@@ -84,6 +84,10 @@ class HashPlan:
         """Cache key of the hashes of an image's 8 rotations/mirrors (identity first)."""
         return f"{self.hkey(algo)}|iso"
 
+    def quality_key(self, algo: Algorithm) -> str:
+        """Cache key of an image's quality score for an algorithm that has one (PDQ), 1 byte."""
+        return f"{self.hkey(algo)}|quality"
+
     def ssim_key(self) -> str:
         """Cache key of an image's small grey thumbnail for SSIM verification."""
         return f"ssim{SSIM_SIDE}|{self.decode.cache_tag()}"
@@ -106,6 +110,7 @@ class HashPlan:
         if kind == "video":
             keys.append(self.meta_key())
         else:
+            keys += [self.quality_key(a) for a in algos if a.has_quality]
             if self.isometric:
                 keys += [self.iso_key(a) for a in algos]
             if self.verify:
@@ -167,6 +172,9 @@ def _hash_image(path: str, plan: HashPlan) -> FileResult:
         turned: dict[tuple, Image.Image] = {}  # (settings, k) -> transformed image, shared by algorithms
         for algo in plan.algorithms:
             s = plan.settings_for(algo)
+            if algo.has_quality:
+                _hash_pdq(images[s], algo, plan, result.values)
+                continue
             result.values[plan.hkey(algo)] = algo.hash_image(images[s])
             if plan.isometric:
                 for k in range(1, 8):
@@ -184,6 +192,19 @@ def _hash_image(path: str, plan: HashPlan) -> FileResult:
     except Exception as e:  # a hash library failing on an odd image is a file error, not a crash
         return FileResult(path, error=f"hashing failed ({type(e).__name__}: {e})")
     return result
+
+
+def _hash_pdq(image: Image.Image, algo: Algorithm, plan: HashPlan, values: dict[str, bytes]) -> None:
+    """PDQ with its quality; with isometric matching its 8 dihedral hashes come from one DCT
+    (the reference's way: no pixels are turned)."""
+    from .pdq import pdq_hash, pdq_with_dihedral
+
+    if plan.isometric:
+        values[plan.hkey(algo)], hashes, quality = pdq_with_dihedral(image)
+        values[plan.iso_key(algo)] = b"".join(hashes)
+    else:
+        values[plan.hkey(algo)], quality = pdq_hash(image)
+    values[plan.quality_key(algo)] = bytes([quality])
 
 
 def _thumb_target(path: str, plan: HashPlan) -> tuple[str, DecodeSettings] | None:

@@ -69,7 +69,8 @@ class HashMetric:
 
     def __init__(self, codes: np.ndarray, bits: int, is_video: np.ndarray | None = None,
                  frames: dict[int, np.ndarray] | None = None, meta: dict[int, dict] | None = None,
-                 match: MatchOptions = MatchOptions(), variants: np.ndarray | None = None, label: str = ""):
+                 match: MatchOptions = MatchOptions(), variants: np.ndarray | None = None, label: str = "",
+                 excluded: np.ndarray | None = None):
         self.codes = codes
         self.n = len(codes)
         self.max_distance = bits
@@ -79,10 +80,30 @@ class HashMetric:
         self.match = match
         self.variants = variants
         self.label = label
-        self._img = np.flatnonzero(~self.is_video)
+        # files whose hash is not reliable (PDQ quality too low): never linked, at any distance
+        self.excluded = np.zeros(self.n, dtype=bool) if excluded is None else excluded
+        self._img = np.flatnonzero(~self.is_video & ~self.excluded)
         self._vid = np.flatnonzero(self.is_video)
         self._duration = np.array([self.meta.get(k, {}).get("duration", 0.0) for k in range(self.n)])
         self._aspect = np.array([self.meta.get(k, {}).get("aspect", 0.0) for k in range(self.n)])
+
+    def fingerprint(self) -> str:
+        """A digest of everything the pairs of this metric depend on (codes, media kinds,
+        exclusions, variants, video frames and metadata, matching options): equal
+        fingerprints give equal edges at every radius."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(f"{self.n}|{self.max_distance}|{self.match!r}".encode())
+        for a in (self.codes, self.is_video, self.excluded, self.variants):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+                h.update(str(a.shape).encode())
+        for k in sorted(self.frames):
+            h.update(k.to_bytes(8, "little"))
+            h.update(np.ascontiguousarray(self.frames[k]).tobytes())
+        h.update(json.dumps(self.meta, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:32]
 
     # -- pairs within a radius ------------------------------------------------------
     def edges(self, radius: int, progress: Progress | None = None) -> Iterator[Edges]:
@@ -119,6 +140,7 @@ class HashMetric:
                 d = np.minimum(d, hamming(self.variants[a], self.codes[b][:, None, :]).min(axis=1))
                 d = np.minimum(d, hamming(self.variants[b], self.codes[a][:, None, :]).min(axis=1))
             out[images] = d
+        out[images & (self.excluded[i] | self.excluded[j])] = BIG
         for k in np.flatnonzero(vi & vj):
             out[k] = self._video_distance(int(i[k]), int(j[k]))
         if self.match.cross_media:

@@ -117,9 +117,6 @@ class Options:
     verify: str | None = opt(None, "--verify", panel=PRECISION, metavar="ssim[:T]",
                              help="Keep only links whose small grey versions have structural similarity >= T "
                              "(default 0.7). Needs scikit-image: pip install 'mhc[precision]'.")
-    crops: bool = opt(False, "--crops", panel=PRECISION,
-                      help="Also link cropped copies to their source (window hashes, confirmed by "
-                      "keypoint matching).")
     max_cluster_size: int | None = opt(None, "--max-cluster-size", panel=PRECISION, metavar="N",
                                        help="Split a cluster that would grow past N files along its weakest links.")
     linkage: Linkage = opt("single", "--linkage", panel=PRECISION, metavar="single|complete",
@@ -337,17 +334,16 @@ def describe_type(hint: Any) -> str:
 
 # Which clustering options each clusterer honours (see mhc.clustering); any other one
 # given with it is refused here, before hashing.
-CLUSTERING_OPTIONS = ("thresholds", "isometric", "verify", "crops", "max_cluster_size", "linkage",
+CLUSTERING_OPTIONS = ("thresholds", "isometric", "verify", "max_cluster_size", "linkage",
                       "min_cluster_size", "cross_media")
 HONOURED = {
-    "sweep": {"thresholds", "isometric", "verify", "crops", "max_cluster_size", "linkage", "cross_media"},
+    "sweep": {"thresholds", "isometric", "verify", "max_cluster_size", "linkage", "cross_media"},
     "hdbscan": {"min_cluster_size"},
 }
 WHY_NOT = {
     ("hdbscan", "thresholds"): "HDBSCAN finds its own clusters instead of a threshold sweep",
     ("hdbscan", "isometric"): "HDBSCAN measures plain Hamming distances between hashes",
     ("hdbscan", "verify"): "HDBSCAN forms clusters from densities, not links that could be verified",
-    ("hdbscan", "crops"): "crop matching adds links, and HDBSCAN does not cluster by links",
     ("hdbscan", "max_cluster_size"): "HDBSCAN decides cluster sizes itself",
     ("hdbscan", "linkage"): "HDBSCAN has its own linkage",
     ("hdbscan", "cross_media"): "HDBSCAN clusters images and videos separately",

@@ -62,6 +62,25 @@ def clusters(summary: dict, key: str, threshold: int) -> list[list[str]]:
     return [[files[i] for i in c] for c in p.clusters]
 
 
+def original_ranks(summary: dict) -> list[int]:
+    """Each file's rank as a probable original (0 = most likely): the largest picture first,
+    then the least compressed (most bytes per pixel), then the oldest (date taken, else
+    mtime), then the path. The probable original of a cluster is its member of lowest rank
+    (as czkawka and dupeGuru choose the file to keep)."""
+    from .identity import original_key
+
+    info = summary.get("file_info") or {}
+    files = summary["files"]
+    n = len(files)
+    col = lambda k: info.get(k) or [None] * n  # noqa: E731
+    w, h, b, taken, mtime = col("width"), col("height"), col("bytes"), col("taken"), col("mtime")
+    order = sorted(range(n), key=lambda i: original_key(w[i], h[i], b[i], taken[i], mtime[i], files[i]))
+    rank = [0] * n
+    for r, i in enumerate(order):
+        rank[i] = r
+    return rank
+
+
 def algorithm_entry(c, links_settings, digests: list[str | None], computed: bool) -> dict:
     """The summary entry of one :class:`~mhc.clustering.Clustering`."""
     a = c.algorithm
@@ -80,8 +99,15 @@ def algorithm_entry(c, links_settings, digests: list[str | None], computed: bool
         "hashes": c.hexes,
         "joins": {"i": c.joins.i.tolist(), "j": c.joins.j.tolist(), "d": [int(x) for x in c.joins.d]},
         "suggested": c.suggestion.to_dict() if c.suggestion else None,
+        "too_flat": too_flat(c),
         "thresholds": entries,
     }
+
+
+def too_flat(c) -> list[int]:
+    """Files whose hash is too unreliable to link (PDQ quality 0: flat), by index."""
+    excluded = getattr(c.metric, "excluded", None)
+    return [] if excluded is None else [int(k) for k in np.flatnonzero(excluded)]
 
 
 def summary_dict(result, algorithms: dict[str, dict]) -> dict:
@@ -91,7 +117,7 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
     s = col.stats
     info = col.info
     opts = {k: _plain(v) for k, v in asdict(result.options).items()}
-    return {
+    doc = {
         "mhc_version": __version__,
         "format": FORMAT,
         "input": result.input,
@@ -109,10 +135,13 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
             "bytes": col.sizes, "mtime": col.mtimes, "width": [i.width for i in info],
             "height": [i.height for i in info], "format": [i.format for i in info], "taken": [i.taken for i in info],
         },
+        "recommended": result.recommendation.to_dict() if result.recommendation else None,
         "computed_now": [k for k, e in algorithms.items() if e["computed_now"]],
         "carried_over": [k for k, e in algorithms.items() if not e["computed_now"]],
         "algorithms": algorithms,
     }
+    doc["file_info"]["original_rank"] = original_ranks(doc)
+    return doc
 
 
 def _plain(v):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from .errors import printable
+from .summary import too_flat
 
 
 def counts_line(result) -> str:
@@ -65,8 +67,17 @@ def print_summary(result, console: Console) -> None:
         if left:
             t.caption = f"{left} threshold(s) where nothing changes are not shown"
         console.print(t)
+        flat = too_flat(a)
+        if flat:
+            console.print(f"{len(flat)} image(s) too flat for {a.key} to hash reliably (PDQ quality 0, e.g. "
+                          f"{Path(result.files[flat[0]]).name}): never linked", highlight=False)
         if a.suggestion:
             console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
+    rec = result.recommendation
+    if rec is not None and len(result.algorithms) > 1:
+        folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)
+        console.print(f"[bold green]▶ Open this first: {rec.key}/{folder}[/]", highlight=False)
+        console.print(f"  {rec.explanation}", highlight=False)
     for d in result.dropped:
         console.print(f"removed the folder {d}", highlight=False, markup=False)
     if result.errors:
