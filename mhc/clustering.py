@@ -13,8 +13,12 @@ before hashing.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -88,10 +92,21 @@ class SweepClusterer:
     max_size: int | None = None
     verify: object | None = None  # an Edges -> Edges filter (SSIM), or None
     cannot_link: list[tuple[int, int]] = field(default_factory=list)
+    forests: "ForestCache | None" = None  # spanning forests of earlier runs, by metric fingerprint
     name = "sweep"
 
     def joins(self, metric: Metric, progress: Progress | None = None) -> Edges:
         top = max(self.thresholds)
+        if self.forests is not None and self.verify is None and not self.cannot_link \
+                and hasattr(metric, "fingerprint"):
+            # the plain forest depends on the metric and the radius alone: a rerun on the same
+            # hashes skips the pair search (the costliest step of a warm rerun at 100,000 files)
+            forest = self.forests.get(metric.fingerprint(), top, lambda: spanning_forest(
+                metric.n, iter(metric.edges(top, progress))))
+            if self.linkage == "complete":
+                top_partition = next(iter(sweep(metric.n, forest, [top])))
+                return complete_joins(top_partition.clusters, self._distances(metric, top), self.max_size)
+            return capped_joins(forest, self.max_size, self.cannot_link) if self.max_size else forest
         blocks: Iterator[Edges] = iter(metric.edges(top, progress))
         if self.verify is not None:
             blocks = filtered(blocks, self.verify)
@@ -186,13 +201,60 @@ def _tap(blocks: Iterable[Edges], pairs: list[tuple[int, int]], extra: list[Edge
         yield b
 
 
+class ForestCache:
+    """Spanning forests of earlier runs, in a folder beside the hash cache (never in the
+    output: a failed run must leave that untouched), as ``<fingerprint>-r<radius>.npz``.
+    Content-addressed, so any output reuses them; the MAX_FILES used last are kept."""
+
+    MAX_FILES = 32
+    NAME = re.compile(r"^[0-9a-f]{32}-r\d+\.npz(\.tmp)?$")
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def get(self, fingerprint: str, radius: int, compute) -> Edges:
+        path = self.folder / f"{fingerprint}-r{radius}.npz"
+        try:
+            with np.load(path) as z:
+                forest = Edges(z["i"], z["j"], z["d"])
+            os.utime(path)  # recently used: kept by prune()
+            return forest
+        except (OSError, KeyError, ValueError, EOFError):
+            pass  # absent or unreadable: compute it
+        forest = compute()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, i=forest.i, j=forest.j, d=forest.d)
+            os.replace(tmp, path)
+            self.prune()
+        except OSError:
+            pass  # a cache that cannot be written only costs the next run time
+        return forest
+
+    def prune(self) -> None:
+        """Remove all but the MAX_FILES most recently used forests (only files named as
+        this class names them)."""
+        try:
+            ours = [e for e in os.scandir(self.folder) if self.NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+        except OSError:
+            return
+        ours.sort(key=lambda e: e.stat().st_mtime_ns, reverse=True)
+        for e in ours[self.MAX_FILES:]:
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+
+
 # -- from a collection ----------------------------------------------------------------------
 def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | None = None, *,
                     linkage: Literal["single", "complete"] = "single", max_cluster_size: int | None = None,
                     verify: float | None = None, isometric: bool = False, match: MatchOptions = MatchOptions(),
-                    cannot_link: list[tuple[int, int]] = (), progress: Progress | None = None) -> Clustering:
+                    cannot_link: list[tuple[int, int]] = (), progress: Progress | None = None,
+                    forests: ForestCache | None = None) -> Clustering:
     """Threshold sweep of one algorithm over a :class:`~mhc.collection.HashedCollection`.
-    ``verify``: SSIM threshold (the collection must hold SSIM thumbnails)."""
+    ``verify``: SSIM threshold (the collection must hold SSIM thumbnails); ``forests``:
+    where spanning forests of earlier runs are kept (reused when the hashes are the same)."""
     from .thresholds import default_thresholds
 
     ts = sorted(set(thresholds)) if thresholds is not None else default_thresholds(algo)
@@ -202,14 +264,15 @@ def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | Non
         if not collection.ssim:
             raise UsageError("SSIM verification needs the SSIM thumbnails: hash with verify='ssim'")
         check = ssim_filter(collection.ssim, verify, isometric)
-    clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link))
+    clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link), forests)
     joins = clusterer.joins(metric, progress)
     codes = collection.codes(algo)
     settings = {"thresholds": ts, "linkage": linkage, "max_cluster_size": max_cluster_size, "verify": verify,
                 "isometric": isometric, "cross_media": match.cross_media, "video_match": match.video_match,
                 "duration_tolerance": match.duration_tolerance}
-    return Clustering(algo.key, algo, "bits", algo.bits, ts, list(sweep(metric.n, joins, ts)), joins.sorted(),
-                      codes.hexes, settings, suggest_threshold(codes.codes, ts, algo.bits), metric=metric)
+    partitions = list(sweep(metric.n, joins, ts))
+    return Clustering(algo.key, algo, "bits", algo.bits, ts, partitions, joins.sorted(), codes.hexes, settings,
+                      suggest_threshold(metric.n, joins, partitions), metric=metric)
 
 
 def hdbscan_algorithm(collection, algo: Algorithm, *, min_cluster_size: int = 2, match: MatchOptions = MatchOptions(),
@@ -235,5 +298,7 @@ def combined_evidence(collection, required: list[tuple[Algorithm, int]], *, link
     key = "combined_" + "_".join(f"{a.key}-{t}" for a, t in required)
     settings = {"require": [f"{a.key}:{t}" for a, t in required], "linkage": linkage,
                 "max_cluster_size": max_cluster_size, "verify": verify, "isometric": isometric}
-    return Clustering(key, None, "%", 100, COMBINED_THRESHOLDS, list(sweep(metric.n, joins, COMBINED_THRESHOLDS)),
-                      joins.sorted(), collection.codes(required[0][0]).hexes, settings, metric=metric)
+    partitions = list(sweep(metric.n, joins, COMBINED_THRESHOLDS))
+    return Clustering(key, None, "%", 100, COMBINED_THRESHOLDS, partitions, joins.sorted(),
+                      collection.codes(required[0][0]).hexes, settings,
+                      suggest_threshold(metric.n, joins, partitions, "%"), metric=metric)

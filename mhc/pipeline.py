@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import time
@@ -18,6 +20,7 @@ from .cache import HashCache
 from .clustering import (
     HDBSCAN_MAX_FILES,
     Clustering,
+    ForestCache,
     combined_evidence,
     hdbscan_algorithm,
     sweep_algorithm,
@@ -28,6 +31,7 @@ from .events import Progress
 from .hashing import HashPlan
 from .metric import MatchOptions
 from .options import Options, RunPlan, default_cache_path, validate
+from .suggest import Recommendation, agree, recommend
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class RunResult:
     algorithms: list[Clustering]  # in output order: this run's, then those kept from earlier runs
     options: Options
     dropped: list[str] = field(default_factory=list)  # earlier runs' folders removed, with why
+    recommendation: Recommendation | None = None  # the folder to open first
     written: bool = False  # False: a dry run, or the tree on disk was already right
     seconds: float = 0.0
 
@@ -90,6 +95,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
         collection = collect(plan, progress=progress, executor=executor, found=found)
         result = RunResult(str(plan.input), str(plan.output), collection, cluster_all(collection, plan, progress),
                            options)
+        result.recommendation = _suggest(result.algorithms, len(collection.files))
     else:
         from .output import OutputFolder
 
@@ -97,21 +103,35 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
             previous = of.previous_summary()
             carried, dropped = carried_entries(previous, plan)
             collection = collect(plan, progress=progress, executor=executor, found=found,
-                                 hplan=_with_carried(hash_plan(plan), carried))
-            clusterings = cluster_all(collection, plan, progress)
+                                 hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
+                                                           thumb_dir=_thumb_dir(of, options)))
+            forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
+            clusterings = cluster_all(collection, plan, progress, forests)
             clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
             result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)
+            result.recommendation = _suggest(clusterings, len(collection.files))
             result.written = write_output(of, result, previous, progress)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _suggest(clusterings: list, n: int) -> Recommendation | None:
+    """Each algorithm's suggestion moved to where all algorithms agree (see suggest.agree),
+    and the one folder to open first."""
+    refined = agree(clusterings, n)
+    for c in clusterings:
+        c.suggestion = refined.get(c.key, c.suggestion)
+    return recommend(clusterings, n)
 
 
 def match_options(o: Options) -> MatchOptions:
     return MatchOptions(cross_media=o.cross_media, video_match=o.video_match, duration_tolerance=o.duration_tolerance)
 
 
-def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress | None = None) -> list[Clustering]:
-    """Every clustering the options ask for, in output order."""
+def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress | None = None,
+                forests: ForestCache | None = None) -> list[Clustering]:
+    """Every clustering the options ask for, in output order (``forests``: spanning forests
+    of earlier runs, reused where the hashes are the same)."""
     o = plan.options
     cannot = _cannot_link(plan, collection)
     match = match_options(o)
@@ -123,7 +143,8 @@ def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress 
         else:
             out.append(sweep_algorithm(collection, algo, plan.thresholds[algo.key], linkage=o.linkage,
                                        max_cluster_size=o.max_cluster_size, verify=plan.verify,
-                                       isometric=o.isometric, match=match, cannot_link=cannot, progress=progress))
+                                       isometric=o.isometric, match=match, cannot_link=cannot, progress=progress,
+                                       forests=forests))
     if plan.required:
         out.append(combined_evidence(collection, plan.required, linkage=o.linkage,
                                      max_cluster_size=o.max_cluster_size, verify=plan.verify, isometric=o.isometric,
@@ -165,7 +186,28 @@ def _with_carried(hplan: HashPlan, carried: list[tuple[str, dict]]) -> HashPlan:
         algos += [a for a in _entry_algorithms(key, entry) if a not in algos]
         iso |= bool(entry["settings"].get("isometric"))
         verify |= entry["settings"].get("verify") is not None
-    return HashPlan(tuple(algos), hplan.decode, hplan.video, iso, verify)
+    return dataclasses.replace(hplan, algorithms=tuple(algos), isometric=iso, verify=verify)
+
+
+def _mhc_home(of) -> Path:
+    """The folder whose .mhc/ (thumbnails, forests) this run uses: the live output's, kept
+    across runs, else the new tree's."""
+    return of.out if (of.out / ".mhc").is_dir() else of.stage()
+
+
+def _thumb_dir(of, options: Options) -> str | None:
+    """Where hashing writes the report's thumbnails (see HashPlan.thumb_dir): the output's
+    .mhc/thumbs, kept across runs (the live one, else the new tree's)."""
+    if options.no_report:
+        return None
+    from .thumbs import THUMB_DIR
+
+    d = _mhc_home(of) / THUMB_DIR
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # the report says what is wrong when it gets there
+    return str(d)
 
 
 def recluster(collection: HashedCollection, key: str, entry: dict, cannot: list[tuple[int, int]]) -> Clustering:

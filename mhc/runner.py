@@ -124,6 +124,7 @@ def compute_hashes(
     errors: list[FileError] = []
     stats = HashStats()
     todo: list[MediaFile] = []
+    keys_of = {kind: plan.keys(kind) for kind in kinds}  # once per kind: per file it cost 1 s at 100,000
     for f in files:
         reason = _cached_failure(f, plan, cached)
         if reason is not None:
@@ -131,8 +132,9 @@ def compute_hashes(
             stats.failed += 1
             continue
         have = cached.values.get(f.path, {})
-        if all(k in have for k in plan.keys(f.kind)):
-            out[f.path] = {k: have[k] for k in plan.keys(f.kind)}
+        wanted = keys_of[f.kind]
+        if all(k in have for k in wanted):
+            out[f.path] = {k: have[k] for k in wanted}
             stats.cached += 1
         else:
             todo.append(f)

@@ -259,3 +259,41 @@ def test_relative_links(corpus, tmp_path):
     links = [p for p in out.rglob("*") if p.is_symlink()]
     assert links and all(not os.path.isabs(os.readlink(p)) for p in links)
     assert all(p.resolve().is_file() for p in links)
+
+
+def test_a_rerun_on_the_same_hashes_reuses_the_spanning_forest(tmp_path, monkeypatch):
+    """Each algorithm's forest is kept beside the hash cache by the fingerprint of its
+    hashes: a warm rerun reads it instead of searching pairs; a changed collection gets a
+    new one; a damaged file is recomputed, never trusted; the output holds none of it;
+    only the most recently used are kept."""
+    from mhc.clustering import ForestCache
+    from mhc.summary import read_summary
+
+    inp = tmp_path / "in"
+    for i in range(5):
+        a = photo(i)
+        save(a, inp / f"{i}.png")
+        save(a.resize((120, 90)), inp / f"{i} small.png")
+    o = dict(input=inp, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8", "dhash_8"],
+             workers=1)
+    first = run(Options(**o))
+    parts = lambda res: [[c.tolist() for c in p.clusters] for p in res.algorithms[0].partitions]  # noqa: E731
+    forests = tmp_path / "c.sqlite.forests"
+    files = sorted(forests.glob("*.npz"))
+    assert len(files) == 2 and not list((tmp_path / "out").rglob("*.npz"))
+    sizes = {f.name: f.stat().st_size for f in files}
+    second = run(Options(**o))
+    assert {f.name: f.stat().st_size for f in forests.glob("*.npz")} == sizes  # read, not recomputed
+    assert parts(second) == parts(first) and any(len(p) for p in parts(first))
+    files[0].write_bytes(b"not a forest")  # damaged: recomputed
+    third = run(Options(**o))
+    assert parts(third) == parts(first) and files[0].stat().st_size == sizes[files[0].name]
+    monkeypatch.setattr(ForestCache, "MAX_FILES", 3)
+    save(photo(9), inp / "new.png")
+    run(Options(**o))
+    assert len(list(forests.glob("*.npz"))) == 3  # two new, and the most recently used old one
+    assert len(read_summary(tmp_path / "out")["files"]) == 11
+    (forests / "keep-me.npz").write_bytes(b"a user's file")  # not named as mhc names forests: kept
+    save(photo(10), inp / "new2.png")
+    run(Options(**o))
+    assert (forests / "keep-me.npz").exists() and len(list(forests.glob("*-r*.npz"))) == 3

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Whole runs (`./cluster.py`) at 100,000 and 1,000,000 files, hashes cached.
+
+    python benchmarks/scale.py --n 100000 --dir /tmp/scale100k
+    python benchmarks/scale.py --n 1000000 --dir /tmp/scale1m --no-unclustered-links --skip-new-file
+
+Makes ``n`` small real PNG files (8x8, each distinct) and puts *synthetic* phash_8 hashes
+for them in a fresh cache through mhc's own cache API (random codes plus 10 % planted
+near-duplicate groups, as benchmarks/sweep.py), so the runs measure everything after
+hashing: discovery, the cache lookup, pair search, the sweep, the summary, the links, the
+report. Then it times, each as a separate `./cluster.py -a phash_8` process with peak
+memory (the child's max RSS):
+
+1. the first run into a new output (every folder and link written),
+2. a warm rerun (same hashes: partitions unchanged),
+3. a rerun after adding one new real photo (one file decoded; the partitions change).
+
+Targets (issue 17): at 100,000 files the warm rerun <= 5 s and the one-new-file rerun
+<= 10 s, peak <= 1.5 GB; at 1,000,000 with --no-unclustered-links the warm rerun <= 5 min
+and <= 4 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from sweep import synthetic  # noqa: E402
+
+from mhc import Options  # noqa: E402
+from mhc.cache import HashCache  # noqa: E402
+from mhc.collection import find_media, hash_plan  # noqa: E402
+from mhc.identity import FileInfo  # noqa: E402
+from mhc.options import validate  # noqa: E402
+
+
+def make_files(folder: Path, n: int) -> None:
+    """n distinct 8x8 PNGs in folders of 1,000 (as photo libraries are split)."""
+    from PIL import Image
+
+    have = sum(len(files) for _, _, files in os.walk(folder)) if folder.exists() else 0
+    if have == n:
+        return
+    rng = np.random.default_rng(1)
+    for k in range(n):
+        d = folder / f"{k // 1000:04d}"
+        if k % 1000 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        p = d / f"img_{k:07d}.png"
+        if not p.exists():
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(p)
+
+
+def fill_cache(folder: Path, cache: Path, output: Path) -> int:
+    plan = validate(Options(input=folder, output=output, cache=cache, algorithms=["phash_8"]))
+    found = find_media(plan)
+    hp = hash_plan(plan)
+    algo = hp.algorithms[0]
+    codes = synthetic(len(found.files), 64, seed=7)
+    with HashCache(cache) as c:
+        rows = []
+        for f, code in zip(found.files, codes):
+            rows.append((f, FileInfo(8, 8, "PNG", None, None), {hp.hkey(algo): code.byteswap().tobytes()}, None))
+            if len(rows) == 50_000:
+                c.store(rows)
+                rows = []
+        c.store(rows)
+    return len(found.files)
+
+
+def timed_run(args: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, the child's peak RSS in MB, and its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"run failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest of any child so far: runs go from light to heavy,
+    # and each is reported as max(so far); the first run is the heaviest in practice
+    return wall, max(peak, before) / 1024, r.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/mhc-scale"))
+    ap.add_argument("--no-unclustered-links", action="store_true")
+    ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--skip-new-file", action="store_true")
+    args = ap.parse_args()
+    folder, out, cache = args.dir / "media", args.dir / "out", args.dir / "cache.sqlite"
+    t = time.perf_counter()
+    make_files(folder, args.n)
+    print(f"{args.n:,} files ready in {folder} ({time.perf_counter() - t:.0f} s)")
+    if not cache.exists():
+        t = time.perf_counter()
+        k = fill_cache(folder, cache, out)
+        print(f"synthetic phash_8 hashes for {k:,} files cached ({time.perf_counter() - t:.0f} s)")
+    new = folder / "new_photo.jpg"
+    new.unlink(missing_ok=True)
+    common = ["-i", str(folder), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q"]
+    common += ["--no-unclustered-links"] if args.no_unclustered_links else []
+    common += ["--no-report"] if args.no_report else []
+    if not out.exists():
+        wall, peak, _ = timed_run(common)
+        print(f"first run into a new output: {wall:.1f} s, peak {peak:.0f} MB")
+    wall, peak, _ = timed_run(common)
+    print(f"warm rerun: {wall:.1f} s, peak so far {peak:.0f} MB")
+    wall, peak, _ = timed_run(common)
+    print(f"warm rerun again: {wall:.1f} s")
+    if not args.skip_new_file:
+        from PIL import Image
+
+        Image.effect_mandelbrot((1600, 1200), (-2, -1.2, 1, 1.2), 100).convert("RGB").save(new, quality=90)
+        wall, peak, _ = timed_run(common)
+        print(f"rerun with one new file: {wall:.1f} s, peak so far {peak:.0f} MB")
+        new.unlink()
+
+
+if __name__ == "__main__":
+    main()
