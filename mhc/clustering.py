@@ -160,6 +160,9 @@ class HdbscanClusterer:
                              f"files; it is limited to {HDBSCAN_MAX_FILES:,}. Use the sweep beyond.")
         clusters: list[np.ndarray] = []
         img, vid = np.flatnonzero(~metric.is_video), np.flatnonzero(metric.is_video)
+        excluded = getattr(metric, "excluded", None)
+        if excluded is not None:
+            img = img[~excluded[img]]  # too flat to hash reliably (PDQ): noise, never clustered
         if len(img) >= 2:
             bits = np.unpackbits(metric.codes[img].view(np.uint8), axis=1)[:, : metric.max_distance].astype(bool)
             labels = HDBSCAN(min_cluster_size=self.min_size, min_samples=1, metric="hamming",

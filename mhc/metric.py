@@ -153,7 +153,13 @@ class HashMetric:
     def matrix(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         if self.variants is None and not self.is_video[members].any():
-            return cross_distances(self.codes[members], self.codes[members]).astype(np.int64)
+            d = cross_distances(self.codes[members], self.codes[members]).astype(np.int64)
+            flat = self.excluded[members]
+            if flat.any():  # a hash too unreliable to link is far from everything but itself
+                d[flat, :] = BIG
+                d[:, flat] = BIG
+                np.fill_diagonal(d, 0)
+            return d
         m = len(members)
         out = np.zeros((m, m), dtype=np.int64)
         iu, ju = np.triu_indices(m, k=1)

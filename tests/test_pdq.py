@@ -10,6 +10,7 @@ from PIL import Image
 
 from mhc import Options, UsageError, parse_algorithm, run
 from mhc.pdq import luma, pdq_dihedral, pdq_hash, pdq_with_dihedral
+from mhc.summary import clusters
 
 from conftest import photo, run_cli, save
 
@@ -86,6 +87,15 @@ def test_flat_images_are_never_linked_and_are_counted(tmp_path):
     top = entry["thresholds"][-1]
     assert top["clusters"] == 1 and top["clustered_files"] == 2  # the photo and its copy, never the flat pair
     assert "too flat for pdq_16" in (tmp_path / "out" / "index.html").read_text()
+    # HDBSCAN and complete linkage measure distances by matrix: the flat pair stays apart there too
+    for extra in (["--method", "hdbscan"], ["--linkage", "complete", "-t", "0:60:2"]):
+        out = tmp_path / f"out-{extra[1]}"
+        r = run_cli("-i", str(inp), "-o", str(out), "-a", "pdq_16", *extra)
+        assert r.returncode == 0, r.stderr
+        s = json.loads((out / "summary.json").read_text())
+        flat = {str(inp / "flat0.png"), str(inp / "flat1.png")}
+        t = s["algorithms"]["pdq_16"]["thresholds"][-1]["threshold"]
+        assert all(not flat <= set(c) for c in clusters(s, "pdq_16", t)), extra
 
 
 def test_pdq_in_a_run_links_copies_and_with_isometric_rotations(tmp_path):
