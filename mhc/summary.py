@@ -158,6 +158,9 @@ def write_json(path: Path, data: dict) -> None:
     """Compact JSON (a summary of a million files must be quick to write and read). ASCII
     only: a name that is not UTF-8 is kept as ``\\udcXX`` escapes, which ``json.loads``
     and ``os.fsencode`` turn back into its bytes."""
+    # dumps, not dump: only the one-shot encoder is the C one (dump streams through the
+    # pure-Python encoder: 4.4 s instead of ~1 s for the summary of 100,000 files)
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
     with open(path, "w", encoding="ascii") as f:
-        json.dump(data, f, ensure_ascii=True, separators=(",", ":"))
+        f.write(text)
         f.write("\n")
