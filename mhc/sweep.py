@@ -7,7 +7,7 @@ many pairs fall under the largest threshold.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,24 +88,51 @@ def sweep(n: int, forest: Edges, thresholds: Iterable[int], *, engine: str = "au
     "networkx" or "scipy".
     """
     forest = forest.sorted()
-    if engine == "scipy" or (engine == "auto" and len(forest) > NX_MAX_EDGES):
-        yield from _sweep_scipy(n, forest, thresholds)
-        return
+    use_scipy = engine == "scipy" or (engine == "auto" and len(forest) > NX_MAX_EDGES)
+    components = _scipy_components(n, forest) if use_scipy else _networkx_components(forest)
+    prev: Partition | None = None
+    last = -1
+    for t in sorted(set(thresholds)):
+        stop = int(np.searchsorted(forest.d, t, side="right"))
+        if prev is not None and stop == last:  # every forest edge joins two components: no new edge, no change
+            prev = Partition(t, prev.clusters, prev.unclustered, False)
+        else:
+            prev, last = make_partition(n, t, components(stop)), stop
+        yield prev
+
+
+def _networkx_components(forest: Edges) -> Callable[[int], list[np.ndarray]]:
+    """Components (2+ files each) of the first ``stop`` forest edges; edges are added to
+    one graph as ``stop`` grows."""
     import networkx as nx
 
     graph = nx.Graph()
-    k = 0
-    first = True
-    for t in sorted(set(thresholds)):
-        stop = int(np.searchsorted(forest.d, t, side="right"))
-        # every forest edge joins two components: no new edge, no change
-        changed = first or stop > k
-        if stop > k:
-            graph.add_edges_from(zip(forest.i[k:stop].tolist(), forest.j[k:stop].tolist()))
-            k = stop
-        comps = [np.array(sorted(c), dtype=np.int64) for c in nx.connected_components(graph)]
-        yield make_partition(n, t, comps, changed)
-        first = False
+    added = 0
+
+    def components(stop: int) -> list[np.ndarray]:
+        nonlocal added
+        graph.add_edges_from(zip(forest.i[added:stop].tolist(), forest.j[added:stop].tolist()))
+        added = max(added, stop)
+        return [np.array(sorted(c), dtype=np.int64) for c in nx.connected_components(graph)]
+    return components
+
+
+def _scipy_components(n: int, forest: Edges) -> Callable[[int], list[np.ndarray]]:
+    """As :func:`_networkx_components`, by scipy's C connected components."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    def components(stop: int) -> list[np.ndarray]:
+        g = coo_matrix((np.ones(stop, dtype=np.int8), (forest.i[:stop], forest.j[:stop])), shape=(n, n))
+        _, labels = connected_components(g, directed=False)
+        sizes = np.bincount(labels)
+        # only components of 2+ files, sliced from one sorted array: np.split of every
+        # singleton took 6 s per 20 thresholds at 100,000 files
+        members = np.flatnonzero(sizes[labels] > 1)
+        members = members[np.argsort(labels[members], kind="stable")]  # a component's members stay in index order
+        ends = np.cumsum(sizes[sizes > 1]).tolist()
+        return [members[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    return components
 
 
 def make_partition(n: int, t: int, comps: list[np.ndarray], changed: bool = True) -> Partition:
@@ -116,29 +143,3 @@ def make_partition(n: int, t: int, comps: list[np.ndarray], changed: bool = True
     for c in comps:
         mask[c] = False
     return Partition(t, comps, np.flatnonzero(mask), changed)
-
-
-def _sweep_scipy(n: int, forest: Edges, thresholds: Iterable[int]) -> Iterator[Partition]:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    k = -1
-    prev: Partition | None = None
-    for t in sorted(set(thresholds)):
-        stop = int(np.searchsorted(forest.d, t, side="right"))
-        changed, k = stop > k, stop
-        if not changed and prev is not None:  # no edge added: the same components
-            prev = Partition(t, prev.clusters, prev.unclustered, False)
-            yield prev
-            continue
-        g = coo_matrix((np.ones(stop, dtype=np.int8), (forest.i[:stop], forest.j[:stop])), shape=(n, n))
-        _, labels = connected_components(g, directed=False)
-        sizes = np.bincount(labels)
-        # only components of 2+ files, sliced from one sorted array: np.split of every
-        # singleton took 6 s per 20 thresholds at 100,000 files
-        members = np.flatnonzero(sizes[labels] > 1)
-        members = members[np.argsort(labels[members], kind="stable")]  # a component's members stay in index order
-        ends = np.cumsum(sizes[sizes > 1]).tolist()
-        comps = [members[a:b] for a, b in zip([0] + ends[:-1], ends)]
-        prev = make_partition(n, t, comps, changed)
-        yield prev
