@@ -97,16 +97,21 @@ class SweepClusterer:
 
     def joins(self, metric: Metric, progress: Progress | None = None) -> Edges:
         top = max(self.thresholds)
+        forest = self._forest(metric, top, progress)
+        if self.linkage == "complete":
+            top_partition = next(iter(sweep(metric.n, forest, [top])))
+            return complete_joins(top_partition.clusters, self._distances(metric, top), self.max_size)
+        if self.max_size or self.cannot_link:
+            return capped_joins(forest, self.max_size, self.cannot_link)
+        return forest
+
+    def _forest(self, metric: Metric, top: int, progress: Progress | None) -> Edges:
         if self.forests is not None and self.verify is None and not self.cannot_link \
                 and hasattr(metric, "fingerprint"):
             # the plain forest depends on the metric and the radius alone: a rerun on the same
             # hashes skips the pair search (the costliest step of a warm rerun at 100,000 files)
-            forest = self.forests.get(metric.fingerprint(), top, lambda: spanning_forest(
-                metric.n, iter(metric.edges(top, progress))))
-            if self.linkage == "complete":
-                top_partition = next(iter(sweep(metric.n, forest, [top])))
-                return complete_joins(top_partition.clusters, self._distances(metric, top), self.max_size)
-            return capped_joins(forest, self.max_size, self.cannot_link) if self.max_size else forest
+            return self.forests.get(metric.fingerprint(), top,
+                                    lambda: spanning_forest(metric.n, iter(metric.edges(top, progress))))
         blocks: Iterator[Edges] = iter(metric.edges(top, progress))
         if self.verify is not None:
             blocks = filtered(blocks, self.verify)
@@ -116,14 +121,7 @@ class SweepClusterer:
             # so the constrained join can route around the pair
             blocks = _tap(blocks, self.cannot_link, extra)
         forest = spanning_forest(metric.n, blocks)
-        if self.cannot_link:
-            forest = Edges.concat([forest, *extra])
-        if self.linkage == "complete":
-            top_partition = next(iter(sweep(metric.n, forest, [top])))
-            return complete_joins(top_partition.clusters, self._distances(metric, top), self.max_size)
-        if self.max_size or self.cannot_link:
-            return capped_joins(forest, self.max_size, self.cannot_link)
-        return forest
+        return Edges.concat([forest, *extra]) if self.cannot_link else forest
 
     def _distances(self, metric: Metric, top: int):
         """Complete linkage needs every pair's distance: a link refused by verification or
