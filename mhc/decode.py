@@ -159,12 +159,12 @@ def _open_pillow(path: str, variants: Sequence[DecodeSettings]) -> list[Decoded]
                     raise too_large(w, h, limit)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF / multi-page TIFF: the first frame
-                shown, fmt, taken, mode = _shown_size(im), im.format, _taken(im), im.mode  # before any draft
+                shown, fmt, taken = _shown_size(im), im.format, _taken(im)
                 loaded: dict[object, Image.Image] = {}  # draft request -> decoded pixels
                 flat: dict[tuple, Image.Image] = {}  # (mode, size) as decoded -> flattened
                 out = []
                 for v in variants:
-                    request = _draft_request((w, h), mode, v) if fmt == "JPEG" and not v.exact else None
+                    request = _draft_request((w, h), v) if fmt == "JPEG" and not v.exact else None
                     if request not in loaded:
                         src = im
                         if loaded:  # a JPEG is drafted once: another scale needs another open
@@ -304,10 +304,8 @@ def _unidentified_reason(path: str) -> str:
     return "not a recognised image format (content does not match the extension)"
 
 
-def _draft_request(size: tuple[int, int], mode: str,
-                   settings: DecodeSettings) -> tuple[str | None, tuple[int, int]] | None:
-    """Arguments of ``draft`` for a JPEG of ``size`` and ``mode`` as stored (None: decode at
-    full size)."""
+def _draft_request(size: tuple[int, int], settings: DecodeSettings) -> tuple[None, tuple[int, int]] | None:
+    """Arguments of ``draft`` for a JPEG of ``size`` (None: decode at full size)."""
     w, h = size
     short = min(w, h)
     if short <= settings.min_side:
@@ -319,10 +317,6 @@ def _draft_request(size: tuple[int, int], mode: str,
     # JPEGs at 1/8 scale: the colour decode plus a conversion to grey costs what libjpeg's
     # luma-only decode costs (7.6 vs 7.7 ms; entropy decoding dominates at that scale).
     return None, (max(1, int(w * k + 0.999)), max(1, int(h * k + 0.999)))
-
-
-def _normalize(im: Image.Image, settings: DecodeSettings) -> Image.Image:
-    return _finish(_flatten(im), settings)
 
 
 def _flatten(im: Image.Image) -> Image.Image:

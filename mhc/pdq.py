@@ -209,7 +209,7 @@ def pdq_with_dihedral(image: Image.Image) -> tuple[bytes, list[bytes], int]:
     an image of exactly 64 x 64, which the plain hash takes unfiltered)."""
     b, q = _dct_of(image, copy64=False)
     variants = _dihedral_bits(b)
-    if np.asarray(image).shape[:2] == (64, 64):
+    if image.size == (64, 64):
         return pdq_hash(image)[0], variants, q
     return variants[0], variants, q
 
