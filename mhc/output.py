@@ -195,6 +195,11 @@ class OutputFolder:
                 raise fault(e, f"cannot write in {self.parent}") from None
         return self.staging
 
+    def mhc_home(self) -> Path:
+        """The folder whose ``.mhc/`` (the report's thumbnails) this run uses: the live
+        output's, kept across runs (moved into the new tree at commit), else the new tree's."""
+        return self.out if (self.out / ".mhc").is_dir() else self.stage()
+
     def keep(self, rel: str) -> None:
         """Move ``out/rel`` (unchanged since the last run) into the new tree at commit."""
         self._moves.append(rel)

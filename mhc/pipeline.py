@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from .events import Progress
 from .hashing import HashPlan
 from .metric import MatchOptions
 from .options import Options, RunPlan, default_cache_path, validate
-from .suggest import Recommendation, agree, recommend
+from .suggest import Recommendation, settle
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
         collection = collect(plan, progress=progress, executor=executor, found=found)
         result = RunResult(str(plan.input), str(plan.output), collection, cluster_all(collection, plan, progress),
                            options)
-        result.recommendation = _suggest(result.algorithms, len(collection.files))
+        result.recommendation = settle(result.algorithms, len(collection.files))
     else:
         from .output import OutputFolder
 
@@ -109,19 +108,10 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
             clusterings = cluster_all(collection, plan, progress, forests)
             clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
             result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)
-            result.recommendation = _suggest(clusterings, len(collection.files))
+            result.recommendation = settle(clusterings, len(collection.files))
             result.written = write_output(of, result, previous, progress)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _suggest(clusterings: list, n: int) -> Recommendation | None:
-    """Each algorithm's suggestion moved to where all algorithms agree (see suggest.agree),
-    and the one folder to open first."""
-    refined = agree(clusterings, n)
-    for c in clusterings:
-        c.suggestion = refined.get(c.key, c.suggestion)
-    return recommend(clusterings, n)
 
 
 def match_options(o: Options) -> MatchOptions:
@@ -189,12 +179,6 @@ def _with_carried(hplan: HashPlan, carried: list[tuple[str, dict]]) -> HashPlan:
     return dataclasses.replace(hplan, algorithms=tuple(algos), isometric=iso, verify=verify)
 
 
-def _mhc_home(of) -> Path:
-    """The folder whose .mhc/ (thumbnails, forests) this run uses: the live output's, kept
-    across runs, else the new tree's."""
-    return of.out if (of.out / ".mhc").is_dir() else of.stage()
-
-
 def _thumb_dir(of, options: Options) -> str | None:
     """Where hashing writes the report's thumbnails (see HashPlan.thumb_dir): the output's
     .mhc/thumbs, kept across runs (the live one, else the new tree's)."""
@@ -202,7 +186,7 @@ def _thumb_dir(of, options: Options) -> str | None:
         return None
     from .thumbs import THUMB_DIR
 
-    d = _mhc_home(of) / THUMB_DIR
+    d = of.mhc_home() / THUMB_DIR
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:

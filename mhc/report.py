@@ -174,7 +174,7 @@ class _Files:
         self._static: dict[tuple[int, str], str] = {}
 
     def details(self, i: int) -> str:
-        get = lambda k: (self.info.get(k) or [None] * len(self.files))[i]  # noqa: E731
+        get = lambda k: self.info[k][i] if self.info.get(k) else None  # noqa: E731
         parts = []
         if get("width") and get("height"):
             parts.append(f"{get('width')}×{get('height')}")
@@ -348,13 +348,12 @@ def metric_measure(result) -> Measure:
     return measure
 
 
-def write_report(staging: Path, live: Path, summary: dict, result=None, *, progress=None, workers: int = 0) -> None:
+def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0) -> None:
     """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
-    made once per file into the output's ``.mhc/thumbs`` (``live``: the current output, if
-    any, else the staging tree) and kept across runs."""
+    made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
+    (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs."""
     from .thumbs import ensure_thumbs
 
-    home = live if (live / ".mhc").is_dir() else staging
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None)
 

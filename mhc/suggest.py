@@ -259,11 +259,19 @@ class _Vote:
             w = np.where(pc + tt > 0, 2 * tp / np.maximum(pc + tt, 1e-9), 0.0) + 1e-9
         self.w = w
         self.tt = (w * pc).sum() / w.sum()
+        self._scores: dict[int, tuple[Partition, float]] = {}  # id(partition) -> (it, agreement)
 
     def agreement(self, lab: np.ndarray) -> float:
         tp = sum(wk * co_clustered(lab, v) for wk, v in zip(self.w, self.votes)) / self.w.sum()
         pp = pair_count(lab)
         return float(2 * tp / (pp + self.tt)) if pp + self.tt > 0 else 0.0
+
+    def score(self, p: Partition, n: int) -> float:
+        """:meth:`agreement` of a partition, computed once per partition (agree() and
+        recommend() score the same folders; the partition is kept so its id stays its own)."""
+        if id(p) not in self._scores:
+            self._scores[id(p)] = (p, self.agreement(labels_of(p, n)))
+        return self._scores[id(p)][1]
 
 
 def _voters(clusterings: list) -> list:
@@ -276,7 +284,19 @@ def _own_votes(voters: list, n: int) -> _Vote:
                   for c in voters])
 
 
-def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 2000) -> dict[str, Suggestion]:
+def settle(clusterings: list, n: int) -> Recommendation | None:
+    """:func:`agree`, its suggestions put in place, then :func:`recommend`: one vote and one
+    score per folder serve both (each costs O(files) per folder and algorithm)."""
+    voters = _voters(clusterings)
+    vote = _own_votes(voters, n) if len(voters) > 1 else None
+    refined = agree(clusterings, n, vote=vote)
+    for c in clusterings:
+        c.suggestion = refined.get(c.key, c.suggestion)
+    return recommend(clusterings, n, vote=vote)
+
+
+def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 2000,
+          vote: _Vote | None = None) -> dict[str, Suggestion]:
     """With three algorithms or more (``min_voters``): per algorithm, its folder that agrees
     best with the weighted vote of all algorithms' own suggestions (see :class:`_Vote`), as a new
     :class:`Suggestion` whose ``own`` keeps the algorithm's own choice. Measured on six
@@ -290,13 +310,13 @@ def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 
     voters = _voters(clusterings)
     if len(voters) < min_voters:
         return {}
-    vote = _own_votes(voters, n)
+    vote = vote or _own_votes(voters, n)
     out = {}
     for c in voters:
         s = c.suggestion
         if len(c.partitions) > max_partitions:  # a huge sweep: keep its own choice
             continue
-        scores = [vote.agreement(labels_of(p, n)) for p in c.partitions]
+        scores = [vote.score(p, n) for p in c.partitions]
         k = int(np.argmax(scores))
         t = c.partitions[k].threshold
         u = "%" if c.unit == "%" else " bits"
@@ -313,7 +333,8 @@ def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 
     return out
 
 
-def recommend(clusterings: list, n: int, max_candidates: int = 2000) -> Recommendation | None:
+def recommend(clusterings: list, n: int, max_candidates: int = 2000,
+              vote: _Vote | None = None) -> Recommendation | None:
     """The folder to open first among ``clusterings`` (each with ``key``, ``partitions`` and
     ``suggestion``, the algorithm's own): the highest agreement with the weighted vote of all
     suggested folders (see :class:`_Vote`)."""
@@ -324,13 +345,13 @@ def recommend(clusterings: list, n: int, max_candidates: int = 2000) -> Recommen
         c = voters[0]
         return Recommendation(c.key, c.suggestion.threshold, 1.0, f"{c.key} is the only algorithm of this run "
                               f"with a suggestion; open its suggested folder.")
-    vote = _own_votes(voters, n)
+    vote = vote or _own_votes(voters, n)
     cands = [(c, p) for c in voters for p in c.partitions]
     if len(cands) > max_candidates:  # huge sweeps: the suggested folders only
         cands = [(c, c.partition(c.suggestion.threshold)) for c in voters]
     best = None
     for c, p in cands:
-        e = vote.agreement(labels_of(p, n))
+        e = vote.score(p, n)
         if best is None or e > best[0] + 1e-12:
             best = (e, c, p)
     e, c, p = best

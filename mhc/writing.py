@@ -275,7 +275,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         write_json(staging / "summary.json", summary)
         write_errors_csv(staging / "errors.csv", result.errors)
         if not o.no_report:
-            write_report(staging, of.out, summary, result, progress=progress, workers=o.workers)
+            write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers)
     except OSError as e:
         raise fault(e, "cannot write the output") from None
     if (of.out / ".mhc").is_dir():
