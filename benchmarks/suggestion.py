@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mhc import Options, run  # noqa: E402
 from mhc.algorithms import DEFAULT_ALGORITHMS, PRESETS  # noqa: E402
+from mhc.evaluate import pair_scores  # noqa: E402
 
 
 def f1_without_hard(files: list[str], clusters: list, corpus: Path, labels: dict) -> float:
@@ -35,23 +35,12 @@ def f1_without_hard(files: list[str], clusters: list, corpus: Path, labels: dict
             r = rel[files[i]]
             if r in universe:
                 assign[r] = k
-    both, pred, truth = Counter(), Counter(), Counter()
     single = 0
-    for r in universe:
-        g = info[r].get("group")
-        k = assign.get(r)
-        if k is None:
+    for r in universe:  # files in no cluster: each a cluster of its own
+        if r not in assign:
             single += 1
-            k = ("s", single)
-        pred[k] += 1
-        if g is not None:
-            truth[g] += 1
-            both[(k, g)] += 1
-    n2 = lambda c: sum(v * (v - 1) // 2 for v in c.values())
-    tp, pp, tt = n2(both), n2(pred), n2(truth)
-    p = tp / pp if pp else 1.0
-    r = tp / tt if tt else 1.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+            assign[r] = ("s", single)
+    return pair_scores(assign, {r: info[r].get("group") for r in universe})[2]
 
 
 def evaluate(corpus: Path, algorithms: list[str]) -> dict:

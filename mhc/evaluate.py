@@ -95,21 +95,28 @@ def score_folder(folder: Path, labels: dict[str, str | None], originals: dict[st
                 continue
             n += 1
             assign[real] = ("s", n) if single else ("c", sub.name)
+    p, r, f1, pp, tt = pair_scores(assign, labels)
+    return Score(str(folder), p, r, f1, pp, tt)
+
+
+def pair_scores(assign: dict, groups: dict) -> tuple[float, float, float, int, int]:
+    """Pairwise precision, recall and F1 of a clustering: ``assign`` maps each item to its
+    cluster (a singleton gets a cluster of its own), ``groups`` maps it to its true group
+    (None: belongs with nothing). Also the predicted and true pair counts."""
     both: Counter = Counter()
     pred: Counter = Counter()
     truth: Counter = Counter()
     for f, k in assign.items():
         pred[k] += 1
-        g = labels[f]
+        g = groups[f]
         if g is not None:
             truth[g] += 1
             both[(k, g)] += 1
-    pairs = lambda c: sum(v * (v - 1) // 2 for v in c.values())
+    pairs = lambda c: sum(v * (v - 1) // 2 for v in c.values())  # noqa: E731
     tp, pp, tt = pairs(both), pairs(pred), pairs(truth)
     p = tp / pp if pp else 1.0
     r = tp / tt if tt else 1.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return Score(str(folder), p, r, f1, pp, tt)
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0), pp, tt
 
 
 def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
