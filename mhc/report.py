@@ -10,7 +10,9 @@ rendered from Jinja2 templates (``mhc/templates``) with autoescaping:
 Under each picture: pixels, file size, format and date; the probable original of each
 cluster (largest, then least compressed, then oldest) is marked, distances are to it, and
 clusters whose files are farther apart than the threshold (linked through others) are
-flagged. Pages hold at most PAGE_FILES thumbnails, loaded lazily.
+flagged. Pages hold at most PAGE_FILES thumbnails, loaded lazily; of the unclustered files
+of a threshold the first UNCLUSTERED_SHOWN are shown and the page links to the folder with
+all of them.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ from .pairs import hex_distance
 from .summary import original_ranks, partitions
 
 PAGE_FILES = 1000
+# Unclustered files shown per threshold: every file unclustered at every threshold made the
+# report of 100,000 files 2,000 pages (880 MB) that nobody browses; the folder holds them all.
+UNCLUSTERED_SHOWN = PAGE_FILES
 DIAMETER_SAMPLE = 300  # members of a cluster whose pairwise distances are all measured
 SERIES = [  # key in summary, label, colour
     ("clusters", "clusters", "#1f77b4"),
@@ -276,8 +281,9 @@ def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files,
         clusters.append({"rank": rank, "name": f"{rank:0{max(3, len(str(len(p.clusters))))}d}_{len(c)}",
                          "chained": e.get("method", "sweep") == "sweep" and diameter > t["threshold"],
                          "diameter": diameter, "order": order, "dist": dist, "original": original})
-    unclustered = p.unclustered.tolist()
+    unclustered = p.unclustered[:UNCLUSTERED_SHOWN].tolist()
     pages = paginate([len(c["order"]) for c in clusters], len(unclustered))
+    unclustered_name = f"unclustered_{len(p.unclustered)}"
     frac = t["threshold"] / (e.get("bits") or 1)
     others = []
     if e.get("unit") != "%":
@@ -299,7 +305,10 @@ def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files,
         unc = [figs.figure(i, "../../") for i in unclustered[u0:u1]]
         html = environment().get_template("threshold.html.j2").render(
             title=f"{key} threshold {t['threshold']}", key=key, threshold=t["threshold"], unit=unit, folder=t["folder"],
-            counts=t, clusters=page_clusters, unclustered=unc, unclustered_name=f"unclustered_{len(unclustered)}",
+            counts=t, clusters=page_clusters, unclustered=unc, unclustered_name=unclustered_name,
+            unclustered_hidden=len(p.unclustered) - len(unclustered) if u1 == len(unclustered) and unc else 0,
+            unclustered_linked=e.get("unclustered_links", True) and t.get("written", True),
+            unclustered_href=f"../../{urllib.parse.quote(key)}/{urllib.parse.quote(t['folder'])}/{unclustered_name}/",
             suggested=sug, suggested_href=page_name(sug, width) if sug is not None else None,
             above=sug is not None and t["threshold"] > sug and e.get("unit") != "%",
             chained=sum(1 for c in clusters if c["chained"]),

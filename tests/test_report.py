@@ -184,8 +184,9 @@ def test_pairs_match_the_clusters_of_the_same_threshold(reported, fmt):
 
 
 def test_large_threshold_folders_are_paged(tmp_path):
-    """10,000-file collections: no page holds more than PAGE_FILES thumbnails."""
-    from mhc.report import PAGE_FILES, build_report
+    """Large collections: no page holds more than PAGE_FILES thumbnails, and of the
+    unclustered files only UNCLUSTERED_SHOWN are shown, with a link to their folder."""
+    from mhc.report import PAGE_FILES, UNCLUSTERED_SHOWN, build_report
 
     n = 2 * PAGE_FILES + 500
     files = [f"/photos/{k:05d}.jpg" for k in range(n)]
@@ -198,7 +199,11 @@ def test_large_threshold_folders_are_paged(tmp_path):
     pages = [p for p in build_report(tmp_path, summary, {}) if p.parent.name == "phash_8"]
     assert [p.name for p in pages] == ["thr_003.html", "thr_003-2.html", "thr_003-3.html"]
     counts = [p.read_text().count("<figure") for p in pages]
-    assert sum(counts) == n and max(counts) <= PAGE_FILES
+    assert sum(counts) == 1400 + UNCLUSTERED_SHOWN and max(counts) <= PAGE_FILES
+    hidden = n - 1400 - UNCLUSTERED_SHOWN
+    assert hidden > 0 and f"and {hidden} more" in pages[-1].read_text()
+    assert 'href="../../phash_8/thr_003_unclustered_1100/unclustered_1100/"' in pages[-1].read_text()
+    assert all("more, not shown" not in p.read_text() for p in pages[:-1])
     assert all('loading=lazy' in p.read_text() or "no preview" in p.read_text() for p in pages)
 
 
