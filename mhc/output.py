@@ -6,8 +6,9 @@ Layout (compatible with peterlevi/image-clustering)::
     <out>/<algo>_<size>/thr_NNN_unclustered_U/RANK_SIZE/<stem>_<hash16><ext> -> original
 
 A run builds what changed in a hidden sibling folder; folders whose content is unchanged
-are *moved* into it (a rename, however many links they hold) in a short critical section
-with signals blocked and a journal, so a killed run is rolled back by the next one. Then
+are *moved* into it (a rename, however many links they hold), and folders that changed a
+little are moved and patched (see :mod:`mhc.patching`), in a short critical section with
+signals blocked and a journal, so a killed run is rolled back by the next one. Then
 the two trees are exchanged in one ``renameat2(RENAME_EXCHANGE)`` and the old one is
 removed by a detached process (deleting only what mhc made, never following a link), so
 nobody waits for 100,000 unlinks.
@@ -156,7 +157,8 @@ class OutputFolder:
         self.parent = self.out.parent
         self.staging = self.parent / f".{self.out.name}{STAGING_INFIX}{os.getpid()}"
         self._lock_fd: int | None = None
-        self._moves: list[str] = []  # paths relative to out, moved into the new tree at commit
+        # what commit does, in order, before the swap: [kind, a, b] (see _do); each undoable
+        self._ops: list[list[str]] = []
         self._background = background_retire
         self.committed = False
 
@@ -177,6 +179,8 @@ class OutputFolder:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
+            if not self.committed and (self.staging / JOURNAL).exists():
+                _undo_all(_journal(self.staging / JOURNAL))
             if not self.committed and self.staging.exists():
                 remove_tree(self.staging)
         except OSError:
@@ -202,7 +206,13 @@ class OutputFolder:
 
     def keep(self, rel: str) -> None:
         """Move ``out/rel`` (unchanged since the last run) into the new tree at commit."""
-        self._moves.append(rel)
+        self._ops.append(["mv", str(self.out / rel), str(self.staging / rel)])
+
+    def at_commit(self, kind: str, a: Path | str, b: Path | str = "") -> None:
+        """Queue one change for the critical section of :meth:`commit`: ``mv`` a -> b
+        (parents in the new tree made as needed), ``mkdir`` a, ``rmdir`` a, ``ln`` (a
+        symbolic link b holding a), ``rm`` (the symbolic link b, which holds a)."""
+        self._ops.append([kind, str(a), str(b)])
 
     def replace_file(self, name: str, write: Callable[[Path], None]) -> None:
         """Atomically replace one top-level file of the current output (write, then rename);
@@ -229,12 +239,21 @@ class OutputFolder:
             self.committed = True
             return
         journal = self.staging / JOURNAL
-        journal.write_text(json.dumps({"out": str(self.out), "moves": self._moves}))
+        journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
+        started = 0
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         try:
-            for rel in self._moves:  # a rename each: microseconds, however many links inside
-                (self.staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.rename(self.out / rel, self.staging / rel)
+            fd = os.open(journal, os.O_WRONLY)
+            try:
+                for op in self._ops:  # renames and a few links: microseconds each
+                    # how many changes may have been made, written before each: an undo
+                    # must never act on a change that was not made (its paths may be
+                    # the old tree's own)
+                    started += 1
+                    os.pwrite(fd, b"%012d" % started, 0)
+                    _do(op, self.staging)
+            finally:
+                os.close(fd)
             if _exchange(self.staging, self.out):
                 old = self.staging
             else:
@@ -243,9 +262,10 @@ class OutputFolder:
                 os.rename(self.staging, self.out)
             self.committed = True
             (self.out / JOURNAL).unlink()
-        except OSError:
+        except BaseException:  # OSError, or anything else: never leave the old tree in pieces
             if not self.committed:
-                self._roll_back(self._moves)
+                _undo_all(self._ops[:started])
+                journal.unlink(missing_ok=True)
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -259,11 +279,6 @@ class OutputFolder:
         # pid and a clock: two runs in one process must not meet an old tree that the
         # previous one's detached remover is still deleting.
         return self.parent / f".{self.out.name}{OLD_INFIX}{os.getpid()}-{time.monotonic_ns()}"
-
-    def _roll_back(self, moves: list[str]) -> None:
-        for rel in moves:
-            if (self.staging / rel).exists() and not (self.out / rel).exists():
-                os.rename(self.staging / rel, self.out / rel)
 
     # -- locking and recovery -----------------------------------------------------------
     def _lock(self) -> None:
@@ -291,11 +306,8 @@ class OutputFolder:
         prefix = f".{self.out.name}"
         for p in sorted(self.parent.glob(f"{prefix}{STAGING_INFIX}*")):
             j = p / JOURNAL
-            if j.exists():  # killed inside a commit, before the swap: put moved folders back
-                moves = json.loads(j.read_text()).get("moves", [])
-                for rel in moves:
-                    if (p / rel).exists() and not (self.out / rel).exists():
-                        os.rename(p / rel, self.out / rel)
+            if j.exists():  # killed inside a commit, before the swap: undo what it did
+                _undo_all(_journal(j, p, self.out))
                 log.warning("restored the output of an interrupted run")
             if (p / MARKER).exists() or not any(p.iterdir()):
                 remove_tree(p)
@@ -337,6 +349,8 @@ class OutputFolder:
     def check_deleting(self, rel: str, link_names: set[str], files_mode: bool) -> None:
         """Before a folder of links is replaced: every entry must be one mhc made (a
         cluster or unclustered folder of links named as mhc names them)."""
+        if not (self.out / rel).is_dir():
+            return  # removed by hand: nothing to check
         for c in os.scandir(self.out / rel):
             if not (c.is_dir(follow_symlinks=False) and CLUSTER_FOLDER.match(c.name)):
                 refuse(c.path)
@@ -344,6 +358,59 @@ class OutputFolder:
                 ok = e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))
                 if not ok:
                     refuse(e.path)
+
+
+# -- the changes of a commit, each undoable ---------------------------------------------
+def _do(op: list[str], staging: Path) -> None:
+    kind, a, b = op
+    if kind == "mv":
+        if b.startswith(str(staging) + os.sep):
+            os.makedirs(os.path.dirname(b), exist_ok=True)
+        os.rename(a, b)
+    elif kind == "mkdir":
+        os.mkdir(a)
+    elif kind == "rmdir":
+        os.rmdir(a)
+    elif kind == "ln":
+        os.symlink(a, b)
+    elif kind == "rm":
+        if os.readlink(b) != a:  # checked when planned; never remove what mhc did not make
+            raise OSError(errno.EEXIST, "changed since it was checked", b)
+        os.unlink(b)
+    else:
+        raise ValueError(kind)
+
+
+def _journal(path: Path, staging: Path | None = None, out: Path | None = None) -> list[list[str]]:
+    """The changes a commit made or may have made (the last one perhaps not)."""
+    text = path.read_text()
+    if text.startswith("{"):  # written by mhc before 2026-12: moves only, all undoable by their paths
+        return [["mv", str(out / r), str(staging / r)] for r in json.loads(text).get("moves", [])]
+    started, _, body = text.partition("\n")
+    return json.loads(body)["ops"][:int(started)]
+
+
+def _undo_all(ops: list[list[str]]) -> None:
+    """Undo ``ops``, the changes an interrupted or failed commit made, last first. Every
+    change but the last was made; the undo of each checks its change is there, so the
+    last one is undone only if it was made."""
+    for kind, a, b in reversed(ops):
+        if kind == "mv":
+            if os.path.lexists(b) and not os.path.lexists(a):
+                os.rename(b, a)
+        elif kind == "mkdir":
+            try:
+                os.rmdir(a)
+            except (FileNotFoundError, OSError):
+                pass  # not made, or not empty: then it was there before
+        elif kind == "rmdir":
+            os.makedirs(a, exist_ok=True)
+        elif kind == "ln":
+            if os.path.islink(b) and os.readlink(b) == a:
+                os.unlink(b)
+        elif kind == "rm":
+            if not os.path.lexists(b) and os.path.isdir(os.path.dirname(b)):
+                os.symlink(a, b)
 
 
 def fault(e: OSError, what: str) -> MhcError:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from .errors import FileError, MhcError
 from .events import Progress, report
 from .names import cluster_folder
 from .output import OutputFolder, fault
+from .patching import PARTS
 from .sweep import Partition
 
 LINK_THREADS = 8
@@ -161,10 +162,12 @@ class FolderPlan:
     write: list[tuple[str, Partition]]  # (folder name, partition)
     keep: list[str]  # folder names moved from the previous output
     delete: list[str]  # folder names of the previous output that go
+    patches: list = field(default_factory=list)  # (FolderPatch, Partition): old folders changed in place
+    old_links: list[str] = field(default_factory=list)  # the previous output's link names, when patching
 
     @property
     def unchanged(self) -> bool:
-        return not self.write and not self.delete
+        return not self.write and not self.delete and not self.patches
 
 
 def plan_folders(key: str, entries: list[dict], partitions: list[Partition], previous: dict | None,
@@ -184,12 +187,29 @@ def plan_folders(key: str, entries: list[dict], partitions: list[Partition], pre
     return FolderPlan(key, write, keep, delete)
 
 
+def with_patches(plan: FolderPlan, previous: dict | None, files: list[str], links: list[str],
+                 settings: LinkSettings) -> FolderPlan:
+    """Folders to write that are cheaper to make from the old folder of their threshold
+    (see :mod:`mhc.patching`): those leave ``write`` and ``delete`` for ``patches``."""
+    from .patching import choose_patches
+
+    if previous is None or plan.key not in previous.get("algorithms", {}) or not plan.write or not plan.delete:
+        return plan
+    patches, old_links = choose_patches(plan.key, plan.write, plan.delete, previous, files, links, settings)
+    if not patches:
+        return plan
+    new = {pt.new for pt, _ in patches}
+    old = {pt.old for pt, _ in patches}
+    return FolderPlan(plan.key, [(n, p) for n, p in plan.write if n not in new], plan.keep,
+                      [d for d in plan.delete if d not in old], patches, old_links)
+
+
 def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], files: list[str],
                      links: dict[str, list[str]], settings: dict[str, LinkSettings], previous: dict | None,
                      progress: Progress | None = None) -> None:
     """Write, keep or drop every threshold folder of every algorithm (see :class:`FolderPlan`)."""
     prev_algos = (previous or {}).get("algorithms", {})
-    total = sum(len(p.write) for p in plans)
+    total = sum(len(p.write) + len(p.patches) for p in plans)
     done = 0
     for plan in plans:
         old = prev_algos.get(plan.key)
@@ -197,9 +217,11 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
             names = set(old.get("links") or _old_links(previous, old))
             for name in plan.delete:
                 of.check_deleting(f"{plan.key}/{name}", names, old.get("link", "symlink") != "symlink")
-        if old is not None and not plan.write and not plan.delete:
+        if old is not None and plan.unchanged:
             of.keep(plan.key)  # the whole algorithm folder, one rename
             continue
+        if plan.patches:
+            plan = _checked(of, plan, previous, settings[plan.key])
         base = staging / plan.key
         try:
             base.mkdir()
@@ -208,10 +230,67 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
                     write_partition(base / name, p, files, links[plan.key], writer)
                     done += 1
                     report(progress, "write", done, total)
+                for patch, _ in plan.patches:  # their new clusters, beside the folder they go into
+                    done += 1
+                    report(progress, "write", done, total)
+                    parts = base / (PARTS + patch.new)
+                    if patch.fresh:
+                        parts.mkdir()
+                    for sub, members in patch.fresh:
+                        (parts / sub).mkdir()
+                        idx = members.tolist()
+                        writer.add([files[i] for i in idx], [os.path.join(parts, sub, links[plan.key][i]) for i in idx])
         except OSError as e:
             raise fault(e, f"cannot write the output ({e.filename or staging})") from None
         for name in plan.keep:
             of.keep(f"{plan.key}/{name}")
+        for patch, _ in plan.patches:
+            queue_patch(of, base, patch, files, links[plan.key], settings[plan.key].relative)
+
+
+def _checked(of: OutputFolder, plan: FolderPlan, previous: dict, settings: LinkSettings) -> FolderPlan:
+    """``plan`` without the patches whose old folder is not as mhc left it (written anew)."""
+    from .patching import check_patch
+
+    names = set(plan.old_links)
+    ok, anew = [], []
+    for patch, p in plan.patches:
+        (ok if check_patch(of.out, plan.key, patch, names, settings.relative) else anew).append((patch, p))
+    for patch, _ in anew:
+        of.check_deleting(f"{plan.key}/{patch.old}", names, False)
+    return FolderPlan(plan.key, plan.write + [(pt.new, p) for pt, p in anew], plan.keep,
+                      plan.delete + [pt.old for pt, _ in anew], ok, plan.old_links)
+
+
+def queue_patch(of: OutputFolder, base: Path, patch, files: list[str], links: list[str], relative: bool) -> None:
+    """The changes that make the old folder ``patch.old`` this run's ``patch.new`` (see
+    :mod:`mhc.patching`), queued for the commit's critical section in an order each of
+    them can be undone in: move the folder in, set dropped clusters aside in the old tree,
+    rename through temporary names (ranks may swap), move new clusters in, fix links."""
+    from .patching import link_text
+
+    old, new = of.out / base.name / patch.old, base / patch.new
+    of.at_commit("mv", old, new)
+    if patch.trash:
+        of.at_commit("mkdir", old)  # in the old tree: removed with it
+        for sub in patch.trash:
+            of.at_commit("mv", new / sub, old / sub)
+    moved = [(a, b) for a, b in patch.renames if a != b]
+    for a, _ in moved:
+        of.at_commit("mv", new / a, new / f".mhc-tmp-{a}")
+    for a, b in moved:
+        of.at_commit("mv", new / f".mhc-tmp-{a}", new / b)
+    if patch.fresh:
+        parts = base / (PARTS + patch.new)
+        for sub, _ in patch.fresh:
+            of.at_commit("mv", parts / sub, new / sub)
+        of.at_commit("rmdir", parts)
+    for sub, name, target in patch.remove:
+        link = os.path.join(new, sub, name)
+        of.at_commit("rm", link_text(target, link, relative), link)
+    for sub, i in patch.add:
+        link = os.path.join(new, sub, links[i])
+        of.at_commit("ln", link_text(files[i], link, relative), link)
 
 
 def _old_links(previous: dict, entry: dict) -> list[str]:
@@ -251,7 +330,8 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         fd = files_digest(files, names)
         entry = algorithm_entry(c, ls, [folder_digest(fd, p, ls) for p in c.partitions], computed=not c.carried)
         entries[c.key], links[c.key], settings[c.key] = entry, names, ls
-        plans.append(plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls))
+        plan = plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls)
+        plans.append(with_patches(plan, previous if prev_algos else None, files, names, ls))
     summary = summary_dict(result, entries)
     gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
     same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report

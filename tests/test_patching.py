@@ -1,0 +1,167 @@
+"""Reruns change the old tree in place (mhc.patching): the result is the tree a fresh run
+writes, what did not change is not rewritten, and an interrupted commit is undone."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance
+
+from conftest import photo, save, tree_digest
+from invariants import check
+from mhc import Options, run
+from mhc.errors import MhcError
+
+O = dict(algorithms=["phash_8", "dhash_8"], thresholds="0:16:1", workers=1)
+
+
+def _links(out: Path) -> dict[str, str]:
+    """The tree of links (path -> target), without the report and the summary."""
+    return {k: v for k, v in tree_digest(out).items() if k.split("/")[0] in ("phash_8", "dhash_8")}
+
+
+def _readable(root: Path) -> set[str]:
+    return {str(p) for p in root.rglob("*") if p.suffix in (".jpg", ".png") and p.name != "broken.jpg"}
+
+
+def _same_as_fresh(inp: Path, out: Path, tmp_path: Path, **kw) -> None:
+    fresh = tmp_path / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    run(Options(input=inp, output=fresh, **{**O, **kw}), background_cleanup=False)
+    assert _links(out) == _links(fresh)
+    assert check(out, readable=_readable(inp)) == []
+
+
+def _tree(out: Path) -> dict[str, str]:
+    """The output without .mhc/ (thumbnails are made in place by hashing, kept by design)."""
+    return {k: v for k, v in tree_digest(out).items() if not k.startswith(".mhc")}
+
+
+def _inode(p: Path) -> int:
+    return p.stat().st_ino
+
+
+def test_new_files_patch_the_folders_and_give_the_fresh_tree(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    thr0 = next((out / "phash_8").glob("thr_000_*"))
+    unclustered = next(thr0.glob("unclustered_*"))
+    ino = _inode(unclustered)
+    # a new unrelated picture, and a new copy of a clustered one
+    save(photo(4242), corpus / "new" / "fresh.jpg", quality=90)
+    save(ImageEnhance.Contrast(Image.open(corpus / "group1" / "original.jpg")).enhance(1.1),
+         corpus / "new" / "g1 contrast.jpg", quality=85)
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path)
+    new_thr0 = next((out / "phash_8").glob("thr_000_*"))
+    assert new_thr0.name != thr0.name  # one more unclustered file: the folder has a new name...
+    assert _inode(next(new_thr0.glob("unclustered_*"))) == ino  # ...and is the old folder, patched
+
+
+def test_removed_and_renamed_files_patch_the_folders(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    (corpus / "edits" / "g2_bright.png").unlink()
+    (corpus / "misc" / "unrelated 1.jpg").rename(corpus / "misc" / "renamed.jpg")
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path)
+
+
+def test_relative_links_are_patched_relative(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, relative_links=True, **O), background_cleanup=False)
+    save(photo(77), corpus / "new.jpg")
+    run(Options(input=corpus, output=out, relative_links=True, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path, relative_links=True)
+    assert all(not os.readlink(p).startswith("/") for p in out.rglob("*.jpg") if p.is_symlink())
+
+
+def test_a_link_replaced_by_a_file_of_the_user_is_refused_not_removed(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    gone = corpus / "misc" / "unrelated 2.jpg"
+    thr0 = next((out / "phash_8").glob("thr_000_*"))
+    link = next(p for p in next(thr0.glob("unclustered_*")).iterdir() if p.name.startswith("unrelated 2"))
+    link.unlink()
+    link.write_text("my own file")  # where mhc's link was
+    gone.unlink()  # so the next run removes that link
+    before = tree_digest(out)
+    with pytest.raises(MhcError, match="mhc did not make"):
+        run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    assert tree_digest(out) == before and link.read_text() == "my own file"
+
+
+def test_a_cluster_folder_deleted_by_hand_is_written_again(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    thr = next((out / "phash_8").glob("thr_008_*"))
+    shutil.rmtree(next(d for d in thr.iterdir() if not d.name.startswith("unclustered")))
+    save(photo(78), corpus / "new.jpg")
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path)
+
+
+_KILLER = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    import mhc.output as output
+    from mhc import Options, run
+    real, count, stop = output._do, [0], int(sys.argv[3])
+    def do(op, staging):
+        count[0] += 1
+        if count[0] > stop:
+            os._exit(9)  # killed in the middle of the commit: no cleanup runs
+        real(op, staging)
+    output._do = do
+    run(Options(input=Path(sys.argv[1]), output=Path(sys.argv[2]), algorithms=["phash_8", "dhash_8"],
+                thresholds="0:16:1", workers=1))
+""")
+
+
+@pytest.mark.parametrize("stop", [1, 3, 10, 40])
+def test_a_run_killed_inside_the_commit_is_undone_by_the_next(corpus, tmp_path, stop):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    before = _tree(out)
+    save(photo(4243), corpus / "new" / "a.jpg")
+    (corpus / "edits" / "g0_bright.png").unlink()
+    r = subprocess.run([sys.executable, "-c", _KILLER, str(corpus), str(out), str(stop)], capture_output=True,
+                       text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 9, r.stderr
+    assert list(tmp_path.glob(".out.mhc-staging-*"))  # the killed run's half commit
+    # the next run (any run on this output) first undoes it: the old tree is whole again
+    from mhc.output import OutputFolder
+
+    with OutputFolder(out, corpus):
+        pass
+    assert _tree(out) == before
+    assert not list(tmp_path.glob(".out.mhc-staging-*"))
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path)
+
+
+def test_a_failure_inside_the_commit_is_undone_at_once(corpus, tmp_path, monkeypatch):
+    import mhc.output as output
+
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    before = _tree(out)
+    save(photo(4244), corpus / "new.jpg")
+    real, count = output._do, [0]
+
+    def failing(op, staging):
+        count[0] += 1
+        if count[0] == 6:
+            raise OSError(28, "No space left on device", op[2])
+        real(op, staging)
+
+    monkeypatch.setattr(output, "_do", failing)
+    with pytest.raises(MhcError, match="disk is full"):
+        run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    assert count[0] == 6 and _tree(out) == before
+    assert not list(tmp_path.glob(".out.mhc-staging-*"))
