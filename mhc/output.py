@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, MhcError, UsageError
+from .journal import do_change, read_journal, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
     CLUSTER_FOLDER,
@@ -157,7 +158,7 @@ class OutputFolder:
         self.parent = self.out.parent
         self.staging = self.parent / f".{self.out.name}{STAGING_INFIX}{os.getpid()}"
         self._lock_fd: int | None = None
-        # what commit does, in order, before the swap: [kind, a, b] (see _do); each undoable
+        # what commit does, in order, before the swap: [kind, a, b] (see do_change); each undoable
         self._ops: list[list[str]] = []
         self._background = background_retire
         self.committed = False
@@ -180,7 +181,7 @@ class OutputFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if not self.committed and (self.staging / JOURNAL).exists():
-                _undo_all(_journal(self.staging / JOURNAL))
+                undo_changes(read_journal(self.staging / JOURNAL))
             if not self.committed and self.staging.exists():
                 remove_tree(self.staging)
         except OSError:
@@ -251,7 +252,7 @@ class OutputFolder:
                     # the old tree's own)
                     started += 1
                     os.pwrite(fd, b"%012d" % started, 0)
-                    _do(op, self.staging)
+                    do_change(op, self.staging)
             finally:
                 os.close(fd)
             if _exchange(self.staging, self.out):
@@ -264,7 +265,7 @@ class OutputFolder:
             (self.out / JOURNAL).unlink()
         except BaseException:  # OSError, or anything else: never leave the old tree in pieces
             if not self.committed:
-                _undo_all(self._ops[:started])
+                undo_changes(self._ops[:started])
                 journal.unlink(missing_ok=True)
             raise
         finally:
@@ -307,7 +308,7 @@ class OutputFolder:
         for p in sorted(self.parent.glob(f"{prefix}{STAGING_INFIX}*")):
             j = p / JOURNAL
             if j.exists():  # killed inside a commit, before the swap: undo what it did
-                _undo_all(_journal(j, p, self.out))
+                undo_changes(read_journal(j, p, self.out))
                 log.warning("restored the output of an interrupted run")
             if (p / MARKER).exists() or not any(p.iterdir()):
                 remove_tree(p)
@@ -358,59 +359,6 @@ class OutputFolder:
                 ok = e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))
                 if not ok:
                     refuse(e.path)
-
-
-# -- the changes of a commit, each undoable ---------------------------------------------
-def _do(op: list[str], staging: Path) -> None:
-    kind, a, b = op
-    if kind == "mv":
-        if b.startswith(str(staging) + os.sep):
-            os.makedirs(os.path.dirname(b), exist_ok=True)
-        os.rename(a, b)
-    elif kind == "mkdir":
-        os.mkdir(a)
-    elif kind == "rmdir":
-        os.rmdir(a)
-    elif kind == "ln":
-        os.symlink(a, b)
-    elif kind == "rm":
-        if os.readlink(b) != a:  # checked when planned; never remove what mhc did not make
-            raise OSError(errno.EEXIST, "changed since it was checked", b)
-        os.unlink(b)
-    else:
-        raise ValueError(kind)
-
-
-def _journal(path: Path, staging: Path | None = None, out: Path | None = None) -> list[list[str]]:
-    """The changes a commit made or may have made (the last one perhaps not)."""
-    text = path.read_text()
-    if text.startswith("{"):  # written by mhc before 2026-12: moves only, all undoable by their paths
-        return [["mv", str(out / r), str(staging / r)] for r in json.loads(text).get("moves", [])]
-    started, _, body = text.partition("\n")
-    return json.loads(body)["ops"][:int(started)]
-
-
-def _undo_all(ops: list[list[str]]) -> None:
-    """Undo ``ops``, the changes an interrupted or failed commit made, last first. Every
-    change but the last was made; the undo of each checks its change is there, so the
-    last one is undone only if it was made."""
-    for kind, a, b in reversed(ops):
-        if kind == "mv":
-            if os.path.lexists(b) and not os.path.lexists(a):
-                os.rename(b, a)
-        elif kind == "mkdir":
-            try:
-                os.rmdir(a)
-            except (FileNotFoundError, OSError):
-                pass  # not made, or not empty: then it was there before
-        elif kind == "rmdir":
-            os.makedirs(a, exist_ok=True)
-        elif kind == "ln":
-            if os.path.islink(b) and os.readlink(b) == a:
-                os.unlink(b)
-        elif kind == "rm":
-            if not os.path.lexists(b) and os.path.isdir(os.path.dirname(b)):
-                os.symlink(a, b)
 
 
 def fault(e: OSError, what: str) -> MhcError:

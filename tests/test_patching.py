@@ -111,13 +111,13 @@ _KILLER = textwrap.dedent("""
     from pathlib import Path
     import mhc.output as output
     from mhc import Options, run
-    real, count, stop = output._do, [0], int(sys.argv[3])
+    real, count, stop = output.do_change, [0], int(sys.argv[3])
     def do(op, staging):
         count[0] += 1
         if count[0] > stop:
             os._exit(9)  # killed in the middle of the commit: no cleanup runs
         real(op, staging)
-    output._do = do
+    output.do_change = do
     run(Options(input=Path(sys.argv[1]), output=Path(sys.argv[2]), algorithms=["phash_8", "dhash_8"],
                 thresholds="0:16:1", workers=1))
 """)
@@ -152,7 +152,7 @@ def test_a_failure_inside_the_commit_is_undone_at_once(corpus, tmp_path, monkeyp
     run(Options(input=corpus, output=out, **O), background_cleanup=False)
     before = _tree(out)
     save(photo(4244), corpus / "new.jpg")
-    real, count = output._do, [0]
+    real, count = output.do_change, [0]
 
     def failing(op, staging):
         count[0] += 1
@@ -160,7 +160,7 @@ def test_a_failure_inside_the_commit_is_undone_at_once(corpus, tmp_path, monkeyp
             raise OSError(28, "No space left on device", op[2])
         real(op, staging)
 
-    monkeypatch.setattr(output, "_do", failing)
+    monkeypatch.setattr(output, "do_change", failing)
     with pytest.raises(MhcError, match="disk is full"):
         run(Options(input=corpus, output=out, **O), background_cleanup=False)
     assert count[0] == 6 and _tree(out) == before
