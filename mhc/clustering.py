@@ -93,6 +93,7 @@ class SweepClusterer:
     verify: object | None = None  # an Edges -> Edges filter (SSIM), or None
     cannot_link: list[tuple[int, int]] = field(default_factory=list)
     forests: "ForestCache | None" = None  # spanning forests of earlier runs, by metric fingerprint
+    seed: "tuple[Edges, np.ndarray] | None" = None  # an earlier forest and the rows new since (forest_seed)
     name = "sweep"
 
     def joins(self, metric: Metric, progress: Progress | None = None) -> Edges:
@@ -106,12 +107,16 @@ class SweepClusterer:
         return forest
 
     def _forest(self, metric: Metric, top: int, progress: Progress | None) -> Edges:
-        if self.forests is not None and self.verify is None and not self.cannot_link \
-                and hasattr(metric, "fingerprint"):
-            # the plain forest depends on the metric and the radius alone: a rerun on the same
-            # hashes skips the pair search (the costliest step of a warm rerun at 100,000 files)
-            return self.forests.get(metric.fingerprint(), top,
-                                    lambda: spanning_forest(metric.n, iter(metric.edges(top, progress))))
+        if self.verify is None and not self.cannot_link:
+            def compute() -> Edges:
+                if self.seed is not None:
+                    return grown_forest(metric, top, *self.seed)
+                return spanning_forest(metric.n, iter(metric.edges(top, progress)))
+            if self.forests is not None and hasattr(metric, "fingerprint"):
+                # the plain forest depends on the metric and the radius alone: a rerun on the same
+                # hashes skips the pair search (the costliest step of a warm rerun at 100,000 files)
+                return self.forests.get(metric.fingerprint(), top, compute)
+            return compute()
         blocks: Iterator[Edges] = iter(metric.edges(top, progress))
         if self.verify is not None:
             blocks = filtered(blocks, self.verify)
@@ -138,6 +143,55 @@ class SweepClusterer:
                         d[a, b] = d[b, a] = BIG
             return np.minimum(d, BIG)
         return apart(dist, self.cannot_link, BIG)
+
+
+def grown_forest(metric: Metric, top: int, forest: Edges, new: np.ndarray, block: int = 1 << 22) -> Edges:
+    """The spanning forest within ``top`` after rows ``new`` joined a set whose forest was
+    ``forest``: every edge the new forest needs is in the old one or touches a new row
+    (an old edge left out of the old forest is the longest of a cycle, which stays a
+    cycle), so only new-row pairs are measured: O(new x n), not a pair search."""
+    parts = [forest]
+    everyone = np.arange(metric.n, dtype=np.int64)
+    step = max(1, block // max(1, metric.n))
+    for s in range(0, len(new), step):
+        rows = new[s:s + step]
+        i, j = np.repeat(rows, metric.n), np.tile(everyone, len(rows))
+        d = metric.between(i, j)
+        keep = (d <= top) & (i != j)
+        i, j = i[keep], j[keep]
+        parts.append(Edges(np.minimum(i, j), np.maximum(i, j), d[keep].astype(np.int32)))
+    return spanning_forest(metric.n, iter(parts))
+
+
+def forest_seed(previous: dict | None, key: str, metric: Metric, hexes: list[str], files: list[str],
+                settings: dict, top: int, max_pairs: int = 50_000_000) -> "tuple[Edges, np.ndarray] | None":
+    """The previous output's joins of ``key`` as a forest to grow (see :func:`grown_forest`),
+    with this run's rows that are new: only when those joins were the plain spanning
+    forest of the same metric (same settings, every old file still here with the same
+    hash, images only) within at least ``top``, and the new rows are few."""
+    entry = (previous or {}).get("algorithms", {}).get(key)
+    if not entry or not entry.get("settings", {}).get("forest") or getattr(metric, "is_video", None) is None \
+            or metric.is_video.any():
+        return None
+    old = dict(entry["settings"])
+    if {k: v for k, v in old.items() if k != "thresholds"} != {k: v for k, v in settings.items() if k != "thresholds"} \
+            or max(old.get("thresholds") or [-1]) < top:
+        return None
+    where = {f: i for i, f in enumerate(files)}
+    mapping = np.empty(len(previous["files"]), dtype=np.int64)
+    for j, (f, hx) in enumerate(zip(previous["files"], entry["hashes"])):
+        i = where.get(f)
+        if i is None or hexes[i] != hx:
+            return None  # a file gone or changed: its forest edges may need replacing
+        mapping[j] = i
+    new = np.setdiff1d(np.arange(len(files)), mapping)
+    if len(new) * len(files) > max_pairs:
+        return None
+    joins = entry["joins"]
+    i, j = mapping[np.asarray(joins["i"], dtype=np.int64)], mapping[np.asarray(joins["j"], dtype=np.int64)]
+    d = np.asarray(joins["d"], dtype=np.int32)
+    keep = d <= top
+    return Edges(np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep]), new
 
 
 @dataclass
@@ -252,10 +306,12 @@ def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | Non
                     linkage: Literal["single", "complete"] = "single", max_cluster_size: int | None = None,
                     verify: float | None = None, isometric: bool = False, match: MatchOptions = MatchOptions(),
                     cannot_link: list[tuple[int, int]] = (), progress: Progress | None = None,
-                    forests: ForestCache | None = None) -> Clustering:
+                    forests: ForestCache | None = None, previous: dict | None = None) -> Clustering:
     """Threshold sweep of one algorithm over a :class:`~mhc.collection.HashedCollection`.
     ``verify``: SSIM threshold (the collection must hold SSIM thumbnails); ``forests``:
-    where spanning forests of earlier runs are kept (reused when the hashes are the same)."""
+    where spanning forests of earlier runs are kept (reused when the hashes are the same);
+    ``previous``: the summary of the output's last run, whose forest is grown when files
+    were only added (:func:`forest_seed`)."""
     from .thresholds import default_thresholds
 
     ts = sorted(set(thresholds)) if thresholds is not None else default_thresholds(algo)
@@ -265,12 +321,16 @@ def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | Non
         if not collection.ssim:
             raise UsageError("SSIM verification needs the SSIM thumbnails: hash with verify='ssim'")
         check = ssim_filter(collection.ssim, verify, isometric)
-    clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link), forests)
-    joins = clusterer.joins(metric, progress)
     codes = collection.codes(algo)
     settings = {"thresholds": ts, "linkage": linkage, "max_cluster_size": max_cluster_size, "verify": verify,
                 "isometric": isometric, "cross_media": match.cross_media, "video_match": match.video_match,
-                "duration_tolerance": match.duration_tolerance}
+                "duration_tolerance": match.duration_tolerance,
+                # the joins are the plain spanning forest: a later run may grow it (forest_seed)
+                "forest": linkage == "single" and not max_cluster_size and verify is None and not cannot_link}
+    seed = forest_seed(previous, algo.key, metric, codes.hexes, collection.files, settings, max(ts)) \
+        if settings["forest"] else None
+    clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link), forests, seed)
+    joins = clusterer.joins(metric, progress)
     partitions = list(sweep(metric.n, joins, ts))
     return Clustering(algo.key, algo, "bits", algo.bits, ts, partitions, joins.sorted(), codes.hexes, settings,
                       suggest_threshold(metric.n, joins, partitions), metric=metric)

@@ -105,7 +105,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
                                  hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
                                                            thumb_dir=_thumb_dir(of, options)))
             forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
-            clusterings = cluster_all(collection, plan, progress, forests)
+            clusterings = cluster_all(collection, plan, progress, forests, previous)
             clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
             result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)
             result.recommendation = settle(clusterings, len(collection.files))
@@ -119,9 +119,10 @@ def match_options(o: Options) -> MatchOptions:
 
 
 def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress | None = None,
-                forests: ForestCache | None = None) -> list[Clustering]:
+                forests: ForestCache | None = None, previous: dict | None = None) -> list[Clustering]:
     """Every clustering the options ask for, in output order (``forests``: spanning forests
-    of earlier runs, reused where the hashes are the same)."""
+    of earlier runs, reused where the hashes are the same; ``previous``: the output's last
+    summary, whose forests are grown where files were only added)."""
     o = plan.options
     cannot = _cannot_link(plan, collection)
     match = match_options(o)
@@ -134,7 +135,7 @@ def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress 
             out.append(sweep_algorithm(collection, algo, plan.thresholds[algo.key], linkage=o.linkage,
                                        max_cluster_size=o.max_cluster_size, verify=plan.verify,
                                        isometric=o.isometric, match=match, cannot_link=cannot, progress=progress,
-                                       forests=forests))
+                                       forests=forests, previous=previous))
     if plan.required:
         out.append(combined_evidence(collection, plan.required, linkage=o.linkage,
                                      max_cluster_size=o.max_cluster_size, verify=plan.verify, isometric=o.isometric,

@@ -165,3 +165,26 @@ def test_a_failure_inside_the_commit_is_undone_at_once(corpus, tmp_path, monkeyp
         run(Options(input=corpus, output=out, **O), background_cleanup=False)
     assert count[0] == 6 and _tree(out) == before
     assert not list(tmp_path.glob(".out.mhc-staging-*"))
+
+
+def test_a_rerun_with_files_added_grows_the_forest_without_a_pair_search(corpus, tmp_path, monkeypatch):
+    from mhc.metric import HashMetric
+
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, isometric=True, **O), background_cleanup=False)
+    save(photo(4245), corpus / "new" / "b.jpg")
+    save(ImageEnhance.Brightness(Image.open(corpus / "group3" / "original.jpg")).enhance(0.9).rotate(90, expand=True),
+         corpus / "new" / "g3 turned.jpg")
+
+    def no_search(self, radius, progress=None):
+        raise AssertionError("the pair search ran: the previous forest was not grown")
+
+    with monkeypatch.context() as m:
+        m.setattr(HashMetric, "edges", no_search)
+        run(Options(input=corpus, output=out, isometric=True, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path, isometric=True)
+    turned = str(corpus / "new" / "g3 turned.jpg")
+    from mhc.summary import clusters, read_summary
+
+    assert any(turned in c and str(corpus / "group3" / "original.jpg") in c
+               for c in clusters(read_summary(out), "phash_8", 8))
