@@ -35,6 +35,10 @@ PAGE_FILES = 1000
 # Unclustered files shown per threshold: every file unclustered at every threshold made the
 # report of 100,000 files 2,000 pages (880 MB) that nobody browses; the folder holds them all.
 UNCLUSTERED_SHOWN = PAGE_FILES
+# Members shown per cluster: a cluster of 97,000 files (above the suggestion, where clusters
+# chain) is not reviewed picture by picture, and rendering it took most of a rerun; its
+# folder holds all of them.
+CLUSTER_SHOWN = 5 * PAGE_FILES
 DIAMETER_SAMPLE = 300  # members of a cluster whose pairwise distances are all measured
 SERIES = [  # key in summary, label, colour
     ("clusters", "clusters", "#1f77b4"),
@@ -177,6 +181,23 @@ class _Files:
         cache = summary.get("cache")
         self.cache_flag = f"--cache {shlex.quote(cache)} " if cache and Path(cache) != default_cache_path() else ""
         self._static: dict[tuple[int, str], str] = {}
+        self._quotes: dict[int, str] = {}
+        self._flag_html = str(_html(self.cache_flag))
+        self._digests = None
+        self.measured_by = "hashes"  # or "metric": what the distances under pictures come from
+
+    @property
+    def digests(self) -> np.ndarray:
+        """Per file, a digest of what its figure shows (see :mod:`mhc.pagedigest`)."""
+        if self._digests is None:
+            from .pagedigest import file_digests
+
+            self._digests = file_digests({"files": self.files, "file_info": self.info}, self.thumbs)
+        return self._digests
+
+    def page_facts(self) -> dict:
+        """What every figure of a page depends on besides its file."""
+        return {"cache_flag": self.cache_flag, "root": self.root, "measured_by": self.measured_by}
 
     def details(self, i: int) -> str:
         get = lambda k: self.info[k][i] if self.info.get(k) else None  # noqa: E731
@@ -202,8 +223,10 @@ class _Files:
         if static is None:
             path = self.files[i]
             thumb = self.thumbs.get(path)
-            name = os.path.relpath(path, self.root) if self.root and path.startswith(self.root.rstrip("/") + "/") \
-                else path
+            prefix = self.root.rstrip("/") + "/"
+            # a slice, not os.path.relpath (15 us a call, 100,000s of figures): discovery's
+            # paths are absolute and normalised, so the prefix is the relative path's root
+            name = path[len(prefix):] if self.root and path.startswith(prefix) else path
             img = (f'<img loading=lazy decoding=async alt="" src="{_html(rel + urllib.parse.quote(thumb))}">'
                    if thumb else "<div class=missing>no preview</div>")
             static = (f'<a href="{_html(file_url(path))}" title="{_html(path)}">{img}</a>\n<figcaption>'
@@ -212,10 +235,18 @@ class _Files:
         if original is None or i == original:
             tail = "<span class=badge>probable original</span> " if i == original else ""
             return Markup(f"<figure{' class=original' if i == original else ''}>{static}{tail}\n</figcaption></figure>")
-        ignore = f"mhc ignore {self.cache_flag}{shlex.quote(self.files[original])} {shlex.quote(self.files[i])}"
+        # escaping is per piece (the escape of a concatenation is the concatenation of the
+        # escapes): each path is quoted and escaped once per report, not once per figure
+        ignore = f"mhc ignore {self._flag_html}{self._quoted(original)} {self._quoted(i)}"
         d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
         return Markup(f"<figure>{static}{d}\n<details class=ignore><summary>not a duplicate?</summary>"
-                      f"<code>{_html(ignore)}</code></details></figcaption></figure>")
+                      f"<code>{ignore}</code></details></figcaption></figure>")
+
+    def _quoted(self, i: int) -> str:
+        q = self._quotes.get(i)
+        if q is None:
+            q = self._quotes[i] = str(_html(shlex.quote(self.files[i])))
+        return q
 
 
 def _size(n: int) -> str:
@@ -226,10 +257,11 @@ def _size(n: int) -> str:
     return ""
 
 
-def paginate(sizes: list[int], unclustered: int, per_page: int = PAGE_FILES) -> list[tuple[list, tuple[int, int]]]:
+def paginate(sizes: list[int], unclustered: int, per_page: int | None = None) -> list[tuple[list, tuple[int, int]]]:
     """Pages of at most ``per_page`` thumbnails: clusters in order, whole where they fit (a
     cluster larger than a page is split into parts), then the unclustered files fill up.
     Returns per page: [(cluster index, start, end), ...] and the unclustered range."""
+    per_page = per_page or PAGE_FILES
     pages: list[tuple[list, tuple[int, int]]] = []
     blocks: list = []
     count = 0
@@ -265,23 +297,31 @@ def hex_measure(summary: dict) -> Measure:
     return measure
 
 
+Reuse = Callable[[str, str, str], bool]
+"""``reuse(key, page name, digest)``: True if the previous output's page of that name had
+that digest and is kept (moved into the new tree) instead of being rendered."""
+
+
 def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files, algos: dict, widths: dict,
-                     measure: Measure | None) -> list[Path]:
+                     measure: Measure | None, reuse: Reuse | None = None) -> list[Path]:
+    from .pagedigest import page_digest
+
     width = widths[key]
     ths = e["thresholds"]
     t, p = ths[k], parts[k]
     unit = _unit(e)
     sug = (e.get("suggested") or {}).get("threshold")
     measure = measure or hex_measure({"algorithms": algos})
+    cwidth = max(3, len(str(len(p.clusters))))
     clusters = []
     for rank, c in enumerate(p.clusters, 1):
         original = int(min(c.tolist(), key=lambda i: figs.rank[i]))
-        order = [original] + [int(i) for i in c if i != original]
-        dist, diameter = measure(key, np.asarray(order), original)
-        clusters.append({"rank": rank, "name": f"{rank:0{max(3, len(str(len(p.clusters))))}d}_{len(c)}",
-                         "chained": e.get("method", "sweep") == "sweep" and diameter > t["threshold"],
-                         "diameter": diameter, "order": order, "dist": dist, "original": original})
+        clusters.append({"rank": rank, "name": f"{rank:0{cwidth}d}_{len(c)}", "original": original,
+                         "order": [original] + [int(i) for i in c if i != original]})
     unclustered = p.unclustered[:UNCLUSTERED_SHOWN].tolist()
+    for c in clusters:
+        c["hidden"] = max(0, len(c["order"]) - CLUSTER_SHOWN)
+        c["order"] = c["order"][:CLUSTER_SHOWN]
     pages = paginate([len(c["order"]) for c in clusters], len(unclustered))
     unclustered_name = f"unclustered_{len(p.unclustered)}"
     frac = t["threshold"] / (e.get("bits") or 1)
@@ -294,40 +334,68 @@ def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files,
             others.append({"key": ok, "threshold": v, "unit": "", "href": f"../{urllib.parse.quote(ok)}/"
                            f"{page_name(v, widths[ok])}"})
     written = []
+    digests = e.setdefault("pages", {})
     for pno, (blocks, (u0, u1)) in enumerate(pages, 1):
-        page_clusters = []
-        for ci, start, end in blocks:
-            c = clusters[ci]
-            members = [figs.figure(i, "../../", original=c["original"], distance=d)
-                       for i, d in zip(c["order"][start:end], c["dist"][start:end])]
-            part = f" (part {start // PAGE_FILES + 1})" if len(c["order"]) > PAGE_FILES else ""
-            page_clusters.append({**c, "name": c["name"] + part, "members": members})
-        unc = [figs.figure(i, "../../") for i in unclustered[u0:u1]]
-        html = environment().get_template("threshold.html.j2").render(
-            title=f"{key} threshold {t['threshold']}", key=key, threshold=t["threshold"], unit=unit, folder=t["folder"],
-            counts=t, clusters=page_clusters, unclustered=unc, unclustered_name=unclustered_name,
-            unclustered_hidden=len(p.unclustered) - len(unclustered) if u1 == len(unclustered) and unc else 0,
+        hidden = len(p.unclustered) - len(unclustered) if u1 == len(unclustered) and u1 > u0 else 0
+        # Only the first page holds the threshold's counts (a new file changes them) and only
+        # the page of the unclustered files their folder's name: the other pages stay the same.
+        context = dict(
+            title=f"{key} threshold {t['threshold']}", key=key, threshold=t["threshold"], unit=unit, page=pno,
+            counts={c: t[c] for c in ("clusters", "clustered_files", "largest", "unclustered")} if pno == 1 else None,
+            folder=t["folder"] if pno == 1 or u1 > u0 else None,
+            folder_of_clusters=t["folder"] if t.get("written", True) and any(
+                clusters[ci]["hidden"] and end == len(clusters[ci]["order"]) for ci, _, end in blocks) else None,
+            unclustered_name=unclustered_name if u1 > u0 else None, unclustered_hidden=hidden,
             unclustered_linked=e.get("unclustered_links", True) and t.get("written", True),
-            unclustered_href=f"../../{urllib.parse.quote(key)}/{urllib.parse.quote(t['folder'])}/{unclustered_name}/",
+            unclustered_href=(f"../../{urllib.parse.quote(key)}/{urllib.parse.quote(t['folder'])}/{unclustered_name}/"
+                              if u1 > u0 else None),
             suggested=sug, suggested_href=page_name(sug, width) if sug is not None else None,
             above=sug is not None and t["threshold"] > sug and e.get("unit") != "%",
-            chained=sum(1 for c in clusters if c["chained"]),
             prev={"threshold": ths[k - 1]["threshold"], "href": page_name(ths[k - 1]["threshold"], width)} if k else None,
             next=({"threshold": ths[k + 1]["threshold"], "href": page_name(ths[k + 1]["threshold"], width)}
                   if k + 1 < len(ths) else None),
-            others=others,
+            others=others, first_href=page_name(t["threshold"], width),
             pages=[{"number": q, "current": q == pno, "href": page_name(t["threshold"], width, q)}
-                   for q in range(1, len(pages) + 1)])
-        path = adir / page_name(t["threshold"], width, pno)
+                   for q in range(1, len(pages) + 1)],
+            blocks=[(clusters[ci]["name"], start, end, clusters[ci]["hidden"]) for ci, start, end in blocks],
+            figs=figs.page_facts())
+        name = page_name(t["threshold"], width, pno)
+        digests[name] = page_digest(context, [clusters[ci]["order"][a:b] for ci, a, b in blocks],
+                                    unclustered[u0:u1], figs.digests, e.get("hashes") or [], e.get("settings") or {})
+        if reuse is not None and reuse(key, name, digests[name]):
+            continue
+        page_clusters = []
+        for ci, start, end in blocks:
+            c = clusters[ci]
+            if "dist" not in c:  # measured only for the pages rendered
+                c["dist"], c["diameter"] = measure(key, np.asarray(c["order"]), c["original"])
+                c["chained"] = e.get("method", "sweep") == "sweep" and c["diameter"] > t["threshold"]
+            # one Markup per cluster: the template prints it once (a loop over figures
+            # costs an escape call per figure)
+            members = Markup("".join([figs.figure(i, "../../", original=c["original"], distance=d)
+                                      for i, d in zip(c["order"][start:end], c["dist"][start:end])]))
+            part = f" (part {start // PAGE_FILES + 1})" if len(c["order"]) > PAGE_FILES else ""
+            more = c["hidden"] if end == len(c["order"]) else 0
+            page_clusters.append({**c, "name": c["name"] + part, "members": members, "count": end - start,
+                                  "more": more, "href": f"../../{urllib.parse.quote(key)}/"
+                                  f"{urllib.parse.quote(t['folder'])}/{urllib.parse.quote(c['name'])}/"})
+        unc = Markup("".join([figs.figure(i, "../../") for i in unclustered[u0:u1]]))
+        html = environment().get_template("threshold.html.j2").render(
+            **{k_: v for k_, v in context.items() if k_ not in ("blocks", "figs")}, clusters=page_clusters,
+            unclustered=unc, unclustered_count=u1 - u0)
+        path = adir / name
         path.write_text(html, encoding="utf-8")
         written.append(path)
     return written
 
 
-def build_report(out: Path, summary: dict, thumbs: dict[str, str], measure: Measure | None = None) -> list[Path]:
+def build_report(out: Path, summary: dict, thumbs: dict[str, str], measure: Measure | None = None,
+                 reuse: Reuse | None = None) -> list[Path]:
     """Write ``index.html`` and ``report/`` under ``out`` from a summary (as in summary.json).
     ``thumbs``: file path -> thumbnail path relative to ``out``; ``measure``: distances as the
-    run measured them (default: from the hashes). Returns the pages written."""
+    run measured them (default: from the hashes); ``reuse``: keeps a previous page instead
+    of rendering it (see :data:`Reuse`). Each page's digest is recorded in its algorithm's
+    entry of ``summary`` (``pages``). Returns the pages written."""
     algos: dict[str, dict] = summary["algorithms"]
     written = [out / "index.html"]
     written[0].write_text(render_index(summary), encoding="utf-8")
@@ -335,12 +403,14 @@ def build_report(out: Path, summary: dict, thumbs: dict[str, str], measure: Meas
     rdir.mkdir(exist_ok=True)
     widths = _widths(algos)
     figs = _Files(summary, thumbs)
+    figs.measured_by = "metric" if measure is not None else "hashes"
     for key, e in algos.items():
         adir = rdir / key
         adir.mkdir(exist_ok=True)
         parts = partitions(summary, key)
+        e["pages"] = {}
         for k in range(len(e["thresholds"])):
-            written += _threshold_pages(adir, key, e, k, parts, figs, algos, widths, measure)
+            written += _threshold_pages(adir, key, e, k, parts, figs, algos, widths, measure, reuse)
     return written
 
 
@@ -357,14 +427,15 @@ def metric_measure(result) -> Measure:
     return measure
 
 
-def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0) -> None:
+def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0,
+                 reuse: Reuse | None = None) -> None:
     """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
     made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
     (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs."""
     from .thumbs import ensure_thumbs
 
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
-    build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None)
+    build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
 
 
 def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
@@ -372,7 +443,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
     (the new report is built aside and swapped in with the tree, like a run's)."""
     from .discover import MARKER
     from .output import OutputFolder
-    from .summary import read_summary
+    from .summary import read_summary, write_json
     from .thumbs import ensure_thumbs
 
     out = Path(os.path.abspath(output))
@@ -381,8 +452,9 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
         staging = of.stage()
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)
         build_report(staging, summary, thumbs)
+        write_json(staging / "summary.json", summary)  # with the new pages' digests
         for entry in os.scandir(of.out):
-            if entry.name not in ("index.html", "report", MARKER):
+            if entry.name not in ("index.html", "report", "summary.json", MARKER):
                 of.keep(entry.name)
         of.commit()
     return out / "index.html"

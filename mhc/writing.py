@@ -299,6 +299,19 @@ def _old_links(previous: dict, entry: dict) -> list[str]:
     return unique_link_names(previous.get("files", []), entry.get("hashes", []))
 
 
+def _page_reuse(of: OutputFolder, previous: dict | None):
+    """Keep a report page of the previous output whose digest is the new page's."""
+    old = {key: e.get("pages") or {} for key, e in (previous or {}).get("algorithms", {}).items()}
+
+    def reuse(key: str, name: str, digest: str) -> bool:
+        path = of.out / "report" / key / name
+        if old.get(key, {}).get(name) != digest or not path.is_file() or path.is_symlink():
+            return False
+        of.keep(f"report/{key}/{name}")
+        return True
+    return reuse
+
+
 def write_errors_csv(path: Path, errors: list[FileError]) -> None:
     """``path,reason`` per file. Names that are not UTF-8 are written as their own bytes
     (not as escapes), so each row maps back to its file."""
@@ -336,6 +349,9 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
     same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report
     if previous is not None and not gone and same_report and all(p.key in prev_algos and p.unchanged for p in plans):
+        for key, e in summary["algorithms"].items():  # the pages stay: so do their digests
+            if prev_algos[key].get("pages") is not None:
+                e["pages"] = prev_algos[key]["pages"]
         of.replace_file("errors.csv", lambda p: write_errors_csv(p, result.errors))
         of.replace_file("summary.json", lambda p: write_json(p, summary))
         if not o.no_report:
@@ -352,10 +368,11 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     staging = of.stage()
     write_algorithms(of, staging, plans, files, links, settings, previous, progress)
     try:
+        if not o.no_report:  # first: it records each page's digest in the summary
+            write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers,
+                         reuse=_page_reuse(of, previous))
         write_json(staging / "summary.json", summary)
         write_errors_csv(staging / "errors.csv", result.errors)
-        if not o.no_report:
-            write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers)
     except OSError as e:
         raise fault(e, "cannot write the output") from None
     if (of.out / ".mhc").is_dir():

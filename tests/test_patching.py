@@ -188,3 +188,27 @@ def test_a_rerun_with_files_added_grows_the_forest_without_a_pair_search(corpus,
 
     assert any(turned in c and str(corpus / "group3" / "original.jpg") in c
                for c in clusters(read_summary(out), "phash_8", 8))
+
+
+def test_a_rerun_renders_only_the_report_pages_that_changed(corpus, tmp_path, monkeypatch):
+    import mhc.report as report
+
+    monkeypatch.setattr(report, "PAGE_FILES", 3)  # many pages from a few files
+    monkeypatch.setattr(report, "UNCLUSTERED_SHOWN", 4)
+    o = dict(O, algorithms=["phash_8"])
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **o), background_cleanup=False)
+    pages = lambda root: {p.name: p for p in (root / "report" / "phash_8").iterdir()}  # noqa: E731
+    before = {name: _inode(p) for name, p in pages(out).items()}
+    assert len(before) > 2 * 17  # several pages per threshold
+    save(photo(4246), corpus / "zz" / "new.jpg")  # unclustered everywhere; last in the file order
+    run(Options(input=corpus, output=out, **o), background_cleanup=False)
+    fresh = tmp_path / "fresh"
+    run(Options(input=corpus, output=fresh, **o), background_cleanup=False)
+    now, want = pages(out), pages(fresh)
+    assert now.keys() == want.keys()
+    for name in want:  # every page, kept or rendered, is the page a fresh run makes
+        assert now[name].read_text() == want[name].read_text(), name
+    kept = {name for name, p in now.items() if before.get(name) == _inode(p)}
+    assert kept and len(kept) < len(now)
+    assert all("-" in name for name in kept)  # a first page (thr_NNN.html) holds the counts: never kept

@@ -328,3 +328,24 @@ def test_a_cold_run_makes_thumbnails_from_the_hashing_decode(tmp_path):
     run(Options(output=tmp_path / "warm", **o), progress=lambda e: stages.append((e.stage, e.total)))
     assert ("thumbnails", 7) in stages
     assert len(list((tmp_path / "warm" / ".mhc" / "thumbs").glob("*.jpg"))) == 7
+
+
+def test_a_huge_cluster_shows_its_first_files_and_links_to_its_folder(tmp_path, monkeypatch):
+    """A cluster larger than CLUSTER_SHOWN (a chain above the suggestion) shows that many
+    pictures, then says how many more and links to its folder."""
+    import mhc.report as report
+
+    monkeypatch.setattr(report, "PAGE_FILES", 10)
+    monkeypatch.setattr(report, "CLUSTER_SHOWN", 25)
+    n = 40  # one cluster of 30, 10 unclustered
+    files = [f"/photos/{k:05d}.jpg" for k in range(n)]
+    joins = {"i": list(range(29)), "j": list(range(1, 30)), "d": [1] * 29}
+    summary = {"input": "/photos", "files": files, "kinds": ["image"] * n, "counts": {}, "algorithms": {"phash_8": {
+        "bits": 64, "hashes": ["0" * 16] * n, "suggested": None, "joins": joins,
+        "thresholds": [{"threshold": 3, "folder": "thr_003_unclustered_10", "clusters": 1,
+                        "clustered_files": 30, "largest": 30, "unclustered": 10}]}}}
+    pages = [p for p in report.build_report(tmp_path, summary, {}) if p.parent.name == "phash_8"]
+    texts = [p.read_text() for p in pages]
+    assert sum(t.count("<figure") for t in texts) == 25 + 10
+    assert sum("and 5 more, not shown here" in t for t in texts) == 1
+    assert any('href="../../phash_8/thr_003_unclustered_10/001_30/"' in t for t in texts)
