@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
@@ -42,11 +44,16 @@ class AlgorithmCodes:
     variants: np.ndarray | None = None  # (n, 8, words): each image's 8 rotations/mirrors
     too_flat: np.ndarray | None = None  # (n,) bool: PDQ quality too low (a flat image): never linked
 
-    @property
+    @functools.cached_property
     def hexes(self) -> list[str]:
         """Each file's hash as imagehash's hex string (a video's: its majority hash)."""
         nbytes = (self.algorithm.bits + 7) // 8
         raw = self.codes.view(np.uint8)[:, :nbytes]
+        if self.algorithm.bits % 8 == 0:
+            # whole bytes: the hex string is the bytes' hex (one call for all files; a call
+            # per file took 0.35 s at 100,000 files)
+            text, w = np.ascontiguousarray(raw).tobytes().hex(), 2 * nbytes
+            return [text[k:k + w] for k in range(0, len(text), w)]
         return [self.algorithm.to_hex(row.tobytes()) for row in raw]
 
 

@@ -33,9 +33,12 @@ def link_name(path: str, hexhash: str, suffix: str = "") -> str:
     dot = base.rfind(".")
     stem, ext = (base[:dot], base[dot:]) if dot > 0 else (base, "")
     stem, ext = _clean(stem), _clean(ext)
+    tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
+    if stem.isascii() and tail.isascii() and len(stem) + len(tail) <= _NAME_MAX and len(ext) <= 16:
+        return stem + tail  # the common case, without encoding (a third of a warm rerun's naming)
     if len(os.fsencode(ext)) > 16:
         stem, ext = stem + ext, ""
-    tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
+        tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
     budget = _NAME_MAX - len(os.fsencode(tail))
     raw = os.fsencode(stem)
     if len(raw) > budget:

@@ -52,10 +52,9 @@ def folder_digest(files_digest: bytes, p: Partition, settings: LinkSettings) -> 
 
 def files_digest(files: list[str], links: list[str]) -> bytes:
     """The files and their link names: part of every folder's digest."""
-    h = hashlib.blake2b(digest_size=16)
-    for f, name in zip(files, links):
-        h.update(os.fsencode(f) + b"\0" + os.fsencode(name) + b"\0")
-    return h.digest()
+    # the same bytes as fsencode(f) + NUL + fsencode(name) + NUL per file, encoded at once
+    text = "".join(f"{f}\0{name}\0" for f, name in zip(files, links))
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
 def make_link(target: str, link: str, mode: str, relative: bool) -> None:
