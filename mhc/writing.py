@@ -104,17 +104,26 @@ class LinkWriter:
         else:
             self._stop()
 
-    def add(self, targets: list[str], links: list[str]) -> None:
-        if self.pool is None:
-            self._make(targets, links)
-            return
+    def add(self, targets: list[str], links: list[str], folder: str | None = None) -> None:
+        """Make ``links`` to ``targets``; ``folder``: create it first (the folder they go in)."""
         step = 512
-        for s in range(0, len(targets), step):
-            self.futures.append(self.pool.submit(self._make, targets[s:s + step], links[s:s + step]))
+        if self.pool is None or (folder is not None and len(targets) > step):
+            if folder is not None:
+                os.mkdir(folder)  # in this thread: the chunks below may run in any order
+                folder = None
+            if self.pool is None:
+                self._make(targets, links)
+                return
+        # a small folder is one task, its mkdir included: on some disks a mkdir costs
+        # milliseconds, and a tree holds thousands of folders
+        for s in range(0, max(1, len(targets)), step):  # an empty folder is a task too
+            self.futures.append(self.pool.submit(self._make, targets[s:s + step], links[s:s + step], folder))
         if len(self.futures) > 256:  # bounded: collect what finished
             self._drain(len(self.futures) // 2)
 
-    def _make(self, targets: list[str], links: list[str]) -> None:
+    def _make(self, targets: list[str], links: list[str], folder: str | None = None) -> None:
+        if folder is not None and not self.stopped:
+            os.mkdir(folder)
         m, rel = self.settings.mode, self.settings.relative
         for t, link in zip(targets, links):
             if self.stopped:
@@ -144,13 +153,12 @@ def write_partition(folder: Path, p: Partition, files: list[str], links: list[st
     groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
     groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
     for k, (name, members) in enumerate(groups):
-        d = folder / name
-        d.mkdir()
+        ds = os.path.join(folder, name)
         if k == len(groups) - 1 and not writer.settings.unclustered:
+            writer.add([], [], ds)
             continue
-        ds = str(d)
         idx = members.tolist()
-        writer.add([files[i] for i in idx], [os.path.join(ds, links[i]) for i in idx])
+        writer.add([files[i] for i in idx], [os.path.join(ds, links[i]) for i in idx], ds)
 
 
 @dataclass
