@@ -96,13 +96,15 @@ def persistent_clusters(n: int, joins: Edges, top: float, min_size: int = 2) -> 
     hierarchy of ``joins`` (HDBSCAN's selection with min_samples=1, λ = -log(d + 1)), below a
     virtual root at ``top`` that joins the components the sweep leaves apart."""
     order = np.argsort(joins.d, kind="stable")
-    ji, jj, jd = joins.i[order], joins.j[order], joins.d[order].astype(float)
+    ji, jj, jd = joins.i[order].tolist(), joins.j[order].tolist(), joins.d[order].astype(float)
     m = len(jd)
-    parent = np.arange(n)
-    node = np.arange(n)  # union-find root -> dendrogram node (leaves 0..n-1, merges n..n+m-1)
-    left = np.empty(m, dtype=np.int64)
-    right = np.empty(m, dtype=np.int64)
-    size = np.ones(n + m, dtype=np.int64)
+    # Python lists, not numpy arrays: the loops below read and write single items, which
+    # costs ~5x more on an array (100,000 files: 0.9 s -> 0.3 s)
+    parent = list(range(n))
+    node = list(range(n))  # union-find root -> dendrogram node (leaves 0..n-1, merges n..n+m-1)
+    left = [0] * m
+    right = [0] * m
+    size = [1] * (n + m)
 
     def find(x: int) -> int:
         root = x
@@ -113,7 +115,7 @@ def persistent_clusters(n: int, joins: Edges, top: float, min_size: int = 2) -> 
         return root
 
     for k in range(m):
-        ri, rj = find(int(ji[k])), find(int(jj[k]))
+        ri, rj = find(ji[k]), find(jj[k])
         left[k], right[k] = node[ri], node[rj]
         size[n + k] = size[node[ri]] + size[node[rj]]
         parent[rj] = ri
@@ -125,10 +127,10 @@ def persistent_clusters(n: int, joins: Edges, top: float, min_size: int = 2) -> 
     # them) win by the scale alone. Measured against 1/(d+1), sqrt and linear scales on five
     # labelled corpora: the only one within 0.03 of the best folder for every algorithm of the
     # default set and image-clustering's on all image corpora (docs/benchmarks.md).
-    lam = -np.log(jd + 1.0)
+    lam = (-np.log(jd + 1.0)).tolist()
     lam_top = -np.log(float(top) + 1.0)
     labels = np.full(n, -1, dtype=np.int64)
-    roots = {int(node[find(x)]) for x in range(n)}
+    roots = {node[find(x)] for x in range(n)}
     next_label = 0
     for r in roots:
         if size[r] < min_size or r < n:
@@ -146,7 +148,7 @@ def _leaves(v: int, n: int, left, right) -> list[int]:
         if x < n:
             out.append(x)
         else:
-            stack += (int(left[x - n]), int(right[x - n]))
+            stack += (left[x - n], right[x - n])
     return out
 
 
@@ -165,7 +167,7 @@ def _select(root: int, n: int, left, right, size, lam, lam_top, min_size) -> lis
         while True:
             if cur < n:  # a cluster that is one point from the start (not reached: min_size >= 2)
                 break
-            a, b = int(left[cur - n]), int(right[cur - n])
+            a, b = left[cur - n], right[cur - n]
             lev = lam[cur - n]
             if size[a] >= min_size and size[b] >= min_size:  # a true split: every point leaves here
                 stability[k] += (lev - birth) * size[cur]
