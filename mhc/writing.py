@@ -84,11 +84,16 @@ class LinkWriter:
     waits for every link and raises the first failure; on an exception (Ctrl-C) it stops
     the threads at their next link, so nothing writes into a folder being removed."""
 
+    STEP = 512  # links per task: fewer, larger tasks (a task per small folder spent more
+    # time handing work between threads than making links: 120 files, 14,000 links, 1.2 s)
+
     def __init__(self, settings: LinkSettings, threads: int = LINK_THREADS):
         self.settings = settings
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.futures = []
         self.stopped = False
+        self._batch: list[tuple[str | None, list[str], list[str]]] = []  # (folder, targets, links)
+        self._held = 0
 
     def __enter__(self) -> "LinkWriter":
         return self
@@ -96,6 +101,7 @@ class LinkWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             try:
+                self._submit()
                 self._drain()
             except BaseException:
                 self._stop()
@@ -105,30 +111,42 @@ class LinkWriter:
             self._stop()
 
     def add(self, targets: list[str], links: list[str], folder: str | None = None) -> None:
-        """Make ``links`` to ``targets``; ``folder``: create it first (the folder they go in)."""
-        step = 512
-        if self.pool is None or (folder is not None and len(targets) > step):
+        """Make ``links`` to ``targets``; ``folder``: create it first (the folder they go in).
+        Small folders are batched into one task (each task makes its folders before their
+        links); a large one is made here and its links split into tasks."""
+        step = self.STEP
+        if self.pool is None or len(targets) > step:
             if folder is not None:
                 os.mkdir(folder)  # in this thread: the chunks below may run in any order
-                folder = None
             if self.pool is None:
-                self._make(targets, links)
+                self._make([(None, targets, links)])
                 return
-        # a small folder is one task, its mkdir included: on some disks a mkdir costs
-        # milliseconds, and a tree holds thousands of folders
-        for s in range(0, max(1, len(targets)), step):  # an empty folder is a task too
-            self.futures.append(self.pool.submit(self._make, targets[s:s + step], links[s:s + step], folder))
+            for s in range(0, len(targets), step):
+                self.futures.append(self.pool.submit(self._make, [(None, targets[s:s + step], links[s:s + step])]))
+        else:
+            self._batch.append((folder, targets, links))
+            self._held += len(targets) + 1
+            if self._held >= step:
+                self._submit()
         if len(self.futures) > 256:  # bounded: collect what finished
             self._drain(len(self.futures) // 2)
 
-    def _make(self, targets: list[str], links: list[str], folder: str | None = None) -> None:
-        if folder is not None and not self.stopped:
-            os.mkdir(folder)
+    def _submit(self) -> None:
+        if self._batch:
+            self.futures.append(self.pool.submit(self._make, self._batch))
+            self._batch, self._held = [], 0
+
+    def _make(self, jobs: list[tuple[str | None, list[str], list[str]]]) -> None:
         m, rel = self.settings.mode, self.settings.relative
-        for t, link in zip(targets, links):
+        for folder, targets, links in jobs:
             if self.stopped:
                 return
-            make_link(t, link, m, rel)
+            if folder is not None:
+                os.mkdir(folder)
+            for t, link in zip(targets, links):
+                if self.stopped:
+                    return
+                make_link(t, link, m, rel)
 
     def _drain(self, keep: int = 0) -> None:
         while len(self.futures) > keep:
