@@ -119,7 +119,8 @@ def plan_patch(old_name: str, new_name: str, old: Partition, new: Partition, n_f
         k = int(label[members[0]])
         if len(members) >= PATCH_MIN and 0 <= k < len(olds) - 1 and not used[k]:
             m = mapped[k]
-            change = len(np.setdiff1d(members, m[m >= 0])) + int((m < 0).sum()) + int((~np.isin(m, members)).sum())
+            # links to add, plus old links to remove (files gone, renamed or now elsewhere)
+            change = len(np.setdiff1d(members, m[m >= 0])) + int((~np.isin(m, members)).sum())
             if change <= len(members) // 2:
                 diff(k, sub, members, True)
                 continue

@@ -212,3 +212,34 @@ def test_a_rerun_renders_only_the_report_pages_that_changed(corpus, tmp_path, mo
     kept = {name for name, p in now.items() if before.get(name) == _inode(p)}
     assert kept and len(kept) < len(now)
     assert all("-" in name for name in kept)  # a first page (thr_NNN.html) holds the counts: never kept
+
+
+def test_changed_clusters_are_patched_too(corpus, tmp_path, monkeypatch):
+    """A cluster that gained or lost a member is patched (links added and removed in the old
+    cluster folder, renamed to its new size) when it is large; here 'large' is 2 files."""
+    import mhc.patching as patching
+
+    monkeypatch.setattr(patching, "PATCH_MIN", 2)
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    thr = next((out / "phash_8").glob("thr_010_*"))
+    original = str(corpus / "group1" / "original.jpg")
+    g1 = next(d for d in thr.iterdir() if not d.name.startswith("unclustered")
+              and any(os.readlink(p) == original for p in d.iterdir()))  # the cluster the new copy joins
+    ino = _inode(g1)
+    save(ImageEnhance.Contrast(Image.open(corpus / "group1" / "original.jpg")).enhance(1.1),
+         corpus / "new" / "g1 contrast.jpg", quality=85)
+    (corpus / "edits" / "g2_bright.png").unlink()
+    seen = []
+    real = patching.plan_patch
+
+    def spy(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+
+    monkeypatch.setattr(patching, "plan_patch", spy)
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    assert any(sub.startswith(("001_", "002_", "003_", "004_")) for pt in seen for sub, _ in pt.add)
+    assert any(sub.startswith(("001_", "002_", "003_", "004_")) for pt in seen for sub, _, _ in pt.remove)
+    _same_as_fresh(corpus, out, tmp_path)
+    assert any(_inode(d) == ino for d in next((out / "phash_8").glob("thr_010_*")).iterdir())
