@@ -18,10 +18,15 @@ import numpy as np
 
 @functools.lru_cache(maxsize=1)
 def renderer_digest() -> bytes:
-    """The report's code and templates: a new mhc renders every page again."""
+    """The code a page's content comes from (the report, the templates, the probable
+    original's ranking, distances, partitions) and mhc's version: a different mhc renders
+    every page again."""
+    from . import __version__
+
     here = Path(__file__).parent
-    h = hashlib.blake2b(digest_size=16)
-    for p in [here / "report.py", here / "pagedigest.py", *sorted((here / "templates").glob("*.j2"))]:
+    h = hashlib.blake2b(__version__.encode(), digest_size=16)
+    sources = ["report.py", "pagedigest.py", "summary.py", "identity.py", "pairs.py", "metric.py", "sweep.py"]
+    for p in [*(here / f for f in sources), *sorted((here / "templates").glob("*.j2"))]:
         h.update(p.read_bytes())
     return h.digest()
 
