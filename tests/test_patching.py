@@ -243,3 +243,25 @@ def test_changed_clusters_are_patched_too(corpus, tmp_path, monkeypatch):
     assert any(sub.startswith(("001_", "002_", "003_", "004_")) for pt in seen for sub, _, _ in pt.remove)
     _same_as_fresh(corpus, out, tmp_path)
     assert any(_inode(d) == ino for d in next((out / "phash_8").glob("thr_010_*")).iterdir())
+
+
+def test_a_journal_of_an_earlier_mhc_is_still_undone(corpus, tmp_path):
+    """Journals written before changes were counted (JSON with "moves") are rolled back."""
+    import json
+
+    from mhc.discover import MARKER
+    from mhc.output import OutputFolder
+    from mhc.ownership import JOURNAL
+
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    before = _tree(out)
+    staging = tmp_path / ".out.mhc-staging-99999"
+    (staging / "phash_8").mkdir(parents=True)
+    (staging / MARKER).write_text("made by mhc\n")
+    moved = next((out / "phash_8").iterdir()).name
+    os.rename(out / "phash_8" / moved, staging / "phash_8" / moved)  # killed after one move
+    (staging / JOURNAL).write_text(json.dumps({"out": str(out), "moves": [f"phash_8/{moved}", "dhash_8"]}))
+    with OutputFolder(out, corpus):
+        pass
+    assert _tree(out) == before and not staging.exists()
