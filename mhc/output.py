@@ -260,7 +260,11 @@ class OutputFolder:
             else:
                 old = self._old_name()
                 os.rename(self.out, old)
-                os.rename(self.staging, self.out)
+                try:
+                    os.rename(self.staging, self.out)
+                except BaseException:
+                    os.rename(old, self.out)  # the undo below works on the old tree in its place
+                    raise
             self.committed = True
             (self.out / JOURNAL).unlink()
         except BaseException:  # OSError, or anything else: never leave the old tree in pieces
@@ -305,6 +309,10 @@ class OutputFolder:
     def _recover(self) -> None:
         """Under the lock: finish what a killed run left (moves, staging and old trees)."""
         prefix = f".{self.out.name}"
+        for p in sorted(self.parent.glob(f"{prefix}{OLD_INFIX}*")):
+            if not self.out.exists() and (p / MARKER).exists() and not being_removed(p):
+                os.rename(p, self.out)  # killed between the two renames: first put the old tree back
+                log.warning("restored the previous output from an interrupted run")
         for p in sorted(self.parent.glob(f"{prefix}{STAGING_INFIX}*")):
             j = p / JOURNAL
             if j.exists():  # killed inside a commit, before the swap: undo what it did

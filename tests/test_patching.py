@@ -265,3 +265,30 @@ def test_a_journal_of_an_earlier_mhc_is_still_undone(corpus, tmp_path):
     with OutputFolder(out, corpus):
         pass
     assert _tree(out) == before and not staging.exists()
+
+
+def test_without_renameat2_the_swap_is_two_renames_and_a_failure_between_them_is_undone(corpus, tmp_path,
+                                                                                       monkeypatch):
+    import mhc.output as output
+
+    monkeypatch.setattr(output, "_exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    save(photo(4247), corpus / "new1.jpg")
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    _same_as_fresh(corpus, out, tmp_path)
+    before = _tree(out)
+    save(photo(4248), corpus / "new2.jpg")
+    real = os.rename
+
+    def failing(a, b, *rest):
+        if ".mhc-staging-" in str(a) and Path(b) == out:
+            raise OSError(28, "No space left on device", str(b))
+        return real(a, b, *rest)
+
+    monkeypatch.setattr(output.os, "rename", failing)
+    with pytest.raises(MhcError, match="disk is full"):
+        run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    monkeypatch.setattr(output.os, "rename", real)
+    assert _tree(out) == before
+    assert not list(tmp_path.glob(".out.mhc-staging-*")) and not list(tmp_path.glob(".out.mhc-old-*"))
