@@ -42,6 +42,7 @@ from .ownership import (
     TOP_LEVEL_DIRS,
     TOP_LEVEL_FILES,
     being_removed,
+    check_links,
     check_own_dir,
     not_ours,
     refuse,
@@ -323,10 +324,7 @@ class OutputFolder:
         if (self.out / JOURNAL).exists():  # killed right after the swap: the new tree is whole
             (self.out / JOURNAL).unlink()
         for p in sorted(self.parent.glob(f"{prefix}{OLD_INFIX}*")):
-            if not self.out.exists() and (p / MARKER).exists():
-                os.rename(p, self.out)  # killed between the two renames: put the old tree back
-                log.warning("restored the previous output from an interrupted run")
-            elif (p / MARKER).exists() and not being_removed(p):
+            if (p / MARKER).exists() and not being_removed(p):
                 left = remove_tree(p, not_ours(p))
                 if left:
                     log.warning("an earlier run left %s holding entries mhc did not make, e.g. %s; they were kept",
@@ -363,10 +361,7 @@ class OutputFolder:
         for c in os.scandir(self.out / rel):
             if not (c.is_dir(follow_symlinks=False) and CLUSTER_FOLDER.match(c.name)):
                 refuse(c.path)
-            for e in os.scandir(c.path):
-                ok = e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))
-                if not ok:
-                    refuse(e.path)
+            check_links(c.path, link_names, files_mode)
 
 
 def fault(e: OSError, what: str) -> MhcError:

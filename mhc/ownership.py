@@ -72,6 +72,14 @@ def check_own_dir(d: Path, name: str) -> None:
                     stack.append((e.path, sub))
 
 
+def check_links(folder: str, link_names: set[str], files_mode: bool = False) -> None:
+    """Refuse if a cluster folder holds anything but links named as mhc names them (with
+    ``files_mode``, copies or hard links: regular files)."""
+    for e in os.scandir(folder):
+        if not (e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))):
+            refuse(e.path)
+
+
 def not_ours(root: Path) -> Callable[[str], bool]:
     """For removing an old tree: entries that do not have mhc's shape stay (something a
     user put there after the checks ran)."""

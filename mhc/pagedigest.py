@@ -31,10 +31,9 @@ def renderer_digest() -> bytes:
     return h.digest()
 
 
-def file_digests(summary: dict, thumbs: dict[str, str]) -> np.ndarray:
-    """(n, 8) bytes per file: its path, facts shown under its picture, and thumbnail."""
-    files = summary["files"]
-    info = summary.get("file_info") or {}
+def file_digests(files: list[str], info: dict, thumbs: dict[str, str]) -> np.ndarray:
+    """(n, 8) bytes per file: its path, facts shown under its picture (``info``: the
+    ``file_info`` columns of summary.json), and thumbnail."""
     cols = [info.get(k) or [None] * len(files) for k in ("width", "height", "bytes", "format", "taken", "mtime")]
     out = np.empty((len(files), 8), dtype=np.uint8)
     for i, f in enumerate(files):

@@ -177,7 +177,7 @@ def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], r
     folder missing: then it is written anew); refuses (one line) where the patch would
     remove or set aside something mhc did not make. Folders that are only renamed keep
     whatever is in them."""
-    from .ownership import CLUSTER_FOLDER, refuse
+    from .ownership import CLUSTER_FOLDER, check_links, refuse
 
     old = out / key / patch.old
     try:
@@ -190,9 +190,7 @@ def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], r
     if any(a not in entries for a, _ in patch.renames) or any(s not in entries for s in patch.trash):
         return False
     for sub in patch.trash:
-        for e in os.scandir(old / sub):
-            if not (e.name in link_names and e.is_symlink()):
-                refuse(e.path)
+        check_links(str(old / sub), link_names)
     was = {b: a for a, b in patch.renames}
     for sub, name, target in patch.remove:
         link = os.path.join(old, was[sub], name)

@@ -141,7 +141,7 @@ class _Files:
         if self._digests is None:
             from .pagedigest import file_digests
 
-            self._digests = file_digests({"files": self.files, "file_info": self.info}, self.thumbs)
+            self._digests = file_digests(self.files, self.info, self.thumbs)
         return self._digests
 
     def page_facts(self) -> dict:

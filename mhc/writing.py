@@ -239,7 +239,7 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
     for plan in plans:
         old = prev_algos.get(plan.key)
         if old is not None and plan.delete:
-            names = set(old.get("links") or _old_links(previous, old))
+            names = set(plan.old_links or old.get("links") or _old_links(previous, old))
             for name in plan.delete:
                 of.check_deleting(f"{plan.key}/{name}", names, old.get("link", "symlink") != "symlink")
         if old is not None and plan.unchanged:
@@ -262,9 +262,9 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
                     if patch.fresh:
                         parts.mkdir()
                     for sub, members in patch.fresh:
-                        (parts / sub).mkdir()
+                        ds = os.path.join(parts, sub)
                         idx = members.tolist()
-                        writer.add([files[i] for i in idx], [os.path.join(parts, sub, links[plan.key][i]) for i in idx])
+                        writer.add([files[i] for i in idx], [os.path.join(ds, links[plan.key][i]) for i in idx], ds)
         except OSError as e:
             raise fault(e, f"cannot write the output ({e.filename or staging})") from None
         for name in plan.keep:
