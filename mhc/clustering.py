@@ -306,29 +306,33 @@ def sweep_algorithm(collection, algo: Algorithm, thresholds: Iterable[int] | Non
                     linkage: Literal["single", "complete"] = "single", max_cluster_size: int | None = None,
                     verify: float | None = None, isometric: bool = False, match: MatchOptions = MatchOptions(),
                     cannot_link: list[tuple[int, int]] = (), progress: Progress | None = None,
-                    forests: ForestCache | None = None, previous: dict | None = None) -> Clustering:
+                    forests: ForestCache | None = None, previous: dict | None = None,
+                    crops: bool = False) -> Clustering:
     """Threshold sweep of one algorithm over a :class:`~mhc.collection.HashedCollection`.
     ``verify``: SSIM threshold (the collection must hold SSIM thumbnails); ``forests``:
     where spanning forests of earlier runs are kept (reused when the hashes are the same);
     ``previous``: the summary of the output's last run, whose forest is grown when files
-    were only added (:func:`forest_seed`)."""
+    were only added (:func:`forest_seed`); ``crops``: confirmed crops and copies
+    (:mod:`mhc.crops`) link at distance 0."""
     from .thresholds import default_thresholds
 
     ts = sorted(set(thresholds)) if thresholds is not None else default_thresholds(algo)
-    metric = collection.metric(algo, match, isometric=isometric)
+    metric = collection.metric(algo, match, isometric=isometric, crops=crops)
     check = None
     if verify is not None:
         if not collection.ssim:
             raise UsageError("SSIM verification needs the SSIM thumbnails: hash with verify='ssim'")
-        check = ssim_filter(collection.ssim, verify, isometric)
+        # a crop's squeezed thumbnail is not like its source's: its pixels were checked already
+        check = ssim_filter(collection.ssim, verify, isometric, exempt=metric.links)
     codes = collection.codes(algo)
     settings = {"thresholds": ts, "linkage": linkage, "max_cluster_size": max_cluster_size, "verify": verify,
                 "isometric": isometric, "cross_media": match.cross_media, "video_match": match.video_match,
-                "duration_tolerance": match.duration_tolerance,
+                "duration_tolerance": match.duration_tolerance, "crops": crops,
                 # the joins are the plain spanning forest: a later run may grow it (forest_seed)
                 "forest": linkage == "single" and not max_cluster_size and verify is None and not cannot_link}
+    # crop links depend on every picture: a grown forest would miss those of old files
     seed = forest_seed(previous, algo.key, metric, codes.hexes, collection.files, settings, max(ts)) \
-        if settings["forest"] else None
+        if settings["forest"] and not crops else None
     clusterer = SweepClusterer(ts, linkage, max_cluster_size, check, list(cannot_link), forests, seed)
     joins = clusterer.joins(metric, progress)
     partitions = list(sweep(metric.n, joins, ts))

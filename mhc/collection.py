@@ -8,8 +8,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-
 import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
@@ -80,6 +80,17 @@ class HashedCollection:
     ssim: dict[int, np.ndarray]  # image index -> 64x64 grey, when hashed for --verify
     sizes: list[int]  # bytes of each file
     mtimes: list[int]  # each file's mtime, in ns
+    crop_features: dict[int, bytes] = dataclasses.field(default_factory=dict)  # image index -> mhc.crops features
+
+    @functools.cached_property
+    def crop_matches(self) -> list:
+        """Confirmed crops and copies among the images (:mod:`mhc.crops`), found once per
+        collection; empty unless hashed with ``crops=True``."""
+        from .crops import find_matches
+
+        if not self.crop_features:
+            return []
+        return find_matches(self.crop_features, [i.width or 0 for i in self.info], [i.height or 0 for i in self.info])
 
     @property
     def videos(self) -> int:
@@ -92,14 +103,25 @@ class HashedCollection:
         return self.algorithms[key]
 
     def metric(self, algo: str | Algorithm, match: MatchOptions = MatchOptions(), *,
-               isometric: bool = False) -> HashMetric:
-        """The distances of one algorithm over this collection (see :mod:`mhc.metric`)."""
+               isometric: bool = False, crops: bool = False) -> HashMetric:
+        """The distances of one algorithm over this collection (see :mod:`mhc.metric`);
+        with ``crops``, confirmed crops and copies are at distance 0."""
         c = self.codes(algo)
         if isometric and c.variants is None:
             raise UsageError("isometric distances need the rotated/mirrored hashes: hash with isometric=True")
+        if crops and not self.crop_features and "image" in self.kinds:
+            raise UsageError("crop matching needs the crop features: hash with crops=True")
+        links = None
+        if crops:
+            from .pairs import Edges
+
+            m = self.crop_matches
+            i = np.array([x.outer for x in m], dtype=np.int64)
+            j = np.array([x.inner for x in m], dtype=np.int64)
+            links = Edges(np.minimum(i, j), np.maximum(i, j), np.zeros(len(m), dtype=np.int32)).least()
         return HashMetric(c.codes, c.algorithm.bits, np.array([k == "video" for k in self.kinds], dtype=bool),
                           c.frames, self.video_meta, match, c.variants if isometric else None, c.algorithm.key,
-                          excluded=c.too_flat)
+                          excluded=c.too_flat, links=links)
 
     def facts(self, i: int) -> dict:
         """What is known of file ``i``: pixels, bytes, format, date taken (EXIF) and mtime."""
@@ -171,7 +193,8 @@ def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:
 def hash_plan(plan: RunPlan) -> HashPlan:
     o = plan.options
     return HashPlan.build(plan.hash_algorithms, exact=o.exact, max_pixels=o.max_pixels, frames=o.frames,
-                          video_exact=o.video_exact, isometric=o.isometric, verify=plan.verify is not None)
+                          video_exact=o.video_exact, isometric=o.isometric, verify=plan.verify is not None,
+                          crops=o.crops)
 
 
 @contextmanager
@@ -210,6 +233,10 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
 
         ssim = {i: np.frombuffer(results.values[p][hplan.ssim_key()], np.uint8).reshape(SSIM_SIDE, SSIM_SIDE)
                 for i, (p, k) in enumerate(zip(files, kinds)) if k == "image"}
+    crop_features = {}
+    if hplan.crops:
+        crop_features = {i: results.values[p][hplan.crop_key()] for i, (p, k) in enumerate(zip(files, kinds))
+                         if k == "image"}
     meta = {i: json.loads(results.values[p][hplan.meta_key()]) for i, (p, k) in enumerate(zip(files, kinds))
             if k == "video"}
     errors = sorted(found.errors + results.errors, key=lambda e: e.path)
@@ -217,7 +244,7 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     stat = {f.path: (f.size, f.mtime_ns) for f in found.files}
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
-                            [stat[p][0] for p in files], [stat[p][1] for p in files])
+                            [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features)
 
 
 @contextmanager

@@ -40,6 +40,7 @@ class HashPlan:
     video: VideoSettings = VideoSettings()
     isometric: bool = False  # also hash the 8 rotations/mirrors of each image
     verify: bool = False  # also keep a small grey thumbnail of each image for SSIM
+    crops: bool = False  # also window hashes and verification thumbnails (mhc.crops)
     # The report's thumbnails are written here, from the decode hashing does anyway (not
     # cached, not part of any key; a file whose thumbnail exists is not decoded for it).
     thumb_dir: str | None = None
@@ -47,7 +48,7 @@ class HashPlan:
     @classmethod
     def build(cls, algorithms: list[Algorithm], *, exact: bool = False, max_pixels: int | None = None,
               frames: int = 20, video_exact: bool = False, isometric: bool = False,
-              verify: bool = False) -> "HashPlan":
+              verify: bool = False, crops: bool = False) -> "HashPlan":
         """Decoder settings that cover every algorithm: the smallest image that keeps each
         algorithm's :attr:`~mhc.algorithms.Algorithm.min_side` (full resolution when ``exact``)."""
         side = max(a.min_side for a in algorithms)
@@ -59,7 +60,7 @@ class HashPlan:
         # below MIN_KEYFRAME_FRAMES, exact times (cheap then).
         exact_video = video_exact or frames < MIN_KEYFRAME_FRAMES
         return cls(tuple(algorithms), DecodeSettings(min_side=0 if exact else side, color=color, **kw),
-                   VideoSettings(frames=frames, exact=exact_video, min_side=side), isometric, verify)
+                   VideoSettings(frames=frames, exact=exact_video, min_side=side), isometric, verify, crops=crops)
 
     def hkey(self, algo: Algorithm, kind: str = "image") -> str:
         """Cache key of one algorithm's hashes. For images it names the algorithm's own pixel
@@ -92,6 +93,18 @@ class HashPlan:
         """Cache key of an image's small grey thumbnail for SSIM verification."""
         return f"ssim{SSIM_SIDE}|{self.decode.cache_tag()}"
 
+    def crop_key(self) -> str:
+        """Cache key of an image's crop features (window hashes, verification thumbnails)."""
+        from .crops import VERSION
+
+        return f"crops{VERSION}|{self.decode.cache_tag()}"
+
+    def crop_settings(self) -> DecodeSettings:
+        """How an image is decoded for its crop features (colour, short side >= 256 px)."""
+        from .crops import DECODE_SIDE
+
+        return dataclasses.replace(self.decode, min_side=0 if self.decode.exact else DECODE_SIDE, color=True)
+
     def settings_for(self, algo: Algorithm) -> DecodeSettings:
         """How an image is decoded for ``algo``: at the algorithm's own size, never the plan's,
         so its hash is the same whichever algorithms are computed with it."""
@@ -115,6 +128,8 @@ class HashPlan:
                 keys += [self.iso_key(a) for a in algos]
             if self.verify:
                 keys.append(self.ssim_key())
+            if self.crops:
+                keys.append(self.crop_key())
         return keys
 
 
@@ -156,7 +171,8 @@ def _os_reason(e: OSError) -> str:
 
 
 def _hash_image(path: str, plan: HashPlan) -> FileResult:
-    wanted = [plan.settings_for(a) for a in plan.algorithms] + ([plan.ssim_settings()] if plan.verify else [])
+    wanted = [plan.settings_for(a) for a in plan.algorithms] + ([plan.ssim_settings()] if plan.verify else []) \
+        + ([plan.crop_settings()] if plan.crops else [])
     thumb = _thumb_target(path, plan)
     if thumb is not None:
         wanted.append(thumb[1])  # the same JPEG draft as the hashes' for camera-sized photos
@@ -185,6 +201,10 @@ def _hash_image(path: str, plan: HashPlan) -> FileResult:
         if plan.verify:
             g = images[plan.ssim_settings()].resize((SSIM_SIDE, SSIM_SIDE), Image.BILINEAR)
             result.values[plan.ssim_key()] = g.tobytes()
+        if plan.crops:
+            from .crops import features
+
+            result.values[plan.crop_key()] = features(images[plan.crop_settings()])
         if thumb is not None:
             _save_thumb(images[thumb[1]], thumb[0])
     except MemoryError:

@@ -70,7 +70,7 @@ class HashMetric:
     def __init__(self, codes: np.ndarray, bits: int, is_video: np.ndarray | None = None,
                  frames: dict[int, np.ndarray] | None = None, meta: dict[int, dict] | None = None,
                  match: MatchOptions = MatchOptions(), variants: np.ndarray | None = None, label: str = "",
-                 excluded: np.ndarray | None = None):
+                 excluded: np.ndarray | None = None, links: Edges | None = None):
         self.codes = codes
         self.n = len(codes)
         self.max_distance = bits
@@ -82,6 +82,9 @@ class HashMetric:
         self.label = label
         # files whose hash is not reliable (PDQ quality too low): never linked, at any distance
         self.excluded = np.zeros(self.n, dtype=bool) if excluded is None else excluded
+        # pairs confirmed by other evidence (mhc.crops): at distance 0, whatever their hashes
+        self.links = links if links is not None and len(links) else None
+        self._link_keys = None if self.links is None else np.sort(self.links.i * self.n + self.links.j)
         self._img = np.flatnonzero(~self.is_video & ~self.excluded)
         self._vid = np.flatnonzero(self.is_video)
         self._duration = np.array([self.meta.get(k, {}).get("duration", 0.0) for k in range(self.n)])
@@ -95,7 +98,7 @@ class HashMetric:
         import json
 
         h = hashlib.sha256(f"{self.n}|{self.max_distance}|{self.match!r}".encode())
-        for a in (self.codes, self.is_video, self.excluded, self.variants):
+        for a in (self.codes, self.is_video, self.excluded, self.variants, self._link_keys):
             if a is not None:
                 h.update(np.ascontiguousarray(a).tobytes())
                 h.update(str(a.shape).encode())
@@ -108,6 +111,8 @@ class HashMetric:
     # -- pairs within a radius ------------------------------------------------------
     def edges(self, radius: int, progress: Progress | None = None) -> Iterator[Edges]:
         img, vid = self._img, self._vid
+        if self.links is not None:
+            yield self.links
         if len(img) > 1 and self.variants is not None:
             yield from _isometric_edges(self.codes, self.variants, radius, img)
         elif len(img) > 1:
@@ -147,12 +152,16 @@ class HashMetric:
             for k in np.flatnonzero(vi ^ vj):
                 v, im = (int(i[k]), int(j[k])) if vi[k] else (int(j[k]), int(i[k]))
                 out[k] = int(hamming(self.frames[v], self.codes[im]).min())
+        if self._link_keys is not None:
+            key = np.minimum(i, j) * self.n + np.maximum(i, j)
+            pos = np.minimum(np.searchsorted(self._link_keys, key), len(self._link_keys) - 1)
+            out[self._link_keys[pos] == key] = 0
         out[i == j] = 0
         return out
 
     def matrix(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
-        if self.variants is None and not self.is_video[members].any():
+        if self.variants is None and self.links is None and not self.is_video[members].any():
             d = cross_distances(self.codes[members], self.codes[members]).astype(np.int64)
             flat = self.excluded[members]
             if flat.any():  # a hash too unreliable to link is far from everything but itself

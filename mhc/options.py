@@ -114,6 +114,10 @@ class Options:
     isometric: bool = opt(False, "--isometric", panel=PRECISION,
                           help="Mirrored and rotated copies match: the least distance over the 8 "
                           "rotations/mirrors.")
+    crops: bool = opt(False, "--crops", panel=PRECISION,
+                      help="Also link a cropped copy to its source (cut to another shape, or by up to "
+                      "three quarters), and copies the hashes missed, when their pixels confirm it; "
+                      "such links join at every threshold. About 2x the hashing time.")
     verify: str | None = opt(None, "--verify", panel=PRECISION, metavar="ssim[:T]",
                              help="Keep only links whose small grey versions have structural similarity >= T "
                              "(default 0.7). Needs scikit-image: pip install 'mhc[precision]'.")
@@ -334,15 +338,16 @@ def describe_type(hint: Any) -> str:
 
 # Which clustering options each clusterer honours (see mhc.clustering); any other one
 # given with it is refused here, before hashing.
-CLUSTERING_OPTIONS = ("thresholds", "isometric", "verify", "max_cluster_size", "linkage",
+CLUSTERING_OPTIONS = ("thresholds", "isometric", "crops", "verify", "max_cluster_size", "linkage",
                       "min_cluster_size", "cross_media")
 HONOURED = {
-    "sweep": {"thresholds", "isometric", "verify", "max_cluster_size", "linkage", "cross_media"},
+    "sweep": {"thresholds", "isometric", "crops", "verify", "max_cluster_size", "linkage", "cross_media"},
     "hdbscan": {"min_cluster_size"},
 }
 WHY_NOT = {
     ("hdbscan", "thresholds"): "HDBSCAN finds its own clusters instead of a threshold sweep",
     ("hdbscan", "isometric"): "HDBSCAN measures plain Hamming distances between hashes",
+    ("hdbscan", "crops"): "HDBSCAN measures plain Hamming distances between hashes",
     ("hdbscan", "verify"): "HDBSCAN forms clusters from densities, not links that could be verified",
     ("hdbscan", "max_cluster_size"): "HDBSCAN decides cluster sizes itself",
     ("hdbscan", "linkage"): "HDBSCAN has its own linkage",

@@ -135,7 +135,7 @@ def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress 
             out.append(sweep_algorithm(collection, algo, plan.thresholds[algo.key], linkage=o.linkage,
                                        max_cluster_size=o.max_cluster_size, verify=plan.verify,
                                        isometric=o.isometric, match=match, cannot_link=cannot, progress=progress,
-                                       forests=forests, previous=previous))
+                                       forests=forests, previous=previous, crops=o.crops))
     if plan.required:
         out.append(combined_evidence(collection, plan.required, linkage=o.linkage,
                                      max_cluster_size=o.max_cluster_size, verify=plan.verify, isometric=o.isometric,
@@ -172,12 +172,13 @@ def _entry_algorithms(key: str, entry: dict) -> list[Algorithm]:
 
 def _with_carried(hplan: HashPlan, carried: list[tuple[str, dict]]) -> HashPlan:
     algos = list(hplan.algorithms)
-    iso, verify = hplan.isometric, hplan.verify
+    iso, verify, crops = hplan.isometric, hplan.verify, hplan.crops
     for key, entry in carried:
         algos += [a for a in _entry_algorithms(key, entry) if a not in algos]
         iso |= bool(entry["settings"].get("isometric"))
         verify |= entry["settings"].get("verify") is not None
-    return dataclasses.replace(hplan, algorithms=tuple(algos), isometric=iso, verify=verify)
+        crops |= bool(entry["settings"].get("crops"))
+    return dataclasses.replace(hplan, algorithms=tuple(algos), isometric=iso, verify=verify, crops=crops)
 
 
 def _thumb_dir(of, options: Options) -> str | None:
@@ -210,7 +211,7 @@ def recluster(collection: HashedCollection, key: str, entry: dict, cannot: list[
     else:
         c = sweep_algorithm(collection, parse_algorithm(key), s["thresholds"], linkage=s["linkage"],
                             max_cluster_size=s["max_cluster_size"], verify=s["verify"], isometric=s["isometric"],
-                            match=match, cannot_link=cannot)
+                            match=match, cannot_link=cannot, crops=s.get("crops", False))
     c.carried = True
     c.link_settings = (entry.get("link", "symlink"), entry.get("relative_links", False),
                        entry.get("unclustered_links", True))

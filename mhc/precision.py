@@ -31,9 +31,12 @@ COMPLETE_MAX_COMPONENT = 20_000
 
 # -- SSIM verification ---------------------------------------------------------------
 def ssim_filter(thumbs: dict[int, np.ndarray], threshold: float, isometric: bool,
-                on_score: Callable[[int, int, float], None] | None = None) -> Callable[[Edges], Edges]:
+                on_score: Callable[[int, int, float], None] | None = None,
+                exempt: Edges | None = None) -> Callable[[Edges], Edges]:
     """A filter for edge blocks: keeps pairs whose thumbnails' SSIM is >= ``threshold``.
-    Pairs where either side has no thumbnail (videos) pass unchanged."""
+    Pairs where either side has no thumbnail (videos), and the ``exempt`` pairs (crops
+    confirmed by their pixels), pass unchanged."""
+    skip = set() if exempt is None else set(zip(exempt.i.tolist(), exempt.j.tolist()))
     from skimage.metrics import (
         structural_similarity,  # installed: checked by validate()
     )
@@ -47,7 +50,7 @@ def ssim_filter(thumbs: dict[int, np.ndarray], threshold: float, isometric: bool
         keep = np.ones(len(e), dtype=bool)
         for n, (i, j) in enumerate(zip(e.i.tolist(), e.j.tolist())):
             a, b = thumbs.get(i), thumbs.get(j)
-            if a is None or b is None:
+            if a is None or b is None or (i, j) in skip:
                 continue
             s = score(a, b)
             if on_score:

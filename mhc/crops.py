@@ -1,0 +1,320 @@
+"""Crop matching: a cropped copy found by window hashes and confirmed by its pixels.
+
+No global perceptual hash sees a crop: cut a quarter off a picture and its hash is as far
+from the original's as a stranger's. So each image also gets
+
+- *window hashes*: a 64-bit pHash of the whole picture and of windows a crop typically
+  keeps (centred 90 % and 80 %, and the largest 16:9, 4:3, 1:1, 3:4 and 9:16 windows at
+  five positions along the free side). A crop's whole-picture hash lies near one of its
+  source's window hashes; each picture's nearest windows (a few per file, so the number
+  of candidates grows with the files, not their square) are the candidates;
+- a *verification thumbnail*: grey, 128 px on the long side, shape kept, and an RGB
+  version of 32 px.
+
+A candidate "B is a crop of A" is confirmed by template matching (OpenCV's normalised
+cross-correlation), B scaled uniformly to every size that fits inside A: the best match
+must agree in structure (the high-pass images, which a smooth gradient does not fool), in
+brightness (the plain images) and in colour where both pictures have colour. Pictures
+too flat to carry structure are never confirmed. A crop cannot hold more detail than its
+source: a B that would have to be enlarged more than 2x (or any near-identical copy of B
+in the collection, which shows how much detail B's picture really has) is not cut from
+A; two renders of one artwork on canvases of other shapes are told apart this way.
+
+Confirmed links join at distance 0 for every algorithm: the user sees them in every
+threshold folder, and the report says "crop of …".
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+VERSION = 1  # part of the cache key: bump when windows or thumbnails change
+THUMB_SIDE = 128  # verification thumbnail, long side
+COLOR_SIDE = 32
+DECODE_SIDE = 256  # short side the features are computed from (JPEG draft)
+ASPECTS = (16 / 9, 4 / 3, 1.0, 3 / 4, 9 / 16)
+POSITIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+WINDOWS = 1 + 2 + len(ASPECTS) * len(POSITIONS)  # whole picture first; padded with it
+
+# Measured on four labelled corpora (docs/benchmarks.md): true crops and copies score
+# >= 0.6 / 0.95 after refinement; look-alike wallpapers of one theme, smooth gradients
+# and colour variants fail one of the three.
+MIN_STRUCTURE = 0.5  # NCC of the high-pass images
+MIN_PLAIN = 0.9  # NCC of the grey images
+MAX_CHROMA_GAP = 12.0  # mean |a*|,|b*| difference (CIELAB units) where both have colour
+MIN_TEXTURE = 1.0  # std of the high-pass template (grey levels): below it, too flat
+MAX_ENLARGE = 2.0
+WHOLE_INLIERS = 0.8  # share of pixels that must agree when whole pictures are compared
+CANDIDATES = 3  # nearest files per picture
+MAX_CANDIDATE_BITS = 26  # of 64: farther windows are not worth a look
+MIN_FRACTION = 0.25  # a crop keeps at least a quarter of its source's width or height
+CROP_AREA = 0.97  # below this share of its source's area a match is called a crop
+
+
+@dataclass(frozen=True)
+class CropFeatures:
+    """One image's window hashes and verification thumbnails."""
+
+    windows: np.ndarray  # (WINDOWS,) uint64, whole picture first
+    grey: np.ndarray  # (h, w) uint8, long side THUMB_SIDE
+    color: np.ndarray  # (h', w', 3) uint8, long side COLOR_SIDE
+
+
+@dataclass(frozen=True)
+class CropMatch:
+    """``inner`` shows the window ``(x, y, w, h)`` of ``outer`` (fractions of outer's width
+    and height), with these verification scores."""
+
+    outer: int
+    inner: int
+    x: float
+    y: float
+    w: float
+    h: float
+    structure: float
+    plain: float
+
+    @property
+    def area(self) -> float:
+        """Share of ``outer``'s area that ``inner`` shows (1.0: the same picture)."""
+        return self.w * self.h
+
+    @property
+    def is_crop(self) -> bool:
+        return self.area < CROP_AREA
+
+
+def window_boxes(width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """The windows hashed for a picture of this shape, as fractions (left, top, right,
+    bottom); the whole picture first. Shapes within 10 % of the picture's own are skipped."""
+    r = width / height
+    boxes = [(0.0, 0.0, 1.0, 1.0), (0.05, 0.05, 0.95, 0.95), (0.1, 0.1, 0.9, 0.9)]
+    for t in ASPECTS:
+        if abs(t - r) / r <= 0.1:
+            continue
+        if t < r:  # narrower than the picture: full height
+            fw = t / r
+            boxes += [(p * (1 - fw), 0.0, p * (1 - fw) + fw, 1.0) for p in POSITIONS]
+        else:
+            fh = r / t
+            boxes += [(0.0, p * (1 - fh), 1.0, p * (1 - fh) + fh) for p in POSITIONS]
+    return boxes
+
+
+def features(image: Image.Image) -> bytes:
+    """An image's crop features, serialised for the cache (see :func:`parse`)."""
+    import imagehash
+
+    rgb = image.convert("RGB")
+    grey = rgb.convert("L")
+    w, h = grey.size
+    hashes = []
+    for a, b, c, d in window_boxes(w, h):
+        box = (round(a * w), round(b * h), max(round(a * w) + 1, round(c * w)), max(round(b * h) + 1, round(d * h)))
+        hashes.append(int(str(imagehash.phash(grey.crop(box))), 16))
+    hashes += [hashes[0]] * (WINDOWS - len(hashes))
+    t = grey.copy()
+    t.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR)
+    c = rgb.copy()
+    c.thumbnail((COLOR_SIDE, COLOR_SIDE), Image.BILINEAR)
+    return (struct.pack("<B", VERSION) + np.array(hashes, dtype=np.uint64).tobytes()
+            + struct.pack("<HHHH", t.width, t.height, c.width, c.height) + t.tobytes() + c.tobytes())
+
+
+def parse(blob: bytes) -> CropFeatures:
+    """The inverse of :func:`features`."""
+    o = 1 + 8 * WINDOWS
+    windows = np.frombuffer(blob, dtype=np.uint64, count=WINDOWS, offset=1)
+    tw, th, cw, ch = struct.unpack_from("<HHHH", blob, o)
+    o += 8
+    grey = np.frombuffer(blob, dtype=np.uint8, count=tw * th, offset=o).reshape(th, tw)
+    color = np.frombuffer(blob, dtype=np.uint8, count=cw * ch * 3, offset=o + tw * th).reshape(ch, cw, 3)
+    return CropFeatures(windows, grey, color)
+
+
+# -- candidates ---------------------------------------------------------------------------
+def candidates(whole: np.ndarray, windows: np.ndarray, k: int = CANDIDATES,
+               max_bits: int = MAX_CANDIDATE_BITS, block: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each picture (``whole``: (n,) uint64), the ``k`` other pictures with a window
+    (``windows``: (n, W) uint64) nearest to it, within ``max_bits``: pairs (outer, inner)
+    to verify as "inner is a crop of outer", block by block. Numpy distance blocks:
+    O(n^2 W) bit operations at 64 bits, the cost of isometric matching."""
+    n, nw = windows.shape
+    flat = windows.reshape(-1)
+    for s in range(0, n, block):
+        q = whole[s:s + block]
+        d = np.bitwise_count(q[:, None] ^ flat[None, :]).reshape(len(q), n, nw).min(axis=2).astype(np.int16)
+        d[np.arange(len(q)), np.arange(s, s + len(q))] = 99  # not itself
+        kk = min(k, n - 1)
+        if kk <= 0:
+            return
+        near = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        dist = np.take_along_axis(d, near, axis=1)
+        inner = np.repeat(np.arange(s, s + len(q)), kk).reshape(len(q), kk)
+        ok = dist <= max_bits
+        yield near[ok].astype(np.int64), inner[ok].astype(np.int64)
+
+
+# -- verification -------------------------------------------------------------------------
+def _highpass(a: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return a - cv2.GaussianBlur(a, (0, 0), 2.0)
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    return lab[..., 1:]
+
+
+def verify(outer: CropFeatures, inner: CropFeatures, outer_width: int, inner_detail: int,
+           ids: tuple[int, int] = (0, 1)) -> CropMatch | None:
+    """Whether ``inner`` is ``outer`` cut (and uniformly scaled): the match, or None.
+    ``ids``: the (outer, inner) indices recorded in the match. ``outer_width``: outer's pixels
+    across; ``inner_detail``: the most pixels across that inner's picture is known in."""
+    import cv2
+
+    A = outer.grey.astype(np.float32)
+    B = inner.grey.astype(np.float32)
+    ha, wa = A.shape
+    hb, wb = B.shape
+    HA = _highpass(A)
+    least = max(MIN_FRACTION, inner_detail / (MAX_ENLARGE * outer_width), 12 / wa)
+
+    def score(f: float):
+        w = int(round(f * wa))
+        h = int(round(w * hb / wb))
+        if h > ha:
+            if h > ha + 1:
+                return None
+            h = ha
+        if w > wa or w < 12 or h < 12 or f < least:
+            return None
+        t = cv2.resize(B, (w, h), interpolation=cv2.INTER_AREA)
+        ht = _highpass(t)
+        if float(ht.std()) < MIN_TEXTURE:
+            return None
+        r = cv2.matchTemplate(HA, ht, cv2.TM_CCOEFF_NORMED)
+        _, m, _, loc = cv2.minMaxLoc(r)
+        return float(m), f, loc, t
+
+    whole = _whole(A, HA, B, outer, inner) if inner_detail <= MAX_ENLARGE * outer_width else None
+    if whole is not None:
+        return CropMatch(ids[0], ids[1], 0.0, 0.0, 1.0, 1.0, *whole)
+    best = None
+    for f in np.arange(1.0, least - 1e-9, -0.02):
+        s = score(float(f))
+        if s and (best is None or s[0] > best[0]):
+            best = s
+    if best is None or best[0] < MIN_STRUCTURE - 0.15:
+        return None
+    for f in np.arange(best[1] - 0.02, best[1] + 0.0201, 0.005):  # refine the scale
+        s = score(float(f))
+        if s and s[0] > best[0]:
+            best = s
+    m, f, (x, y), t = best
+    if m < MIN_STRUCTURE:
+        return None
+    h, w = t.shape
+    plain = float(cv2.matchTemplate(A[y:y + h, x:x + w], t, cv2.TM_CCOEFF_NORMED)[0, 0])
+    if plain < MIN_PLAIN or not _same_colour(outer, inner, x / wa, y / ha, w / wa, h / ha):
+        return None
+    return CropMatch(ids[0], ids[1], x / wa, y / ha, w / wa, h / ha, m, plain)
+
+
+def _whole(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, inner: CropFeatures
+           ) -> tuple[float, float] | None:
+    """The whole of ``inner`` against the whole of ``outer`` (stretched to its shape when
+    the shapes differ by less than 40 %), robustly: a watermark or a logo covering up to a
+    fifth of the picture is left out of the comparison (pixels far from the fitted
+    brightness map), so it does not hide an otherwise identical picture."""
+    import cv2
+
+    ha, wa = A.shape
+    hb, wb = B.shape
+    if abs((wa / ha) / (wb / hb) - 1) > 0.4:
+        return None
+    T = cv2.resize(B, (wa, ha), interpolation=cv2.INTER_AREA)
+    inl = np.ones(A.shape, dtype=bool)
+    for _ in range(2):  # fit brightness (least squares), drop outliers, fit again
+        a, t = A[inl], T[inl]
+        var = float(a.var())
+        if var < 1e-6:
+            return None  # flat: nothing to compare
+        g = float(((a - a.mean()) * (t - t.mean())).mean()) / var
+        r = T - (g * (A - a.mean()) + t.mean())
+        spread = 1.4826 * float(np.median(np.abs(r[inl]))) + 1.0
+        inl = np.abs(r) <= 3 * spread
+    if inl.mean() < WHOLE_INLIERS:
+        return None
+    HT = _highpass(T)
+    # the high-pass spreads an overlay's edges by its blur: leave out their surroundings too
+    inl = cv2.erode(inl.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    if inl.mean() < WHOLE_INLIERS / 2 or float(HA[inl].std()) < MIN_TEXTURE:
+        return None
+    structure = float(np.corrcoef(HA[inl], HT[inl])[0, 1])
+    plain = float(np.corrcoef(A[inl], T[inl])[0, 1])
+    if structure < MIN_STRUCTURE or plain < MIN_PLAIN or not _same_colour(outer, inner, 0.0, 0.0, 1.0, 1.0):
+        return None
+    return structure, plain
+
+
+def _same_colour(outer: CropFeatures, inner: CropFeatures, x: float, y: float, w: float, h: float) -> bool:
+    """The colours agree where both pictures have colour (a grey copy matches any)."""
+    import cv2
+
+    ab_in = _chroma(inner.color)
+    ch, cw = outer.color.shape[:2]
+    x0, y0 = int(x * cw), int(y * ch)
+    x1, y1 = max(x0 + 1, int(round((x + w) * cw))), max(y0 + 1, int(round((y + h) * ch)))
+    region = cv2.resize(np.ascontiguousarray(outer.color[y0:y1, x0:x1]), (ab_in.shape[1], ab_in.shape[0]),
+                        interpolation=cv2.INTER_AREA)
+    ab_out = _chroma(region)
+    if np.abs(ab_in).mean() < 4 or np.abs(ab_out).mean() < 4:  # one side is (nearly) grey
+        return True
+    return float(np.abs(ab_in - ab_out).mean()) <= MAX_CHROMA_GAP
+
+
+def known_detail(whole: np.ndarray, widths: np.ndarray, heights: np.ndarray, radius: int = 4) -> np.ndarray:
+    """For each picture, the most pixels across that any near-identical copy of it has
+    (same shape within 2 %, whole-picture hashes within ``radius`` bits), scaled to its
+    own shape: how much detail its picture is known in."""
+    n = len(whole)
+    out = widths.astype(np.float64).copy()
+    aspect = widths / np.maximum(1, heights)
+    for s in range(0, n, 1024):
+        d = np.bitwise_count(whole[s:s + 1024, None] ^ whole[None, :])
+        same = (d <= radius) & (np.abs(aspect[None, :] - aspect[s:s + 1024, None]) <= 0.02 * aspect[s:s + 1024, None])
+        out[s:s + 1024] = np.where(same, widths[None, :], 0).max(axis=1)
+    return np.maximum(out, widths)
+
+
+def find_matches(features: dict[int, bytes], widths: list[int], heights: list[int]) -> list[CropMatch]:
+    """Every confirmed crop or copy among the images whose ``features`` are given (index ->
+    :func:`features` bytes; ``widths``/``heights``: every file's pixels, by index): each
+    picture's nearest windows are verified; one match per pair, by index."""
+    ids = np.array(sorted(features), dtype=np.int64)
+    if len(ids) < 2:
+        return []
+    parsed = [parse(features[int(k)]) for k in ids]
+    whole = np.array([f.windows[0] for f in parsed], dtype=np.uint64)
+    windows = np.stack([f.windows for f in parsed])
+    w = np.array([widths[int(k)] for k in ids], dtype=np.int64)
+    h = np.array([heights[int(k)] for k in ids], dtype=np.int64)
+    detail = known_detail(whole, w, h)
+    found: dict[tuple[int, int], CropMatch] = {}
+    for outer, inner in candidates(whole, windows):
+        for o, i in zip(outer.tolist(), inner.tolist()):
+            pair = (min(o, i), max(o, i))
+            if pair in found:
+                continue
+            m = verify(parsed[o], parsed[i], int(w[o]), int(detail[i]), (int(ids[o]), int(ids[i])))
+            if m is not None:
+                found[pair] = m
+    return [found[k] for k in sorted(found)]
