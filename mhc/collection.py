@@ -137,9 +137,10 @@ class HashedCollection:
                                                         self.info[i].taken, self.mtimes[i], self.files[i]))
 
     def pairs(self, algo: str | Algorithm, threshold: int, *, isometric: bool = False,
-              match: MatchOptions = MatchOptions()) -> list[Pair]:
-        """Every pair of files within ``threshold`` bits, each once, closest first."""
-        m = self.metric(algo, match, isometric=isometric)
+              match: MatchOptions = MatchOptions(), crops: bool = False) -> list[Pair]:
+        """Every pair of files within ``threshold`` bits, each once, closest first (with
+        ``crops``, confirmed crops and copies at distance 0)."""
+        m = self.metric(algo, match, isometric=isometric, crops=crops)
         if not 0 <= threshold <= m.max_distance:
             raise UsageError(f"the threshold must be 0 to {m.max_distance} bits for {self.codes(algo).algorithm.key}, "
                              f"not {threshold}")

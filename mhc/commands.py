@@ -119,6 +119,8 @@ def pairs_command(
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
     isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
                                    metavar=""),
+    crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
+                               "too, at distance 0; JSON adds crop (share of the source's area).", metavar=""),
 ) -> None:
     """Print every pair of similar files with its distance, closest first (for your own scripts).
 
@@ -136,16 +138,20 @@ def pairs_command(
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
         collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_of(output, cache), workers=workers,
-                                 isometric=isometric)
-        pairs = collection.pairs(algo, threshold, isometric=isometric)
+                                 isometric=isometric, crops=crops)
+        pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
+    crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":
         index = {f: i for i, f in enumerate(collection.files)}
         rows = []
         for a, b, d in pairs:
             ia, ib = index[a], index[b]
-            rows.append({"path_a": a, "path_b": b, "distance": d, "file_a": collection.facts(ia),
-                         "file_b": collection.facts(ib),
-                         "probable_original": collection.files[collection.probable_original([ia, ib])]})
+            row = {"path_a": a, "path_b": b, "distance": d, "file_a": collection.facts(ia),
+                   "file_b": collection.facts(ib),
+                   "probable_original": collection.files[collection.probable_original([ia, ib])]}
+            if crops:
+                row["crop"] = crop_area.get((min(ia, ib), max(ia, ib)))
+            rows.append(row)
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=True)
         sys.stdout.write("\n")
     else:

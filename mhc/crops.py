@@ -178,14 +178,26 @@ def verify(outer: CropFeatures, inner: CropFeatures, outer_width: int, inner_det
     """Whether ``inner`` is ``outer`` cut (and uniformly scaled): the match, or None.
     ``ids``: the (outer, inner) indices recorded in the match. ``outer_width``: outer's pixels
     across; ``inner_detail``: the most pixels across that inner's picture is known in."""
-    import cv2
-
     A = outer.grey.astype(np.float32)
     B = inner.grey.astype(np.float32)
+    HA = _highpass(A)
+    least = max(MIN_FRACTION, inner_detail / (MAX_ENLARGE * outer_width), 12 / A.shape[1])
+    found = _search(A, HA, B, outer, inner, least, ids)
+    if found is not None:
+        return found
+    # not a crop: the whole picture, edited (a watermark, a logo) or stretched to another shape
+    whole = _whole(A, HA, B, outer, inner) if inner_detail <= MAX_ENLARGE * outer_width else None
+    return None if whole is None else CropMatch(ids[0], ids[1], 0.0, 0.0, 1.0, 1.0, *whole)
+
+
+def _search(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, inner: CropFeatures, least: float,
+            ids: tuple[int, int]) -> CropMatch | None:
+    """The best placement of ``B``, uniformly scaled, inside ``A`` (coarse scales, then
+    refined), if it passes the three checks."""
+    import cv2
+
     ha, wa = A.shape
     hb, wb = B.shape
-    HA = _highpass(A)
-    least = max(MIN_FRACTION, inner_detail / (MAX_ENLARGE * outer_width), 12 / wa)
 
     def score(f: float):
         w = int(round(f * wa))
@@ -204,9 +216,6 @@ def verify(outer: CropFeatures, inner: CropFeatures, outer_width: int, inner_det
         _, m, _, loc = cv2.minMaxLoc(r)
         return float(m), f, loc, t
 
-    whole = _whole(A, HA, B, outer, inner) if inner_detail <= MAX_ENLARGE * outer_width else None
-    if whole is not None:
-        return CropMatch(ids[0], ids[1], 0.0, 0.0, 1.0, 1.0, *whole)
     best = None
     for f in np.arange(1.0, least - 1e-9, -0.02):
         s = score(float(f))

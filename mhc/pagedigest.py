@@ -34,7 +34,8 @@ def renderer_digest() -> bytes:
 def file_digests(files: list[str], info: dict, thumbs: dict[str, str]) -> np.ndarray:
     """(n, 8) bytes per file: its path, facts shown under its picture (``info``: the
     ``file_info`` columns of summary.json), and thumbnail."""
-    cols = [info.get(k) or [None] * len(files) for k in ("width", "height", "bytes", "format", "taken", "mtime")]
+    cols = [info.get(k) or [None] * len(files) for k in ("width", "height", "bytes", "format", "taken", "mtime",
+                                                          "crop_of")]
     out = np.empty((len(files), 8), dtype=np.uint8)
     for i, f in enumerate(files):
         facts = "\0".join(str(c[i]) for c in cols)

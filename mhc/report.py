@@ -179,7 +179,8 @@ class _Files:
             img = (f'<img loading=lazy decoding=async alt="" src="{_html(rel + urllib.parse.quote(thumb))}">'
                    if thumb else "<div class=missing>no preview</div>")
             static = (f'<a href="{_html(file_url(path))}" title="{_html(path)}">{img}</a>\n<figcaption>'
-                      f'<span class=path>{_html(name)}</span><span class=details>{_html(self.details(i))}</span>')
+                      f'<span class=path>{_html(name)}</span><span class=details>{_html(self.details(i))}</span>'
+                      f'{self._crop(i)}')
             self._static[(i, rel)] = static
         if original is None or i == original:
             tail = "<span class=badge>probable original</span> " if i == original else ""
@@ -190,6 +191,16 @@ class _Files:
         d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
         return Markup(f"<figure>{static}{d}\n<details class=ignore><summary>not a duplicate?</summary>"
                       f"<code>{ignore}</code></details></figcaption></figure>")
+
+    def _crop(self, i: int) -> str:
+        """'crop of NAME (62 %)' under a picture confirmed as a crop of another (--crops)."""
+        of = (self.info.get("crop_of") or [None] * (i + 1))[i]
+        if not of:
+            return ""
+        src, area = of
+        prefix = self.root.rstrip("/") + "/"
+        name = self.files[src][len(prefix):] if self.root and self.files[src].startswith(prefix) else self.files[src]
+        return f'<span class=crop title="{_html(self.files[src])}">crop of {_html(name)} ({area:.0%} of it)</span>'
 
     def _quoted(self, i: int) -> str:
         q = self._quotes.get(i)

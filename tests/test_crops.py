@@ -1,0 +1,126 @@
+"""Crop matching (--crops): window hashes find candidates, pixels confirm them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cluster_of, photo, run_cli, save
+from mhc import Options, hash_folder, run
+from mhc import crops
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory) -> Path:
+    """One picture, its crops of several shapes, and pictures that must not match it."""
+    root = tmp_path_factory.mktemp("crops") / "in"
+    src = photo(3, (960, 540))
+    save(src, root / "source.jpg", quality=92)
+    save(src.crop((0, 0, 720, 540)), root / "left_4x3.jpg", quality=90)  # 4:3 cut from 16:9: 75 %
+    save(src.crop((400, 0, 704, 540)), root / "portrait.png")  # a 9:16 strip: 32 % of the width
+    save(src.crop((30, 12, 921, 520)), root / "small_crop.jpg", quality=88)  # 3-7 % off each side
+    save(photo(4, (960, 540)), root / "stranger.jpg", quality=92)
+    # the same structure in other colours (a colour variant is not a copy)
+    a = np.asarray(src).copy()
+    save(Image.fromarray(a[:, :, ::-1].copy()), root / "recoloured.jpg", quality=92)
+    # a small piece blown up 3x: not cut from this source (more pixels than it had there)
+    save(src.crop((100, 100, 340, 235)).resize((720, 405), Image.BICUBIC), root / "enlarged.jpg", quality=92)
+    save(Image.new("RGB", (640, 360), (90, 90, 90)), root / "flat.png")
+    return root
+
+
+def _matches(folder: Path) -> dict[tuple[str, str], float]:
+    col = hash_folder(folder, ["phash_8"], crops=True, no_cache=True)
+    names = [Path(f).name for f in col.files]
+    return {(names[m.outer], names[m.inner]): m.area for m in col.crop_matches}
+
+
+def test_crops_of_every_shape_are_confirmed(cropped):
+    found = _matches(cropped)
+    # each crop is confirmed inside a picture that holds it (the strip also lies in the small crop)
+    holders = {"left_4x3.jpg": {"source.jpg"}, "portrait.png": {"source.jpg", "small_crop.jpg", "left_4x3.jpg"},
+               "small_crop.jpg": {"source.jpg"}}
+    for inner, outers in holders.items():
+        assert any(i == inner and o in outers for o, i in found), (inner, found)
+    share = {"left_4x3.jpg": (0.72, 0.78), "portrait.png": (0.28, 0.47), "small_crop.jpg": (0.8, 0.97)}
+    for (outer, inner), area in found.items():
+        if outer == "source.jpg":
+            lo, hi = share[inner]
+            assert lo <= area <= hi, (inner, area)
+
+
+def test_strangers_colour_variants_enlargements_and_flat_pictures_are_not(cropped):
+    found = _matches(cropped)
+    linked = {name for pair in found for name in pair}
+    for name in ("stranger.jpg", "recoloured.jpg", "enlarged.jpg", "flat.png"):
+        assert name not in linked, (name, found)
+
+
+def test_window_boxes_cover_the_shapes_a_crop_keeps():
+    boxes = crops.window_boxes(1920, 1080)
+    assert boxes[0] == (0.0, 0.0, 1.0, 1.0)
+    assert len(boxes) <= crops.WINDOWS
+    widths = {round(c - a, 3) for a, b, c, d in boxes if b == 0.0 and d == 1.0}
+    assert round(0.75, 3) in widths and round(9 / 16 / (16 / 9), 3) in widths  # 4:3 and 9:16 windows
+    assert all(0 <= a < c <= 1 and 0 <= b < d <= 1 for a, b, c, d in boxes)
+    # a features blob round-trips
+    blob = crops.features(photo(1, (300, 200)))
+    f = crops.parse(blob)
+    assert f.windows.shape == (crops.WINDOWS,) and max(f.grey.shape) == crops.THUMB_SIDE
+
+
+def test_run_with_crops_links_them_at_every_threshold_and_the_report_says_so(cropped, tmp_path):
+    out = tmp_path / "out"
+    res = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
+    members = cluster_of(res, cropped / "source.jpg", 0)
+    assert {Path(p).name for p in members} == {"source.jpg", "left_4x3.jpg", "portrait.png", "small_crop.jpg"}
+    plain = run(Options(input=cropped, output=tmp_path / "plain", algorithms=["phash_8"], cache=tmp_path / "c.sqlite"))
+    assert cluster_of(plain, cropped / "portrait.png", 0) == {str(cropped / "portrait.png")}
+    summary = json.loads((out / "summary.json").read_text())
+    crop_of = summary["file_info"]["crop_of"]
+    files = summary["files"]
+    portrait = files.index(str(cropped / "portrait.png"))
+    assert Path(files[crop_of[portrait][0]]).name in {"source.jpg", "left_4x3.jpg", "small_crop.jpg"}
+    assert summary["algorithms"]["phash_8"]["settings"]["crops"] is True
+    page = (out / "report" / "phash_8" / "thr_000.html").read_text()
+    assert "crop of source.jpg" in page or "crop of left_4x3.jpg" in page
+    # the folder on disk holds the crop beside its source
+    thr0 = next((out / "phash_8").glob("thr_000_*"))
+    folder = next(d for d in thr0.iterdir() if not d.name.startswith("unclustered"))
+    assert {Path(l.resolve()).name for l in folder.iterdir()} >= {"source.jpg", "portrait.png"}
+    # a second run reads the crop features from the cache: nothing is decoded
+    again = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
+    assert again.collection.stats.decoded == 0
+    assert cluster_of(again, cropped / "source.jpg", 0) == members
+
+
+def test_crop_links_survive_ssim_verification(cropped, tmp_path):
+    pytest.importorskip("skimage")
+    res = run(Options(input=cropped, output=tmp_path / "out", algorithms=["phash_8"], crops=True, verify="ssim",
+                      cache=tmp_path / "c.sqlite"))
+    assert str(cropped / "portrait.png") in cluster_of(res, cropped / "source.jpg", 0)
+
+
+def test_pairs_command_lists_crops(cropped, tmp_path):
+    out = tmp_path / "out"
+    cache = tmp_path / "c.sqlite"
+    r = run_cli("-i", str(cropped), "-o", str(out), "-a", "phash_8", "--crops", "--cache", str(cache), "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "0", "--crops", "--format", "json", "--cache", str(cache))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    shares = [x["crop"] for x in rows if "portrait.png" in (Path(x["path_a"]).name, Path(x["path_b"]).name)
+              and x["crop"] is not None]
+    assert shares and all(0.28 <= a <= 0.47 for a in shares), rows
+    r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "0", "--cache", str(cache))
+    assert "portrait.png" not in r.stdout
+
+
+def test_crops_with_hdbscan_is_one_line_and_exit_2(cropped, tmp_path):
+    r = run_cli("-i", str(cropped), "-o", str(tmp_path / "out"), "--crops", "--method", "hdbscan", "-a", "phash_8")
+    assert r.returncode == 2
+    assert "--crops" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
