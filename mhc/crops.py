@@ -308,14 +308,21 @@ def find_matches(features: dict[int, bytes], widths: list[int], heights: list[in
     """Every confirmed crop or copy among the images whose ``features`` are given (index ->
     :func:`features` bytes; ``widths``/``heights``: every file's pixels, by index): each
     picture's nearest windows are verified; one match per pair, by index."""
-    ids = np.array(sorted(features), dtype=np.int64)
+    parsed, kept = [], []
+    for k in sorted(features):
+        try:
+            parsed.append(parse(features[k]))
+            kept.append(k)
+        except (ValueError, struct.error):  # not this version's layout: the picture is just not matched
+            continue
+    ids = np.array(kept, dtype=np.int64)
     if len(ids) < 2:
         return []
-    parsed = [parse(features[int(k)]) for k in ids]
     whole = np.array([f.windows[0] for f in parsed], dtype=np.uint64)
     windows = np.stack([f.windows for f in parsed])
-    w = np.array([widths[int(k)] for k in ids], dtype=np.int64)
-    h = np.array([heights[int(k)] for k in ids], dtype=np.int64)
+    # the grey thumbnail's shape stands in for a file whose pixels are unknown
+    w = np.array([widths[int(k)] or f.grey.shape[1] for k, f in zip(ids, parsed)], dtype=np.int64)
+    h = np.array([heights[int(k)] or f.grey.shape[0] for k, f in zip(ids, parsed)], dtype=np.int64)
     detail = known_detail(whole, w, h)
     found: dict[tuple[int, int], CropMatch] = {}
     for outer, inner in candidates(whole, windows):
