@@ -24,6 +24,7 @@ from conftest import make_video, photo, run_cli, save, tree_digest
 SETTINGS: list[tuple[str, dict]] = [
     ("thresholds", {"thresholds": "0:12:3"}),
     ("isometric", {"isometric": True}),
+    ("crops", {"crops": True}),
     ("verify", {"verify": "ssim"}),
     ("max-cluster-size", {"max_cluster_size": 3}),
     ("complete", {"linkage": "complete"}),
@@ -46,7 +47,7 @@ SETTINGS: list[tuple[str, dict]] = [
     ("follow-symlinks", {"follow_symlinks": True}),
     ("colorhash", {"algorithms": ["colorhash_3", "ahash_8"]}),
 ]
-HDBSCAN_REFUSES = {"thresholds", "isometric", "verify", "max-cluster-size", "complete", "cross-media"}
+HDBSCAN_REFUSES = {"thresholds", "isometric", "crops", "verify", "max-cluster-size", "complete", "cross-media"}
 
 
 def refused(names: set[str]) -> bool:
