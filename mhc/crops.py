@@ -365,12 +365,14 @@ def known_detail(whole: np.ndarray, widths: np.ndarray, heights: np.ndarray, rad
     return np.maximum(out, widths)
 
 
-def find_matches(features: dict[int, bytes], widths: list[int], heights: list[int]) -> list[CropMatch]:
+def find_matches(features: dict[int, bytes], widths: list[int], heights: list[int], workers: int = 0
+                 ) -> list[CropMatch]:
     """Every confirmed crop or copy among the images whose ``features`` are given (index ->
     :func:`features` bytes; ``widths``/``heights``: every file's pixels, by index): each
     picture's nearest windows are verified; one match per pair, by index. Thumbnails are
     decoded as candidates need them (a few thousand at a time), not all at once."""
     import functools
+    import os
 
     ids, wins = [], []
     for k in sorted(features):
@@ -388,25 +390,35 @@ def find_matches(features: dict[int, bytes], widths: list[int], heights: list[in
     h = np.array([heights[k] or 1 for k in ids], dtype=np.int64)
     detail = known_detail(whole, w, h)
 
-    @functools.lru_cache(maxsize=4096)
+    @functools.lru_cache(maxsize=8192)  # thread-safe; holds ~50 MB at most
     def thumbs(r: int) -> CropFeatures | None:
         try:
             return parse(features[ids[r]])
         except (ValueError, struct.error):
             return None
 
-    found: dict[tuple[int, int], CropMatch] = {}
+    todo: dict[tuple[int, int], tuple[int, int, int]] = {}
     for outer, inner, win in candidates(whole, windows):
         for o, i, k in zip(outer.tolist(), inner.tolist(), win.tolist()):
-            pair = (min(o, i), max(o, i))
-            if pair in found:
-                continue
-            fo, fi = thumbs(o), thumbs(i)
-            if fo is None or fi is None:
-                continue
-            boxes = window_boxes(int(w[o]), int(h[o]))
-            box = boxes[k] if k < len(boxes) else boxes[0]
-            m = verify(fo, fi, int(w[o]), int(detail[i]), (ids[o], ids[i]), near=box[2] - box[0])
+            todo.setdefault((o, i), (o, i, k))  # both directions when both are candidates
+
+    def check(job: tuple[int, int, int]) -> CropMatch | None:
+        o, i, k = job
+        fo, fi = thumbs(o), thumbs(i)
+        if fo is None or fi is None:
+            return None
+        boxes = window_boxes(int(w[o]), int(h[o]))
+        box = boxes[k] if k < len(boxes) else boxes[0]
+        return verify(fo, fi, int(w[o]), int(detail[i]), (ids[o], ids[i]), near=box[2] - box[0])
+
+    # OpenCV releases the GIL in its resizes, filters and template matches: threads share
+    # the decoded thumbnails without copying them into processes
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [todo[k] for k in sorted(todo)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as ex:
+        found = {}
+        for m in ex.map(check, jobs, chunksize=64):
             if m is not None:
-                found[pair] = m
+                found.setdefault((min(m.outer, m.inner), max(m.outer, m.inner)), m)
     return [found[k] for k in sorted(found)]
