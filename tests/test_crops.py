@@ -124,3 +124,27 @@ def test_crops_with_hdbscan_is_one_line_and_exit_2(cropped, tmp_path):
     assert r.returncode == 2
     assert "--crops" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_faiss_and_numpy_candidates_agree(monkeypatch):
+    pytest.importorskip("faiss")
+    import mhc.pairs
+
+    rng = np.random.default_rng(2)
+    n = 300
+    windows = rng.integers(0, 2**63, (n, crops.WINDOWS), dtype=np.uint64)
+    whole = windows[:, 0].copy()
+    for a in range(0, 60, 2):  # picture a+1 is a window of picture a, 2 bits off
+        windows[a, 5] = whole[a + 1] ^ np.uint64(0b101)
+    def collect():
+        got = set()
+        for o, i, k in crops.candidates(whole, windows, k=3, max_bits=8):
+            got |= set(zip(o.tolist(), i.tolist(), k.tolist()))
+        return got
+    numpy_found = collect()
+    monkeypatch.setattr(mhc.pairs, "FAISS_MIN_FILES", 10)
+    faiss_found = collect()
+    planted = {(a, a + 1, 5) for a in range(0, 60, 2)}
+    assert planted <= numpy_found and planted <= faiss_found
+    # random 64-bit codes are ~32 bits apart: nothing else is within 8 bits
+    assert numpy_found == faiss_found == planted
