@@ -262,31 +262,37 @@ class ForestCache:
     Content-addressed, so any output reuses them; the MAX_FILES used last are kept."""
 
     MAX_FILES = 32
-    NAME = re.compile(r"^[0-9a-f]{32}-r\d+\.npz(\.tmp)?$")
+    NAME = re.compile(r"^[0-9a-f]{32}-(r\d+|crops)\.npz(\.tmp)?$")
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
 
     def get(self, fingerprint: str, radius: int, compute) -> Edges:
-        path = self.folder / f"{fingerprint}-r{radius}.npz"
+        z = self.arrays(f"{fingerprint}-r{radius}", lambda: (lambda f: {"i": f.i, "j": f.j, "d": f.d})(compute()))
+        return Edges(z["i"], z["j"], z["d"])
+
+    def arrays(self, name: str, compute) -> dict[str, np.ndarray]:
+        """The arrays stored as ``name`` (a fingerprint and a suffix), else ``compute()``'s,
+        stored for next time."""
+        path = self.folder / f"{name}.npz"
         try:
             with np.load(path) as z:
-                forest = Edges(z["i"], z["j"], z["d"])
+                found = {k: z[k] for k in z.files}
             os.utime(path)  # recently used: kept by prune()
-            return forest
+            return found
         except (OSError, KeyError, ValueError, EOFError):
             pass  # absent or unreadable: compute it
-        forest = compute()
+        found = compute()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "wb") as f:
-                np.savez(f, i=forest.i, j=forest.j, d=forest.d)
+                np.savez(f, **found)
             os.replace(tmp, path)
             self.prune()
         except OSError:
             pass  # a cache that cannot be written only costs the next run time
-        return forest
+        return found
 
     def prune(self) -> None:
         """Remove all but the MAX_FILES most recently used forests (only files named as

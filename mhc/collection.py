@@ -81,6 +81,8 @@ class HashedCollection:
     sizes: list[int]  # bytes of each file
     mtimes: list[int]  # each file's mtime, in ns
     crop_features: dict[int, bytes] = dataclasses.field(default_factory=dict)  # image index -> mhc.crops features
+    # where confirmed crops are kept between runs (content-addressed: the forests' folder)
+    match_cache: object | None = None
 
     @functools.cached_property
     def crop_matches(self) -> list:
@@ -90,7 +92,14 @@ class HashedCollection:
 
         if not self.crop_features:
             return []
-        return find_matches(self.crop_features, [i.width or 0 for i in self.info], [i.height or 0 for i in self.info])
+        widths, heights = [i.width or 0 for i in self.info], [i.height or 0 for i in self.info]
+        if self.match_cache is None:
+            return find_matches(self.crop_features, widths, heights)
+        from .crops import from_arrays, matches_fingerprint, to_arrays
+
+        key = matches_fingerprint(self.crop_features, widths, heights)
+        return from_arrays(self.match_cache.arrays(f"{key}-crops",
+                                                   lambda: to_arrays(find_matches(self.crop_features, widths, heights))))
 
     @property
     def videos(self) -> int:

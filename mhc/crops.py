@@ -425,3 +425,27 @@ def find_matches(features: dict[int, bytes], widths: list[int], heights: list[in
                 if m is not None:
                     found.setdefault((min(m.outer, m.inner), max(m.outer, m.inner)), m)
     return [found[k] for k in sorted(found)]
+
+
+def matches_fingerprint(features: dict[int, bytes], widths: list[int], heights: list[int]) -> str:
+    """A digest of everything :func:`find_matches` depends on (its settings included):
+    equal fingerprints give equal matches."""
+    import hashlib
+
+    h = hashlib.blake2b(repr((VERSION, MIN_STRUCTURE, MIN_PLAIN, MAX_CHROMA_GAP, MIN_TEXTURE, MAX_ENLARGE,
+                              CANDIDATES, MAX_CANDIDATE_BITS, MIN_FRACTION, WHOLE_INLIERS)).encode(), digest_size=16)
+    for k in sorted(features):
+        h.update(struct.pack("<qqqq", k, len(features[k]), widths[k] or 0, heights[k] or 0))
+        h.update(features[k])
+    return h.hexdigest()
+
+
+def to_arrays(matches: list[CropMatch]) -> dict[str, np.ndarray]:
+    """Matches as arrays (for :class:`mhc.clustering.ForestCache`)."""
+    return {"pairs": np.array([[m.outer, m.inner] for m in matches], dtype=np.int64).reshape(-1, 2),
+            "geometry": np.array([[m.x, m.y, m.w, m.h, m.structure, m.plain] for m in matches],
+                                 dtype=np.float64).reshape(-1, 6)}
+
+
+def from_arrays(z: dict[str, np.ndarray]) -> list[CropMatch]:
+    return [CropMatch(int(o), int(i), *map(float, g)) for (o, i), g in zip(z["pairs"], z["geometry"])]

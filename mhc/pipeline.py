@@ -105,6 +105,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
                                  hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
                                                            thumb_dir=_thumb_dir(of, options)))
             forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
+            collection.match_cache = forests  # a rerun reads its confirmed crops instead of verifying again
             clusterings = cluster_all(collection, plan, progress, forests, previous)
             clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
             result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)

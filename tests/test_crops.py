@@ -91,10 +91,24 @@ def test_run_with_crops_links_them_at_every_threshold_and_the_report_says_so(cro
     thr0 = next((out / "phash_8").glob("thr_000_*"))
     folder = next(d for d in thr0.iterdir() if not d.name.startswith("unclustered"))
     assert {Path(l.resolve()).name for l in folder.iterdir()} >= {"source.jpg", "portrait.png"}
-    # a second run reads the crop features from the cache: nothing is decoded
-    again = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
+    # a second run reads the crop features and the confirmed matches from the cache: nothing
+    # is decoded or verified again
+    def boom(*a, **k):
+        raise AssertionError("verified again")
+
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(crops, "find_matches", boom)
+        again = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True,
+                            cache=tmp_path / "c.sqlite"))
     assert again.collection.stats.decoded == 0
     assert cluster_of(again, cropped / "source.jpg", 0) == members
+    # a stored result that cannot be read is computed again, not trusted
+    for f in (tmp_path / "c.sqlite.forests").glob("*-crops.npz"):
+        f.write_bytes(b"not an npz")
+    third = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
+    assert cluster_of(third, cropped / "source.jpg", 0) == members
 
 
 def test_crop_links_survive_ssim_verification(cropped, tmp_path):
