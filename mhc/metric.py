@@ -161,13 +161,18 @@ class HashMetric:
 
     def matrix(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
-        if self.variants is None and self.links is None and not self.is_video[members].any():
+        if self.variants is None and not self.is_video[members].any():
             d = cross_distances(self.codes[members], self.codes[members]).astype(np.int64)
             flat = self.excluded[members]
             if flat.any():  # a hash too unreliable to link is far from everything but itself
                 d[flat, :] = BIG
                 d[:, flat] = BIG
                 np.fill_diagonal(d, 0)
+            if self._link_keys is not None:  # confirmed crops: 0 apart
+                a, b = np.minimum.outer(members, members), np.maximum.outer(members, members)
+                key = a * self.n + b
+                pos = np.minimum(np.searchsorted(self._link_keys, key), len(self._link_keys) - 1)
+                d[self._link_keys[pos] == key] = 0
             return d
         m = len(members)
         out = np.zeros((m, m), dtype=np.int64)

@@ -162,3 +162,23 @@ def test_faiss_and_numpy_candidates_agree(monkeypatch):
     assert planted <= numpy_found and planted <= faiss_found
     # random 64-bit codes are ~32 bits apart: nothing else is within 8 bits
     assert numpy_found == faiss_found == planted
+
+
+def test_metric_puts_confirmed_pairs_at_zero_in_every_view():
+    from mhc.metric import HashMetric
+    from mhc.pairs import Edges, pack
+
+    rng = np.random.default_rng(1)
+    codes = pack([rng.integers(0, 256, 8, dtype=np.uint8).tobytes() for _ in range(50)])
+    links = Edges(np.array([3, 7]), np.array([9, 20]), np.zeros(2, dtype=np.int32))
+    m = HashMetric(codes, 64, links=links)
+    members = np.array([20, 3, 9, 7, 11])
+    fast = m.matrix(members)
+    iu, ju = np.triu_indices(len(members), 1)
+    slow = np.zeros_like(fast)
+    slow[iu, ju] = m.between(members[iu], members[ju])
+    assert (fast == slow + slow.T).all()
+    assert fast[1, 2] == 0 and fast[0, 3] == 0 and fast[0, 4] > 0  # 3-9 and 20-7 linked, 20-11 not
+    found = Edges.concat(list(m.edges(0))).least()
+    assert set(zip(found.i.tolist(), found.j.tolist())) == {(3, 9), (7, 20)}
+    assert m.fingerprint() != HashMetric(codes, 64).fingerprint()
