@@ -73,6 +73,13 @@ def print_summary(result, console: Console) -> None:
                           f"{Path(result.files[flat[0]]).name}): never linked", highlight=False)
         if a.suggestion:
             console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
+    if result.options.crops:
+        from .crops import CROP_AREA
+
+        m = result.collection.crop_matches
+        crops = sum(1 for x in m if x.area < CROP_AREA)
+        console.print(f"--crops: {crops} crop(s) and {len(m) - crops} other copies confirmed by their pixels, "
+                      f"linked at every threshold", highlight=False)
     rec = result.recommendation
     if rec is not None and len(result.algorithms) > 1:
         folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)

@@ -121,8 +121,10 @@ def test_crop_links_survive_ssim_verification(cropped, tmp_path):
 def test_pairs_command_lists_crops(cropped, tmp_path):
     out = tmp_path / "out"
     cache = tmp_path / "c.sqlite"
-    r = run_cli("-i", str(cropped), "-o", str(out), "-a", "phash_8", "--crops", "--cache", str(cache), "-q")
+    r = run_cli("-i", str(cropped), "-o", str(out), "-a", "phash_8", "--crops", "--cache", str(cache))
     assert r.returncode == 0, r.stderr
+    said = next(line for line in r.stdout.splitlines() if line.startswith("--crops:"))
+    assert int(said.split()[1]) >= 3  # the 4:3 cut, the strip and the small crop
     r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "0", "--crops", "--format", "json", "--cache", str(cache))
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
