@@ -376,15 +376,19 @@ def _same_colour(outer: CropFeatures, inner: CropFeatures, x: float, y: float, w
 def known_detail(whole: np.ndarray, widths: np.ndarray, heights: np.ndarray, radius: int = 4) -> np.ndarray:
     """For each picture, the most pixels across that any near-identical copy of it has
     (same shape within 2 %, whole-picture hashes within ``radius`` bits), scaled to its
-    own shape: how much detail its picture is known in."""
-    n = len(whole)
-    out = widths.astype(np.float64).copy()
+    own shape: how much detail its picture is known in. The pairs come from mhc's pair
+    search (FAISS multi-index hashing at scale), so memory stays O(pairs)."""
+    from .pairs import iter_pairs
+
+    out = widths.astype(np.int64).copy()
     aspect = widths / np.maximum(1, heights)
-    for s in range(0, n, 1024):
-        d = np.bitwise_count(whole[s:s + 1024, None] ^ whole[None, :])
-        same = (d <= radius) & (np.abs(aspect[None, :] - aspect[s:s + 1024, None]) <= 0.02 * aspect[s:s + 1024, None])
-        out[s:s + 1024] = np.where(same, widths[None, :], 0).max(axis=1)
-    return np.maximum(out, widths)
+    codes = np.ascontiguousarray(whole, dtype=np.uint64).reshape(-1, 1)
+    for e in iter_pairs(codes, radius):
+        same = np.abs(aspect[e.i] - aspect[e.j]) <= 0.02 * np.maximum(aspect[e.i], aspect[e.j])
+        i, j = e.i[same], e.j[same]
+        np.maximum.at(out, i, widths[j])
+        np.maximum.at(out, j, widths[i])
+    return out
 
 
 def find_matches(features: dict[int, bytes], widths: list[int], heights: list[int], workers: int = 0
