@@ -117,7 +117,8 @@ class Options:
     crops: bool = opt(False, "--crops", panel=PRECISION,
                       help="Also link a cropped copy to its source (cut to another shape, or by up to "
                       "three quarters), and copies the hashes missed, when their pixels confirm it; "
-                      "such links join at every threshold. About 2x the hashing time.")
+                      "such links join at every threshold. A cold run takes up to 2.5x as long; reruns reuse "
+                      "the confirmed links.")
     verify: str | None = opt(None, "--verify", panel=PRECISION, metavar="ssim[:T]",
                              help="Keep only links whose small grey versions have structural similarity >= T "
                              "(default 0.7). Needs scikit-image: pip install 'mhc[precision]'.")
