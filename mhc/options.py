@@ -115,8 +115,8 @@ class Options:
                           help="Mirrored and rotated copies match: the least distance over the 8 "
                           "rotations/mirrors.")
     crops: bool = opt(False, "--crops", panel=PRECISION,
-                      help="Also link a cropped copy to its source (cut to another shape, or by up to "
-                      "three quarters), and copies the hashes missed, when their pixels confirm it; "
+                      help="Also link a cropped copy (any shape, down to a quarter of the width or height) "
+                      "to its source, and copies the hashes missed, when their pixels confirm it; "
                       "such links join at every threshold. A cold run takes up to 2.5x as long; reruns reuse "
                       "the confirmed links.")
     verify: str | None = opt(None, "--verify", panel=PRECISION, metavar="ssim[:T]",
