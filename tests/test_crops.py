@@ -184,3 +184,29 @@ def test_metric_puts_confirmed_pairs_at_zero_in_every_view():
     found = Edges.concat(list(m.edges(0))).least()
     assert set(zip(found.i.tolist(), found.j.tolist())) == {(3, 9), (7, 20)}
     assert m.fingerprint() != HashMetric(codes, 64).fingerprint()
+
+
+def test_a_damaged_features_blob_only_leaves_that_picture_unmatched(cropped):
+    col = hash_folder(cropped, ["phash_8"], crops=True, no_cache=True)
+    feats = dict(col.crop_features)
+    source = col.files.index(str(cropped / "source.jpg"))
+    left = col.files.index(str(cropped / "left_4x3.jpg"))
+    small = col.files.index(str(cropped / "small_crop.jpg"))
+    feats[left] = feats[left][:40]  # truncated (a foreign or damaged cache value)
+    widths = [i.width or 0 for i in col.info]
+    heights = [i.height or 0 for i in col.info]
+    pairs = {(m.outer, m.inner) for m in crops.find_matches(feats, widths, heights)}
+    assert (source, small) in pairs
+    assert not any(left in p for p in pairs)
+
+
+def test_crops_on_videos_alone_is_a_plain_run(tmp_path):
+    from conftest import make_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_video(folder / "a.mp4", [photo(7)])
+    r = run_cli("-i", str(folder), "-o", str(tmp_path / "out"), "--crops", "-a", "phash_8", "-q",
+                "--cache", str(tmp_path / "c.sqlite"))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
