@@ -268,7 +268,11 @@ class ForestCache:
         self.folder = Path(folder)
 
     def get(self, fingerprint: str, radius: int, compute) -> Edges:
-        z = self.arrays(f"{fingerprint}-r{radius}", lambda: (lambda f: {"i": f.i, "j": f.j, "d": f.d})(compute()))
+        def columns() -> dict[str, np.ndarray]:
+            forest = compute()
+            return {"i": forest.i, "j": forest.j, "d": forest.d}
+
+        z = self.arrays(f"{fingerprint}-r{radius}", columns)
         return Edges(z["i"], z["j"], z["d"])
 
     def arrays(self, name: str, compute) -> dict[str, np.ndarray]:

@@ -98,8 +98,8 @@ class HashedCollection:
         from .crops import from_arrays, matches_fingerprint, to_arrays
 
         key = matches_fingerprint(self.crop_features, widths, heights)
-        return from_arrays(self.match_cache.arrays(f"{key}-crops",
-                                                   lambda: to_arrays(find_matches(self.crop_features, widths, heights))))
+        compute = lambda: to_arrays(find_matches(self.crop_features, widths, heights))  # noqa: E731
+        return from_arrays(self.match_cache.arrays(f"{key}-crops", compute))
 
     @property
     def videos(self) -> int:

@@ -11,6 +11,8 @@ also confirmed look-alike wallpapers of one theme (docs/benchmarks.md).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .crops import CropFeatures, CropMatch
@@ -27,10 +29,35 @@ WHOLE_INLIERS = 0.8  # share of pixels that must agree when whole pictures are c
 MIN_FRACTION = 0.25  # a crop keeps at least a quarter of its source's width or height
 
 
-def _highpass(a: np.ndarray) -> np.ndarray:
+def _highpass(a: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     import cv2
 
-    return a - cv2.GaussianBlur(a, (0, 0), 2.0)
+    return a - cv2.GaussianBlur(a, (0, 0), sigma)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """Both pictures as the checks use them, made once per candidate: grey ``A`` (outer) and
+    ``B`` (inner) as float, outer's high-pass, and the half-size versions the scale scan uses."""
+
+    outer: CropFeatures
+    inner: CropFeatures
+    A: np.ndarray
+    B: np.ndarray
+    HA: np.ndarray
+    A2: np.ndarray
+    B2: np.ndarray
+    HA2: np.ndarray
+
+    @classmethod
+    def of(cls, outer: CropFeatures, inner: CropFeatures) -> "_Pair":
+        import cv2
+
+        A, B = outer.grey.astype(np.float32), inner.grey.astype(np.float32)
+        half = lambda a: cv2.resize(a, (max(1, a.shape[1] // 2), max(1, a.shape[0] // 2)),  # noqa: E731
+                                    interpolation=cv2.INTER_AREA)
+        A2 = half(A)
+        return cls(outer, inner, A, B, _highpass(A), A2, half(B), _highpass(A2, 1.0))
 
 
 def _chroma(rgb: np.ndarray) -> np.ndarray:
@@ -48,34 +75,29 @@ def verify(outer: CropFeatures, inner: CropFeatures, outer_width: int, inner_det
     ``near``: the share of outer's width of the window that found the pair (the search
     tries scales within 30 % of it first, then every scale at half the density), else
     every scale."""
-    A = outer.grey.astype(np.float32)
-    B = inner.grey.astype(np.float32)
-    HA = _highpass(A)
-    least = max(MIN_FRACTION, inner_detail / (MAX_ENLARGE * max(1, outer_width)), 12 / A.shape[1])
+    p = _Pair.of(outer, inner)
+    least = max(MIN_FRACTION, inner_detail / (MAX_ENLARGE * max(1, outer_width)), 12 / p.A.shape[1])
     lo, hi = (least, 1.0) if near is None else (max(least, near / 1.3), min(1.0, near * 1.3))
-    found = _search(A, HA, B, outer, inner, lo, hi, ids) if lo <= hi else None
+    found = _search(p, lo, hi, ids) if lo <= hi else None
     if found is None and near is not None:  # the nearest window can mislead: every scale, coarser
-        found = _search(A, HA, B, outer, inner, least, 1.0, ids, step=0.04)
+        found = _search(p, least, 1.0, ids, step=0.04)
     if found is not None:
         return found
     # not a crop: the whole picture, edited (a watermark, a logo) or stretched to another shape
-    whole = _whole(A, HA, B, outer, inner) if inner_detail <= MAX_ENLARGE * outer_width else None
+    whole = _whole(p) if inner_detail <= MAX_ENLARGE * outer_width else None
     return None if whole is None else CropMatch(ids[0], ids[1], 0.0, 0.0, 1.0, 1.0, *whole)
 
 
-def _search(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, inner: CropFeatures, least: float,
-            most: float, ids: tuple[int, int], step: float = 0.02) -> CropMatch | None:
+def _search(p: _Pair, least: float, most: float, ids: tuple[int, int], step: float = 0.02) -> CropMatch | None:
     """The best placement of ``B``, uniformly scaled, inside ``A``, if it passes the three
     checks. Scales are scanned on half-size images (a sixth of the time: almost every
     candidate is a stranger), then the best one is refined at full size near its place."""
     import cv2
 
+    A, B, HA = p.A, p.B, p.HA
     ha, wa = A.shape
     hb, wb = B.shape
-    A2 = cv2.resize(A, (max(1, wa // 2), max(1, ha // 2)), interpolation=cv2.INTER_AREA)
-    B2 = cv2.resize(B, (max(1, wb // 2), max(1, hb // 2)), interpolation=cv2.INTER_AREA)
-    HA2 = A2 - cv2.GaussianBlur(A2, (0, 0), 1.0)
-    h2a, w2a = A2.shape
+    h2a, w2a = p.A2.shape
 
     def size(f: float, width: int, height: int) -> tuple[int, int] | None:
         w = int(round(f * width))
@@ -91,11 +113,10 @@ def _search(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, i
         wh = size(float(f), w2a, h2a)
         if wh is None or min(wh) < 8:
             continue
-        t = cv2.resize(B2, wh, interpolation=cv2.INTER_AREA)
-        ht = t - cv2.GaussianBlur(t, (0, 0), 1.0)
+        ht = _highpass(cv2.resize(p.B2, wh, interpolation=cv2.INTER_AREA), 1.0)
         if cv2.meanStdDev(ht)[1][0, 0] < MIN_TEXTURE / 4:  # smoother at half size; checked at full size below
             continue
-        _, m, _, loc = cv2.minMaxLoc(cv2.matchTemplate(HA2, ht, cv2.TM_CCOEFF_NORMED))
+        _, m, _, loc = cv2.minMaxLoc(cv2.matchTemplate(p.HA2, ht, cv2.TM_CCOEFF_NORMED))
         if best is None or m > best[0]:
             best = (m, float(f), loc)
     if best is None or best[0] < MIN_STRUCTURE - 0.2:
@@ -127,19 +148,19 @@ def _search(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, i
     m, (x, y), t = best
     h, w = t.shape
     plain = float(cv2.matchTemplate(A[y:y + h, x:x + w], t, cv2.TM_CCOEFF_NORMED)[0, 0])
-    if plain < MIN_PLAIN or not _same_colour(outer, inner, x / wa, y / ha, w / wa, h / ha):
+    if plain < MIN_PLAIN or not _same_colour(p.outer, p.inner, x / wa, y / ha, w / wa, h / ha):
         return None
     return CropMatch(ids[0], ids[1], x / wa, y / ha, w / wa, h / ha, m, plain)
 
 
-def _whole(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, inner: CropFeatures
-           ) -> tuple[float, float] | None:
+def _whole(p: _Pair) -> tuple[float, float] | None:
     """The whole of ``inner`` against the whole of ``outer`` (stretched to its shape when
     the shapes differ by less than 40 %), robustly: a watermark or a logo covering up to a
     fifth of the picture is left out of the comparison (pixels far from the fitted
     brightness map), so it does not hide an otherwise identical picture."""
     import cv2
 
+    A, B, HA = p.A, p.B, p.HA
     ha, wa = A.shape
     hb, wb = B.shape
     if abs((wa / ha) / (wb / hb) - 1) > 0.4:
@@ -164,7 +185,7 @@ def _whole(A: np.ndarray, HA: np.ndarray, B: np.ndarray, outer: CropFeatures, in
         return None
     structure = float(np.corrcoef(HA[inl], HT[inl])[0, 1])
     plain = float(np.corrcoef(A[inl], T[inl])[0, 1])
-    if structure < MIN_STRUCTURE or plain < MIN_PLAIN or not _same_colour(outer, inner, 0.0, 0.0, 1.0, 1.0):
+    if structure < MIN_STRUCTURE or plain < MIN_PLAIN or not _same_colour(p.outer, p.inner, 0.0, 0.0, 1.0, 1.0):
         return None
     return structure, plain
 

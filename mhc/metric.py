@@ -153,11 +153,15 @@ class HashMetric:
                 v, im = (int(i[k]), int(j[k])) if vi[k] else (int(j[k]), int(i[k]))
                 out[k] = int(hamming(self.frames[v], self.codes[im]).min())
         if self._link_keys is not None:
-            key = np.minimum(i, j) * self.n + np.maximum(i, j)
-            pos = np.minimum(np.searchsorted(self._link_keys, key), len(self._link_keys) - 1)
-            out[self._link_keys[pos] == key] = 0
+            out[self._linked(i, j)] = 0
         out[i == j] = 0
         return out
+
+    def _linked(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether each pair (any shape, element by element) is a confirmed link."""
+        key = np.minimum(i, j) * self.n + np.maximum(i, j)
+        pos = np.minimum(np.searchsorted(self._link_keys, key), len(self._link_keys) - 1)
+        return self._link_keys[pos] == key
 
     def matrix(self, members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
@@ -169,10 +173,7 @@ class HashMetric:
                 d[:, flat] = BIG
                 np.fill_diagonal(d, 0)
             if self._link_keys is not None:  # confirmed crops: 0 apart
-                a, b = np.minimum.outer(members, members), np.maximum.outer(members, members)
-                key = a * self.n + b
-                pos = np.minimum(np.searchsorted(self._link_keys, key), len(self._link_keys) - 1)
-                d[self._link_keys[pos] == key] = 0
+                d[self._linked(members[:, None], members[None, :])] = 0
             return d
         m = len(members)
         out = np.zeros((m, m), dtype=np.int64)

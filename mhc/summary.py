@@ -149,11 +149,9 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
 def crop_of(collection) -> list[list | None]:
     """Per file, ``[source index, share of the source's area]`` when it was confirmed as a
     crop of another file (:mod:`mhc.crops`; the largest such share), else None."""
-    from .crops import CROP_AREA
-
     out: list[list | None] = [None] * len(collection.files)
     for m in collection.crop_matches:
-        if m.area < CROP_AREA and (out[m.inner] is None or m.area > out[m.inner][1]):
+        if m.is_crop and (out[m.inner] is None or m.area > out[m.inner][1]):
             out[m.inner] = [m.outer, round(m.area, 3)]
     return out
 

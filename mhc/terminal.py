@@ -74,10 +74,8 @@ def print_summary(result, console: Console) -> None:
         if a.suggestion:
             console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
     if result.options.crops:
-        from .crops import CROP_AREA
-
         m = result.collection.crop_matches
-        crops = sum(1 for x in m if x.area < CROP_AREA)
+        crops = sum(1 for x in m if x.is_crop)
         console.print(f"--crops: {crops} crop(s) and {len(m) - crops} other copies confirmed by their pixels, "
                       f"linked at every threshold", highlight=False)
     rec = result.recommendation
