@@ -224,13 +224,25 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
             yield hash_file(p, plan, kind)
         return
     n_workers = workers if executor is None else max(workers, 2)
-    # ~8 batches per worker balances load; at most 32 files so progress stays lively
-    size = max(1, min(32, len(items) // (n_workers * 8)))
-    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    batches = guided_batches(items, n_workers)
     suspects: list[tuple[str, str]] = []
     yield from _pooled(batches, plan, workers, executor, n_workers, suspects)
     for item in suspects:
         yield _alone(item, plan, executor)
+
+
+def guided_batches(items: list, n_workers: int, most: int = 32) -> list[list]:
+    """``items`` cut into batches that shrink as the work runs out (guided scheduling):
+    each is 1/(8 x workers) of what is left, at most ``most`` files (progress stays lively)
+    and at least one. Large batches amortise the inter-process overhead; the single files at
+    the end keep every worker busy until the last one (equal batches of 7 left one worker
+    decoding its last batch of 12 MP files alone for a quarter of a second at 120 files)."""
+    out, i = [], 0
+    while i < len(items):
+        size = max(1, min(most, (len(items) - i) // (n_workers * 8)))
+        out.append(items[i:i + size])
+        i += size
+    return out
 
 
 def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[FileResult]:

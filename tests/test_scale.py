@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mhc import Options, run
 from mhc.pairs import Edges, iter_pairs
+from mhc.runner import guided_batches
 from mhc.sweep import spanning_forest, sweep
 
 from conftest import tree_digest
@@ -62,6 +63,17 @@ def test_partitions_equal_brute_force(codes, data):
             got = sorted(sorted(int(i) for i in c) for c in p.clusters)
             assert got == brute_force(codes, p.threshold), (method, p.threshold)
             assert sorted(p.unclustered.tolist() + [i for c in got for i in c]) == list(range(len(codes)))
+
+
+@given(st.integers(0, 5000), st.integers(1, 16))
+def test_guided_batches_cover_every_file_once_and_end_in_single_files(n, workers):
+    batches = guided_batches(list(range(n)), workers)
+    assert [i for b in batches for i in b] == list(range(n))  # each once, in order
+    sizes = [len(b) for b in batches]
+    assert all(1 <= s <= 32 for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # they only shrink
+    # the last batches are single files: no worker is left alone with a large one
+    assert sizes[-min(n, workers * 8):] == [1] * min(n, workers * 8)
 
 
 @settings(max_examples=25, deadline=None)
