@@ -1,6 +1,7 @@
 """Pair search and sweep against brute force; Dask; writing options for large collections."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import networkx as nx
@@ -15,6 +16,8 @@ from mhc.runner import guided_batches
 from mhc.sweep import spanning_forest, sweep
 
 from conftest import tree_digest
+
+sweep_module = importlib.import_module("mhc.sweep")  # mhc.sweep is also the function's name
 
 
 def brute_force(codes: np.ndarray, t: int) -> list[list[int]]:
@@ -55,9 +58,15 @@ def test_partitions_equal_brute_force(codes, data):
     if method == "multihash":  # exact only while every chunk keeps >= 1 bit: radius < bits
         thresholds = [t for t in thresholds if t < bits] or [0]
     merge_at = data.draw(st.sampled_from([1, 7, 4_000_000]))  # fold into the forest often or once
-    forest = spanning_forest(len(codes), iter_pairs(codes, max(thresholds), method=method), merge_at=merge_at)
+    small = data.draw(st.booleans())  # the forest by union-find in Python, or by scipy
+    saved = sweep_module.SMALL_FILES
+    sweep_module.SMALL_FILES = saved if small else 0
+    try:
+        forest = spanning_forest(len(codes), iter_pairs(codes, max(thresholds), method=method), merge_at=merge_at)
+    finally:
+        sweep_module.SMALL_FILES = saved
     assert len(forest) < len(codes)
-    for engine in ("networkx", "scipy"):
+    for engine in ("networkx", "scipy", "python"):
         parts = list(sweep(len(codes), forest, thresholds, engine=engine))
         for p in parts:
             got = sorted(sorted(int(i) for i in c) for c in p.clusters)
