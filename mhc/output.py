@@ -366,6 +366,12 @@ class OutputFolder:
 
 def fault(e: OSError, what: str) -> MhcError:
     """An OSError while writing -> one line saying what happened and what to do."""
+    if e.errno == errno.ENOSPC and _out_of_inodes(e.filename):
+        # space is left, but no room for one more file: "the disk is full" would send the
+        # user to `df`, which shows free space (an output holds a link per file per threshold)
+        return EnvironmentFault(f"{what}: the filesystem has no free inodes left (room for no more files, though "
+                                f"space remains: see df -i); delete files there or choose another --output, and run "
+                                f"again (the previous output is unchanged)")
     if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
         return EnvironmentFault(f"{what}: the disk is full; free some space and run again (the previous output "
                                 f"is unchanged)")
@@ -374,3 +380,18 @@ def fault(e: OSError, what: str) -> MhcError:
     if e.errno == errno.ENAMETOOLONG:
         return UsageError(f"{what}: a name is too long for this filesystem ({e.filename})")
     return EnvironmentFault(f"{what}: {e.strerror or e}")
+
+
+def _out_of_inodes(filename) -> bool:
+    """True if the filesystem of ``filename`` (or its nearest existing folder) has space but
+    no free inode."""
+    if not filename:
+        return False
+    path = Path(os.fsdecode(filename))
+    for folder in (path, *path.parents):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            continue
+        return st.f_files > 0 and st.f_favail == 0 and st.f_bavail > 0
+    return False

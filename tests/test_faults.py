@@ -336,3 +336,21 @@ def test_ctrl_c_while_making_thumbnails_stops_at_once(many, tmp_path):
     assert p.returncode == 130 and "Interrupted" in err and "Traceback" not in err
     assert time.monotonic() - t < 2.0
     assert not out_dir.exists()
+
+
+def test_no_free_inodes_is_not_called_a_full_disk(photos, tmp_path):
+    """Space left but no inode (a filesystem holding millions of small files, an output of
+    many thresholds): the line must say so, since `df` shows free space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    _mount(disk, "20m", "nr_inodes=24")
+    try:
+        r = run_cli("-i", str(photos), "-o", str(disk / "out"), "-a", "phash_8", "-t", "0:8:1", "--no-report")
+        assert r.returncode == 3, r.stderr
+        assert "no free inodes" in r.stderr and "df -i" in r.stderr and "disk is full" not in r.stderr
+        assert "Traceback" not in r.stderr and len([ln for ln in r.stderr.splitlines() if "Error" in ln]) == 1
+        assert not list(disk.glob(".out.mhc-*"))  # no half-written tree left behind
+        assert os.statvfs(disk).f_bavail > 0  # the space was there all along
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
