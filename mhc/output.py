@@ -366,7 +366,7 @@ class OutputFolder:
 
 def fault(e: OSError, what: str) -> MhcError:
     """An OSError while writing -> one line saying what happened and what to do."""
-    if e.errno == errno.ENOSPC and _out_of_inodes(e.filename):
+    if e.errno == errno.ENOSPC and any(_out_of_inodes(f) for f in (e.filename2, e.filename)):  # a link: filename2
         # space is left, but no room for one more file: "the disk is full" would send the
         # user to `df`, which shows free space (an output holds a link per file per threshold)
         return EnvironmentFault(f"{what}: the filesystem has no free inodes left (room for no more files, though "
@@ -378,7 +378,7 @@ def fault(e: OSError, what: str) -> MhcError:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
     if e.errno == errno.ENAMETOOLONG:
-        return UsageError(f"{what}: a name is too long for this filesystem ({e.filename})")
+        return UsageError(f"{what}: a name is too long for this filesystem ({e.filename2 or e.filename})")
     return EnvironmentFault(f"{what}: {e.strerror or e}")
 
 

@@ -266,7 +266,7 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
                         idx = members.tolist()
                         writer.add([files[i] for i in idx], [os.path.join(ds, links[plan.key][i]) for i in idx], ds)
         except OSError as e:
-            raise fault(e, f"cannot write the output ({e.filename or staging})") from None
+            raise fault(e, f"cannot write the output ({e.filename2 or e.filename or staging})") from None
         for name in plan.keep:
             of.keep(f"{plan.key}/{name}")
         for patch, _ in plan.patches:
