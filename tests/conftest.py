@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
+
+# A shell that starts the suite in the background (`make test &`, nohup, some CI runners)
+# hands it SIGINT ignored, and an ignored signal stays ignored across exec: every mhc the
+# tests start would then shrug off the Ctrl-C the interrupt tests send. Handled here, it is
+# reset to the default in each child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 
