@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import forked
 from .errors import FileError, MhcError
 from .events import Progress, report
 from .names import cluster_folder
@@ -28,6 +29,7 @@ from .patching import PARTS
 from .sweep import Partition
 
 LINK_THREADS = 8
+FORK_MAX_LINKS = 200_000  # links made in a forked child up to this many (mhc.forked)
 
 
 @dataclass(frozen=True)
@@ -233,9 +235,18 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
                      links: dict[str, list[str]], settings: dict[str, LinkSettings], previous: dict | None,
                      progress: Progress | None = None) -> None:
     """Write, keep or drop every threshold folder of every algorithm (see :class:`FolderPlan`)."""
+    todo = plan_writes(of, staging, plans, files, links, settings, previous)
+    make_folders(staging, todo, files, links, settings, progress)
+
+
+def plan_writes(of: OutputFolder, staging: Path, plans: list[FolderPlan], files: list[str],
+                links: dict[str, list[str]], settings: dict[str, LinkSettings],
+                previous: dict | None) -> list[FolderPlan]:
+    """Everything of :func:`write_algorithms` but making the folders: check what goes,
+    keep what stays, queue the patches for the commit. Returns the plans whose folders
+    :func:`make_folders` must make."""
     prev_algos = (previous or {}).get("algorithms", {})
-    total = sum(len(p.write) + len(p.patches) for p in plans)
-    done = 0
+    todo = []
     for plan in plans:
         old = prev_algos.get(plan.key)
         if old is not None and plan.delete:
@@ -247,6 +258,21 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
             continue
         if plan.patches:
             plan = _checked(of, plan, previous, settings[plan.key])
+        todo.append(plan)
+        for name in plan.keep:
+            of.keep(f"{plan.key}/{name}")
+        for patch, _ in plan.patches:
+            queue_patch(of, staging / plan.key, patch, files, links[plan.key], settings[plan.key].relative)
+    return todo
+
+
+def make_folders(staging: Path, plans: list[FolderPlan], files: list[str], links: dict[str, list[str]],
+                 settings: dict[str, LinkSettings], progress: Progress | None = None) -> None:
+    """The threshold folders of ``plans`` (from :func:`plan_writes`) and their links, in
+    ``staging``; the new clusters of a patched folder beside it."""
+    total = sum(len(p.write) + len(p.patches) for p in plans)
+    done = 0
+    for plan in plans:
         base = staging / plan.key
         try:
             base.mkdir()
@@ -267,10 +293,6 @@ def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], f
                         writer.add([files[i] for i in idx], [os.path.join(ds, links[plan.key][i]) for i in idx], ds)
         except OSError as e:
             raise fault(e, f"cannot write the output ({e.filename2 or e.filename or staging})") from None
-        for name in plan.keep:
-            of.keep(f"{plan.key}/{name}")
-        for patch, _ in plan.patches:
-            queue_patch(of, base, patch, files, links[plan.key], settings[plan.key].relative)
 
 
 def _checked(of: OutputFolder, plan: FolderPlan, previous: dict, settings: LinkSettings) -> FolderPlan:
@@ -391,15 +413,31 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
             if (of.out / key / t["folder"]).is_dir():
                 of.check_deleting(f"{key}/{t['folder']}", names, old.get("link", "symlink") != "symlink")
     staging = of.stage()
-    write_algorithms(of, staging, plans, files, links, settings, previous, progress)
+    todo = plan_writes(of, staging, plans, files, links, settings, previous)
+    n_links = sum(len(files) * len(p.write) + sum(len(m) for pt, _ in p.patches for _, m in pt.fresh) for p in todo)
+    maker = None
+    if forked.available() and 0 < n_links <= FORK_MAX_LINKS and not o.no_report:
+        # the links in a child while this process renders the report (see mhc.forked); not for
+        # huge trees, whose child would copy much of this process's memory as it touched it
+        maker = forked.Forked(lambda: make_folders(staging, todo, files, links, settings))
+    else:
+        make_folders(staging, todo, files, links, settings, progress)
     try:
-        if not o.no_report:  # first: it records each page's digest in the summary
-            write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers,
-                         reuse=_page_reuse(of, previous))
-        write_json(staging / "summary.json", summary)
-        write_errors_csv(staging / "errors.csv", result.errors)
-    except OSError as e:
-        raise fault(e, "cannot write the output") from None
+        try:
+            if not o.no_report:  # first: it records each page's digest in the summary
+                write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers,
+                             reuse=_page_reuse(of, previous))
+            write_json(staging / "summary.json", summary)
+            write_errors_csv(staging / "errors.csv", result.errors)
+        except OSError as e:
+            raise fault(e, "cannot write the output") from None
+        if maker is not None:
+            maker.wait()
+            folders = sum(len(p.write) + len(p.patches) for p in todo)
+            report(progress, "write", folders, folders)
+    finally:
+        if maker is not None:
+            maker.stop()  # on any failure here (Ctrl-C too): nothing may write into staging after us
     if (of.out / ".mhc").is_dir():
         of.keep(".mhc")  # thumbnails: made in place, kept across runs
     try:

@@ -304,3 +304,93 @@ def test_an_old_tree_being_removed_is_left_to_its_remover(tmp_path):
         return False
 
     assert remove_tree(tree, vanish) == [] and not tree.exists()
+
+
+# -- the links made in a forked child while the report is rendered (mhc.forked) ----------------
+def _child_writes(folder: Path) -> None:
+    folder.mkdir()
+    for k in range(10**9):
+        (folder / f"f{k}").write_text("x")
+        time.sleep(0.001)
+
+
+def test_forked_child_failures_come_back_as_they_were(tmp_path):
+    from mhc.errors import EnvironmentFault
+    from mhc.forked import Forked, available
+
+    if not available():
+        pytest.skip("fork is used on Linux only")
+    odd = str(tmp_path / "caf\udce9")  # a name that is not UTF-8 survives the trip
+
+    def enospc():
+        raise OSError(28, "No space left on device", odd, None, str(tmp_path / "link"))
+    f = Forked(enospc)
+    with pytest.raises(OSError) as e:
+        f.wait()
+    assert (e.value.errno, e.value.filename, e.value.filename2) == (28, odd, str(tmp_path / "link"))
+
+    def fault():
+        raise EnvironmentFault("cannot write the output (x): the disk is full")
+    with pytest.raises(EnvironmentFault, match="the disk is full"):
+        Forked(fault).wait()
+
+    with pytest.raises(EnvironmentFault, match=r"ended unexpectedly \(signal 9\)"):
+        Forked(lambda: os.kill(os.getpid(), signal.SIGKILL)).wait()
+
+    Forked(lambda: None).wait()  # success: nothing raised
+
+
+def test_forked_child_is_stopped_before_stop_returns(tmp_path):
+    from mhc.forked import Forked, available
+
+    if not available():
+        pytest.skip("fork is used on Linux only")
+    folder = tmp_path / "w"
+    f = Forked(lambda: _child_writes(folder))
+    _wait_for(lambda: folder.exists() and len(list(folder.iterdir())) > 5)
+    f.stop()
+    n = len(list(folder.iterdir()))
+    time.sleep(0.3)
+    assert len(list(folder.iterdir())) == n  # nothing writes after stop()
+
+
+def test_links_made_aside_give_the_same_tree(corpus, tmp_path, monkeypatch):
+    import mhc.writing
+
+    o = dict(input=corpus, algorithms=["phash_8", "dhash_8"], thresholds="0:12:2", workers=1)
+    run(Options(output=tmp_path / "aside", **o))
+    monkeypatch.setattr(mhc.writing, "FORK_MAX_LINKS", 0)  # the same run, links made in this process
+    run(Options(output=tmp_path / "here", **o))
+    aside, here = tree_digest(tmp_path / "aside"), tree_digest(tmp_path / "here")
+    links = {k: v for k, v in aside.items() if v.startswith("link:")}
+    assert len(links) > 50
+    assert links == {k: v for k, v in here.items() if v.startswith("link:")}
+    assert {k for k, v in aside.items() if v == "dir"} == {k for k, v in here.items() if v == "dir"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupt_while_the_report_renders_beside_the_links(many_small, tmp_path, sig):
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    assert run_cli("-i", str(many_small), "-o", str(out), "--cache", str(cache), "-a", "dhash_8", "-t", "0",
+                   "-q").returncode == 0
+    before = tree_digest(out)
+    assert run_cli("-i", str(many_small), "-o", str(tmp_path / "scratch"), "--cache", str(cache), "-a", "ahash_16",
+                   "-t", "0", "-q").returncode == 0  # hashes cached: the next run goes straight to writing
+    p = _start("-i", str(many_small), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:256:1", "-q")
+    staging = lambda: list(tmp_path.glob(".out.mhc-staging-*"))
+    _wait_for(lambda: any((s / "report").exists() for s in staging()) or p.poll() is not None)
+    assert p.poll() is None, "the run ended before it was interrupted; make it write more"
+    p.send_signal(sig)
+    p.communicate(timeout=60)
+    assert p.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    time.sleep(0.5)  # a child that outlived its parent would still be writing: it must not be
+    assert tree_digest(out) == before
+    if sig == signal.SIGINT:
+        assert not staging()
+    left = {s: tree_digest(s) for s in staging()}
+    time.sleep(0.5)
+    assert {s: tree_digest(s) for s in staging()} == left  # nothing writes into what was left
+    r = run_cli("-i", str(many_small), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:20:1", "-q")
+    assert r.returncode == 0, r.stderr
+    _complete(out)
+    assert not staging()
