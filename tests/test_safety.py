@@ -355,12 +355,20 @@ def test_forked_child_is_stopped_before_stop_returns(tmp_path):
 
 
 def test_links_made_aside_give_the_same_tree(corpus, tmp_path, monkeypatch):
+    import mhc.forked
     import mhc.writing
 
+    if not mhc.forked.available():
+        pytest.skip("fork is used on Linux only")
+    made = []
+    monkeypatch.setattr(mhc.forked, "Forked", lambda fn, cls=mhc.forked.Forked: made.append(1) or cls(fn))
+    monkeypatch.setattr(mhc.writing, "FORK_MIN_LINKS", 1)
     o = dict(input=corpus, algorithms=["phash_8", "dhash_8"], thresholds="0:12:2", workers=1)
     run(Options(output=tmp_path / "aside", **o))
+    assert made == [1]  # the links were made in a child
     monkeypatch.setattr(mhc.writing, "FORK_MAX_LINKS", 0)  # the same run, links made in this process
     run(Options(output=tmp_path / "here", **o))
+    assert made == [1]
     aside, here = tree_digest(tmp_path / "aside"), tree_digest(tmp_path / "here")
     links = {k: v for k, v in aside.items() if v.startswith("link:")}
     assert len(links) > 50
