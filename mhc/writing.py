@@ -231,20 +231,12 @@ def with_patches(plan: FolderPlan, previous: dict | None, files: list[str], link
                       [d for d in plan.delete if d not in old], patches, old_links)
 
 
-def write_algorithms(of: OutputFolder, staging: Path, plans: list[FolderPlan], files: list[str],
-                     links: dict[str, list[str]], settings: dict[str, LinkSettings], previous: dict | None,
-                     progress: Progress | None = None) -> None:
-    """Write, keep or drop every threshold folder of every algorithm (see :class:`FolderPlan`)."""
-    todo = plan_writes(of, staging, plans, files, links, settings, previous)
-    make_folders(staging, todo, files, links, settings, progress)
-
-
 def plan_writes(of: OutputFolder, staging: Path, plans: list[FolderPlan], files: list[str],
                 links: dict[str, list[str]], settings: dict[str, LinkSettings],
                 previous: dict | None) -> list[FolderPlan]:
-    """Everything of :func:`write_algorithms` but making the folders: check what goes,
-    keep what stays, queue the patches for the commit. Returns the plans whose folders
-    :func:`make_folders` must make."""
+    """For every algorithm (see :class:`FolderPlan`), all but making its folders: check
+    what goes, keep what stays, queue the patches for the commit. Returns the plans whose
+    folders :func:`make_folders` must make."""
     prev_algos = (previous or {}).get("algorithms", {})
     todo = []
     for plan in plans:
