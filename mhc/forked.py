@@ -52,13 +52,13 @@ class Forked:
 
     def wait(self) -> None:
         chunks = []
-        try:
-            while chunk := os.read(self._fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(self._fd)
-            _, status = os.waitpid(self.pid, 0)
-            self.pid = 0
+        # interrupted here (Ctrl-C), the child is left to stop(), which kills it: reaping it
+        # on the way out would wait for all its links first
+        while chunk := os.read(self._fd, 65536):
+            chunks.append(chunk)
+        os.close(self._fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
         if chunks:
             raise _rebuilt(pickle.loads(b"".join(chunks)))
         if status != 0:

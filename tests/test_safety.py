@@ -354,6 +354,33 @@ def test_forked_child_is_stopped_before_stop_returns(tmp_path):
     assert len(list(folder.iterdir())) == n  # nothing writes after stop()
 
 
+def test_interrupted_wait_leaves_the_child_to_stop(tmp_path):
+    """Ctrl-C while waiting for the child: stop() kills it, not wait() letting it finish."""
+    from mhc.forked import Forked, available
+
+    if not available():
+        pytest.skip("fork is used on Linux only")
+    folder = tmp_path / "w"
+    f = Forked(lambda: _child_writes(folder))
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGALRM, interrupt)
+    t = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            f.wait()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        f.stop()
+    assert time.monotonic() - t < 5  # the child (which never ends on its own) was killed
+    n = len(list(folder.iterdir()))
+    time.sleep(0.3)
+    assert len(list(folder.iterdir())) == n
+
+
 def test_links_made_aside_give_the_same_tree(corpus, tmp_path, monkeypatch):
     import mhc.forked
     import mhc.writing
