@@ -203,3 +203,44 @@ def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], r
         if held != link_text(target, os.path.join(out, key, patch.new, sub, name), relative):
             refuse(link)
     return True
+
+
+def checked_patches(of, key: str, patches: list, link_names: set[str], relative: bool) -> tuple[list, list]:
+    """``patches`` (pairs of :class:`FolderPatch` and partition) split into those whose old
+    folder is as mhc left it and those to write anew; the old folders of the latter are
+    checked for deletion by ``of`` (an :class:`~mhc.output.OutputFolder`)."""
+    ok, anew = [], []
+    for patch, part in patches:
+        (ok if check_patch(of.out, key, patch, link_names, relative) else anew).append((patch, part))
+    for patch, _ in anew:
+        of.check_deleting(f"{key}/{patch.old}", link_names, False)
+    return ok, anew
+
+
+def queue_patch(of, base: Path, patch: FolderPatch, files: list[str], links: list[str], relative: bool) -> None:
+    """The changes that make the old folder ``patch.old`` this run's ``patch.new`` (see
+    this module), queued for the commit's critical section in an order each of
+    them can be undone in: move the folder in, set dropped clusters aside in the old tree,
+    rename through temporary names (ranks may swap), move new clusters in, fix links."""
+    old, new = of.out / base.name / patch.old, base / patch.new
+    of.at_commit("mv", old, new)
+    if patch.trash:
+        of.at_commit("mkdir", old)  # in the old tree: removed with it
+        for sub in patch.trash:
+            of.at_commit("mv", new / sub, old / sub)
+    moved = [(a, b) for a, b in patch.renames if a != b]
+    for a, _ in moved:
+        of.at_commit("mv", new / a, new / f".mhc-tmp-{a}")
+    for a, b in moved:
+        of.at_commit("mv", new / f".mhc-tmp-{a}", new / b)
+    if patch.fresh:
+        parts = base / (PARTS + patch.new)
+        for sub, _ in patch.fresh:
+            of.at_commit("mv", parts / sub, new / sub)
+        of.at_commit("rmdir", parts)
+    for sub, name, target in patch.remove:
+        link = os.path.join(new, sub, name)
+        of.at_commit("rm", link_text(target, link, relative), link)
+    for sub, i in patch.add:
+        link = os.path.join(new, sub, links[i])
+        of.at_commit("ln", link_text(files[i], link, relative), link)

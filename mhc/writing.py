@@ -25,7 +25,7 @@ from .errors import FileError, MhcError
 from .events import Progress, report
 from .names import cluster_folder
 from .output import OutputFolder, fault
-from .patching import PARTS
+from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .sweep import Partition
 
 LINK_THREADS = 8
@@ -218,8 +218,6 @@ def with_patches(plan: FolderPlan, previous: dict | None, files: list[str], link
                  settings: LinkSettings) -> FolderPlan:
     """Folders to write that are cheaper to make from the old folder of their threshold
     (see :mod:`mhc.patching`): those leave ``write`` and ``delete`` for ``patches``."""
-    from .patching import choose_patches
-
     if previous is None or plan.key not in previous.get("algorithms", {}) or not plan.write or not plan.delete:
         return plan
     patches, old_links = choose_patches(plan.key, plan.write, plan.delete, previous, files, links, settings)
@@ -289,47 +287,9 @@ def make_folders(staging: Path, plans: list[FolderPlan], files: list[str], links
 
 def _checked(of: OutputFolder, plan: FolderPlan, previous: dict, settings: LinkSettings) -> FolderPlan:
     """``plan`` without the patches whose old folder is not as mhc left it (written anew)."""
-    from .patching import check_patch
-
-    names = set(plan.old_links)
-    ok, anew = [], []
-    for patch, p in plan.patches:
-        (ok if check_patch(of.out, plan.key, patch, names, settings.relative) else anew).append((patch, p))
-    for patch, _ in anew:
-        of.check_deleting(f"{plan.key}/{patch.old}", names, False)
+    ok, anew = checked_patches(of, plan.key, plan.patches, set(plan.old_links), settings.relative)
     return FolderPlan(plan.key, plan.write + [(pt.new, p) for pt, p in anew], plan.keep,
                       plan.delete + [pt.old for pt, _ in anew], ok, plan.old_links)
-
-
-def queue_patch(of: OutputFolder, base: Path, patch, files: list[str], links: list[str], relative: bool) -> None:
-    """The changes that make the old folder ``patch.old`` this run's ``patch.new`` (see
-    :mod:`mhc.patching`), queued for the commit's critical section in an order each of
-    them can be undone in: move the folder in, set dropped clusters aside in the old tree,
-    rename through temporary names (ranks may swap), move new clusters in, fix links."""
-    from .patching import link_text
-
-    old, new = of.out / base.name / patch.old, base / patch.new
-    of.at_commit("mv", old, new)
-    if patch.trash:
-        of.at_commit("mkdir", old)  # in the old tree: removed with it
-        for sub in patch.trash:
-            of.at_commit("mv", new / sub, old / sub)
-    moved = [(a, b) for a, b in patch.renames if a != b]
-    for a, _ in moved:
-        of.at_commit("mv", new / a, new / f".mhc-tmp-{a}")
-    for a, b in moved:
-        of.at_commit("mv", new / f".mhc-tmp-{a}", new / b)
-    if patch.fresh:
-        parts = base / (PARTS + patch.new)
-        for sub, _ in patch.fresh:
-            of.at_commit("mv", parts / sub, new / sub)
-        of.at_commit("rmdir", parts)
-    for sub, name, target in patch.remove:
-        link = os.path.join(new, sub, name)
-        of.at_commit("rm", link_text(target, link, relative), link)
-    for sub, i in patch.add:
-        link = os.path.join(new, sub, links[i])
-        of.at_commit("ln", link_text(files[i], link, relative), link)
 
 
 def _old_links(previous: dict, entry: dict) -> list[str]:
