@@ -95,14 +95,24 @@ def report_command(
     out.print(f"report: {page}", highlight=False)
 
 
-def _pairs_input(input: Optional[Path], output: Path) -> Path:
-    """-i, else the input recorded in OUTPUT's summary.json, else data/images."""
+def _pairs_input(input: Optional[Path], output: Optional[Path]) -> Path:
+    """-i, else the input recorded in OUTPUT's summary.json, else data/images (only when -o
+    was not given: an -o that is not an mhc output is a mistake to name, not to paper over
+    with the default input)."""
     if input is not None:
         return input
+    summary = (output or Path("data/output")) / "summary.json"
     try:
-        return Path(json.loads((output / "summary.json").read_text(encoding="utf-8"))["input"])
-    except (OSError, ValueError, KeyError):
+        return Path(json.loads(summary.read_text(encoding="utf-8"))["input"])
+    except (FileNotFoundError, NotADirectoryError):
+        why = ("does not exist" if not summary.parent.exists() else "is not a folder" if not summary.parent.is_dir()
+               else "has no summary.json")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        why = f"has an unreadable summary.json ({getattr(e, 'strerror', None) or type(e).__name__})"
+    if output is None:
         return Path("data/images")
+    raise UsageError(f"{printable(str(output))} {why}, so the input it was made from is unknown; "
+                     f"pass -i/--input FOLDER, or -o an output folder mhc wrote")
 
 
 @command(app, "pairs")
@@ -112,8 +122,8 @@ def pairs_command(
                                   metavar="BITS"),
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
-    output: Path = typer.Option(Path("data/output"), "-o", "--output", help="An output folder: its input and cache "
-                                "are used.", metavar="FOLDER"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input and cache are "
+                                          "used (default: data/output, if there is one).", metavar="FOLDER"),
     cache: Optional[Path] = CacheOption,
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json.", metavar="csv|json"),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
@@ -137,7 +147,7 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_of(output, cache), workers=workers,
+        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_of(output or Path("data/output"), cache), workers=workers,
                                  isometric=isometric, crops=crops)
         pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}

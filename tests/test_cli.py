@@ -189,6 +189,26 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     assert csv_head == "path_a,path_b,distance"
 
 
+def test_pairs_names_an_output_that_is_not_one(corpus, tmp_path):
+    """-o that mhc did not write is the user's mistake to name, not a reason to fall back on
+    data/images (the old message blamed a default input the user never mentioned)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{not json")
+    (tmp_path / "file").write_text("x")
+    cases = {"missing": "does not exist", "empty": "has no summary.json", "bad": "unreadable summary.json",
+             "file": "is not a folder"}
+    for name, why in cases.items():
+        r = run_cli("pairs", "-o", str(tmp_path / name), "-a", "phash_8", "-t", "4", cwd=tmp_path)
+        msg = " ".join(r.stderr.split())
+        assert r.returncode == 2 and why in msg and "pass -i/--input" in msg, (name, r.stderr)
+        assert "data/images" not in msg and "Traceback" not in r.stderr
+    # with -i the output folder is only where a cache might be recorded: a missing one is fine
+    r = run_cli("pairs", "-i", str(corpus), "-o", str(tmp_path / "missing"), "--cache", str(tmp_path / "c.sqlite"),
+                "-a", "phash_8", "-t", "4", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("path_a,path_b,distance"), r.stderr
+
+
 def test_config_prints_toml_that_round_trips(corpus, tmp_path):
     import tomllib
 
