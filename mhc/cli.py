@@ -74,9 +74,12 @@ class FlagHelpCommand(typer.core.TyperCommand):
 
 def command(group: typer.Typer, name: str):
     """``@command(app, "name")``: a subcommand whose docstring is its help, escaped (rich
-    would take ``[tool.mhc]`` or ``mhc[dask]`` for markup and drop them), --help a flag."""
+    would take ``[tool.mhc]`` or ``mhc[dask]`` for markup and drop them), --help a flag. Each
+    paragraph becomes one line: rich keeps a docstring's line breaks, which wrapped at another
+    width leave ragged half-lines."""
     def register(fn):
-        return group.command(name, cls=FlagHelpCommand, help=escape(inspect.getdoc(fn) or ""))(fn)
+        doc = "\n\n".join(" ".join(par.split()) for par in (inspect.getdoc(fn) or "").split("\n\n"))
+        return group.command(name, cls=FlagHelpCommand, help=escape(doc))(fn)
     return register
 
 

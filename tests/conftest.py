@@ -104,12 +104,13 @@ def corpus(tmp_path: Path) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ./cluster.py as a user would, in a subprocess."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ./cluster.py as a user would, in a subprocess (``env``: variables to set besides)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "cluster.py"), *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
     )
 
 

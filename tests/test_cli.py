@@ -146,6 +146,21 @@ def test_help_shows_everything_in_brackets_and_flags_as_flags(path):
     assert "<bool>" not in r.stdout
 
 
+@pytest.mark.parametrize("path", [p for p in COMMANDS if p], ids=" ".join)
+def test_command_help_paragraphs_wrap_as_paragraphs(path):
+    """A docstring's line breaks must not survive into --help: at a wider terminal they left
+    half-empty lines in the middle of a sentence."""
+    env = {"COLUMNS": "200"}
+    r = run_cli(*path, "--help", env=env)
+    assert r.returncode == 0, r.stderr
+    paragraphs = [par for par in _help_texts(path)[0].split("\n\n") if par]
+    lines = [line.strip() for line in r.stdout.splitlines()]
+    for par in paragraphs:
+        assert "\n" not in par, (path, par)
+        if len(par) < 190:  # fits a 200-column line: shown as one
+            assert any(line == par.replace("\\[", "[") for line in lines), (path, par, r.stdout)
+
+
 def test_main_help_groups_its_options_and_names_the_extras():
     r = run_cli("--help")
     for panel in ("Input and output", "Algorithms and thresholds", "Videos", "Precision", "Large collections",
