@@ -363,16 +363,20 @@ def hdbscan_algorithm(collection, algo: Algorithm, *, min_cluster_size: int = 2,
 def combined_evidence(collection, required: list[tuple[Algorithm, int]], *, linkage="single",
                       max_cluster_size: int | None = None, verify: float | None = None, isometric: bool = False,
                       match: MatchOptions = MatchOptions(), cannot_link: list[tuple[int, int]] = (),
-                      progress: Progress | None = None) -> Clustering:
+                      progress: Progress | None = None, crops: bool = False) -> Clustering:
     """Links only where every algorithm agrees within its threshold; swept at 25/50/75/100 %
-    of the thresholds, written as ``combined_<algo>-<bits>_.../``."""
-    metric = CombinedMetric([(collection.metric(a, match, isometric=isometric), t) for a, t in required])
-    check = ssim_filter(collection.ssim, verify, isometric) if verify is not None else None
+    of the thresholds, written as ``combined_<algo>-<bits>_.../``. ``crops``: confirmed crops
+    and copies link at 0 % (their pixels agree, whatever any hash says)."""
+    parts = [(collection.metric(a, match, isometric=isometric, crops=crops), t) for a, t in required]
+    metric = CombinedMetric(parts)
+    check = None
+    if verify is not None:  # as in sweep_algorithm: a confirmed crop's pixels were checked already
+        check = ssim_filter(collection.ssim, verify, isometric, exempt=parts[0][0].links)
     joins = SweepClusterer(COMBINED_THRESHOLDS, linkage, max_cluster_size, check, list(cannot_link)).joins(
         metric, progress)
     key = "combined_" + "_".join(f"{a.key}-{t}" for a, t in required)
     settings = {"require": [f"{a.key}:{t}" for a, t in required], "linkage": linkage,
-                "max_cluster_size": max_cluster_size, "verify": verify, "isometric": isometric}
+                "max_cluster_size": max_cluster_size, "verify": verify, "isometric": isometric, "crops": crops}
     partitions = list(sweep(metric.n, joins, COMBINED_THRESHOLDS))
     return Clustering(key, None, "%", 100, COMBINED_THRESHOLDS, partitions, joins.sorted(),
                       collection.codes(required[0][0]).hexes, settings,

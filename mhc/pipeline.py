@@ -140,7 +140,7 @@ def cluster_all(collection: HashedCollection, plan: RunPlan, progress: Progress 
     if plan.required:
         out.append(combined_evidence(collection, plan.required, linkage=o.linkage,
                                      max_cluster_size=o.max_cluster_size, verify=plan.verify, isometric=o.isometric,
-                                     match=match, cannot_link=cannot, progress=progress))
+                                     match=match, cannot_link=cannot, progress=progress, crops=o.crops))
     return out
 
 
@@ -208,7 +208,8 @@ def recluster(collection: HashedCollection, key: str, entry: dict, cannot: list[
     elif key.startswith("combined_"):
         required = [(parse_algorithm(r.partition(":")[0]), int(r.partition(":")[2])) for r in s["require"]]
         c = combined_evidence(collection, required, linkage=s["linkage"], max_cluster_size=s["max_cluster_size"],
-                              verify=s["verify"], isometric=s["isometric"], match=match, cannot_link=cannot)
+                              verify=s["verify"], isometric=s["isometric"], match=match, cannot_link=cannot,
+                              crops=s.get("crops", False))
     else:
         c = sweep_algorithm(collection, parse_algorithm(key), s["thresholds"], linkage=s["linkage"],
                             max_cluster_size=s["max_cluster_size"], verify=s["verify"], isometric=s["isometric"],

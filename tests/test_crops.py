@@ -118,6 +118,25 @@ def test_crop_links_survive_ssim_verification(cropped, tmp_path):
     assert str(cropped / "portrait.png") in cluster_of(res, cropped / "source.jpg", 0)
 
 
+def test_require_honours_crops_and_a_rerun_keeps_them(cropped, tmp_path):
+    """--require links only where every named hash agrees; a crop confirmed by its pixels is
+    a link whatever the hashes say, so with --crops it joins its source in the combined
+    folders too (threshold 25 %: the strictest), also when a later run carries the folder."""
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    req = ["phash_8:6", "dhash_8:6"]
+    res = run(Options(input=cropped, output=out, algorithms=["phash_8"], require=req, crops=True, cache=cache))
+    key = "combined_phash_8-6_dhash_8-6"
+    assert {Path(p).name for p in cluster_of(res, cropped / "source.jpg", 25, key)} >= {"portrait.png",
+                                                                                       "left_4x3.jpg"}
+    plain = run(Options(input=cropped, output=tmp_path / "plain", algorithms=["phash_8"], require=req, cache=cache))
+    assert cluster_of(plain, cropped / "portrait.png", 25, key) == {str(cropped / "portrait.png")}
+    assert json.loads((out / "summary.json").read_text())["algorithms"][key]["settings"]["crops"] is True
+    # a rerun with another algorithm carries the combined folder, recomputed with its own settings
+    again = run(Options(input=cropped, output=out, algorithms=["dhash_8"], cache=cache))
+    carried = next(a for a in again.algorithms if a.key == key)
+    assert carried.carried and str(cropped / "portrait.png") in cluster_of(again, cropped / "source.jpg", 25, key)
+
+
 def test_pairs_command_lists_crops(cropped, tmp_path):
     out = tmp_path / "out"
     cache = tmp_path / "c.sqlite"
