@@ -25,7 +25,8 @@ def renderer_digest() -> bytes:
 
     here = Path(__file__).parent
     h = hashlib.blake2b(__version__.encode(), digest_size=16)
-    sources = ["report.py", "pagedigest.py", "summary.py", "identity.py", "pairs.py", "metric.py", "sweep.py"]
+    sources = ["report.py", "figures.py", "chart.py", "pagedigest.py", "summary.py", "identity.py", "pairs.py",
+               "metric.py", "sweep.py"]
     for p in [*(here / f for f in sources), *sorted((here / "templates").glob("*.j2"))]:
         h.update(p.read_bytes())
     return h.digest()

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
-import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 import numpy as np
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from .chart import chart_svg
+from .figures import Figures, shown
 from .pairs import hex_distance
-from .summary import original_ranks, partitions
+from .summary import partitions
 
 PAGE_FILES = 1000
 # Unclustered files shown per threshold: every file unclustered at every threshold made the
@@ -46,26 +45,10 @@ Measure = Callable[[str, np.ndarray, int], tuple[list[int], int]]
 largest distance between two members (the cluster's diameter)."""
 
 
-def shown(value):
-    """Names that are not UTF-8 are shown with escapes instead of failing the page."""
-    if isinstance(value, str) and not isinstance(value, Markup):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return value
-
-
-def _html(value: str) -> Markup:
-    return escape(shown(value))
-
-
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("mhc", "templates"), autoescape=True, finalize=shown,
                               trim_blocks=True, lstrip_blocks=True)
-
-
-def file_url(path: str) -> str:
-    """A ``file://`` URL for any path, bytes percent-encoded (also names that are not UTF-8)."""
-    return "file://" + urllib.parse.quote(os.fsencode(path))
 
 
 def page_name(threshold: int, width: int, page: int = 1) -> str:
@@ -116,107 +99,6 @@ def render_index(summary: dict) -> str:
 
 
 # -- threshold pages -------------------------------------------------------------------------------
-class _Files:
-    """What a figure shows of each file, computed once per report."""
-
-    def __init__(self, summary: dict, thumbs: dict[str, str]):
-        self.files = summary["files"]
-        self.info = summary.get("file_info") or {}
-        self.rank = original_ranks(summary)
-        self.thumbs = thumbs
-        self.root = summary.get("input", "")
-        from .options import default_cache_path
-
-        cache = summary.get("cache")
-        self.cache_flag = f"--cache {shlex.quote(cache)} " if cache and Path(cache) != default_cache_path() else ""
-        self._static: dict[tuple[int, str], str] = {}
-        self._quotes: dict[int, str] = {}
-        self._flag_html = str(_html(self.cache_flag))
-        self._digests = None
-        self.measured_by = "hashes"  # or "metric": what the distances under pictures come from
-
-    @property
-    def digests(self) -> np.ndarray:
-        """Per file, a digest of what its figure shows (see :mod:`mhc.pagedigest`)."""
-        if self._digests is None:
-            from .pagedigest import file_digests
-
-            self._digests = file_digests(self.files, self.info, self.thumbs)
-        return self._digests
-
-    def page_facts(self) -> dict:
-        """What every figure of a page depends on besides its file."""
-        return {"cache_flag": self.cache_flag, "root": self.root, "measured_by": self.measured_by}
-
-    def details(self, i: int) -> str:
-        get = lambda k: self.info[k][i] if self.info.get(k) else None  # noqa: E731
-        parts = []
-        if get("width") and get("height"):
-            parts.append(f"{get('width')}×{get('height')}")
-        if get("bytes") is not None:
-            parts.append(_size(get("bytes")))
-        if get("format"):
-            parts.append(str(get("format")))
-        if get("taken"):
-            parts.append(get("taken").replace("T", " ")[:16] + " (taken)")
-        elif get("mtime"):
-            parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(get("mtime") / 1e9)) + " (modified)")
-        return " · ".join(parts)
-
-    def figure(self, i: int, rel: str, *, original: int | None = None, distance: int | None = None) -> Markup:
-        """One picture of a contact sheet, as HTML (every value escaped here). Written in
-        Python, not a template macro: a file appears on every threshold's page, and at
-        100,000 files x 20 thresholds the macro cost minutes; the per-file part is built
-        once and reused."""
-        static = self._static.get((i, rel))
-        if static is None:
-            path = self.files[i]
-            thumb = self.thumbs.get(path)
-            prefix = self.root.rstrip("/") + "/"
-            # a slice, not os.path.relpath (15 us a call, 100,000s of figures): discovery's
-            # paths are absolute and normalised, so the prefix is the relative path's root
-            name = path[len(prefix):] if self.root and path.startswith(prefix) else path
-            img = (f'<img loading=lazy decoding=async alt="" src="{_html(rel + urllib.parse.quote(thumb))}">'
-                   if thumb else "<div class=missing>no preview</div>")
-            static = (f'<a href="{_html(file_url(path))}" title="{_html(path)}">{img}</a>\n<figcaption>'
-                      f'<span class=path>{_html(name)}</span><span class=details>{_html(self.details(i))}</span>'
-                      f'{self._crop(i)}')
-            self._static[(i, rel)] = static
-        if original is None or i == original:
-            tail = "<span class=badge>probable original</span> " if i == original else ""
-            return Markup(f"<figure{' class=original' if i == original else ''}>{static}{tail}\n</figcaption></figure>")
-        # escaping is per piece (the escape of a concatenation is the concatenation of the
-        # escapes): each path is quoted and escaped once per report, not once per figure
-        ignore = f"mhc ignore {self._flag_html}{self._quoted(original)} {self._quoted(i)}"
-        d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
-        return Markup(f"<figure>{static}{d}\n<details class=ignore><summary>not a duplicate?</summary>"
-                      f"<code>{ignore}</code></details></figcaption></figure>")
-
-    def _crop(self, i: int) -> str:
-        """'crop of NAME (62 %)' under a picture confirmed as a crop of another (--crops)."""
-        of = (self.info.get("crop_of") or [None] * (i + 1))[i]
-        if not of:
-            return ""
-        src, area = of
-        prefix = self.root.rstrip("/") + "/"
-        name = self.files[src][len(prefix):] if self.root and self.files[src].startswith(prefix) else self.files[src]
-        return f'<span class=crop title="{_html(self.files[src])}">crop of {_html(name)} ({area:.0%} of it)</span>'
-
-    def _quoted(self, i: int) -> str:
-        q = self._quotes.get(i)
-        if q is None:
-            q = self._quotes[i] = str(_html(shlex.quote(self.files[i])))
-        return q
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
-
-
 def paginate(sizes: list[int], unclustered: int, per_page: int | None = None) -> list[tuple[list, tuple[int, int]]]:
     """Pages of at most ``per_page`` thumbnails: clusters in order, whole where they fit (a
     cluster larger than a page is split into parts), then the unclustered files fill up.
@@ -262,7 +144,7 @@ Reuse = Callable[[str, str, str], bool]
 that digest and is kept (moved into the new tree) instead of being rendered."""
 
 
-def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: _Files, algos: dict, widths: dict,
+def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: Figures, algos: dict, widths: dict,
                      measure: Measure | None, reuse: Reuse | None = None) -> list[Path]:
     from .pagedigest import page_digest
 
@@ -362,7 +244,7 @@ def build_report(out: Path, summary: dict, thumbs: dict[str, str], measure: Meas
     rdir = out / "report"
     rdir.mkdir(exist_ok=True)
     widths = _widths(algos)
-    figs = _Files(summary, thumbs)
+    figs = Figures(summary, thumbs)
     figs.measured_by = "metric" if measure is not None else "hashes"
     for key, e in algos.items():
         adir = rdir / key

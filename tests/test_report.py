@@ -349,3 +349,24 @@ def test_a_huge_cluster_shows_its_first_files_and_links_to_its_folder(tmp_path, 
     assert sum(t.count("<figure") for t in texts) == 25 + 10
     assert sum("and 5 more, not shown here" in t for t in texts) == 1
     assert any('href="../../phash_8/thr_003_unclustered_10/001_30/"' in t for t in texts)
+
+
+def test_page_digests_cover_the_code_pages_are_rendered_by():
+    """A page is kept on a rerun when its digest is unchanged; the digest includes the source
+    of every mhc module the report imports, or a change to how figures are written would
+    leave old pages in place."""
+    import ast
+
+    import mhc
+    from mhc import pagedigest
+
+    here = Path(mhc.__file__).parent
+    imported = set()
+    for module in ("report.py", "figures.py"):  # module-level imports: what renders (not thumbs or output)
+        body = ast.parse((here / module).read_text()).body
+        imported |= {f"{n.module}.py" for n in body if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+    src = (here / "pagedigest.py").read_text()
+    missing = [m for m in sorted(imported) if f'"{m}"' not in src]
+    assert not missing, missing
+    assert {"figures.py", "chart.py"} <= imported
+    assert pagedigest.renderer_digest()
