@@ -9,7 +9,7 @@ for them in a fresh cache through mhc's own cache API (random codes plus 10 % pl
 near-duplicate groups, as benchmarks/sweep.py), so the runs measure everything after
 hashing: discovery, the cache lookup, pair search, the sweep, the summary, the links, the
 report. Then it times, each as a separate `./cluster.py -a phash_8` process with peak
-memory (the child's max RSS):
+memory (of the run's whole process tree, sampled):
 
 1. the first run into a new output (every folder and link written),
 2. a warm rerun (same hashes: partitions unchanged),
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -115,18 +114,47 @@ def fill_cache(folder: Path, cache: Path, output: Path, with_crops: bool = False
     return len(found.files)
 
 
+def _tree_memory(root: int) -> int:
+    """Bytes of memory of process ``root`` and its descendants (Linux /proc): the sum of
+    each one's proportional set size, so pages a forked child shares with its parent count
+    once. ``ru_maxrss`` gives only the largest single process, which misses the forked link
+    maker and the hashing pool beside their parent."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration, ValueError):
+            pass  # gone meanwhile
+        todo += children.get(pid, [])
+    return total
+
+
 def timed_run(args: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, the child's peak RSS in MB, and its stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds, the peak memory of the run's process tree in MB (sampled every 0.1 s,
+    see :func:`_tree_memory`), and its stdout."""
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), *args], capture_output=True, text=True)
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while p.poll() is None:
+        peak = max(peak, _tree_memory(p.pid))
+        time.sleep(0.1)
+    stdout, stderr = p.communicate()
     wall = time.perf_counter() - t
-    if r.returncode != 0:
-        sys.exit(f"run failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest of any child so far: runs go from light to heavy,
-    # and each is reported as max(so far); the first run is the heaviest in practice
-    return wall, max(peak, before) / 1024, r.stdout
+    if p.returncode != 0:
+        sys.exit(f"run failed ({p.returncode}): {stderr.strip()[-2000:]}")
+    return wall, peak / 2**20, stdout
 
 
 def main() -> None:
@@ -156,7 +184,7 @@ def main() -> None:
         wall, peak, _ = timed_run(common)
         print(f"first run into a new output: {wall:.1f} s, peak {peak:.0f} MB")
     wall, peak, _ = timed_run(common)
-    print(f"warm rerun: {wall:.1f} s, peak so far {peak:.0f} MB")
+    print(f"warm rerun: {wall:.1f} s, peak {peak:.0f} MB")
     wall, peak, _ = timed_run(common)
     print(f"warm rerun again: {wall:.1f} s")
     if not args.skip_new_file:
@@ -167,7 +195,7 @@ def main() -> None:
         box = (-2 + seed[0], -1.2 + seed[1], 1 - seed[2] / 2, 1.2 - seed[3] / 2)
         Image.effect_mandelbrot((1600, 1200), box, 100).convert("RGB").save(new, quality=90)
         wall, peak, _ = timed_run(common)
-        print(f"rerun with one new file: {wall:.1f} s, peak so far {peak:.0f} MB")
+        print(f"rerun with one new file: {wall:.1f} s, peak {peak:.0f} MB")
         new.unlink()
 
 
