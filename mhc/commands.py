@@ -147,7 +147,8 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_of(output or Path("data/output"), cache), workers=workers,
+        cache_path = cache_of(output or Path("data/output"), cache)
+        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_path, workers=workers,
                                  isometric=isometric, crops=crops)
         pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
