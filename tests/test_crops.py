@@ -135,6 +135,12 @@ def test_require_honours_crops_and_a_rerun_keeps_them(cropped, tmp_path):
     again = run(Options(input=cropped, output=out, algorithms=["dhash_8"], cache=cache))
     carried = next(a for a in again.algorithms if a.key == key)
     assert carried.carried and str(cropped / "portrait.png") in cluster_of(again, cropped / "source.jpg", 25, key)
+    # SSIM verification keeps them too: a crop's squeezed thumbnail is not like its source's,
+    # but its pixels were checked already
+    pytest.importorskip("skimage")
+    checked = run(Options(input=cropped, output=tmp_path / "ssim", algorithms=["phash_8"], require=req, crops=True,
+                          verify="ssim", cache=cache))
+    assert str(cropped / "portrait.png") in cluster_of(checked, cropped / "source.jpg", 25, key)
 
 
 def test_pairs_command_lists_crops(cropped, tmp_path):
