@@ -24,18 +24,39 @@ OutputOption = typer.Option(None, "-o", "--output", help="An mhc output folder: 
                             metavar="FOLDER")
 
 
-def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
-    """The cache to use: --cache, else the one ``output`` recorded, else the default."""
+def _summary_of(output: Path, hint: str) -> dict:
+    """``summary.json`` of an output folder the user named; if it is not one, a
+    :class:`UsageError` that says what is wrong with it, then ``hint`` (what to do)."""
+    summary = output / "summary.json"
+    try:
+        doc = json.loads(summary.read_text(encoding="utf-8"))
+        if isinstance(doc, dict):
+            return doc
+        why = "has a summary.json that is not mhc's"
+    except (FileNotFoundError, NotADirectoryError):
+        why = ("does not exist" if not output.exists() else "is not a folder" if not output.is_dir()
+               else "has no summary.json")
+    except (OSError, ValueError) as e:
+        why = f"has an unreadable summary.json ({getattr(e, 'strerror', None) or type(e).__name__})"
+    raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
+
+
+def cache_of(output: Optional[Path], cache: Optional[Path], default_output: Optional[Path] = None) -> Path:
+    """The cache to use: --cache, else the one ``output`` recorded, else the default. An
+    ``output`` the user named must be an mhc output: taking the default cache for a mistyped
+    one would show, clear or mark the wrong cache. ``default_output``: the output to look
+    in when none was named (if it is not an mhc output, the default cache)."""
     if cache is not None:
         return cache
     if output is not None:
+        recorded = _summary_of(output, "give --cache FILE, or -o an output folder mhc wrote").get("cache")
+    else:
         try:
-            recorded = json.loads((output / "summary.json").read_text(encoding="utf-8")).get("cache")
-        except (OSError, ValueError):
+            recorded = json.loads((default_output / "summary.json").read_text(encoding="utf-8")).get("cache") \
+                if default_output is not None else None
+        except (OSError, ValueError, AttributeError):
             recorded = None
-        if recorded:
-            return Path(recorded)
-    return default_cache_path()
+    return Path(recorded) if isinstance(recorded, str) and recorded else default_cache_path()
 
 
 @command(cache_app, "info")
@@ -44,7 +65,8 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
 
     Example: mhc cache info
     """
-    path = cache_of(output, cache)
+    with user_errors():
+        path = cache_of(output, cache)
     if not path.exists():
         out.print(f"no cache yet at {path} (the first run makes it)", highlight=False)
         return
@@ -63,7 +85,8 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
 
     Example: mhc cache clear
     """
-    path = cache_of(output, cache)
+    with user_errors():
+        path = cache_of(output, cache)
     if not path.exists():
         out.print(f"no cache at {path}", highlight=False)
         return
@@ -101,18 +124,15 @@ def _pairs_input(input: Optional[Path], output: Optional[Path]) -> Path:
     with the default input)."""
     if input is not None:
         return input
-    summary = (output or Path("data/output")) / "summary.json"
-    try:
-        return Path(json.loads(summary.read_text(encoding="utf-8"))["input"])
-    except (FileNotFoundError, NotADirectoryError):
-        why = ("does not exist" if not summary.parent.exists() else "is not a folder" if not summary.parent.is_dir()
-               else "has no summary.json")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        why = f"has an unreadable summary.json ({getattr(e, 'strerror', None) or type(e).__name__})"
     if output is None:
-        return Path("data/images")
-    raise UsageError(f"{printable(str(output))} {why}, so the input it was made from is unknown; "
-                     f"pass -i/--input FOLDER, or -o an output folder mhc wrote")
+        try:
+            return Path(json.loads(Path("data/output/summary.json").read_text(encoding="utf-8"))["input"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return Path("data/images")
+    recorded = _summary_of(output, "pass -i/--input FOLDER, or -o an output folder mhc wrote").get("input")
+    if not isinstance(recorded, str) or not recorded:
+        raise UsageError(f"{printable(str(output))}/summary.json names no input; pass -i/--input FOLDER")
+    return Path(recorded)
 
 
 @command(app, "pairs")
@@ -147,9 +167,9 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        cache_path = cache_of(output or Path("data/output"), cache)
-        collection = hash_folder(_pairs_input(input, output), [algo], cache=cache_path, workers=workers,
-                                 isometric=isometric, crops=crops)
+        folder = _pairs_input(input, output)  # first: without -i, a wrong -o is about the input
+        cache_path = cache_of(output, cache, default_output=Path("data/output"))
+        collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops)
         pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":
@@ -184,8 +204,8 @@ def ignore_command(
 
     Example: mhc ignore "data/images/a.jpg" "data/images/b.jpg"; mhc ignore --list
     """
-    path = cache_of(output, cache)
     with user_errors():
+        path = cache_of(output, cache)
         if list_:
             pairs = []
             if path.exists():

@@ -204,24 +204,40 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     assert csv_head == "path_a,path_b,distance"
 
 
-def test_pairs_names_an_output_that_is_not_one(corpus, tmp_path):
-    """-o that mhc did not write is the user's mistake to name, not a reason to fall back on
-    data/images (the old message blamed a default input the user never mentioned)."""
+def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
+    """An -o that mhc did not write is the user's mistake to name. Falling back on the
+    defaults papered over it: `pairs` blamed data/images, which the user never mentioned,
+    and `cache clear -o TYPO` cleared the default cache instead of the one meant."""
+    default = tmp_path / "xdg"
+    env = {"XDG_CACHE_HOME": str(default)}
+    assert run_cli("-i", str(corpus), "-o", str(tmp_path / "real"), "-a", "phash_8", "-q", env=env).returncode == 0
+    before = run_cli("cache", "info", env=env).stdout
+    assert " 0 hashes" not in before
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text("{not json")
     (tmp_path / "file").write_text("x")
     cases = {"missing": "does not exist", "empty": "has no summary.json", "bad": "unreadable summary.json",
              "file": "is not a folder"}
+    a, b = sorted(str(p) for p in corpus.rglob("*.jpg"))[:2]
     for name, why in cases.items():
-        r = run_cli("pairs", "-o", str(tmp_path / name), "-a", "phash_8", "-t", "4", cwd=tmp_path)
-        msg = " ".join(r.stderr.split())
-        assert r.returncode == 2 and why in msg and "pass -i/--input" in msg, (name, r.stderr)
-        assert "data/images" not in msg and "Traceback" not in r.stderr
-    # with -i the output folder is only where a cache might be recorded: a missing one is fine
+        o = str(tmp_path / name)
+        for args, hint in [(("pairs", "-o", o, "-a", "phash_8", "-t", "4"), "pass -i/--input"),
+                           (("cache", "clear", "-o", o), "give --cache FILE"),
+                           (("cache", "info", "-o", o), "give --cache FILE"),
+                           (("ignore", a, b, "-o", o), "give --cache FILE")]:
+            r = run_cli(*args, cwd=tmp_path, env=env)
+            msg = " ".join(r.stderr.split())
+            assert r.returncode == 2 and why in msg and hint in msg, (args, r.stderr)
+            assert "data/images" not in msg and "Traceback" not in r.stderr
+    assert run_cli("cache", "info", env=env).stdout == before  # nothing cleared, nothing marked
+    # with -i the output folder is only where a cache might be recorded: --cache makes it moot
     r = run_cli("pairs", "-i", str(corpus), "-o", str(tmp_path / "missing"), "--cache", str(tmp_path / "c.sqlite"),
-                "-a", "phash_8", "-t", "4", cwd=tmp_path)
+                "-a", "phash_8", "-t", "4", cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.startswith("path_a,path_b,distance"), r.stderr
+    # -o of a real output works for every command
+    r = run_cli("cache", "info", "-o", str(tmp_path / "real"), env=env)
+    assert r.returncode == 0 and r.stdout == before, r.stderr
 
 
 def test_config_prints_toml_that_round_trips(corpus, tmp_path):
