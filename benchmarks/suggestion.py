@@ -43,10 +43,10 @@ def f1_without_hard(files: list[str], clusters: list, corpus: Path, labels: dict
     return pair_scores(assign, {r: info[r].get("group") for r in universe})[2]
 
 
-def evaluate(corpus: Path, algorithms: list[str], crops: bool = False) -> dict:
+def evaluate(corpus: Path, algorithms: list[str], crops: bool = False, video_match: str = "majority") -> dict:
     labels = json.loads((corpus / "labels.json").read_text())
     res = run(Options(input=corpus, output=Path("/nonexistent-mhc-output"), algorithms=algorithms, dry_run=True,
-                      crops=crops))
+                      crops=crops, video_match=video_match))
     rows = {}
     for a in res.algorithms:
         scores = {p.threshold: f1_without_hard(res.files, p.clusters, corpus, labels) for p in a.partitions}
@@ -69,12 +69,13 @@ def main() -> None:
     ap.add_argument("--preset", action="store_true", help="also image-clustering's 14 algorithms")
     ap.add_argument("-a", "--algo", action="append")
     ap.add_argument("--crops", action="store_true", help="run with --crops (pixel-confirmed links)")
+    ap.add_argument("--video-match", default="majority", choices=["majority", "frames"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     algos = args.algo or list(dict.fromkeys(DEFAULT_ALGORITHMS + (PRESETS["image-clustering"] if args.preset else ())))
     everything = {}
     for corpus in args.corpus:
-        r = evaluate(corpus, algos, crops=args.crops)
+        r = evaluate(corpus, algos, crops=args.crops, video_match=args.video_match)
         everything[str(corpus)] = r
         print(f"\n{corpus} ({r['files']} files): F1 without hard edits")
         print(f"{'algorithm':10s} {'suggested':>9s} {'F1 there':>8s} {'best':>5s} {'F1 there':>8s} {'gap':>6s}"
