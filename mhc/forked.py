@@ -37,7 +37,7 @@ class Forked:
             code = 0
             try:
                 os.close(r)
-                _die_with(parent)
+                die_with_parent(parent)
                 fn()
             except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
                 code = 1
@@ -78,14 +78,18 @@ class Forked:
             os.close(self._fd)
 
 
-def _die_with(parent: int) -> None:
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child process: be killed when the parent dies (kill -9 included; Linux's
+    PR_SET_PDEATHSIG, a no-op elsewhere). ``parent``: its pid before the fork, to leave at
+    once if it died before the request was made."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent:  # the parent died before the line above
+    if parent is not None and os.getppid() != parent:
         os._exit(1)
 
 

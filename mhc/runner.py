@@ -32,6 +32,7 @@ from .decode import too_large
 from .discover import MediaFile
 from .errors import FileError
 from .events import Progress, report
+from .forked import die_with_parent
 from .hashing import FileResult, HashPlan, hash_file
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,7 @@ def _worker_init() -> None:
     # Ctrl-C is handled once, by the main process, which then stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # If the main process is killed (kill -9), take the workers down with it (Linux).
-    try:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
 
 
 def start_method() -> str:
