@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .pairs import Edges
-from .sweep import Partition
+from .sweep import Partition, find_root
 
 
 @dataclass(frozen=True)
@@ -106,16 +106,8 @@ def persistent_clusters(n: int, joins: Edges, top: float, min_size: int = 2) -> 
     right = [0] * m
     size = [1] * (n + m)
 
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
     for k in range(m):
-        ri, rj = find(ji[k]), find(jj[k])
+        ri, rj = find_root(parent, ji[k]), find_root(parent, jj[k])
         left[k], right[k] = node[ri], node[rj]
         size[n + k] = size[node[ri]] + size[node[rj]]
         parent[rj] = ri
@@ -130,7 +122,7 @@ def persistent_clusters(n: int, joins: Edges, top: float, min_size: int = 2) -> 
     lam = (-np.log(jd + 1.0)).tolist()
     lam_top = -np.log(float(top) + 1.0)
     labels = np.full(n, -1, dtype=np.int64)
-    roots = {node[find(x)] for x in range(n)}
+    roots = {node[find_root(parent, x)] for x in range(n)}
     next_label = 0
     for r in roots:
         if size[r] < min_size or r < n:

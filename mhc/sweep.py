@@ -44,7 +44,8 @@ SMALL_FILES = 2_000
 SMALL_EDGES = 20_000
 
 
-def _root(parent: list[int], x: int) -> int:
+def find_root(parent: list[int], x: int) -> int:
+    """Union-find: the root of ``x``'s set in the ``parent`` list, halving the path to it."""
     while parent[x] != x:
         parent[x] = parent[parent[x]]  # path halving
         x = parent[x]
@@ -58,7 +59,7 @@ def _small_msf(n: int, edges: Edges) -> Edges:
     parent = list(range(n))
     keep = []
     for k, a, b in zip(order.tolist(), edges.i[order].tolist(), edges.j[order].tolist()):
-        ra, rb = _root(parent, a), _root(parent, b)
+        ra, rb = find_root(parent, a), find_root(parent, b)
         if ra != rb:
             parent[ra] = rb
             keep.append(k)
@@ -159,13 +160,13 @@ def _python_components(n: int, forest: Edges) -> Callable[[int], list[np.ndarray
     def components(stop: int) -> list[np.ndarray]:
         nonlocal added
         for k in range(added, stop):
-            ra, rb = _root(parent, ii[k]), _root(parent, jj[k])
+            ra, rb = find_root(parent, ii[k]), find_root(parent, jj[k])
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
         added = max(added, stop)
         groups: dict[int, list[int]] = {}
         for x in range(n):  # ascending: each component's members come out sorted
-            groups.setdefault(_root(parent, x), []).append(x)
+            groups.setdefault(find_root(parent, x), []).append(x)
         return [np.array(g, dtype=np.int64) for g in groups.values() if len(g) > 1]
     return components
 
