@@ -41,22 +41,22 @@ def _summary_of(output: Path, hint: str) -> dict:
     raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
 
 
-def cache_of(output: Optional[Path], cache: Optional[Path], default_output: Optional[Path] = None) -> Path:
+CACHE_HINT = "give --cache FILE, or -o an output folder mhc wrote"
+
+
+def _cache_in(doc: dict) -> Path:
+    """The cache an output's summary.json recorded, else the default."""
+    recorded = doc.get("cache")
+    return Path(recorded) if isinstance(recorded, str) and recorded else default_cache_path()
+
+
+def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
     """The cache to use: --cache, else the one ``output`` recorded, else the default. An
     ``output`` the user named must be an mhc output: taking the default cache for a mistyped
-    one would show, clear or mark the wrong cache. ``default_output``: the output to look
-    in when none was named (if it is not an mhc output, the default cache)."""
+    one would show, clear or mark the wrong cache."""
     if cache is not None:
         return cache
-    if output is not None:
-        recorded = _summary_of(output, "give --cache FILE, or -o an output folder mhc wrote").get("cache")
-    else:
-        try:
-            recorded = json.loads((default_output / "summary.json").read_text(encoding="utf-8")).get("cache") \
-                if default_output is not None else None
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-    return Path(recorded) if isinstance(recorded, str) and recorded else default_cache_path()
+    return _cache_in(_summary_of(output, CACHE_HINT) if output is not None else {})
 
 
 @command(cache_app, "info")
@@ -118,21 +118,31 @@ def report_command(
     out.print(f"report: {page}", highlight=False)
 
 
-def _pairs_input(input: Optional[Path], output: Optional[Path]) -> Path:
-    """-i, else the input recorded in OUTPUT's summary.json, else data/images (only when -o
-    was not given: an -o that is not an mhc output is a mistake to name, not to paper over
-    with the default input)."""
-    if input is not None:
-        return input
+def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path]) -> tuple[Path, Path]:
+    """The input and the cache of ``mhc pairs``: -i and --cache, else what OUTPUT's
+    summary.json recorded (read once), else data/images and the default cache. Without -o,
+    data/output is looked in if it is an mhc output; an -o that is not one is a mistake to
+    name, not to paper over with the defaults."""
+    if input is not None and cache is not None:
+        return input, cache
     if output is None:
         try:
-            return Path(json.loads(Path("data/output/summary.json").read_text(encoding="utf-8"))["input"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return Path("data/images")
-    recorded = _summary_of(output, "pass -i/--input FOLDER, or -o an output folder mhc wrote").get("input")
-    if not isinstance(recorded, str) or not recorded:
-        raise UsageError(f"{printable(str(output))}/summary.json names no input; pass -i/--input FOLDER")
-    return Path(recorded)
+            doc = json.loads(Path("data/output/summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+        doc = doc if isinstance(doc, dict) else {}
+    else:  # without -i, a wrong -o is about the input
+        doc = _summary_of(output, "pass -i/--input FOLDER, or -o an output folder mhc wrote" if input is None
+                          else CACHE_HINT)
+    if input is None:
+        recorded = doc.get("input")
+        if isinstance(recorded, str) and recorded:
+            input = Path(recorded)
+        elif output is None:
+            input = Path("data/images")
+        else:
+            raise UsageError(f"{printable(str(output))}/summary.json names no input; pass -i/--input FOLDER")
+    return input, cache if cache is not None else _cache_in(doc)
 
 
 @command(app, "pairs")
@@ -167,8 +177,7 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        folder = _pairs_input(input, output)  # first: without -i, a wrong -o is about the input
-        cache_path = cache_of(output, cache, default_output=Path("data/output"))
+        folder, cache_path = _pairs_sources(input, output, cache)
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops)
         pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
