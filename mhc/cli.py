@@ -17,7 +17,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -96,6 +95,9 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+# click's base class of usage errors, taken from typer: recent typers carry their own copy of
+# click (typer._click), older ones use click itself
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 EXIT_BUG = 70
 
 
@@ -208,19 +210,42 @@ def _progress() -> Iterator:
             return  # instant for small collections: no bar
         key = (e.stage, e.detail)
         if key not in tasks:
+            if not tasks:
+                bars.start()
             label = f"Pairs {e.detail}" if e.stage == "pairs" else LABELS.get(e.stage, e.stage)
             tasks[key] = bars.add_task(label, total=e.total)
         bars.update(tasks[key], completed=e.done, total=e.total)
 
-    with bars:
+    # started at the first event, not before: a run that stops at a bad option draws nothing,
+    # so its error is the only line (a started, empty display leaves a blank line on stop)
+    try:
         yield callback
+    finally:
+        if tasks:
+            bars.stop()
+
+
+class _LineHandler(logging.Handler):
+    """Each warning as one line on stderr: printed by the console that draws the progress bars
+    (so it lands above them), never hard-wrapped (rich's RichHandler breaks lines at the
+    console's width, 80 columns when stderr is not a terminal, which splits paths)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(printable(self.format(record)), soft_wrap=True, markup=False, highlight=False)
+        except Exception:  # noqa: BLE001  (logging's convention: a failing handler reports, never raises)
+            self.handleError(record)
 
 
 def _setup_logging(quiet: bool) -> None:
     # warnings (a read-only cache, a damaged one set aside) are shown with -q too
-    logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_time=False, show_path=False, show_level=False)],
-                        force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[_LineHandler()], force=True)
+
+
+def _error_line(message: str) -> None:
+    # soft_wrap: one line whatever the width (the terminal wraps it, rich does not break it)
+    err.print("[red]Error:[/] ", end="")
+    err.print(printable(message), highlight=False, markup=False, soft_wrap=True)
 
 
 @contextmanager
@@ -230,13 +255,12 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     try:
         yield
     except MhcError as e:
-        err.print("[red]Error:[/] ", end="")
-        err.print(printable(str(e)), highlight=False, markup=False)
+        _error_line(str(e))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
-        err.print(f"[yellow]Interrupted.[/] The previous output is unchanged; {kept}.")
+        err.print(f"[yellow]Interrupted.[/] The previous output is unchanged; {kept}.", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
@@ -244,19 +268,28 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
         if os.environ.get("MHC_DEBUG"):
             raise
         err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. The previous output "
-                  f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False)
+                  f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BUG) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mhc`` and ``./cluster.py``."""
+    """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
 
     try:
-        app(args=argv, prog_name="mhc")
+        # standalone_mode=False: click's usage errors come here instead of typer's boxed
+        # usage panel (six lines); they end in one line like every other fault
+        rv = typer.main.get_command(app).main(args=argv, prog_name="mhc", standalone_mode=False)
+    except _ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        if e.format_message():  # (`mhc cache` alone: click printed the help; no message)
+            _error_line(f"{e.format_message().rstrip('.')}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
+        return e.exit_code
+    except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it
+        return EXIT_INTERRUPTED
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

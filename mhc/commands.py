@@ -68,12 +68,12 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     with user_errors():
         path = cache_of(output, cache)
     if not path.exists():
-        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False)
+        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, soft_wrap=True)
         return
     with user_errors(), HashCache(path, readonly=True) as c:
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
-              f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False)
+              f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
     for k, n in info.keys.items():
         out.print(f"  {k}: {n}", highlight=False)
 
@@ -88,7 +88,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
     with user_errors():
         path = cache_of(output, cache)
     if not path.exists():
-        out.print(f"no cache at {path}", highlight=False)
+        out.print(f"no cache at {path}", highlight=False, soft_wrap=True)
         return
     with user_errors():
         from .cache import check_cache_path
@@ -96,7 +96,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
         check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
         with HashCache(path) as c:
             n = c.clear()
-    out.print(f"cleared {n} hashes from {path}", highlight=False)
+    out.print(f"cleared {n} hashes from {path}", highlight=False, soft_wrap=True)
 
 
 @command(app, "report")
@@ -115,7 +115,7 @@ def report_command(
     _setup_logging(False)
     with user_errors():
         page = rebuild_report(output, workers=workers)
-    out.print(f"report: {page}", highlight=False)
+    out.print(f"report: {page}", highlight=False, soft_wrap=True)
 
 
 def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path]) -> tuple[Path, Path]:
@@ -243,7 +243,7 @@ def ignore_command(
                 out.print("forgotten: they may link again" if done else "that pair was not marked")
             else:
                 c.ignore(a, b)
-                out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False)
+                out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False, soft_wrap=True)
 
 
 @command(app, "evaluate")

@@ -73,7 +73,7 @@ def hydrus_push(
         out.print(f"{len(result.unknown_files)} file(s) the client does not hold (their pairs were not sent):",
                   highlight=False)
         for p, why in result.unknown_files.items():
-            out.print(f"  {printable(p)}: {why}", highlight=False, markup=False)
+            out.print(f"  {printable(p)}: {why}", highlight=False, markup=False, soft_wrap=True)
     if result.not_sent:
         why = f"; stopped: {result.stopped}" if result.stopped else ""
         out.print(f"{result.not_sent} pair(s) not sent ({result.failed_batches} batch(es) failed{why}); run again "

@@ -47,6 +47,7 @@ def condensed(partitions, suggested: int | None) -> tuple[list, int]:
 
 
 def print_summary(result, console: Console) -> None:
+    # lines that carry a path are soft-wrapped: never broken by rich, so they stay copyable
     console.print(counts_line(result), highlight=False)
     line = hashes_line(result)
     if line:
@@ -84,16 +85,16 @@ def print_summary(result, console: Console) -> None:
         console.print(f"[bold green]▶ Open this first: {rec.key}/{folder}[/]", highlight=False)
         console.print(f"  {rec.explanation}", highlight=False)
     for d in result.dropped:
-        console.print(f"removed the folder {d}", highlight=False, markup=False)
+        console.print(f"removed the folder {d}", highlight=False, markup=False, soft_wrap=True)
     if result.errors:
         e = result.errors[0]
         console.print(f"{len(result.errors)} file(s) could not be used, e.g. {printable(e.path)}: {e.reason}",
-                      highlight=False, markup=False)
+                      highlight=False, markup=False, soft_wrap=True)
         if not result.options.dry_run:
-            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False)
+            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False, soft_wrap=True)
     if result.options.dry_run:
         console.print("[dim]dry run: nothing written[/]")
     else:
-        console.print(f"output: {result.output}", highlight=False, markup=False)
+        console.print(f"output: {result.output}", highlight=False, markup=False, soft_wrap=True)
         if not result.options.no_report:
-            console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False)
+            console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False, soft_wrap=True)

@@ -11,13 +11,19 @@ from conftest import run_cli
 
 def test_cluster_py_runs_end_to_end(corpus, tmp_path):
     out = tmp_path / "clusters"
-    r = run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-a", "dhash_16", "-j", "2")
+    r = run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-a", "dhash_16", "-j", "2",
+                env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     # the summary table a user picks a folder from
     assert "phash_8 (64 bits)" in r.stdout and "dhash_16 (256 bits)" in r.stdout
     assert "largest cluster" in r.stdout and "unclustered" in r.stdout
     assert "1 could not be read" in r.stdout and "errors.csv" in r.stdout
+    # lines with a path are never broken (80 columns here, the width rich takes when stdout is not a terminal)
+    broken = corpus / "misc" / "broken.jpg"
+    assert len(str(broken)) > 60
+    assert any(line.startswith("1 file(s) could not be used, e.g. " + str(broken) + ": ") for line in r.stdout.splitlines())
+    assert f"output: {out}\n" in r.stdout and f"report: {out / 'index.html'}\n" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["algorithms"]) == ["phash_8", "dhash_16"]
     thr = [t["threshold"] for t in summary["algorithms"]["dhash_16"]["thresholds"]]
@@ -63,9 +69,12 @@ def test_dry_run_prints_and_writes_nothing(corpus, tmp_path):
     ],
 )
 def test_bad_options_are_refused_clearly(corpus, tmp_path, args, message):
-    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), *args)
+    # 40 columns: the line must not be broken at the console's width (nor preceded by a blank
+    # line from a progress display that never showed anything)
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), *args, env={"COLUMNS": "40"})
     assert r.returncode == 2
     assert message in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "o").exists()
 
@@ -79,9 +88,20 @@ def test_missing_input_and_empty_input(tmp_path):
     assert r.returncode == 2 and "no images or videos found" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_unknown_flag_is_refused():
-    r = run_cli("--frobnicate")
-    assert r.returncode == 2 and "No such option" in r.stderr and "Traceback" not in r.stderr
+@pytest.mark.parametrize("args, message", [
+    (["--zzz"], "No such option: --zzz; mhc -h lists the options"),
+    (["--inpt", "x"], "Possible options: --input"),
+    (["-j", "many"], "Invalid value for '-j' / '--workers'"),
+    (["-a"], "Option '-a' requires an argument"),
+    (["pairs", "--zzz"], "mhc pairs -h lists the options"),
+    (["cache", "frob"], "No such command 'frob'"),
+])
+def test_usage_errors_are_one_line_not_a_usage_panel(args, message):
+    # click's own parse errors: typer would draw a six-line boxed panel; mhc says one line
+    r = run_cli(*args, env={"COLUMNS": "40"})
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
+    assert r.stdout == ""
 
 
 def test_console_script_is_the_same_tool():

@@ -105,9 +105,9 @@ def test_a_full_disk_never_makes_mhc_throw_away_a_good_cache(photos, tmp_path, s
     assert first.stats.decoded == 6
     filler = fill(small_disk)
     r = run_cli("-i", str(photos), "-o", str(tmp_path / "o2"), "--cache", str(cache), "-a", "phash_8", "-a",
-                "dhash_16", "--isometric", "-j", "1", "-q")
-    assert r.returncode == 0, r.stderr  # the run goes on, with one warning
-    assert "cannot be written" in r.stderr and "Traceback" not in r.stderr
+                "dhash_16", "--isometric", "-j", "1", "-q", env={"COLUMNS": "40"})
+    assert r.returncode == 0, r.stderr  # the run goes on, with one warning: one line, whatever the width
+    assert "cannot be written" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert cache.exists() and not list(small_disk.glob("*corrupt*"))
     filler.unlink()
     again = run(Options(output=tmp_path / "o3", algorithms=["phash_8"], **o))
@@ -241,8 +241,12 @@ def test_a_full_disk_while_writing_leaves_the_old_tree(photos, small_disk):
     assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0", "--no-report", "-q").returncode == 0
     before = tree_digest(out)
     fill(small_disk)
-    r = run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-a", "dhash_16", "--no-report")
+    r = run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-a", "dhash_16", "--no-report",
+                env={"COLUMNS": "40"})
     assert r.returncode == 3 and "disk is full" in r.stderr, r.stderr
+    # the progress bars, then the error: one line, not broken at the 40 columns
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("Error: ") and "the previous output is unchanged" in last, r.stderr
     assert "Traceback" not in r.stderr and len([ln for ln in r.stderr.splitlines() if "Error" in ln]) == 1
     assert tree_digest(out) == before and not list(small_disk.glob(".out.mhc-*"))
 
