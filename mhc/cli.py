@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import sys
 import typing
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
-from .errors import EXIT_INTERRUPTED, MhcError, printable
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MhcError, printable
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -51,7 +52,7 @@ EPILOG = escape("""[bold]Examples[/bold]
     "Output: OUT/<algo>_<size>/thr_NNN_unclustered_U/RANK_SIZE/<stem>_<hash><ext> -> original; every file "
     "appears once per threshold folder; open the folders in an image viewer, or OUT/index.html.") + "\n\n" + \
     escape("Exit status: 0 done; 1 done, part failed; 2 bad option or path; 3 the machine refused (disk full, "
-           "read-only, locked, unreachable); 130 interrupted; 70 a bug in mhc.")
+           "read-only, locked, unreachable); 130 interrupted; 143 stopped by SIGTERM; 70 a bug in mhc.")
 
 class FlagHelpGroup(typer.core.TyperGroup):
     """--help is a flag: shown without a value type, like every other flag."""
@@ -248,6 +249,17 @@ def _error_line(message: str) -> None:
     err.print(printable(message), highlight=False, markup=False, soft_wrap=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a service manager), handled as Ctrl-C is: the workers
+    stopped, the previous output left as it was, the hashes so far kept, one line, exit 143.
+    Python's default would end the process at once, silently, leaving the staging folder
+    for the next run to clear."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 @contextmanager
 def user_errors(no_cache: bool = False) -> Iterator[None]:
     """One line per fault, with its exit status; Ctrl-C exits 130; never a traceback
@@ -257,11 +269,12 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except MhcError as e:
         _error_line(str(e))
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
-        err.print(f"[yellow]Interrupted.[/] The previous output is unchanged; {kept}.", soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        what = "Stopped (SIGTERM)." if isinstance(e, Terminated) else "Interrupted."
+        err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
+        raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
     except Exception as e:  # a bug: one line, and how to get the details
@@ -276,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
 
+    # the command line's, not the library's: a program that calls mhc.run keeps its own
+    # handling of SIGTERM. Hashing workers and forked children reset it (runner, forked)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault
@@ -289,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0
 
 

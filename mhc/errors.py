@@ -9,13 +9,14 @@ Exit statuses of ``mhc`` (also in the README):
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
       another run, a service that cannot be reached
 130   interrupted (Ctrl-C); the previous output is unchanged
+143   stopped by SIGTERM (``kill``, ``timeout``, a service manager); as 130
 ====  =====================================================================
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 
 class MhcError(Exception):

@@ -38,6 +38,7 @@ class Forked:
             try:
                 os.close(r)
                 die_with_parent(parent)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler is the command line's
                 fn()
             except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
                 code = 1

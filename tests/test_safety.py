@@ -31,6 +31,18 @@ def slow_corpus(tmp_path_factory) -> Path:
     return root
 
 
+def _processes_naming(text: str) -> list[int]:
+    """Pids whose command line holds ``text``."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and text.encode() in Path(f"/proc/{d}/cmdline").read_bytes():
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
 def _start(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -66,7 +78,11 @@ def _complete(out: Path) -> dict:
     return summary
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+# SIGTERM (kill, timeout, a service manager) is handled as Ctrl-C is, with its own status
+STOPPED = {signal.SIGINT: (130, "Interrupted."), signal.SIGTERM: (143, "Stopped (SIGTERM).")}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tmp_path, sig):
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
     # a previous complete output
@@ -77,9 +93,11 @@ def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tm
     _wait_for(lambda: _cache_rows(cache) >= 48 + 4)  # some new hashes stored, hashing goes on
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert p.returncode == 130
-        assert "Interrupted" in stderr and "Traceback" not in stderr
+    if sig in STOPPED:
+        code, line = STOPPED[sig]
+        assert p.returncode == code
+        assert stderr.splitlines()[-1].startswith(line) and "Traceback" not in stderr, stderr
+        assert not list(tmp_path.glob(".out.mhc-staging-*"))  # cleared on the way out
     else:
         assert p.returncode == -signal.SIGKILL
     assert tree_digest(out) == before  # the previous complete tree, untouched
@@ -110,7 +128,7 @@ def many_small(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, sig):
     slow_corpus = many_small
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
@@ -126,10 +144,12 @@ def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, si
     assert p.poll() is None, "the run ended before it was interrupted; make it write more"
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
-    assert p.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    assert p.returncode == (STOPPED[sig][0] if sig in STOPPED else -signal.SIGKILL)
     assert tree_digest(out) == before
-    if sig == signal.SIGINT:
+    if sig in STOPPED:
+        assert stderr.splitlines()[-1].startswith(STOPPED[sig][1]) and "Traceback" not in stderr, stderr
         assert not staging()  # cleaned on the way out
+        assert not _processes_naming(str(out))  # the link writer went with it
     # the next run clears what a killed run left and completes
     r = run_cli("-i", str(slow_corpus), "-o", str(out), "--cache", str(cache), "-a", "ahash_16", "-t", "0:20:1", "-q")
     assert r.returncode == 0, r.stderr
