@@ -280,9 +280,13 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except Exception as e:  # a bug: one line, and how to get the details
         if os.environ.get("MHC_DEBUG"):
             raise
-        err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. The previous output "
-                  f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
+        _bug_line(e)
         raise typer.Exit(EXIT_BUG) from None
+
+
+def _bug_line(e: Exception) -> None:
+    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. The previous output "
+              f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # outside every user_errors(): still one line, never a traceback
+        if os.environ.get("MHC_DEBUG"):
+            raise
+        _bug_line(e)
+        return EXIT_BUG
     finally:
         signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0

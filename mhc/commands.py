@@ -27,6 +27,9 @@ OutputOption = typer.Option(None, "-o", "--output", help="An mhc output folder: 
 def _summary_of(output: Path, hint: str) -> dict:
     """``summary.json`` of an output folder the user named; if it is not one, a
     :class:`UsageError` that says what is wrong with it, then ``hint`` (what to do)."""
+    from .output import check_path
+
+    check_path("-o/--output", output)
     summary = output / "summary.json"
     try:
         doc = json.loads(summary.read_text(encoding="utf-8"))
@@ -55,6 +58,9 @@ def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
     ``output`` the user named must be an mhc output: taking the default cache for a mistyped
     one would show, clear or mark the wrong cache."""
     if cache is not None:
+        from .output import check_path
+
+        check_path("--cache", cache)
         return cache
     return _cache_in(_summary_of(output, CACHE_HINT) if output is not None else {})
 
@@ -112,8 +118,11 @@ def report_command(
     """
     from .report import rebuild_report
 
+    from .output import check_path
+
     _setup_logging(False)
     with user_errors():
+        check_path("-o/--output", output)
         page = rebuild_report(output, workers=workers)
     out.print(f"report: {page}", highlight=False, soft_wrap=True)
 

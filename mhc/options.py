@@ -245,8 +245,13 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     out = Path(os.path.abspath(o.output))
     cache = o.cache_path()
     from .cache import check_cache_path
-    from .output import check_output
+    from .output import check_output, check_path
 
+    check_path("-i/--input", inp)
+    if outputs:
+        check_path("-o/--output", out)
+    if cache is not None:
+        check_path("--cache", cache)
     if not inp.exists():
         raise UsageError(f"input folder {o.input} does not exist; pass -i/--input FOLDER with your media")
     if not inp.is_dir():

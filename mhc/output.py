@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
-from .errors import EnvironmentFault, MhcError, UsageError
+from .errors import EnvironmentFault, MhcError, UsageError, printable
 from .journal import do_change, read_journal, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
@@ -60,6 +60,23 @@ _SIBLING_EXTRA = len(".") + len(STAGING_INFIX) + 10
 
 
 # -- checks -----------------------------------------------------------------------------
+_PATH_MAX = 4096
+
+
+def check_path(flag: str, path: Path) -> None:
+    """Refuse a path the user gave that no filesystem here can hold: a name over 255 bytes or
+    a path over 4096 (Linux's limits, and most others'). Looked at first: every os.stat of it
+    would raise ENAMETOOLONG, wherever that happens to be."""
+    full = os.fsencode(os.path.abspath(path))
+    longest = max(full.split(b"/"), key=len)
+    if len(longest) > _NAME_MAX:
+        raise UsageError(f"{flag} {printable(str(path))}: a name in it is {len(longest)} bytes long, and a file or "
+                         f"folder name may have at most {_NAME_MAX}; give a shorter one")
+    if len(full) >= _PATH_MAX:
+        raise UsageError(f"{flag}: the path is {len(full)} bytes long, and a path may have at most {_PATH_MAX - 1}; "
+                         f"give a shorter one")
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
@@ -76,11 +93,12 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
     if _is_within(real, rin):
         raise UsageError(f"--output {out} is inside the input folder {inp}; mhc never writes there. Choose a "
                          f"folder outside it, e.g. {rin.parent / (rin.name + '-clusters')}")
-    if real.exists() and not real.is_dir():
-        raise UsageError(f"--output {out} exists and is not a folder; choose another path")
+    # the name first: exists() raises on a name longer than the filesystem allows
     if len(os.fsencode(real.name)) + _SIBLING_EXTRA > _NAME_MAX:
         raise UsageError(f"--output {out}: the folder name is too long for the temporary folder mhc makes beside "
                          f"it; use a name of at most {_NAME_MAX - _SIBLING_EXTRA} bytes")
+    if real.exists() and not real.is_dir():
+        raise UsageError(f"--output {out} exists and is not a folder; choose another path")
     if real.is_dir() and not (real / MARKER).exists():
         try:
             empty = next(real.iterdir(), None) is None
@@ -378,8 +396,12 @@ def fault(e: OSError, what: str) -> MhcError:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
     if e.errno == errno.ENAMETOOLONG:
-        return UsageError(f"{what}: a name is too long for this filesystem ({e.filename2 or e.filename})")
-    return EnvironmentFault(f"{what}: {e.strerror or e}")
+        return UsageError(f"{what}: a name is too long for this filesystem ({e.filename2 or e.filename}); choose "
+                          f"an --output with a shorter path")
+    # anything else (a folder that cannot hold folders, such as /proc; an I/O error): still
+    # one line that says what to do
+    return EnvironmentFault(f"{what}: {e.strerror or e}; choose another --output, or fix this one and run again "
+                            f"(the previous output is unchanged)")
 
 
 def _out_of_inodes(filename) -> bool:

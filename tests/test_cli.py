@@ -350,3 +350,42 @@ def test_ctrl_c_with_no_cache_does_not_claim_a_cache(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "nothing was saved (--no-cache)" in " ".join(err.split()), err
     assert "kept in the cache" not in err
+
+
+LONG = "n" * 300  # a name no filesystem here holds: every os.stat of it raises ENAMETOOLONG
+
+
+@pytest.mark.parametrize("args", [
+    ["-o", "{tmp}/" + LONG], ["-o", "{tmp}/" + LONG + "/out"], ["-i", "{tmp}/" + LONG, "-o", "{tmp}/o"],
+    ["-o", "{tmp}/o", "--cache", "{tmp}/" + LONG + ".sqlite"], ["pairs", "-o", "{tmp}/" + LONG, "-a", "phash_8", "-t", "3"],
+    ["pairs", "-i", "{tmp}/" + LONG, "-a", "phash_8", "-t", "3"], ["report", "-o", "{tmp}/" + LONG],
+    ["cache", "info", "--cache", "{tmp}/" + LONG], ["cache", "clear", "-o", "{tmp}/" + LONG],
+    ["ignore", "-o", "{tmp}/" + LONG, "a.jpg", "b.jpg"],
+])
+def test_a_name_too_long_for_any_filesystem_is_one_line(corpus, tmp_path, args):
+    r = run_cli(*(a.replace("{tmp}", str(tmp_path)) for a in args), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "at most 255" in r.stderr, r.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name != "photos"]  # nothing made
+
+
+def test_an_exception_outside_the_commands_handlers_is_one_line(monkeypatch, capsys):
+    """The last net in main(): whatever escapes a command's own handling is one line, exit 70."""
+    from mhc import cli
+
+    class Broken:
+        def main(self, **kw):
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli.typer.main, "get_command", lambda app: Broken())
+    monkeypatch.delenv("MHC_DEBUG", raising=False)
+    assert cli.main(["cache", "info"]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("mhc failed unexpectedly: RuntimeError: boom.") and len(err.splitlines()) == 1, err
+
+
+def test_an_output_where_no_folder_can_be_made_says_what_to_do(corpus):
+    # /proc holds no folders of ours: mkdir fails with an errno that has no advice of its own
+    r = run_cli("-i", str(corpus), "-o", "/proc/mhc-out", "-a", "phash_8", "-q", "--no-cache")
+    assert r.returncode == 3, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "choose another --output" in r.stderr, r.stderr
