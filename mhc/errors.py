@@ -14,7 +14,10 @@ Exit statuses of ``mhc`` (also in the README):
 """
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
@@ -49,3 +52,40 @@ def printable(path: str) -> str:
     characters are shown as escapes instead of crashing or garbling the terminal."""
     text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def fault(e: OSError, what: str) -> MhcError:
+    """An OSError while writing -> one line saying what happened and what to do."""
+    if e.errno == errno.ENOSPC and any(_out_of_inodes(f) for f in (e.filename2, e.filename)):  # a link: filename2
+        # space is left, but no room for one more file: "the disk is full" would send the
+        # user to `df`, which shows free space (an output holds a link per file per threshold)
+        return EnvironmentFault(f"{what}: the filesystem has no free inodes left (room for no more files, though "
+                                f"space remains: see df -i); delete files there or choose another --output, and run "
+                                f"again (the previous output is unchanged)")
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        return EnvironmentFault(f"{what}: the disk is full; free some space and run again (the previous output "
+                                f"is unchanged)")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
+    if e.errno == errno.ENAMETOOLONG:
+        return UsageError(f"{what}: a name is too long for this filesystem ({e.filename2 or e.filename}); choose "
+                          f"an --output with a shorter path")
+    # anything else (a folder that cannot hold folders, such as /proc; an I/O error): still
+    # one line that says what to do
+    return EnvironmentFault(f"{what}: {e.strerror or e}; choose another --output, or fix this one and run again "
+                            f"(the previous output is unchanged)")
+
+
+def _out_of_inodes(filename) -> bool:
+    """True if the filesystem of ``filename`` (or its nearest existing folder) has space but
+    no free inode."""
+    if not filename:
+        return False
+    path = Path(os.fsdecode(filename))
+    for folder in (path, *path.parents):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            continue
+        return st.f_files > 0 and st.f_favail == 0 and st.f_bavail > 0
+    return False

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from . import forked
-from .errors import FileError, MhcError
+from .errors import FileError, MhcError, fault
 from .events import Progress, report
 from .names import cluster_folder
-from .output import OutputFolder, fault
+from .output import OutputFolder
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .sweep import Partition
 
