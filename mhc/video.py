@@ -11,6 +11,7 @@ copy hashes like the original. OpenCV is the fallback reader for files PyAV cann
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +122,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
             duration = container.duration / 1e6
         w, h = stream.codec_context.width, stream.codec_context.height
         if duration <= 0 or not w or not h:
-            raise DecodeError("video has no duration or size (damaged or not a video)")
+            raise DecodeError(_image_inside(path) or "video has no duration or size (damaged or not a video)")
         t0 = float((stream.start_time or 0) * tb)
         targets = _targets(duration, settings.frames)
         interval = duration / (settings.frames + 1)
@@ -195,6 +196,9 @@ def _scaled(w: int, h: int, min_side: int) -> tuple[int, int]:
 def _sample_opencv(path: str, settings: VideoSettings, color: bool):
     import cv2
 
+    # OpenCV's FFmpeg backend prints FFmpeg's complaints ("moov atom not found") straight to
+    # the terminal, outside mhc's one line per file; it reads this once, at its first use
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     cap = cv2.VideoCapture(path)
     try:
         if not cap.isOpened():
@@ -245,8 +249,6 @@ def _content_box(frames: list[Image.Image]) -> tuple[int, int, int, int]:
 
 
 def _reason(path: str, e: Exception) -> str:
-    import os
-
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
@@ -256,5 +258,29 @@ def _reason(path: str, e: Exception) -> str:
             return "not a video: the file holds text"
     except OSError as oe:
         return f"cannot read file ({oe.strerror})"
-    msg = str(e).split(":")[-1].strip() or type(e).__name__
-    return f"not a readable video ({msg})"
+    # FFmpeg's errors carry the path in str(e); the reason alone is its strerror
+    msg = getattr(e, "strerror", None) or str(e).split(":")[-1].strip() or type(e).__name__
+    return _image_inside(path) or f"not a readable video: damaged, cut short or not a video ({msg})"
+
+
+def _image_inside(path: str) -> str | None:
+    """The reason for a picture saved under a video's extension (FFmpeg may open a JPEG or
+    PNG as a one-frame stream without a duration, or not at all): say so, since the user
+    can fix it, where "damaged" would send them looking for a broken file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    # strict signatures only: AVI is RIFF too (WebP is RIFF....WEBP), and BMP's "BM" is too short to trust
+    for magic, fmt in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
+                       (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")):
+        if head.startswith(magic):
+            break
+    else:
+        if not (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+            return None
+        fmt = "WebP"
+    ext = os.path.splitext(path)[1]
+    return (f"a {fmt} image with a video's extension ({ext}): mhc tells images from videos by extension; "
+            f"a copy with an image extension would be hashed")

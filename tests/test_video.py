@@ -100,19 +100,29 @@ def test_letterbox_bars_are_cropped(clips):
     assert len(full.frames) == 4
 
 
-def test_corrupt_videos_reported_and_run_goes_on(clips, tmp_path):
+def test_corrupt_videos_reported_and_run_goes_on(clips, tmp_path, capfd):
     inp = tmp_path / "in"
     good = make_video(inp / "good.mp4", [photo(1), photo(2)])
     data = good.read_bytes()
     (inp / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (inp / "cut before the index.mp4").write_bytes(data[:2000])  # no moov atom: FFmpeg has words for it
+    photo(4).save(inp / "photo.jpg.mp4", "JPEG")  # a picture under a video's extension
     (inp / "empty.mp4").write_bytes(b"")
     (inp / "notes.mp4").write_text("this is not a video\n" * 20)
     _audio_only(inp / "song.mkv")
     save(photo(3), inp / "still.jpg")
     res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1))
     rows = {r["path"]: r["reason"] for r in csv.DictReader((tmp_path / "out" / "errors.csv").open())}
-    assert set(rows) == {str(inp / n) for n in ("truncated.mp4", "empty.mp4", "notes.mp4", "song.mkv")}
-    assert "truncated" in rows[str(inp / "truncated.mp4")] or "damaged" in rows[str(inp / "truncated.mp4")]
+    assert set(rows) == {str(inp / n) for n in ("truncated.mp4", "empty.mp4", "notes.mp4", "song.mkv",
+                                                "cut before the index.mp4", "photo.jpg.mp4")}
+    # (not the path: FFmpeg's own message carries it, which once made "truncated" pass here)
+    assert "truncated" in rows[str(inp / "truncated.mp4")].replace(str(inp), "") or \
+        "damaged" in rows[str(inp / "truncated.mp4")]
+    assert rows[str(inp / "cut before the index.mp4")] == ("not a readable video: damaged, cut short or not a video "
+                                                           "(Invalid data found when processing input)")
+    assert rows[str(inp / "photo.jpg.mp4")].startswith("a JPEG image with a video's extension (.mp4)")
+    # FFmpeg (through OpenCV's fallback) says nothing on the terminal: one line per file is mhc's
+    assert "moov atom" not in capfd.readouterr().err
     assert "empty" in rows[str(inp / "empty.mp4")]
     assert "text" in rows[str(inp / "notes.mp4")]
     assert "no video stream" in rows[str(inp / "song.mkv")]
