@@ -57,6 +57,8 @@ def odd_folder(tmp_path_factory) -> tuple[Path, dict[str, str], set[str]]:
     pal = photo(7).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     pal.info["transparency"] = 0
     ok(save(pal, root / "odd" / "palette.png", transparency=0))
+    # transparency as bytes (a tRNS table): Pillow warns "should be converted to RGBA" when converting
+    ok(save(pal, root / "odd" / "palette table.png", transparency=bytes(range(0, 256, 4))))
     frames = [photo(8 + k, (120, 90)) for k in range(3)]
     frames[0].save(root / "odd" / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     ok(root / "odd" / "animated.gif")
@@ -94,6 +96,11 @@ def test_every_bad_file_reported_every_good_file_placed(odd_folder, tmp_path):
     r = run_cli("-i", str(root), "-o", str(out), "-a", "phash_8", "-t", "0", "--max-pixels", "50000000", "-j", "2")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+    # stderr holds the progress bars and nothing else: no library's warning (Pillow, libpng, FFmpeg)
+    from mhc.cli import LABELS
+
+    noise = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(tuple(LABELS.values()))]
+    assert not noise, noise
     with open(out / "errors.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = {row["path"]: row["reason"] for row in csv.DictReader(f)}
     assert set(rows) == set(bad), set(rows) ^ set(bad)
