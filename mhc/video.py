@@ -22,7 +22,7 @@ from .discover import extension
 
 log = logging.getLogger(__name__)
 
-VIDEO_VERSION = "1"  # part of every video cache key
+VIDEO_VERSION = "2"  # part of every video cache key (2: frames turned upright by the stream's rotation)
 FLAT_STD = 6.0  # a frame whose grey levels vary less than this is a fade or a title card
 BAR_LEVEL = 24  # rows/columns darker than this (mean and max) count as letterbox bars
 
@@ -139,6 +139,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         gop = 0.0  # lower bound of the keyframe spacing seen so far
         reached_end = 0.0
         misses = 0
+        turns = 0  # the display rotation of the frames decoded
         for target in targets:
             want = target - max_gap - 1e-3
             # Seek only when a keyframe probably lies between here and the next sample:
@@ -165,7 +166,8 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                         last_key = t
                     if t < want:
                         continue
-                    im = frame.reformat(width=size[0], height=size[1], format=fmt).to_image()
+                    turns = _turns(frame)
+                    im = _upright(frame.reformat(width=size[0], height=size[1], format=fmt).to_image(), turns)
                     if _usable(im):
                         got = im
                         break
@@ -182,7 +184,25 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         if targets and reached_end < targets[-1] - max(2.0, interval) and misses > len(targets) // 4:
             raise DecodeError(f"truncated or damaged video: frames end at {reached_end:.1f} s of {duration:.1f} s")
         container_format = (container.format.name or "").split(",")[0] or None
+        if turns in (90, 270):  # the size as shown, as for an image's EXIF orientation
+            w, h = h, w
         return frames, duration, w, h, container_format
+
+
+# Phones store a portrait video as landscape frames plus a display matrix that turns them; every
+# player, and any re-encode, shows them turned. Counter-clockwise degrees, as PIL's rotations.
+_TURN = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def _turns(frame) -> int:
+    """The display rotation of a frame: PyAV's ``VideoFrame.rotation`` (PyAV >= 14; 0 before,
+    where frames are hashed as stored), in counter-clockwise degrees, 0 to 359."""
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+
+
+def _upright(im: Image.Image, turns: int) -> Image.Image:
+    turn = _TURN.get(turns)
+    return im.transpose(turn) if turn is not None else im
 
 
 def _scaled(w: int, h: int, min_side: int) -> tuple[int, int]:

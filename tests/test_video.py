@@ -233,3 +233,56 @@ def test_few_frames_per_video_still_match_a_reencode(clips, tmp_path):
         i = {p: k for k, p in enumerate(res.files)}
         d = res.algorithms[0].metric.between([i[str(a)], i[str(a)]], [i[str(r)], i[str(b)]])
         assert d[0] <= 2 and d[0] < d[1], (frames, d)
+
+
+def _with_display_rotation(src: Path, dst: Path) -> Path:
+    """``src`` as a phone stores a portrait video: the same bytes, with the track's display
+    matrix (tkhd) set to turn it 90 degrees clockwise when shown (FFmpeg reads -90)."""
+    import struct
+
+    data = bytearray(src.read_bytes())
+    i = data.find(b"tkhd")
+    assert i > 0 and data[i + 4] == 0, "a version-0 tkhd box"
+    matrix = i + 4 + 4 + 5 * 4 + 8 + 4 * 2  # size/type, version+flags, times, ids, reserved, layer...volume
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _turned_reencode(src: Path, dst: Path) -> Path:
+    """What a player shows and a re-encode keeps: every frame of ``src`` turned 90 degrees
+    clockwise, encoded again (no rotation flag)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        st_in = inp.streams.video[0]
+        st = out.add_stream("libx264", rate=12)
+        st.width, st.height, st.pix_fmt = st_in.height, st_in.width, "yuv420p"
+        for frame in inp.decode(st_in):
+            im = frame.to_image().transpose(Image.Transpose.ROTATE_270)
+            for pkt in st.encode(av.VideoFrame.from_image(im).reformat(format="yuv420p")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return dst
+
+
+def test_a_phone_video_with_a_rotation_flag_matches_its_upright_copy(tmp_path):
+    """Phones store portrait video as landscape frames plus a display rotation; players, and
+    any re-encode, show it turned. mhc hashes what is shown, as it does for EXIF orientation."""
+    import av
+
+    stored = make_video(tmp_path / "src" / "stored.mp4", [photo(31), photo(32), photo(33)], seconds=1.5)
+    inp = tmp_path / "in"
+    flagged = _with_display_rotation(stored, inp / "phone" / "VID_0001.mp4")
+    with av.open(str(flagged)) as c:
+        assert next(c.decode(c.streams.video[0])).rotation == -90  # FFmpeg reads the flag
+    (inp / "shared").mkdir()
+    upright = _turned_reencode(stored, inp / "shared" / "upright.mp4")
+    make_video(inp / "other.mp4", [photo(34), photo(35), photo(36)], seconds=1.5)
+    res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], thresholds="0:8:1", workers=1))
+    assert cluster_of(res, flagged, 6, "phash_8") == {str(flagged), str(upright)}
+    info = json.loads((tmp_path / "out" / "summary.json").read_text())["file_info"]
+    k = res.files.index(str(flagged))
+    assert (info["width"][k], info["height"][k]) == (240, 320)  # the size as shown
