@@ -13,9 +13,10 @@ from pathlib import Path
 from PIL import Image
 
 from .decode import DecodeError, DecodeSettings, open_image
+from .discover import classify
 from .events import Progress, report
 from .runner import MIN_FILES_FOR_POOL, _terminate, local_executor
-from .video import VideoSettings, sample_frames
+from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 THUMB_SIDE = 200
 THUMB_DIR = Path(".mhc") / "thumbs"
@@ -28,6 +29,8 @@ def thumb_name(path: str) -> str | None:
     except OSError:
         return None
     key = os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}".encode()
+    if classify(path) == "video":  # a video's frames changed with VIDEO_VERSION (turned upright in 2)
+        key += f"|v{VIDEO_VERSION}".encode()
     return hashlib.sha1(key).hexdigest()[:20] + ".jpg"
 
 

@@ -286,3 +286,7 @@ def test_a_phone_video_with_a_rotation_flag_matches_its_upright_copy(tmp_path):
     info = json.loads((tmp_path / "out" / "summary.json").read_text())["file_info"]
     k = res.files.index(str(flagged))
     assert (info["width"][k], info["height"][k]) == (240, 320)  # the size as shown
+    from mhc.thumbs import THUMB_DIR, thumb_name
+
+    with Image.open(tmp_path / "out" / THUMB_DIR / thumb_name(str(flagged))) as thumb:
+        assert thumb.height > thumb.width  # the report shows it upright too
