@@ -273,6 +273,8 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
     except (OSError, TimeoutError) as e:
         raise EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({e}); check the address, "
                                f"e.g. --dask tcp://scheduler:8786") from None
+    except ValueError as e:  # an address validate() let through that Dask still refuses
+        raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None
     try:
         yield client.get_executor()
     finally:

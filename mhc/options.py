@@ -383,3 +383,19 @@ def _check_libraries(options: Options) -> None:
     for module, what, extra in needs:
         if importlib.util.find_spec(module) is None:
             raise UsageError(f"{what}: pip install 'mhc[{extra}]'")
+    if options.dask:
+        _check_dask_address(options.dask)
+
+
+def _check_dask_address(address: str) -> None:
+    """An address Dask cannot parse is the user's typo: said before any scanning (Client()
+    would raise a bare ValueError once hashing starts)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--dask {address!r} is not a scheduler address ({e}); write e.g. --dask "
+                         f"tcp://scheduler:8786, as `dask scheduler` prints it") from None

@@ -15,7 +15,7 @@ from mhc.pairs import Edges, iter_pairs
 from mhc.runner import guided_batches
 from mhc.sweep import spanning_forest, sweep
 
-from conftest import tree_digest
+from conftest import run_cli, tree_digest
 
 sweep_module = importlib.import_module("mhc.sweep")  # mhc.sweep is also the function's name
 
@@ -117,6 +117,15 @@ def test_unreachable_dask_scheduler_is_a_clear_error(corpus, tmp_path):
 
     with pytest.raises(MhcError, match="cannot reach the Dask scheduler"):
         run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], dask="tcp://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
+def test_a_dask_address_that_is_not_one_is_refused_before_scanning(corpus, tmp_path, address):
+    pytest.importorskip("distributed")
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "-a", "phash_8", "--dask", address)
+    assert r.returncode == 2, r.stderr  # a typo, not "mhc failed unexpectedly" (70)
+    assert len(r.stderr.splitlines()) == 1 and "is not a scheduler address" in r.stderr, r.stderr
+    assert "Scanning" not in r.stderr and not (tmp_path / "o").exists()
 
 
 def test_no_unclustered_links_and_changed_only(corpus, tmp_path):
