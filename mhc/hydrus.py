@@ -75,7 +75,11 @@ class HydrusClient:
     def __init__(self, api_url: str, api_key: str, *, retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
                  ca_cert: str | Path | None = None, insecure: bool = False):
         self.url = api_url.strip().rstrip("/")
-        parts = urllib.parse.urlsplit(self.url)
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            parts.port  # noqa: B018  (parsed on access: "http://h:x" raises here)
+        except ValueError as e:  # "http://[::1": an unclosed IPv6 bracket, a port that is not a number
+            raise UsageError(f"--api-url {api_url!r} is not a valid address ({e}), e.g. http://127.0.0.1:45869") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(f"--api-url {api_url!r} is not an http:// or https:// address, e.g. http://127.0.0.1:45869")
         self.key = api_key.strip()  # $(cat keyfile) keeps the newline; a header cannot hold it

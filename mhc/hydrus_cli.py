@@ -49,6 +49,7 @@ def hydrus_push(
 
     Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
+    from .algorithms import parse_algorithm
     from .collection import hash_folder
     from .hydrus import HydrusClient, push_pairs
 
@@ -58,6 +59,10 @@ def hydrus_push(
             raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
         if retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {retries}")
+        # the algorithm and threshold before the client: a typo is said without a network round trip
+        bits = parse_algorithm(algo).bits
+        if not 0 <= threshold <= bits:
+            raise UsageError(f"--threshold must be 0 to {bits} bits for {algo}, not {threshold}")
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = hash_folder(input, [algo], cache=cache, workers=workers)

@@ -175,6 +175,22 @@ def test_an_unreachable_client_and_a_bad_address_are_one_line(photos):
     assert r.returncode == 2 and "is not an http:// or https:// address" in r.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--api-url", "http://[::1"], "is not a valid address (Invalid IPv6 URL)"),
+    (["--api-url", "http://hydrus:port"], "is not a valid address"),
+    (["-a", "phash_8", "-t", "99"], "--threshold must be 0 to 64 bits for phash_8, not 99"),
+    (["-a", "nope_8"], "unknown algorithm 'nope'"),
+])
+def test_typos_are_said_before_the_client_is_asked(photos, args, message):
+    # the client at port 9 is unreachable: these lines prove nothing was sent first
+    base = {"-a": "phash_8", "-t": "8", "--api-url": "http://127.0.0.1:9"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    r = run_cli("hydrus", "push", *[x for kv in base.items() for x in kv], "-i", str(photos), "--api-key", KEY,
+                "--retries", "0")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
 def test_push_help_documents_the_options():
     out = " ".join(run_cli("hydrus", "push", "--help").stdout.replace("│", " ").split())
     for opt in ("--timeout", "--ca-cert", "--insecure", "--retries", "--batch", "client.crt"):
