@@ -52,6 +52,7 @@ def hydrus_push(
     from .algorithms import parse_algorithm
     from .collection import hash_folder
     from .hydrus import HydrusClient, push_pairs
+    from .output import check_path
 
     _setup_logging(False)
     with user_errors():
@@ -63,6 +64,10 @@ def hydrus_push(
         bits = parse_algorithm(algo).bits
         if not 0 <= threshold <= bits:
             raise UsageError(f"--threshold must be 0 to {bits} bits for {algo}, not {threshold}")
+        check_path("-i/--input", input)
+        if not input.is_dir():
+            raise UsageError(f"input folder {printable(str(input))} does not exist or is not a folder; pass "
+                             f"-i/--input FOLDER with the media Hydrus holds")
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = hash_folder(input, [algo], cache=cache, workers=workers)

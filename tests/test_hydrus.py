@@ -180,13 +180,13 @@ def test_an_unreachable_client_and_a_bad_address_are_one_line(photos):
     (["--api-url", "http://hydrus:port"], "is not a valid address"),
     (["-a", "phash_8", "-t", "99"], "--threshold must be 0 to 64 bits for phash_8, not 99"),
     (["-a", "nope_8"], "unknown algorithm 'nope'"),
+    (["-i", "/nonexistent/photos"], "input folder /nonexistent/photos does not exist"),
 ])
 def test_typos_are_said_before_the_client_is_asked(photos, args, message):
     # the client at port 9 is unreachable: these lines prove nothing was sent first
-    base = {"-a": "phash_8", "-t": "8", "--api-url": "http://127.0.0.1:9"}
+    base = {"-i": str(photos), "-a": "phash_8", "-t": "8", "--api-url": "http://127.0.0.1:9"}
     base.update(dict(zip(args[::2], args[1::2])))
-    r = run_cli("hydrus", "push", *[x for kv in base.items() for x in kv], "-i", str(photos), "--api-key", KEY,
-                "--retries", "0")
+    r = run_cli("hydrus", "push", *[x for kv in base.items() for x in kv], "--api-key", KEY, "--retries", "0")
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
 
