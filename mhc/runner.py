@@ -229,9 +229,9 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
     yield from _pooled(batches, plan, workers, executor, n_workers, suspects)
     if suspects and executor is None:
         # Most suspects were only in flight beside the file that killed the worker. Straight
-        # to one process each, they cost a process start apiece, one after another: 40 s
-        # instead of 4 for one kill -9 among 400 photos (2 workers), and minutes with many
-        # workers (up to workers x 4 x 32 files). One file per task in a pool instead: a
+        # to one process each, they cost a process start apiece, one after another: 45 s
+        # instead of 22-25 for one kill -9 in a 407-file run (2 workers; docs/benchmarks.md),
+        # and minutes with many workers (up to workers x 4 x 32 files). One file per task in a pool instead: a
         # death then loses only the single files in flight, and only they go on alone.
         again: list[tuple[str, str]] = []
         yield from _pooled([[item] for item in suspects], plan, workers, None, n_workers, again)
