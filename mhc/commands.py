@@ -80,8 +80,24 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
               f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
+    stale = 0
     for k, n in info.keys.items():
-        out.print(f"  {k}: {n}", highlight=False)
+        old = _older_key(k)
+        stale += n if old else 0
+        out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False)
+    if stale:
+        out.print(f"{stale} hashes were made by an older mhc and are no longer read (their files are hashed again "
+                  f"when seen); mhc cache clear forgets every hash", highlight=False, soft_wrap=True)
+
+
+def _older_key(key: str) -> bool:
+    """A cache key whose decoder version is not this mhc's (``phash_8|d2:fast``, ``meta|v1:n20...``)."""
+    from .decode import DECODER_VERSION
+    from .video import VIDEO_VERSION
+
+    tag = key.partition("|")[2]
+    return (tag[:1] == "d" and not tag.startswith(f"d{DECODER_VERSION}:")) or \
+        (tag[:1] == "v" and not tag.startswith(f"v{VIDEO_VERSION}:"))
 
 
 @command(cache_app, "clear")

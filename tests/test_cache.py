@@ -139,6 +139,15 @@ def test_cache_info_and_clear_commands(corpus, tmp_path):
     info = run_cli("cache", "info", "--cache", str(cache))
     assert info.returncode == 0
     assert f"{n + 1} files, {2 * n} hashes, 1 failures" in info.stdout
+    assert "older mhc" not in info.stdout
+    # hashes an older decoder made (as after an upgrade) are labelled, and counted
+    import sqlite3
+
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE hashes SET hkey = 'ahash_8|d1:fast256' WHERE hkey LIKE 'ahash_8|%'")
+    info = run_cli("cache", "info", "--cache", str(cache)).stdout
+    assert "ahash_8|d1:fast256" in info and "(an older mhc decoded these; no longer read)" in info
+    assert f"{n} hashes were made by an older mhc" in info
     clear = run_cli("cache", "clear", "--cache", str(cache))
     assert clear.returncode == 0 and f"cleared {2 * n} hashes" in clear.stdout
     assert "0 files, 0 hashes" in run_cli("cache", "info", "--cache", str(cache)).stdout
