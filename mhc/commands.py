@@ -87,7 +87,8 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
         out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False)
     if stale:
         out.print(f"{stale} hashes were made by an older mhc and are no longer read (their files are hashed again "
-                  f"when seen); mhc cache clear forgets every hash", highlight=False, soft_wrap=True)
+                  f"when seen); they take room until mhc cache clear, which forgets every hash", highlight=False,
+                  soft_wrap=True)
 
 
 def _older_key(key: str) -> bool:
