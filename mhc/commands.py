@@ -14,6 +14,7 @@ from .cache import HashCache
 from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
+from .output import check_path
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -27,8 +28,6 @@ OutputOption = typer.Option(None, "-o", "--output", help="An mhc output folder: 
 def _summary_of(output: Path, hint: str) -> dict:
     """``summary.json`` of an output folder the user named; if it is not one, a
     :class:`UsageError` that says what is wrong with it, then ``hint`` (what to do)."""
-    from .output import check_path
-
     check_path("-o/--output", output)
     summary = output / "summary.json"
     try:
@@ -58,8 +57,6 @@ def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
     ``output`` the user named must be an mhc output: taking the default cache for a mistyped
     one would show, clear or mark the wrong cache."""
     if cache is not None:
-        from .output import check_path
-
         check_path("--cache", cache)
         return cache
     return _cache_in(_summary_of(output, CACHE_HINT) if output is not None else {})
@@ -134,8 +131,6 @@ def report_command(
     Example: mhc report -o data/output
     """
     from .report import rebuild_report
-
-    from .output import check_path
 
     _setup_logging(False)
     with user_errors():
