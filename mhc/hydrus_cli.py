@@ -49,10 +49,9 @@ def hydrus_push(
 
     Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
-    from .algorithms import parse_algorithm
-    from .collection import hash_folder
+    from .collection import collect
     from .hydrus import HydrusClient, push_pairs
-    from .output import check_path
+    from .options import Options, validate
 
     _setup_logging(False)
     with user_errors():
@@ -60,17 +59,15 @@ def hydrus_push(
             raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
         if retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {retries}")
-        # the algorithm and threshold before the client: a typo is said without a network round trip
-        bits = parse_algorithm(algo).bits
+        # the algorithm, input, cache and threshold before the client (what hash_folder would
+        # check, once): a typo is said without a network round trip
+        plan = validate(Options(input=input, algorithms=[algo], cache=cache, workers=workers), outputs=False)
+        bits = plan.algorithms[0].bits
         if not 0 <= threshold <= bits:
             raise UsageError(f"--threshold must be 0 to {bits} bits for {algo}, not {threshold}")
-        check_path("-i/--input", input)
-        if not input.is_dir():
-            raise UsageError(f"input folder {printable(str(input))} does not exist or is not a folder; pass "
-                             f"-i/--input FOLDER with the media Hydrus holds")
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
-        collection = hash_folder(input, [algo], cache=cache, workers=workers)
+        collection = collect(plan)
         pairs = collection.pairs(algo, threshold)
         result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
     verb = "would send" if dry_run else "sent"
