@@ -275,6 +275,18 @@ _SIGNATURES = [
 ]
 
 
+def image_signature(head: bytes, *, strict: bool = False) -> str | None:
+    """The image format a file's first bytes (``head``, 16 are enough) announce, else None.
+    ``strict``: only signatures no video container shares: not BMP's two bytes, and RIFF only
+    with WEBP at bytes 8-12 (AVI is RIFF too)."""
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic):
+            if strict and (fmt == "BMP" or (fmt == "WEBP" and head[8:12] != b"WEBP")):
+                return None
+            return fmt
+    return None
+
+
 @contextmanager
 def _pillow_limit() -> Iterator[None]:
     """Pillow's own bomb guard is replaced by mhc's check (right after the header is read,
@@ -296,9 +308,9 @@ def _unidentified_reason(path: str) -> str:
         raise _access_error(e) from None
     if not head:
         return "empty file (0 bytes)"
-    for magic, fmt in _SIGNATURES:
-        if head.startswith(magic) or (fmt == "WEBP" and head[8:12] == b"WEBP"):
-            return f"corrupt {fmt} data: the header is an image's but the rest cannot be decoded"
+    fmt = image_signature(head)
+    if fmt is not None:
+        return f"corrupt {fmt} data: the header is an image's but the rest cannot be decoded"
     if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "not an image: the file holds text"
     return "not a recognised image format (content does not match the extension)"

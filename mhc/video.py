@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import DecodeError
+from .decode import DecodeError, image_signature
 from .discover import extension
 
 log = logging.getLogger(__name__)
@@ -292,15 +292,9 @@ def _image_inside(path: str) -> str | None:
             head = f.read(16)
     except OSError:
         return None
-    # strict signatures only: AVI is RIFF too (WebP is RIFF....WEBP), and BMP's "BM" is too short to trust
-    for magic, fmt in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
-                       (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")):
-        if head.startswith(magic):
-            break
-    else:
-        if not (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-            return None
-        fmt = "WebP"
+    fmt = image_signature(head, strict=True)  # strict: AVI is RIFF too, and "BM" is too short to trust
+    if fmt is None:
+        return None
     ext = os.path.splitext(path)[1]
     return (f"a {fmt} image with a video's extension ({ext}): mhc tells images from videos by extension; "
             f"a copy with an image extension would be hashed")
