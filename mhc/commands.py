@@ -89,13 +89,14 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
 
 
 def _older_key(key: str) -> bool:
-    """A cache key whose decoder version is not this mhc's (``phash_8|d2:fast``, ``meta|v1:n20...``)."""
-    from .decode import DECODER_VERSION
-    from .video import VIDEO_VERSION
+    """A cache key whose decoder version is not this mhc's (``phash_8|d2:fast``, ``meta|v1:n20...``):
+    its tag's version part ("d2", "v1") against the one the decoders' cache_tag() makes now."""
+    from .decode import DecodeSettings
+    from .video import VideoSettings
 
-    tag = key.partition("|")[2]
-    return (tag[:1] == "d" and not tag.startswith(f"d{DECODER_VERSION}:")) or \
-        (tag[:1] == "v" and not tag.startswith(f"v{VIDEO_VERSION}:"))
+    version = key.partition("|")[2].partition(":")[0]
+    current = {t.partition(":")[0] for t in (DecodeSettings().cache_tag(), VideoSettings().cache_tag())}
+    return version[:1] in {c[:1] for c in current} and version not in current
 
 
 @command(cache_app, "clear")
