@@ -241,6 +241,8 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
         raise UsageError("--require names one algorithm twice; give each algorithm once")
     _check_combinations(options)
     _check_libraries(options)
+    if o.dask:  # after the library check: parsing it needs distributed
+        _check_dask_address(o.dask)
     inp = Path(os.path.abspath(o.input))
     out = Path(os.path.abspath(o.output))
     cache = o.cache_path()
@@ -383,8 +385,6 @@ def _check_libraries(options: Options) -> None:
     for module, what, extra in needs:
         if importlib.util.find_spec(module) is None:
             raise UsageError(f"{what}: pip install 'mhc[{extra}]'")
-    if options.dask:
-        _check_dask_address(options.dask)
 
 
 def _check_dask_address(address: str) -> None:
