@@ -5,6 +5,7 @@ Exit statuses of ``mhc`` (also in the README):
 ====  =====================================================================
 0     done
 1     done, but part of the work failed (e.g. Hydrus batches not sent)
+      or the reader of stdout closed it early (``mhc pairs | head``; click's convention)
 2     a bad option, path or file given by the user; nothing was changed
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
       another run, a service that cannot be reached

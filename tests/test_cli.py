@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 def test_cluster_py_runs_end_to_end(corpus, tmp_path):
@@ -222,6 +224,24 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     assert all(x["path_a"].startswith(str(corpus)) for x in rows)
     csv_head = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", cwd=tmp_path).stdout.splitlines()[0]
     assert csv_head == "path_a,path_b,distance"
+
+
+def test_a_reader_that_stops_early_ends_quietly_with_status_1(corpus, tmp_path):
+    """`mhc pairs | head`: the reader closes the pipe before mhc is done writing. That is
+    no fault to report (no traceback, no line), but the output was cut short, so the status
+    is 1 (as documented), never 0, and the run's own output folder is whole."""
+    out = tmp_path / "o"
+    for args in (("pairs", "-i", str(corpus), "-o", str(out), "-a", "phash_8", "-t", "6"),
+                 ("-i", str(corpus), "-o", str(out), "-a", "phash_8")):
+        if args[0] == "pairs":
+            assert run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q").returncode == 0
+        p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
+        p.stdout.close()  # closed before mhc writes a byte: its first write meets a closed pipe
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=300) == 1
+        assert "Traceback" not in err and "Error" not in err and "unexpectedly" not in err, err
+        assert (out / "summary.json").is_file()
 
 
 def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
