@@ -19,6 +19,7 @@ any other file: a ``--cache`` path holding something else is refused before any 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -56,6 +57,34 @@ CREATE TABLE IF NOT EXISTS ignored (
 """
 # Errors that say "cannot write here", never "this file is damaged"
 _WRITE_FAULTS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
+
+
+def older_version(key: str) -> bool:
+    """Whether a hash key (``phash_8|d2:fast``, ``meta|v1:n20:key:s256``, ``crops1|d3:fast``)
+    or a failure's decoder key (``d2:fast``) was made by an older decoder than this mhc's:
+    such rows are never read again. A newer mhc's keys (a cache shared across an upgrade)
+    are not older."""
+    name, sep, tag = key.partition("|")
+    if not sep:
+        name, tag = "", key
+    current = _current_versions()
+    if name.startswith("crops") and name[5:].isdigit() and int(name[5:]) < current["crops"]:
+        return True
+    version = tag.partition(":")[0]
+    kind, number = version[:1], version[1:]
+    return kind in current and number.isdigit() and int(number) < current[kind]
+
+
+@functools.cache
+def _current_versions() -> dict[str, int]:
+    # the decoders' own tags, not their format written again here (constants, imported
+    # late: the video reader loads PyAV and the crop matcher OpenCV)
+    from .crops import VERSION as CROPS_VERSION
+    from .decode import DecodeSettings
+    from .video import VideoSettings
+
+    tags = (DecodeSettings().cache_tag(), VideoSettings().cache_tag())
+    return {"crops": int(CROPS_VERSION), **{t[:1]: int(t.partition(":")[0][1:]) for t in tags}}
 
 
 @dataclass
@@ -255,7 +284,9 @@ class HashCache:
     def store(self, rows: Iterable[tuple[MediaFile, FileInfo | None, dict[str, bytes], tuple[str, str] | None]]) -> None:
         """Store, per file: its identity and facts, its new hash values (key -> value) and
         a content failure (decoder key, reason), in one transaction. A file whose identity
-        changed loses its older rows first. Write faults turn the cache read-only."""
+        changed loses its older rows first, and a file hashed again after an upgrade loses
+        the rows an older decoder made (see :func:`older_version`), so a cache does not
+        grow by a copy per upgrade. Write faults turn the cache read-only."""
         rows = list(rows)
         if not rows or not self.writable:
             return
@@ -267,6 +298,8 @@ class HashCache:
                     self.db.execute("DELETE FROM hashes WHERE path = ?", (p,))
                     self.db.execute("DELETE FROM failures WHERE path = ?", (p,))
                     self._stale.discard(p)
+                elif values or failure is not None:  # a few primary-key reads per file hashed
+                    self._drop_older(p)
                 i = info or FileInfo()
                 self.db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                                 (p, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, i.sample, i.width, i.height,
@@ -277,6 +310,13 @@ class HashCache:
                     self.db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?)", (p, *failure))
 
         self._write(write)
+
+    def _drop_older(self, p: bytes) -> None:
+        for table, column in (("hashes", "hkey"), ("failures", "dkey")):
+            old = [(p, k) for (k,) in self.db.execute(f"SELECT {column} FROM {table} WHERE path = ?", (p,))
+                   if older_version(k)]
+            if old:
+                self.db.executemany(f"DELETE FROM {table} WHERE path = ? AND {column} = ?", old)
 
     def forget_missing(self, root: str, present: Iterable[str]) -> int:
         """Drop rows of files under ``root`` that are not in ``present`` (deleted files)."""

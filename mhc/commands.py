@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .cache import HashCache
+from .cache import HashCache, older_version
 from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
@@ -79,24 +79,13 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
               f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
     stale = 0
     for k, n in info.keys.items():
-        old = _older_key(k)
+        old = older_version(k)
         stale += n if old else 0
         out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False)
     if stale:
-        out.print(f"{stale} hashes were made by an older mhc and are no longer read (their files are hashed again "
-                  f"when seen); they take room until mhc cache clear, which forgets every hash", highlight=False,
+        out.print(f"{stale} hashes were made by an older mhc and are no longer read ; each file's are dropped when it "
+                  f"is hashed again (on the next run that sees it), or all at once by mhc cache clear", highlight=False,
                   soft_wrap=True)
-
-
-def _older_key(key: str) -> bool:
-    """A cache key whose decoder version is not this mhc's (``phash_8|d2:fast``, ``meta|v1:n20...``):
-    its tag's version part ("d2", "v1") against the one the decoders' cache_tag() makes now."""
-    from .decode import DecodeSettings
-    from .video import VideoSettings
-
-    version = key.partition("|")[2].partition(":")[0]
-    current = {t.partition(":")[0] for t in (DecodeSettings().cache_tag(), VideoSettings().cache_tag())}
-    return version[:1] in {c[:1] for c in current} and version not in current
 
 
 @command(cache_app, "clear")

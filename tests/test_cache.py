@@ -153,6 +153,33 @@ def test_cache_info_and_clear_commands(corpus, tmp_path):
     assert "0 files, 0 hashes" in run_cli("cache", "info", "--cache", str(cache)).stdout
 
 
+def test_an_upgrade_leaves_no_older_rows_behind(corpus, tmp_path):
+    """After an upgrade (a new decoder version) every file is hashed again under its new
+    key. Its rows from the older decoder are never read again: they are dropped when the
+    new ones are stored, instead of staying until `mhc cache clear`. Keys of a newer mhc
+    sharing the cache are kept."""
+    o = opts(corpus, tmp_path)
+    cache = tmp_path / "cache.sqlite"
+    first = run(o)
+    with sqlite3.connect(cache) as db:  # what an older mhc would have left (decoder 1)
+        db.execute("UPDATE hashes SET hkey = replace(hkey, '|d3:', '|d1:')")
+        db.execute("UPDATE failures SET dkey = replace(dkey, 'd3:', 'd1:')")
+        db.execute("INSERT INTO hashes SELECT path, 'phash_8|d99:fast256', value FROM hashes LIMIT 1")
+        n_old = db.execute("SELECT count(*) FROM hashes WHERE hkey LIKE '%|d1:%'").fetchone()[0]
+        assert n_old > 0 and db.execute("SELECT count(*) FROM failures WHERE dkey LIKE 'd1:%'").fetchone()[0] == 1
+    assert "older mhc" in run_cli("cache", "info", "--cache", str(cache)).stdout
+    again = run(o)
+    assert again.stats.decoded == first.stats.decoded > 0  # the older keys are not read
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT count(*) FROM hashes WHERE hkey LIKE '%|d1:%'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM failures WHERE dkey LIKE 'd1:%'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM failures").fetchone()[0] == 1  # the broken file's, anew
+        assert db.execute("SELECT count(*) FROM hashes WHERE hkey LIKE '%|d99:%'").fetchone()[0] == 1
+    info = run_cli("cache", "info", "--cache", str(cache)).stdout
+    assert "older mhc" not in info
+    assert run(o).stats.decoded == 0
+
+
 def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
     """Results reach the cache in batches as they arrive, before the run ends."""
     files = discover(corpus).files
