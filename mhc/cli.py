@@ -273,7 +273,12 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
         what = "Stopped (SIGTERM)." if isinstance(e, Terminated) else "Interrupted."
-        err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
+        if getattr(e, "output_replaced", False):  # it came while the new tree was swapped in
+            err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
+                      f"{' (nothing was cached: --no-cache)' if no_cache else '; every hash is in the cache'}.",
+                      soft_wrap=True)
+        else:
+            err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
         raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise

@@ -10,6 +10,7 @@ Exit statuses of ``mhc`` (also in the README):
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
       another run, a service that cannot be reached
 130   interrupted (Ctrl-C); the previous output is unchanged
+      (or, held back during the swap, the new one is complete: the line says which)
 143   stopped by SIGTERM (``kill``, ``timeout``, a service manager); as 130
 ====  =====================================================================
 """

@@ -8,7 +8,7 @@ Layout (compatible with peterlevi/image-clustering)::
 A run builds what changed in a hidden sibling folder; folders whose content is unchanged
 are *moved* into it (a rename, however many links they hold), and folders that changed a
 little are moved and patched (see :mod:`mhc.patching`), in a short critical section with
-signals blocked and a journal, so a killed run is rolled back by the next one. Then
+signals held back and a journal, so a killed run is rolled back by the next one. Then
 the two trees are exchanged in one ``renameat2(RENAME_EXCHANGE)`` and the old one is
 removed by a detached process (deleting only what mhc made, never following a link), so
 nobody waits for 100,000 unlinks.
@@ -19,7 +19,6 @@ one line naming it, and the output is left as it was.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -27,8 +26,10 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
@@ -127,16 +128,41 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
 
 # -- the output folder ----------------------------------------------------------
 _RENAME_EXCHANGE = 2
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_held(held: list[int]) -> Iterator[None]:
+    """Hold back Ctrl-C, SIGTERM and SIGHUP for a critical section: ``held`` gets the
+    signals that came, for the caller to raise again when it is safe (after the section:
+    until then the handlers are the ones that record).
+
+    Not pthread_sigmask: it blocks the calling thread only, and the kernel hands a signal
+    to any thread that does not block it (OpenBLAS's, FFmpeg's), whose C handler then has
+    Python raise KeyboardInterrupt in the main thread mid-section. A Python handler runs
+    in the main thread whichever thread took the signal, so recording it there holds.
+    Python runs no handler in other threads: a section there cannot be interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in _HELD:
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # ignored (nohup) stays ignored
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2). False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        fn = libc.renameat2
+        # the process's own symbols (libc's among them): ctypes.util.find_library would
+        # run ldconfig in a subprocess, in the commit's critical section
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
     at_fdcwd = -100
@@ -260,8 +286,31 @@ class OutputFolder:
             return
         journal = self.staging / JOURNAL
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
+        held: list[int] = []
+        try:
+            with _signals_held(held):
+                old = self._swap_in(journal)
+        finally:
+            if held and not self.committed:
+                signal.raise_signal(held[0])  # the old tree is whole again: an ordinary interrupt
+        if old == self.staging:
+            renamed = self._old_name()
+            os.rename(old, renamed)
+            old = renamed
+        retire(old, self._background)
+        if held:
+            try:
+                signal.raise_signal(held[0])
+            except KeyboardInterrupt as e:
+                # it came during the swap, so the new tree is in place: the line must not
+                # say "the previous output is unchanged" (mhc.cli reads this)
+                e.output_replaced = True  # type: ignore[attr-defined]
+                raise
+
+    def _swap_in(self, journal: Path) -> Path:
+        """The critical section: make the journalled changes, swap the trees. On any
+        failure the changes are undone, so the old tree is whole. Returns the old tree."""
         started = 0
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         try:
             fd = os.open(journal, os.O_WRONLY)
             try:
@@ -286,18 +335,12 @@ class OutputFolder:
                     raise
             self.committed = True
             (self.out / JOURNAL).unlink()
+            return old
         except BaseException:  # OSError, or anything else: never leave the old tree in pieces
             if not self.committed:
                 undo_changes(self._ops[:started])
                 journal.unlink(missing_ok=True)
             raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        if old == self.staging:
-            renamed = self._old_name()
-            os.rename(old, renamed)
-            old = renamed
-        retire(old, self._background)
 
     def _old_name(self) -> Path:
         # pid and a clock: two runs in one process must not meet an old tree that the

@@ -157,6 +157,68 @@ def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, si
     assert not staging()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_held_back_during_the_swap_says_the_new_output_is_in_place(corpus, tmp_path, monkeypatch,
+                                                                            capsys, sig):
+    """The swap of the trees runs with signals blocked; one that comes then is raised just
+    after, when the new tree is in place. Its line must say so: "the previous output is
+    unchanged" would send the user looking for a tree that is gone."""
+    import mhc.output
+    from mhc.cli import main
+
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    common = ("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q")
+    assert main([*common, "-t", "0"]) == 0
+    exchange = mhc.output._exchange
+
+    def signalled_exchange(a, b):  # the signal arrives in the blocked section, as a Ctrl-C would
+        os.kill(os.getpid(), sig)
+        return exchange(a, b)
+
+    monkeypatch.setattr(mhc.output, "_exchange", signalled_exchange)
+    capsys.readouterr()
+    assert main([*common, "-t", "3"]) == STOPPED[sig][0]
+    err = capsys.readouterr().err
+    assert err.startswith(STOPPED[sig][1]) and "new output was already in place and is complete" in err, err
+    assert "unchanged" not in err and len(err.strip().splitlines()) == 1
+    summary = _complete(out)
+    assert [t["threshold"] for t in summary["algorithms"]["phash_8"]["thresholds"]] == [3]  # the new tree
+    assert not list(tmp_path.glob(".out.mhc-staging-*"))
+    assert gone_soon(tmp_path, ".out.mhc-old-*")  # the old tree is removed as after any run
+
+
+def test_a_signal_held_back_while_the_swap_fails_leaves_the_old_tree(corpus, tmp_path, monkeypatch):
+    """A Ctrl-C held back during a swap that then fails (the disk filled): the changes are
+    undone first, then the interrupt is raised as an ordinary one (the old tree is whole)."""
+    import errno
+
+    import mhc.output
+
+    o = dict(input=corpus, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    run(Options(thresholds="0", **o))
+    before = tree_digest(tmp_path / "out")
+    exchange = mhc.output._exchange
+
+    def failing_exchange(a, b):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise OSError(errno.ENOSPC, "No space left on device", str(a))
+
+    monkeypatch.setattr(mhc.output, "_exchange", failing_exchange)
+    with pytest.raises(KeyboardInterrupt) as e:
+        run(Options(thresholds="0:1:1", **o), background_cleanup=False)
+    assert not getattr(e.value, "output_replaced", False)
+    assert tree_digest(tmp_path / "out") == before
+    monkeypatch.setattr(mhc.output, "_exchange", exchange)
+    # in a thread that is not the main one, Python runs no signal handler: nothing to hold
+    import threading
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(run(Options(thresholds="1", **o), background_cleanup=False)))
+    t.start()
+    t.join(120)
+    assert done and _complete(tmp_path / "out")
+
+
 def test_two_runs_on_one_output_do_not_interleave(corpus, tmp_path):
     out = tmp_path / "out"
     with OutputFolder(out, corpus):
