@@ -1,4 +1,5 @@
-"""The changes a commit makes before the swap, each undoable (see :mod:`mhc.output`).
+"""The commit's critical section (see :mod:`mhc.output`): the changes it makes before
+the swap, each undoable; the swap itself; the signals held back meanwhile.
 
 A change is ``[kind, a, b]``: ``mv`` a -> b, ``mkdir`` a, ``rmdir`` a, ``ln`` (symbolic
 link b holding a), ``rm`` (the symbolic link b, holding a). The journal file is a
@@ -7,9 +8,14 @@ after a kill, exactly the changes begun are undone (the last only if it was made
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -63,3 +69,51 @@ def undo_changes(ops: list[list[str]]) -> None:
         elif kind == "rm":
             if not os.path.lexists(b) and os.path.isdir(os.path.dirname(b)):
                 os.symlink(a, b)
+
+
+_RENAME_EXCHANGE = 2
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def signals_held(held: list[int]) -> Iterator[None]:
+    """Hold back Ctrl-C, SIGTERM and SIGHUP for a critical section: ``held`` gets the
+    signals that came, for the caller to raise again when it is safe (after the section:
+    until then the handlers are the ones that record).
+
+    Not pthread_sigmask: it blocks the calling thread only, and the kernel hands a signal
+    to any thread that does not block it (OpenBLAS's, FFmpeg's), whose C handler then has
+    Python raise KeyboardInterrupt in the main thread mid-section. A Python handler runs
+    in the main thread whichever thread took the signal, so recording it there holds.
+    Python runs no handler in other threads: a section there cannot be interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in _HELD:
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # ignored (nohup) stays ignored
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2). False where unsupported."""
+    try:
+        # the process's own symbols (libc's among them): ctypes.util.find_library would
+        # run ldconfig in a subprocess, in the commit's critical section
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))

@@ -18,23 +18,19 @@ one line naming it, and the output is left as it was.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, UsageError, fault, printable
-from .journal import do_change, read_journal, undo_changes
+from .journal import do_change, exchange, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
     CLUSTER_FOLDER,
@@ -127,54 +123,6 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
 
 
 # -- the output folder ----------------------------------------------------------
-_RENAME_EXCHANGE = 2
-_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def _signals_held(held: list[int]) -> Iterator[None]:
-    """Hold back Ctrl-C, SIGTERM and SIGHUP for a critical section: ``held`` gets the
-    signals that came, for the caller to raise again when it is safe (after the section:
-    until then the handlers are the ones that record).
-
-    Not pthread_sigmask: it blocks the calling thread only, and the kernel hands a signal
-    to any thread that does not block it (OpenBLAS's, FFmpeg's), whose C handler then has
-    Python raise KeyboardInterrupt in the main thread mid-section. A Python handler runs
-    in the main thread whichever thread took the signal, so recording it there holds.
-    Python runs no handler in other threads: a section there cannot be interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for sig in _HELD:
-        handler = signal.getsignal(sig)
-        if handler not in (signal.SIG_IGN, None):  # ignored (nohup) stays ignored
-            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2). False where unsupported."""
-    try:
-        # the process's own symbols (libc's among them): ctypes.util.find_library would
-        # run ldconfig in a subprocess, in the commit's critical section
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd = -100
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
 def lock_path(out: Path) -> Path:
     """The lock file of an output: in mhc's own cache folder (beside the output only if
     that folder cannot be written)."""
@@ -288,7 +236,7 @@ class OutputFolder:
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
         held: list[int] = []
         try:
-            with _signals_held(held):
+            with signals_held(held):
                 old = self._swap_in(journal)
         finally:
             if held and not self.committed:
@@ -323,7 +271,7 @@ class OutputFolder:
                     do_change(op, self.staging)
             finally:
                 os.close(fd)
-            if _exchange(self.staging, self.out):
+            if exchange(self.staging, self.out):
                 old = self.staging
             else:
                 old = self._old_name()

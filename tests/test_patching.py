@@ -271,7 +271,7 @@ def test_without_renameat2_the_swap_is_two_renames_and_a_failure_between_them_is
                                                                                        monkeypatch):
     import mhc.output as output
 
-    monkeypatch.setattr(output, "_exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
+    monkeypatch.setattr(output, "exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
     out = tmp_path / "out"
     run(Options(input=corpus, output=out, **O), background_cleanup=False)
     save(photo(4247), corpus / "new1.jpg")

@@ -169,13 +169,13 @@ def test_a_signal_held_back_during_the_swap_says_the_new_output_is_in_place(corp
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
     common = ("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q")
     assert main([*common, "-t", "0"]) == 0
-    exchange = mhc.output._exchange
+    exchange = mhc.output.exchange
 
     def signalled_exchange(a, b):  # the signal arrives in the blocked section, as a Ctrl-C would
         os.kill(os.getpid(), sig)
         return exchange(a, b)
 
-    monkeypatch.setattr(mhc.output, "_exchange", signalled_exchange)
+    monkeypatch.setattr(mhc.output, "exchange", signalled_exchange)
     capsys.readouterr()
     assert main([*common, "-t", "3"]) == STOPPED[sig][0]
     err = capsys.readouterr().err
@@ -197,18 +197,18 @@ def test_a_signal_held_back_while_the_swap_fails_leaves_the_old_tree(corpus, tmp
     o = dict(input=corpus, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
     run(Options(thresholds="0", **o))
     before = tree_digest(tmp_path / "out")
-    exchange = mhc.output._exchange
+    exchange = mhc.output.exchange
 
     def failing_exchange(a, b):
         os.kill(os.getpid(), signal.SIGINT)
         raise OSError(errno.ENOSPC, "No space left on device", str(a))
 
-    monkeypatch.setattr(mhc.output, "_exchange", failing_exchange)
+    monkeypatch.setattr(mhc.output, "exchange", failing_exchange)
     with pytest.raises(KeyboardInterrupt) as e:
         run(Options(thresholds="0:1:1", **o), background_cleanup=False)
     assert not getattr(e.value, "output_replaced", False)
     assert tree_digest(tmp_path / "out") == before
-    monkeypatch.setattr(mhc.output, "_exchange", exchange)
+    monkeypatch.setattr(mhc.output, "exchange", exchange)
     # in a thread that is not the main one, Python runs no signal handler: nothing to hold
     import threading
 
