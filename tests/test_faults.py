@@ -83,6 +83,24 @@ def test_cache_path_at_an_existing_file_or_folder_is_refused_untouched(photos, t
     assert tree_digest(tmp_path) == before  # nothing renamed, nothing created
 
 
+@pytest.mark.parametrize("where", ["another output", "a file in it", "a file deep in it"])
+def test_cache_in_another_mhc_output_is_refused(photos, tmp_path, where):
+    """A cache put in another mhc output is a file mhc did not write there: that output
+    could never be written again (every rerun refused it). Refused before any work, and
+    no longer suggested ("give a file path, e.g. OUT/mhc-cache.sqlite")."""
+    other = tmp_path / "other-out"
+    assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-q").returncode == 0
+    target = {"another output": other, "a file in it": other / "c.sqlite",
+              "a file deep in it": other / "phash_8" / "c.sqlite"}[where]
+    before = tree_digest(other)
+    r = run_cli("-i", str(photos), "-o", str(tmp_path / "out"), "--cache", str(target), "-a", "phash_8")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"mhc output folder {other}" in r.stderr or "is an mhc output folder" in r.stderr, r.stderr
+    assert "mhc-cache.sqlite" not in r.stderr
+    assert tree_digest(other) == before and not (tmp_path / "out").exists()
+    assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-q").returncode == 0  # still writable
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["report", ".mhc"])
 def test_files_put_in_report_or_mhc_folders_are_never_deleted(photos, tmp_path, where):
