@@ -68,7 +68,7 @@ class Options:
                       help="Folder of media to scan, recursively. Never modified.")
     output: Path = opt(Path("data/output"), "-o", "--output", panel=IO, metavar="FOLDER",
                        help="Output folder: new, empty, or made by mhc (it is replaced on each run). "
-                       "Must lie outside the input.")
+                       "Must lie outside the input and outside any other mhc output.")
     cache: Path | None = opt(None, "--cache", panel=IO, metavar="FILE",
                              help="Hash cache file (default: hashes.sqlite in your user cache folder, "
                              "shared by every output; see mhc cache info).")

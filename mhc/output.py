@@ -109,6 +109,11 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
                          f"folder inside it, e.g. {real / 'mhc-output'}")
     if not writing:
         return
+    for folder in real.parents:  # (an output is never inside an input: checked above)
+        if (folder / MARKER).is_file():
+            raise UsageError(f"--output {out} is inside the mhc output folder {folder}; a folder there would stop "
+                             f"mhc from writing that output again (it replaces only what it made). Choose a folder "
+                             f"outside it, e.g. {folder.parent / real.name}")
     parent = real.parent
     while not parent.exists():
         parent = parent.parent

@@ -101,6 +101,21 @@ def test_cache_in_another_mhc_output_is_refused(photos, tmp_path, where):
     assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-q").returncode == 0  # still writable
 
 
+@pytest.mark.parametrize("where", ["beside its folders", "in a threshold folder"])
+def test_output_inside_another_mhc_output_is_refused(photos, tmp_path, where):
+    """The same for -o: an output made inside another one was a folder mhc did not make
+    there, and that output's next run was refused."""
+    other = tmp_path / "other-out"
+    assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-t", "0", "-q").returncode == 0
+    nested = other / "mine" if where == "beside its folders" else next((other / "phash_8").iterdir()) / "x"
+    before = tree_digest(other)
+    r = run_cli("-i", str(photos), "-o", str(nested), "-a", "phash_8")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"inside the mhc output folder {other}" in r.stderr and f"e.g. {tmp_path / nested.name}" in r.stderr
+    assert tree_digest(other) == before
+    assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-t", "1", "-q").returncode == 0
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["report", ".mhc"])
 def test_files_put_in_report_or_mhc_folders_are_never_deleted(photos, tmp_path, where):
