@@ -53,7 +53,7 @@ class FolderPatch:
 
 
 def subfolders(p: Partition) -> list[tuple[str, np.ndarray]]:
-    """The cluster folders of a threshold folder, as :func:`mhc.writing.write_partition`
+    """The cluster folders of a threshold folder, as :func:`mhc.links.write_partition`
     names them: ``RANK_SIZE`` largest first, then ``unclustered_U``."""
     width = max(3, len(str(len(p.clusters))))
     out = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
@@ -131,7 +131,7 @@ def plan_patch(old_name: str, new_name: str, old: Partition, new: Partition, n_f
 
 
 def link_text(target: str, link: str, relative: bool) -> str:
-    """What a symbolic link made by mhc holds (as :func:`mhc.writing.make_link` makes it)."""
+    """What a symbolic link made by mhc holds (as :func:`mhc.links.make_link` makes it)."""
     return os.path.relpath(target, os.path.dirname(link)) if relative else target
 
 

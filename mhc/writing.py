@@ -3,44 +3,28 @@
 Each threshold folder gets a digest of what it holds (its clusters, link names, targets
 and link settings), recorded in ``summary.json``. On a rerun a folder whose digest is
 unchanged is moved from the previous output instead of being written again, so a rerun
-costs what changed, not what the output already holds. Links are created by a few
-threads at once: ``symlink`` releases the GIL and on most disks many metadata writes in
-flight finish sooner than one at a time.
+costs what changed, not what the output already holds. The links themselves are made
+by :mod:`mhc.links`.
 """
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import os
-import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import forked
-from .errors import FileError, MhcError, fault
+from .errors import FileError, fault
 from .events import Progress, report
-from .names import cluster_folder
+from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .sweep import Partition
 
-LINK_THREADS = 8
 FORK_MIN_LINKS, FORK_MAX_LINKS, FORK_MAX_FILES = 2_000, 200_000, 20_000  # links made in a forked child (mhc.forked)
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    mode: str = "symlink"  # symlink, hardlink, copy
-    relative: bool = False
-    unclustered: bool = True  # False: unclustered_U folders left empty
-    changed_only: bool = False
-
-    def tag(self) -> bytes:
-        return f"{self.mode}|{self.relative}|{self.unclustered}".encode()
 
 
 def folder_digest(files_digest: bytes, p: Partition, settings: LinkSettings) -> str:
@@ -57,128 +41,6 @@ def files_digest(files: list[str], links: list[str]) -> bytes:
     # the same bytes as fsencode(f) + NUL + fsencode(name) + NUL per file, encoded at once
     text = "".join(f"{f}\0{name}\0" for f, name in zip(files, links))
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
-
-
-def make_link(target: str, link: str, mode: str, relative: bool) -> None:
-    if mode == "symlink":
-        src = os.path.relpath(target, os.path.dirname(link)) if relative else target
-        try:
-            os.symlink(src, link)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and not os.path.lexists(link):
-                raise MhcError(f"cannot create symlinks in {os.path.dirname(link)} ({e.strerror}); "
-                               f"use --link hardlink (same filesystem) or --link copy") from None
-            raise
-    elif mode == "hardlink":
-        try:
-            os.link(target, link)
-        except OSError as e:
-            if e.errno == errno.EXDEV:
-                raise MhcError(f"cannot hard-link across filesystems ({target} -> {link}); use --link copy or put "
-                               f"--output on the same filesystem") from None
-            raise
-    else:
-        shutil.copy2(target, link)
-
-
-class LinkWriter:
-    """Creates links with a few threads. Use as a context manager: on leaving normally it
-    waits for every link and raises the first failure; on an exception (Ctrl-C) it stops
-    the threads at their next link, so nothing writes into a folder being removed."""
-
-    STEP = 512  # links per task: fewer, larger tasks (a task per small folder spent more
-    # time handing work between threads than making links: 120 files, 14,000 links, 1.2 s)
-
-    def __init__(self, settings: LinkSettings, threads: int = LINK_THREADS):
-        self.settings = settings
-        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
-        self.futures = []
-        self.stopped = False
-        self._batch: list[tuple[str | None, list[str], list[str]]] = []  # (folder, targets, links)
-        self._held = 0
-
-    def __enter__(self) -> "LinkWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self._submit()
-                self._drain()
-            except BaseException:
-                self._stop()
-                raise
-            self._stop()
-        else:
-            self._stop()
-
-    def add(self, targets: list[str], links: list[str], folder: str | None = None) -> None:
-        """Make ``links`` to ``targets``; ``folder``: create it first (the folder they go in).
-        Small folders are batched into one task (each task makes its folders before their
-        links); a large one is made here and its links split into tasks."""
-        step = self.STEP
-        if self.pool is None or len(targets) > step:
-            if folder is not None:
-                os.mkdir(folder)  # in this thread: the chunks below may run in any order
-            if self.pool is None:
-                self._make([(None, targets, links)])
-                return
-            for s in range(0, len(targets), step):
-                self.futures.append(self.pool.submit(self._make, [(None, targets[s:s + step], links[s:s + step])]))
-        else:
-            self._batch.append((folder, targets, links))
-            self._held += len(targets) + 1
-            if self._held >= step:
-                self._submit()
-        if len(self.futures) > 256:  # bounded: collect what finished
-            self._drain(len(self.futures) // 2)
-
-    def _submit(self) -> None:
-        if self._batch:
-            self.futures.append(self.pool.submit(self._make, self._batch))
-            self._batch, self._held = [], 0
-
-    def _make(self, jobs: list[tuple[str | None, list[str], list[str]]]) -> None:
-        m, rel = self.settings.mode, self.settings.relative
-        for folder, targets, links in jobs:
-            if self.stopped:
-                return
-            if folder is not None:
-                os.mkdir(folder)
-            for t, link in zip(targets, links):
-                if self.stopped:
-                    return
-                make_link(t, link, m, rel)
-
-    def _drain(self, keep: int = 0) -> None:
-        while len(self.futures) > keep:
-            self.futures.pop(0).result()
-
-    def _stop(self) -> None:
-        self.stopped = True
-        if self.pool is None:
-            return
-        while True:  # a second Ctrl-C must not leave threads writing behind us
-            try:
-                self.pool.shutdown(wait=True, cancel_futures=True)
-                return
-            except KeyboardInterrupt:
-                continue
-
-
-def write_partition(folder: Path, p: Partition, files: list[str], links: list[str], writer: LinkWriter) -> None:
-    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/``."""
-    folder.mkdir()
-    width = max(3, len(str(len(p.clusters))))
-    groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
-    groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
-    for k, (name, members) in enumerate(groups):
-        ds = os.path.join(folder, name)
-        if k == len(groups) - 1 and not writer.settings.unclustered:
-            writer.add([], [], ds)
-            continue
-        idx = members.tolist()
-        writer.add([files[i] for i in idx], [os.path.join(ds, links[i]) for i in idx], ds)
 
 
 @dataclass
