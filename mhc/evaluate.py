@@ -9,6 +9,7 @@ folder). Files in the output but not in the labels are ignored.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import Counter
@@ -41,8 +42,11 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
             for f in files:
                 raw[str(Path(root, f))] = rel.parts[0] if rel.parts else None
     elif p.suffix.lower() == ".csv":
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        try:
+            rows = list(csv.reader(io.StringIO(_text(p), newline="")))
+        except csv.Error as e:
+            raise UsageError(f"--labels {p} is not a CSV file ({e}); use CSV path,group, JSON, or a folder of "
+                             f"groups") from None
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "group"]:
             rows = rows[1:]
         for r in rows:
@@ -51,7 +55,7 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
             raw[r[0]] = r[1] or None
     else:
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
+            doc = json.loads(_text(p))
         except ValueError as e:
             raise UsageError(f"--labels {p} is not JSON ({e}); use JSON, CSV path,group, or a folder of groups") from None
         if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
@@ -60,7 +64,20 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
             raw = {k: v for k, v in doc.items()}
         else:
             raise UsageError(f"--labels {p}: expected an object of path -> group")
+    if not raw:
+        raise UsageError(f"--labels {p} holds no labels; give each file's group (path,group rows, a JSON object "
+                         f"of path -> group, or a folder of groups)")
     return {os.path.realpath(k if os.path.isabs(k) else base / k): (None if g is None else str(g)) for k, g in raw.items()}
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--labels {p} is not a text file (UTF-8); use CSV path,group, JSON, or a folder of "
+                         f"groups") from None
+    except OSError as e:
+        raise UsageError(f"cannot read --labels {p} ({e.strerror})") from None
 
 
 def threshold_folders(root: Path) -> list[Path]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, photo, run_cli, save
 
 
 def test_cluster_py_runs_end_to_end(corpus, tmp_path):
@@ -322,6 +322,28 @@ def test_evaluate_never_cuts_the_folder_names(tmp_path):
                         str(tmp_path / "labels.json")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "60"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(long) == 2  # in its row and in the best line, whole
+
+
+@pytest.mark.parametrize("labels", ["a photo as .csv", "a photo as .json", "empty.csv", "empty folder", "[].json"])
+def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
+    """Labels that are not text, or hold no label, end in one line naming the file, exit
+    2 (a binary CSV was "mhc failed unexpectedly: UnicodeDecodeError", exit 70)."""
+    out = tmp_path / "out" / "phash_8" / "thr_000_unclustered_1" / "unclustered_1"
+    out.mkdir(parents=True)
+    save(photo(1, (64, 48)), tmp_path / "p.jpg")
+    os.symlink(tmp_path / "p.jpg", out / "p.jpg")
+    path = tmp_path / {"a photo as .csv": "photo.csv", "a photo as .json": "photo.json", "empty.csv": "empty.csv",
+                       "empty folder": "groups", "[].json": "list.json"}[labels]
+    if labels.startswith("a photo"):
+        path.write_bytes((tmp_path / "p.jpg").read_bytes())
+    elif labels == "empty folder":
+        path.mkdir()
+    else:
+        path.write_text({"empty.csv": "path,group\n", "[].json": "{}"}[labels])
+    r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("Error: --labels " + str(path)), r.stderr
+    assert ("not a text file" if labels.startswith("a photo") else "holds no labels") in r.stderr
 
 
 def test_cluster_py_without_its_libraries_says_how_to_set_up(tmp_path):
