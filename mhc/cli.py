@@ -14,6 +14,7 @@ import sys
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -54,8 +55,12 @@ EPILOG = escape("""[bold]Examples[/bold]
     escape("Exit status: 0 done; 1 done, part failed; 2 bad option or path; 3 the machine refused (disk full, "
            "read-only, locked, unreachable); 130 interrupted; 143 stopped by SIGTERM; 70 a bug in mhc.")
 
-class FlagHelpGroup(typer.core.TyperGroup):
-    """--help is a flag: shown without a value type, like every other flag."""
+class _CommandLine:
+    """What every mhc command does with its command line: --help is a flag (shown without
+    a value type, like every other flag), and a path that starts with ``~`` is in the home
+    folder even where the shell leaves it as it is (``--output=~/x``, a quoted "~/x"): a
+    folder named ``~`` made in the current one is never what was meant, and invites an
+    ``rm -rf ~`` to clean it up. (mhc.toml's paths: mhc.config.)"""
 
     def get_help_option(self, ctx):
         opt = super().get_help_option(ctx)
@@ -63,13 +68,28 @@ class FlagHelpGroup(typer.core.TyperGroup):
             opt.metavar = ""
         return opt
 
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        for name, value in ctx.params.items():
+            ctx.params[name] = home(value)
+        return rest
 
-class FlagHelpCommand(typer.core.TyperCommand):
-    def get_help_option(self, ctx):
-        opt = super().get_help_option(ctx)
-        if opt is not None:
-            opt.metavar = ""
-        return opt
+
+def home(value):
+    """``value`` with ``~`` expanded if it is a path (or a list of them), else as it is."""
+    if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
+        return Path(os.path.expanduser(value))
+    if isinstance(value, (list, tuple)) and any(isinstance(v, Path) for v in value):
+        return type(value)(home(v) for v in value)
+    return value
+
+
+class FlagHelpGroup(_CommandLine, typer.core.TyperGroup):
+    pass
+
+
+class FlagHelpCommand(_CommandLine, typer.core.TyperCommand):
+    pass
 
 
 def command(group: typer.Typer, name: str):

@@ -8,6 +8,7 @@ one is refused with its key, line and the type expected, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
         if not type_ok(value, hint):
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
                              f"{json.dumps(value, default=str)}")
-        out[name] = Path(value) if isinstance(value, str) and _is_path(hint) else value
+        # ~ is the home folder, as on the command line (where the shell expands it)
+        out[name] = Path(os.path.expanduser(value)) if isinstance(value, str) and _is_path(hint) else value
     return out
 
 

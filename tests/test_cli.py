@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -344,6 +345,26 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("Error: --labels " + str(path)), r.stderr
     assert ("not a text file" if labels.startswith("a photo") else "holds no labels") in r.stderr
+
+
+def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
+    """The shell leaves `--output=~/x`, a quoted "~/x" and mhc.toml's "~/x" as they are; mhc
+    made a folder named ~ in the current one (which invites an `rm -rf ~` to clean up)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(corpus, home / "Pictures")
+    env = {"HOME": str(home)}
+    r = run_cli("--input=~/Pictures", "--output=~/clusters", "--cache", "~/c.sqlite", "-a", "phash_8", "-q",
+                cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (home / "clusters" / "summary.json").is_file() and (home / "c.sqlite").is_file()
+    assert not (work / "~").exists()
+    pairs = run_cli("pairs", "-o", "~/clusters", "-a", "phash_8", "-t", "4", cwd=work, env=env)
+    assert pairs.returncode == 0 and str(home / "Pictures") in pairs.stdout, pairs.stderr
+    (work / "mhc.toml").write_text('input = "~/Pictures"\noutput = "~/from-config"\ncache = "~/c.sqlite"\n')
+    r = run_cli("-a", "phash_8", "-q", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (home / "from-config" / "summary.json").is_file() and not (work / "~").exists()
 
 
 def test_cluster_py_without_its_libraries_says_how_to_set_up(tmp_path):
