@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import printable
@@ -82,7 +83,10 @@ def print_summary(result, console: Console) -> None:
     rec = result.recommendation
     if rec is not None and len(result.algorithms) > 1:
         folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)
-        console.print(f"[bold green]▶ Open this first: {rec.key}/{folder}[/]", highlight=False)
+        # the whole path, on one line: pasted into a viewer or a file manager as it is
+        where = os.path.join(result.output, rec.key, folder)
+        console.print(f"[bold green]▶ Open this first:[/] [bold green]{escape(printable(where))}[/]", highlight=False,
+                      soft_wrap=True)
         console.print(f"  {rec.explanation}", highlight=False)
     for d in result.dropped:
         console.print(f"removed the folder {d}", highlight=False, markup=False, soft_wrap=True)

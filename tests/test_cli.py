@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,10 @@ def test_cluster_py_runs_end_to_end(corpus, tmp_path):
     assert len(str(broken)) > 60
     assert any(line.startswith("1 file(s) could not be used, e.g. " + str(broken) + ": ") for line in r.stdout.splitlines())
     assert f"output: {out}\n" in r.stdout and f"report: {out / 'index.html'}\n" in r.stdout
+    # the folder to open first: its whole path on one line, to paste into a viewer
+    first = [line for line in r.stdout.splitlines() if line.startswith("▶ Open this first: ")]
+    assert len(first) == 1 and Path(first[0].split(": ", 1)[1]).is_dir(), r.stdout
+    assert Path(first[0].split(": ", 1)[1]).parent.parent == out
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["algorithms"]) == ["phash_8", "dhash_16"]
     thr = [t["threshold"] for t in summary["algorithms"]["dhash_16"]["thresholds"]]
