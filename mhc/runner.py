@@ -54,6 +54,20 @@ def _worker_init() -> None:
     die_with_parent()
 
 
+def warm(plan: HashPlan, videos: bool = False) -> None:
+    """Import, in this process, what hashing will load (SciPy, PyWavelets, imagehash; PyAV
+    for videos) before a forked pool starts: each worker then inherits it instead of
+    importing it again on its first file (about 0.13 s each)."""
+    if start_method() != "fork":
+        return
+    from PIL import Image
+
+    for a in plan.algorithms:
+        a.hash_image(Image.new("RGB" if a.needs_color else "L", (a.min_side, a.min_side)))
+    if videos:
+        import av  # noqa: F401
+
+
 def start_method() -> str:
     """``fork`` on Linux: workers start in milliseconds, and a script that calls mhc at
     its top level works as written (spawn and forkserver re-run the calling script in
@@ -256,6 +270,8 @@ def guided_batches(items: list, n_workers: int, most: int = 32) -> list[list]:
 
 def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[FileResult]:
     own = executor is None
+    if own:
+        warm(plan, any(kind == "video" for b in batches for _, kind in b))
     ex = local_executor(workers) if own else executor
     futures: dict[Future, list] = {}
     finished_ok = False
