@@ -15,6 +15,7 @@ from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .output import check_path
+from .summary import SummaryDamaged, load
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -29,17 +30,17 @@ def _summary_of(output: Path, hint: str) -> dict:
     """``summary.json`` of an output folder the user named; if it is not one, a
     :class:`UsageError` that says what is wrong with it, then ``hint`` (what to do)."""
     check_path("-o/--output", output)
-    summary = output / "summary.json"
     try:
-        doc = json.loads(summary.read_text(encoding="utf-8"))
-        if isinstance(doc, dict):
-            return doc
-        why = "has a summary.json that is not mhc's"
-    except (FileNotFoundError, NotADirectoryError):
-        why = ("does not exist" if not output.exists() else "is not a folder" if not output.is_dir()
-               else "has no summary.json")
-    except (OSError, ValueError) as e:
-        why = f"has an unreadable summary.json ({getattr(e, 'strerror', None) or type(e).__name__})"
+        doc = load(output)
+    except SummaryDamaged as e:
+        if e.marked:  # an mhc output: its own message (which says what to do)
+            raise
+        doc, why = None, f"has an unreadable summary.json ({e.problem})"
+    else:
+        why = "does not exist" if not output.exists() else "is not a folder" if not output.is_dir() else \
+            "has no summary.json"
+    if doc is not None:
+        return doc
     raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
 
 

@@ -128,6 +128,7 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
 
 
 # -- the output folder ----------------------------------------------------------
+
 def lock_path(out: Path) -> Path:
     """The lock file of an output: in mhc's own cache folder (beside the output only if
     that folder cannot be written)."""
@@ -225,10 +226,12 @@ class OutputFolder:
             raise fault(e, f"cannot write {self.out / name}") from None
 
     def previous_summary(self) -> dict | None:
-        try:
-            return json.loads((self.out / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        """The summary of the output this run replaces (None for a new or empty folder).
+        A missing, unreadable or damaged one is refused (:func:`mhc.summary.load`): it is
+        what tells which folders mhc made, so without it mhc would have to guess."""
+        from .summary import load
+
+        return load(self.out)
 
     # -- committing ----------------------------------------------------------------------
     def commit(self) -> None:

@@ -14,13 +14,16 @@ file), which :func:`clusters` and :func:`partitions` rebuild::
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import MhcError
+from .discover import MARKER
+from .errors import EnvironmentFault, MhcError, UsageError
 from .pairs import Edges
 from .sweep import Partition, sweep
 
@@ -28,18 +31,129 @@ FORMAT = 2
 
 
 def read_summary(output: str | Path) -> dict:
-    """The summary of an mhc output folder (raises :class:`MhcError` if there is none)."""
-    path = Path(output) / "summary.json"
+    """The summary of an mhc output folder (raises :class:`MhcError` if there is none, or
+    it is damaged, or an older mhc wrote it)."""
+    doc = load(Path(output))
+    if doc is None:
+        raise MhcError(f"{output} has no summary.json; it is not an mhc output folder (run mhc -o {output})")
+    if doc.get("format") != FORMAT:
+        raise MhcError(f"{Path(output) / 'summary.json'} was written by another version of mhc (format "
+                       f"{doc.get('format', 1)}); run mhc again on this output to rewrite it")
+    return doc
+
+
+class SummaryDamaged(UsageError):
+    """A summary.json that cannot be used (see :func:`load`). ``marked``: the folder is an
+    mhc output (its marker), so its folders cannot be told from the user's."""
+
+    def __init__(self, output: Path, problem: str | None, marked: bool):
+        self.problem, self.marked = problem, marked
+        what = f"is damaged ({problem})" if problem else "is missing"
+        super().__init__(
+            f"{output / 'summary.json'} {what}, so mhc cannot tell which folders in {output} it made; run mhc "
+            f"with a new --output (and delete {output} yourself if nothing in it is yours)" if marked else
+            f"{output} has an unreadable summary.json ({problem}), so it is not an mhc output folder")
+
+
+def load(output: Path) -> dict | None:
+    """``output``'s summary.json, checked (see :func:`damage`); None where there is none and
+    the folder holds no mhc folders (a new or empty output, or not an output at all). A
+    summary that is missing beside mhc's folders, cut short or damaged is a
+    :class:`SummaryDamaged`: it is what tells which folders mhc made."""
+    path = output / "summary.json"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MhcError(f"{output} has no summary.json; it is not an mhc output folder (run mhc -o {output})") from None
-    except (OSError, ValueError) as e:
-        raise MhcError(f"cannot read {path} ({e}); run mhc again to rewrite it") from None
+    except (FileNotFoundError, NotADirectoryError):
+        if not _beyond_marker(output):
+            return None
+        problem = None
+    except OSError as e:
+        raise EnvironmentFault(f"cannot read {path} ({e.strerror}); make it readable, or run mhc with a new "
+                               f"--output") from None
+    except ValueError as e:  # not JSON, or not UTF-8
+        problem = f"not JSON: {e}"
+    else:
+        problem = damage(doc)
+        if problem is None:
+            return doc
+    raise SummaryDamaged(output, problem, (output / MARKER).is_file())
+
+
+def _beyond_marker(output: Path) -> bool:
+    """Whether a folder is an mhc output (its marker) holding more than a run keeps beside
+    its summary: then a summary.json is missing, not yet to be written."""
+    from .ownership import TOP_LEVEL_DIRS, TOP_LEVEL_FILES
+
+    try:
+        if not (output / MARKER).is_file():
+            return False
+        return any(e.name not in TOP_LEVEL_FILES | TOP_LEVEL_DIRS for e in os.scandir(output))
+    except OSError:
+        return False
+
+
+def damage(doc) -> str | None:
+    """What is wrong with a ``summary.json`` mhc will act on (a file in the output folder:
+    a sync tool may cut it short, a hand may edit it), else None. Its algorithm keys and
+    folder names become paths that mhc moves and replaces, so they must be plain names of
+    mhc's shape (never ``../x``), and every index must point at a file."""
+    from .ownership import TOP_LEVEL_DIRS, TOP_LEVEL_FILES
+
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    algorithms = doc.get("algorithms")
+    if not isinstance(algorithms, dict):
+        return "no 'algorithms' object"
+    for key in algorithms:
+        if not _PLAIN_NAME.match(key) or key in TOP_LEVEL_DIRS | TOP_LEVEL_FILES:
+            return f"{key!r} is not an algorithm folder's name"
     if doc.get("format") != FORMAT:
-        raise MhcError(f"{path} was written by another version of mhc (format {doc.get('format', 1)}); run mhc "
-                       f"again on this output to rewrite it")
-    return doc
+        return None  # an older mhc's: only its folder names are used (to replace them)
+    files = doc.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return "'files' is not a list of paths"
+    n = len(files)
+    if not isinstance(doc.get("input"), str):
+        return "no 'input' path"
+    if not _column(doc.get("kinds"), n, str):
+        return "'kinds' does not hold one kind per file"
+    info = doc.get("file_info", {})
+    if not isinstance(info, dict) or not all(_column(v, n) for v in info.values()):
+        return "'file_info' does not hold one value per file"
+    for key, e in algorithms.items():
+        problem = _entry_damage(e, n)
+        if problem:
+            return f"algorithm {key}: {problem}"
+    return None
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # phash_8, combined_phash_16-30_dhash_16-40
+
+
+def _column(values, n: int, kind: type | None = None) -> bool:
+    return isinstance(values, list) and len(values) == n and (kind is None or all(isinstance(v, kind) for v in values))
+
+
+def _entry_damage(e, n: int) -> str | None:
+    from .ownership import THRESHOLD_FOLDER
+
+    if not isinstance(e, dict) or not isinstance(e.get("settings"), dict) or not isinstance(e.get("method"), str):
+        return "not an algorithm entry"
+    if not isinstance(e.get("hashes"), list) or len(e["hashes"]) != n:
+        return "'hashes' does not hold one hash per file"
+    j = e.get("joins")
+    if not isinstance(j, dict) or not all(isinstance(j.get(k), list) for k in "ijd"):
+        return "no 'joins'"
+    if not len(j["i"]) == len(j["j"]) == len(j["d"]) or not all(
+            isinstance(x, int) and 0 <= x < n for x in j["i"] + j["j"]) or not all(
+            isinstance(x, int) and x >= 0 for x in j["d"]):
+        return "'joins' point at files that are not listed"
+    ts = e.get("thresholds")
+    if not isinstance(ts, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("threshold"), int) and isinstance(t.get("folder"), str)
+            and THRESHOLD_FOLDER.match(t["folder"]) for t in ts):
+        return "'thresholds' name a folder that is not a threshold folder"
+    return None
 
 
 def joins_of(entry: dict) -> Edges:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -114,6 +115,54 @@ def test_output_inside_another_mhc_output_is_refused(photos, tmp_path, where):
     assert f"inside the mhc output folder {other}" in r.stderr and f"e.g. {tmp_path / nested.name}" in r.stderr
     assert tree_digest(other) == before
     assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-t", "1", "-q").returncode == 0
+
+
+DAMAGE = {
+    "cut short": lambda text: text[:len(text) // 2],
+    "a folder name out of the output": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["thresholds"][0]
+                                                          .__setitem__("folder", "../../victim")),
+    "an algorithm key out of the output": lambda text: _edit(text, lambda d: d["algorithms"].__setitem__(
+        "../victim", d["algorithms"]["phash_8"])),
+    "joins past the files": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["joins"]["j"]
+                                               .__setitem__(0, 10_000)),
+    "files dropped": lambda text: _edit(text, lambda d: d.__setitem__("files", d["files"][:2])),
+    "deleted": None,
+}
+
+
+def _edit(text: str, change) -> str:
+    doc = json.loads(text)
+    change(doc)
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_summary_is_named_and_nothing_is_touched(photos, tmp_path, damage):
+    """summary.json tells mhc which folders it made. Cut short, edited or deleted (a sync
+    tool, a hand), it made the rerun, `report` and `pairs` fail "unexpectedly" (IndexError,
+    TypeError: exit 70), and a folder name like ../../victim was a path outside the output.
+    Now: one line naming the file and what to do, exit 2, nothing moved anywhere."""
+    out = tmp_path / "out"
+    assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:4:2", "-q").returncode == 0
+    victim = tmp_path / "victim"
+    (victim / "001_2").mkdir(parents=True)
+    (victim / "001_2" / "keep.jpg").write_bytes(b"mine")
+    summary = out / "summary.json"
+    if DAMAGE[damage] is None:
+        summary.unlink()
+    else:
+        summary.write_text(DAMAGE[damage](summary.read_text()))
+    before = tree_digest(tmp_path)
+    for args in (["-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:4:2"], ["report", "-o", str(out)],
+                 ["pairs", "-o", str(out), "-a", "phash_8", "-t", "4"], ["cache", "info", "-o", str(out)]):
+        r = run_cli(*args)
+        lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("Scanning ")]
+        assert r.returncode == 2 and len(lines) == 1, (args, r.stderr)
+        assert f"{summary} is " in r.stderr and "cannot tell which folders" in r.stderr, r.stderr
+        assert "new --output" in r.stderr and "unexpectedly" not in r.stderr
+        assert tree_digest(tmp_path) == before
+    # the way out it names works
+    assert run_cli("-i", str(photos), "-o", str(tmp_path / "new"), "-a", "phash_8", "-q").returncode == 0
 
 
 # 2 ---------------------------------------------------------------------------------------------
