@@ -50,6 +50,7 @@ from .ownership import (
 log = logging.getLogger(__name__)
 
 OLD_INFIX = ".mhc-old-"
+_UNREAD = object()
 TMP_SUFFIX = ".mhc-tmp"
 _NAME_MAX = 255
 # ".<name>.mhc-staging-<pid>": the longest sibling mhc makes beside the output
@@ -161,6 +162,7 @@ class OutputFolder:
         self._ops: list[list[str]] = []
         self._background = background_retire
         self.committed = False
+        self._previous: dict | None | object = _UNREAD  # the summary this run replaces, read once
 
     def __enter__(self) -> "OutputFolder":
         check_output(self.out, self.inp)
@@ -231,7 +233,9 @@ class OutputFolder:
         what tells which folders mhc made, so without it mhc would have to guess."""
         from .summary import load
 
-        return load(self.out)
+        if self._previous is _UNREAD:  # the ownership check and the run both need it (0.1 s at 100,000 files)
+            self._previous = load(self.out)
+        return self._previous  # type: ignore[return-value]
 
     # -- committing ----------------------------------------------------------------------
     def commit(self) -> None:
