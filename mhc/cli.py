@@ -71,14 +71,21 @@ class _CommandLine:
     def parse_args(self, ctx, args):
         rest = super().parse_args(ctx, args)
         for name, value in ctx.params.items():
-            ctx.params[name] = home(value)
+            try:
+                ctx.params[name] = home(value)
+            except MhcError as e:  # (outside every user_errors(): click's own kind of usage error)
+                opts = next(("/".join(p.opts) + " " for p in self.get_params(ctx)
+                             if p.name == name and p.param_type_name == "option"), "")
+                raise _ClickUsageError(f"{opts}{e}", ctx) from None
         return rest
 
 
 def home(value):
     """``value`` with ``~`` expanded if it is a path (or a list of them), else as it is."""
-    if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
-        return Path(os.path.expanduser(value))
+    if isinstance(value, Path):
+        from .config import expand_home
+
+        return Path(expand_home(str(value)))
     if isinstance(value, (list, tuple)) and any(isinstance(v, Path) for v in value):
         return type(value)(home(v) for v in value)
     return value
@@ -119,6 +126,7 @@ out = Console()
 # click's base class of usage errors, taken from typer: recent typers carry their own copy of
 # click (typer._click), older ones use click itself
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 EXIT_BUG = 70
 
 

@@ -75,8 +75,24 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
                              f"{json.dumps(value, default=str)}")
         # ~ is the home folder, as on the command line (where the shell expands it)
-        out[name] = Path(os.path.expanduser(value)) if isinstance(value, str) and _is_path(hint) else value
+        try:
+            out[name] = Path(expand_home(value)) if isinstance(value, str) and _is_path(hint) else value
+        except UsageError as e:
+            raise UsageError(f"{key} in {source}{_line(text, key)}: {e}") from None
     return out
+
+
+def expand_home(path: str) -> str:
+    """``~`` and ``~user`` at the start of a path, as the shell expands them (it does not
+    after ``--output=``, in quotes or in mhc.toml). A user who does not exist is refused:
+    left as it is, the path would make a folder named ``~user`` in the current one."""
+    if not path.startswith("~"):
+        return path
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        user = path[1:].split(os.sep, 1)[0]
+        raise UsageError(f"{path}: there is no user {user!r} for ~{user} to stand for; write the folder's whole path")
+    return expanded
 
 
 def _is_path(hint) -> bool:

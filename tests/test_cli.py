@@ -370,6 +370,16 @@ def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
     r = run_cli("-a", "phash_8", "-q", cwd=work, env=env)
     assert r.returncode == 0, r.stderr
     assert (home / "from-config" / "summary.json").is_file() and not (work / "~").exists()
+    # ~user of a user who does not exist: refused (left as it was, it made a folder "~nobodyhere")
+    (work / "mhc.toml").unlink()
+    for args, name in ((["--output=~nobodyhere/x"], "-o/--output ~nobodyhere/x"),
+                       (["--cache", "~nobodyhere/c.sqlite"], "--cache ~nobodyhere/c.sqlite")):
+        r = run_cli("-i", str(home / "Pictures"), *args, "-q", cwd=work, env=env)
+        assert r.returncode == 2 and r.stderr.startswith(f"Error: {name}: there is no user 'nobodyhere'"), r.stderr
+    (work / "mhc.toml").write_text('output = "~nobodyhere/x"\n')
+    r = run_cli("-i", str(home / "Pictures"), "-q", cwd=work, env=env)
+    assert r.returncode == 2 and "output in" in r.stderr and "no user 'nobodyhere'" in r.stderr, r.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["mhc.toml"]
 
 
 def test_cluster_py_without_its_libraries_says_how_to_set_up(tmp_path):
