@@ -247,17 +247,14 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     out = Path(os.path.abspath(o.output))
     cache = o.cache_path()
     from .cache import check_cache_path
-    from .output import check_output, check_path
+    from .output import check_input, check_output, check_path
 
     check_path("-i/--input", inp)
     if outputs:
         check_path("-o/--output", out)
     if cache is not None:
         check_path("--cache", cache)
-    if not inp.exists():
-        raise UsageError(f"input folder {o.input} does not exist; pass -i/--input FOLDER with your media")
-    if not inp.is_dir():
-        raise UsageError(f"input {o.input} is not a folder; pass -i/--input FOLDER")
+    check_input(inp, o.input)
     if outputs:
         check_output(out, inp, writing=not o.dry_run, link=o.link)
     if cache is not None:

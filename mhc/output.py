@@ -79,6 +79,27 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def check_input(inp: Path, given: Path) -> None:
+    """Refuse an input that is not a folder of media (``given``: as the user wrote it)."""
+    if not inp.exists():
+        raise UsageError(f"input folder {given} does not exist; pass -i/--input FOLDER with your media")
+    if not inp.is_dir():
+        raise UsageError(f"input {given} is not a folder; pass -i/--input FOLDER")
+    # an output, or one algorithm's folder in it, holds links to the user's files, each once
+    # per threshold folder: clustered, every file would be its own duplicate. A threshold
+    # or cluster folder (each file once) is a fine input: reclustering what a folder holds.
+    for depth, folder in enumerate((inp, inp.parent)):
+        if (folder / MARKER).is_file():
+            try:
+                source = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["input"]
+                example = f", e.g. {printable(source)} (the one it was made from)"
+            except (OSError, ValueError, KeyError, TypeError):
+                example = ""
+            what = "an mhc output folder" if depth == 0 else "an algorithm folder of an mhc output"
+            raise UsageError(f"input {given} is {what}: it holds each of your files once per threshold folder; pass "
+                             f"-i/--input the folder of your media{example}, or one threshold folder")
+
+
 def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "symlink") -> None:
     """Refuse an output folder that would put the user's files at risk or that mhc cannot
     write, before any work starts."""
@@ -89,6 +110,9 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
     if _is_within(rin, real):
         raise UsageError(f"--output {out} contains the input folder {inp}; choose a folder outside it")
     if _is_within(real, rin):
+        if rin.parent == rin:  # -i /: every folder is inside it
+            raise UsageError(f"--input {inp} is the whole filesystem, so every output folder would be inside it; "
+                             f"pass -i/--input the folder of your media")
         raise UsageError(f"--output {out} is inside the input folder {inp}; mhc never writes there. Choose a "
                          f"folder outside it, e.g. {rin.parent / (rin.name + '-clusters')}")
     # the name first: exists() raises on a name longer than the filesystem allows

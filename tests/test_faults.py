@@ -165,6 +165,31 @@ def test_a_damaged_summary_is_named_and_nothing_is_touched(photos, tmp_path, dam
     assert run_cli("-i", str(photos), "-o", str(tmp_path / "new"), "-a", "phash_8", "-q").returncode == 0
 
 
+def test_an_mhc_output_as_input_is_refused_but_a_threshold_folder_is_not(photos, tmp_path):
+    """An output (or one algorithm's folder in it) holds links to every file once per
+    threshold folder: clustered, each file was its own duplicate (52 photos -> 1,092 files,
+    clusters of 147). A threshold folder holds each file once: a fine input."""
+    out = tmp_path / "out"
+    assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "-t", "0:4:2", "-q").returncode == 0
+    for inp, what in ((out, "is an mhc output folder"), (out / "phash_8", "is an algorithm folder")):
+        for args in (["-o", str(tmp_path / "again")], ["pairs", "--cache", str(tmp_path / "c.sqlite")]):
+            cmd = [args[0], "-i", str(inp), *args[1:], "-a", "phash_8", "-t", "2"] if args[0] == "pairs" else \
+                ["-i", str(inp), *args, "-a", "phash_8"]
+            r = run_cli(*cmd)
+            assert r.returncode == 2 and what in r.stderr and f"e.g. {photos}" in r.stderr, r.stderr
+    assert not (tmp_path / "again").exists()
+    threshold = next((out / "phash_8").iterdir())
+    r = run_cli("-i", str(threshold), "-o", str(tmp_path / "again"), "-a", "phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert len(summary["files"]) == len(list(photos.rglob("*.jpg")))  # each file once
+
+
+def test_the_whole_filesystem_as_input_is_named(tmp_path):
+    r = run_cli("-i", "/", "-o", str(tmp_path / "out"), "-a", "phash_8")
+    assert r.returncode == 2 and "is the whole filesystem" in r.stderr and "/-clusters" not in r.stderr, r.stderr
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["report", ".mhc"])
 def test_files_put_in_report_or_mhc_folders_are_never_deleted(photos, tmp_path, where):
