@@ -180,7 +180,8 @@ def parse_algorithm(spec: str) -> Algorithm:
 
 
 def parse_algorithms(specs: list[str] | tuple[str, ...] | None, preset: str | None = None) -> list[Algorithm]:
-    """Parse ``-a`` options and an optional preset into a de-duplicated, ordered list."""
+    """Parse ``-a`` options and an optional preset into a de-duplicated, ordered list. A
+    spec may list several, separated by commas or spaces (``-a phash_8,dhash_8``)."""
     out: list[Algorithm] = []
     if preset is not None:
         if preset not in PRESETS:
@@ -188,8 +189,14 @@ def parse_algorithms(specs: list[str] | tuple[str, ...] | None, preset: str | No
         specs = list(PRESETS[preset]) + list(specs or [])
     if not specs:
         specs = list(DEFAULT_ALGORITHMS)
+    names = []
     for spec in specs:
-        algo = parse_algorithm(spec)
+        listed = spec.replace(",", " ").split() if isinstance(spec, str) else [spec]
+        if not listed:
+            parse_algorithm(spec)  # an empty one: its own message
+        names += listed
+    for name in names:
+        algo = parse_algorithm(name)
         if algo not in out:
             out.append(algo)
     return out

@@ -121,8 +121,10 @@ app = typer.Typer(
     "folders of symlinks, largest first, with an HTML report. Your files are only ever read.",
     epilog=EPILOG,
 )
-err = Console(stderr=True)
-out = Console()
+# emoji=False: rich turns ":name:" into an emoji, and user text has colons ("-t 0:100:0"
+# was printed back as "0💯0")
+err = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 # click's base class of usage errors, taken from typer: recent typers carry their own copy of
 # click (typer._click), older ones use click itself
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

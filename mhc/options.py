@@ -84,8 +84,8 @@ class Options:
 
     # -- algorithms and thresholds ------------------------------------------------------
     algorithms: list[str] = opt(list, "-a", "--algo", panel=ALGOS, metavar="NAME_SIZE", factory=True,
-                                help="Algorithm as NAME_SIZE, repeatable (default: phash_8 ahash_8 dhash_8 whash_8 "
-                                "phash_16). See 'Algorithms' below.")
+                                help="Algorithm as NAME_SIZE, repeatable or listed (-a phash_8,dhash_8; default: "
+                                "phash_8 ahash_8 dhash_8 whash_8 phash_16). See 'Algorithms' below.")
     preset: str | None = opt(None, "--preset", panel=ALGOS, metavar="NAME",
                              help="A named algorithm set: default, or image-clustering (its 14 algorithms).")
     thresholds: str | None = opt(None, "-t", "--thresholds", panel=ALGOS, metavar="START:STOP:STEP",

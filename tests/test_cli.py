@@ -71,6 +71,8 @@ def test_dry_run_prints_and_writes_nothing(corpus, tmp_path):
         (["-a", "phash_8", "-t", "10:2:1"], "empty range"),
         (["-a", "phash_8", "-t", "a:b"], "is not START:STOP:STEP"),
         (["-a", "phash_8", "-t", "0:10:0"], "STEP must be positive"),
+        (["-a", "phash_8", "-t", "0:100:0"], "'0:100:0': STEP"),  # not rich's emoji for :100:
+        (["-a", "phash_8", "-a", ","], "algorithm ',' is not NAME_SIZE"),
         (["--preset", "nope"], "unknown preset"),
         (["-j", "-3"], "--workers"),
         (["--link", "teleport"], "--link must be one of"),
@@ -85,6 +87,14 @@ def test_bad_options_are_refused_clearly(corpus, tmp_path, args, message):
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "o").exists()
+
+
+def test_algorithms_may_be_listed_in_one_option(corpus, tmp_path):
+    """-a phash_8,dhash_8 (or "phash_8 dhash_8"), as in mhc.toml's algo = "phash_8 dhash_8"."""
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "-a", "phash_8,dhash_8", "-a", "whash_8 phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert list(summary["algorithms"]) == ["phash_8", "dhash_8", "whash_8"]
 
 
 def test_missing_input_and_empty_input(tmp_path):

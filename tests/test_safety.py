@@ -313,6 +313,18 @@ def test_any_algorithm_text_parses_or_is_refused_clearly(text):
         assert algo.key == f"{algo.name}_{algo.size}" and algo.bits > 0
 
 
+@given(st.lists(st.text(max_size=20), max_size=4))
+def test_any_list_of_algorithm_texts_parses_or_is_refused_clearly(texts):
+    from mhc.algorithms import parse_algorithms
+
+    try:
+        algos = parse_algorithms(texts)
+    except UsageError as e:
+        assert str(e)
+    else:  # (an empty list is the default set)
+        assert algos and len({a.key for a in algos}) == len(algos)
+
+
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0/"), min_size=1, max_size=300)
 
 
