@@ -72,19 +72,21 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     with user_errors():
         path = cache_of(output, cache)
     if not path.exists():
-        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, soft_wrap=True)
+        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False, soft_wrap=True)
         return
     with user_errors(), HashCache(path, readonly=True) as c:
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
-              f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
+              f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, markup=False,
+              soft_wrap=True)
     stale = 0
     for k, n in info.keys.items():
         old = older_version(k)
         stale += n if old else 0
-        out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False)
+        out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False,
+                  markup=False)
     if stale:
-        out.print(f"{stale} hashes were made by an older mhc and are no longer read ; each file's are dropped when it "
+        out.print(f"{stale} hashes were made by an older mhc and are no longer read; each file's are dropped when it "
                   f"is hashed again (on the next run that sees it), or all at once by mhc cache clear", highlight=False,
                   soft_wrap=True)
 
@@ -99,7 +101,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
     with user_errors():
         path = cache_of(output, cache)
     if not path.exists():
-        out.print(f"no cache at {path}", highlight=False, soft_wrap=True)
+        out.print(f"no cache at {path}", highlight=False, markup=False, soft_wrap=True)
         return
     with user_errors():
         from .cache import check_cache_path
@@ -107,7 +109,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
         check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
         with HashCache(path) as c:
             n = c.clear()
-    out.print(f"cleared {n} hashes from {path}", highlight=False, soft_wrap=True)
+    out.print(f"cleared {n} hashes from {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @command(app, "report")
@@ -127,7 +129,7 @@ def report_command(
     with user_errors():
         check_path("-o/--output", output)
         page = rebuild_report(output, workers=workers)
-    out.print(f"report: {page}", highlight=False, soft_wrap=True)
+    out.print(f"report: {page}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path]) -> tuple[Path, Path]:
@@ -255,7 +257,8 @@ def ignore_command(
                 out.print("forgotten: they may link again" if done else "that pair was not marked")
             else:
                 c.ignore(a, b)
-                out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False, soft_wrap=True)
+                out.print(f"marked as not a duplicate (in {path}); the next run keeps them apart", highlight=False,
+                          markup=False, soft_wrap=True)
 
 
 @command(app, "evaluate")

@@ -72,7 +72,7 @@ def print_summary(result, console: Console) -> None:
         flat = too_flat(a)
         if flat:
             console.print(f"{len(flat)} image(s) too flat for {a.key} to hash reliably (PDQ quality 0, e.g. "
-                          f"{Path(result.files[flat[0]]).name}): never linked", highlight=False)
+                          f"{escape(printable(Path(result.files[flat[0]]).name))}): never linked", highlight=False)
         if a.suggestion:
             console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
     if result.options.crops:
@@ -95,10 +95,12 @@ def print_summary(result, console: Console) -> None:
         console.print(f"{len(result.errors)} file(s) could not be used, e.g. {printable(e.path)}: {e.reason}",
                       highlight=False, markup=False, soft_wrap=True)
         if not result.options.dry_run:
-            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False, soft_wrap=True)
+            console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False,
+                          markup=False, soft_wrap=True)
     if result.options.dry_run:
         console.print("[dim]dry run: nothing written[/]")
     else:
         console.print(f"output: {result.output}", highlight=False, markup=False, soft_wrap=True)
         if not result.options.no_report:
-            console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False,
+                          soft_wrap=True)

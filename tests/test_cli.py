@@ -392,6 +392,23 @@ def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["mhc.toml"]
 
 
+def test_paths_with_brackets_are_printed_as_they_are(corpus, tmp_path):
+    """Rich reads [words] as markup: "Photos [/2019]" crashed `cache info`, `cache clear`,
+    `report` and `ignore` (MarkupError, exit 70, after `cache clear` had cleared), and
+    "[bold]" vanished from a printed path."""
+    where = tmp_path / "Photos [/2019] [bold]x"
+    out, cache = where / "out", where / "c.sqlite"
+    a, b = sorted(str(p) for p in corpus.rglob("*.jpg"))[:2]
+    for args, shown in ((["-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8,dhash_8"],
+                         f"▶ Open this first: {out}/"),
+                        (["cache", "info", "--cache", str(cache)], f"cache {cache}: "),
+                        (["report", "-o", str(out)], f"report: {out / 'index.html'}"),
+                        (["ignore", a, b, "--cache", str(cache)], f"(in {cache})"),
+                        (["cache", "clear", "--cache", str(cache)], f"hashes from {cache}")):
+        r = run_cli(*args)
+        assert r.returncode == 0 and shown in r.stdout, (args, r.stdout, r.stderr)
+
+
 def test_cluster_py_without_its_libraries_says_how_to_set_up(tmp_path):
     import shutil
     import subprocess
