@@ -6,6 +6,7 @@ line and an exit status (see :mod:`mhc.errors`); a traceback only with ``MHC_DEB
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -286,7 +287,14 @@ class Terminated(KeyboardInterrupt):
     for the next run to clear."""
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(owner: int, signum, frame) -> None:
+    if os.getpid() != owner:
+        # a forked child that has not yet set its own handler (a worker, the link maker,
+        # between fork and its first line): it ends as SIGTERM ends a process, instead of
+        # raising inside Python's after-fork hooks ("Exception ignored ... Terminated")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the command line's, not the library's: a program that calls mhc.run keeps its own
     # handling of SIGTERM. Hashing workers and forked children reset it (runner, forked)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault

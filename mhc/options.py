@@ -73,7 +73,8 @@ class Options:
                              help="Hash cache file (default: hashes.sqlite in your user cache folder, "
                              "shared by every output; see mhc cache info).")
     no_cache: bool = opt(False, "--no-cache", panel=IO, help="Neither read nor write the hash cache.")
-    workers: int = opt(0, "-j", "--workers", panel=IO, metavar="N", help="Hashing processes (0: all cores).")
+    workers: int = opt(0, "-j", "--workers", panel=IO, metavar="N",
+                       help="Hashing processes (0: one per core; at most 4 per core).")
     follow_symlinks: bool = opt(False, "--follow-symlinks", panel=IO,
                                 help="Also scan symlinked folders (each real folder once).")
     max_pixels: int | None = opt(None, "--max-pixels", panel=IO, metavar="N",

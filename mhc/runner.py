@@ -77,8 +77,25 @@ def start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
+PROCESSES_PER_CPU = 4  # at most this many workers per CPU, whatever -j asks
+
+
+def pool_size(workers: int, tasks: int, *, warn: bool = False) -> int:
+    """How many processes a local pool of ``workers`` (0: one per CPU) starts for ``tasks``.
+
+    Never more than the tasks, nor than 4 per CPU: decoding is CPU-bound, and Python's pool
+    forks all its processes at once, so ``-j 100000`` forked until the machine ran out (and
+    a Ctrl-C in the middle could hang on a half-made worker). ``warn``: say so above the cap."""
+    cpus = os.cpu_count() or 1
+    wanted = workers or cpus
+    if warn and wanted > PROCESSES_PER_CPU * cpus:
+        log.warning("-j %d: at most %d processes are started (%d per CPU on %d CPUs): hashing is CPU-bound",
+                    wanted, PROCESSES_PER_CPU * cpus, PROCESSES_PER_CPU, cpus)
+    return max(1, min(wanted, PROCESSES_PER_CPU * cpus, tasks))
+
+
 def local_executor(workers: int, max_tasks: int | None = None) -> ProcessPoolExecutor:
-    """A local process pool (see :func:`start_method`)."""
+    """A local process pool of ``workers`` processes (see :func:`start_method`, :func:`pool_size`)."""
     kw = {"max_tasks_per_child": max_tasks} if max_tasks else {}
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method()),
                                initializer=_worker_init, **kw)
@@ -231,7 +248,7 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
     """Results for ``(path, kind)`` items, in completion order. The files of the batches
     lost with a dead worker are retried one file per task in a new pool; those lost again
     are retried one file per process, and a file that kills its process there is reported."""
-    workers = workers or os.cpu_count() or 1
+    workers = pool_size(workers, len(items), warn=True) if executor is None else workers or os.cpu_count() or 1
     if executor is None and (workers == 1 or len(items) < MIN_FILES_FOR_POOL):
         # in this process: nothing to start, and a crash here would be ours, not a file's
         for p, kind in items:

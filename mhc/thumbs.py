@@ -15,7 +15,7 @@ from PIL import Image
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
-from .runner import MIN_FILES_FOR_POOL, _terminate, local_executor
+from .runner import MIN_FILES_FOR_POOL, _terminate, local_executor, pool_size
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 THUMB_SIDE = 200
@@ -85,9 +85,9 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
             todo.append((p, str(tdir / name), kind))
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     own = None
-    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and (workers or os.cpu_count() or 1) > 1:
+    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and pool_size(workers, len(batches)) > 1:
         # a pool only when there is enough to make: most reruns find every thumbnail
-        executor = own = local_executor(workers or os.cpu_count() or 1)
+        executor = own = local_executor(pool_size(workers, len(batches)))
     ok = False
     try:
         results = executor.map(_make_batch, batches) if executor is not None else map(_make_batch, batches)

@@ -523,3 +523,39 @@ def test_interrupt_while_the_report_renders_beside_the_links(many_small, tmp_pat
     assert r.returncode == 0, r.stderr
     _complete(out)
     assert not staging()
+
+
+def test_a_pool_never_forks_more_than_4_processes_per_cpu(corpus, tmp_path):
+    """Python's pool forks all its processes at once: -j 100000 forked until the machine
+    ran out, and a SIGTERM in the middle hung on a half-made worker. Capped, with one line."""
+    from mhc.runner import PROCESSES_PER_CPU, pool_size
+
+    cpus = os.cpu_count() or 1
+    assert pool_size(0, 10_000) == cpus and pool_size(3, 2) == 2 and pool_size(5, 0) == 1
+    assert pool_size(100_000, 10**6) == PROCESSES_PER_CPU * cpus
+    many = PROCESSES_PER_CPU * cpus * 8  # harmless even uncapped
+    r = run_cli("-i", str(corpus), "-o", str(tmp_path / "o"), "--cache", str(tmp_path / "c.sqlite"), "-j", str(many),
+                "-a", "phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"-j {many}: at most {PROCESSES_PER_CPU * cpus} processes are started " \
+        f"({PROCESSES_PER_CPU} per CPU on {cpus} CPUs): hashing is CPU-bound"
+
+
+def test_sigterm_in_a_child_before_it_sets_its_handler_ends_it_quietly():
+    """The command line's SIGTERM handler raises in the main process only: a forked child
+    hit between fork and its own handler raised it inside Python's after-fork hooks
+    ("Exception ignored in _after_fork ... Terminated", a traceback on the terminal)."""
+    code = (
+        "import functools, os, signal, time\n"
+        "from mhc.cli import _on_sigterm\n"
+        "signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.strip() == "True" and r.stderr == "", r.stderr
