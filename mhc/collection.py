@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -268,6 +269,7 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
         return
     from distributed import Client  # installed: checked by validate()
 
+    _reachable(address)
     try:
         client = Client(address, timeout=20)
     except (OSError, TimeoutError) as e:
@@ -279,3 +281,22 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
         yield client.get_executor()
     finally:
         client.close()
+
+
+def _reachable(address: str) -> None:
+    """Say at once that nothing answers at a TCP or TLS address (refused, no such host):
+    Dask's client retries until its timeout, 20 s, in case the scheduler is starting."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        protocol, location = parse_address(address)
+        if protocol not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except ValueError:
+        return  # the client's own message
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as e:
+        raise EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({e.strerror or e}); check the "
+                               f"address and that the scheduler runs, e.g. --dask tcp://scheduler:8786") from None
