@@ -209,7 +209,7 @@ def pairs_command(
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=True)
         sys.stdout.write("\n")
     else:
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
         w.writerow(["path_a", "path_b", "distance"])
         for a, b, d in pairs:
             w.writerow([printable(a), printable(b), d])
