@@ -25,6 +25,7 @@ from .clustering import (
     sweep_algorithm,
 )
 from .collection import HashedCollection, collect, find_media, hash_plan
+from .discover import Discovery
 from .errors import FileError, UsageError
 from .events import Progress
 from .hashing import HashPlan
@@ -86,11 +87,8 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
 
     t0 = time.perf_counter()
     plan = validate(options)
-    found = find_media(plan, progress)
-    if options.method == "hdbscan" and len(found.files) > HDBSCAN_MAX_FILES:
-        raise UsageError(f"--method hdbscan on {len(found.files):,} files: its cost grows with the square of the "
-                         f"files; it is limited to {HDBSCAN_MAX_FILES:,}. Use the sweep beyond.")
     if options.dry_run:
+        found = _find(plan, progress)
         collection = collect(plan, progress=progress, executor=executor, found=found)
         result = RunResult(str(plan.input), str(plan.output), collection, cluster_all(collection, plan, progress),
                            options)
@@ -98,7 +96,10 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     else:
         from .output import OutputFolder
 
+        # the output first: its lock, and what it holds that mhc would refuse to replace, are
+        # said before a scan that takes minutes on a large collection
         with OutputFolder(plan.output, plan.input, background_retire=background_cleanup) as of:
+            found = _find(plan, progress)
             previous = of.previous_summary()
             carried, dropped = carried_entries(previous, plan)
             collection = collect(plan, progress=progress, executor=executor, found=found,
@@ -113,6 +114,14 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
             result.written = write_output(of, result, previous, progress)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _find(plan: RunPlan, progress: Progress | None) -> Discovery:
+    found = find_media(plan, progress)
+    if plan.options.method == "hdbscan" and len(found.files) > HDBSCAN_MAX_FILES:
+        raise UsageError(f"--method hdbscan on {len(found.files):,} files: its cost grows with the square of the "
+                         f"files; it is limited to {HDBSCAN_MAX_FILES:,}. Use the sweep beyond.")
+    return found
 
 
 def match_options(o: Options) -> MatchOptions:
