@@ -47,7 +47,7 @@ class Figures:
         from .options import default_cache_path
 
         cache = summary.get("cache")
-        self.cache_flag = f"--cache {shlex.quote(cache)} " if cache and Path(cache) != default_cache_path() else ""
+        self.cache_flag = f"--cache {shell_quote(cache)} " if cache and Path(cache) != default_cache_path() else ""
         self._static: dict[tuple[int, str], str] = {}
         self._quotes: dict[int, str] = {}
         self._flag_html = str(_html(self.cache_flag))
@@ -124,8 +124,24 @@ class Figures:
     def _quoted(self, i: int) -> str:
         q = self._quotes.get(i)
         if q is None:
-            q = self._quotes[i] = str(_html(shlex.quote(self.files[i])))
+            q = self._quotes[i] = str(_html(shell_quote(self.files[i])))
         return q
+
+
+def shell_quote(path: str) -> str:
+    """``path`` for a shell command line the user pastes. A name that is not UTF-8, or holds
+    control characters, is written byte by byte in bash's ``$'\\xHH'`` quoting: shlex's
+    quotes would carry its bytes as text the page cannot show (they became a literal
+    "\\xe9" that names no file)."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+        plain = all(b >= 32 and b != 127 for b in raw)
+    except UnicodeDecodeError:
+        plain = False
+    if plain:
+        return shlex.quote(path)
+    return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
 
 
 def _size(n: int) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -15,7 +16,7 @@ from PIL import ImageEnhance
 from mhc import Options, run
 from mhc.summary import clusters
 
-from conftest import gone_soon, photo, run_cli, save
+from conftest import ROOT, gone_soon, photo, run_cli, save
 
 EVIL = "<img src=x onerror=alert(1)>.jpg"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -263,6 +264,34 @@ def test_not_a_duplicate_command_names_the_cache_the_output_uses(tmp_path, brows
     again = run(Options(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:4:2", workers=1))
     assert all(len(c) == 1 for p in again.algorithms[0].partitions for c in p.clusters) or not any(
         p.clusters for p in again.algorithms[0].partitions)
+
+
+def test_not_a_duplicate_command_works_for_a_name_that_is_not_utf8(tmp_path, browser):
+    """A name that is not UTF-8 was quoted by shlex and shown with its byte as the text
+    "\\xe9": pasted, the command named no file. It is written in bash's $'\\xHH' quoting."""
+    import os
+    import subprocess
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    base = photo(78)
+    save(base, inp / "a.jpg")
+    odd = os.fsdecode(os.fsencode(str(inp)) + b"/caf\xe9 it's.jpg")
+    base.resize((160, 120)).save(odd)
+    cache = tmp_path / "c.sqlite"
+    out = tmp_path / "out"
+    run(Options(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:4:2", workers=1))
+    page, _ = _open(browser, (out / "report" / "phash_8" / "thr_004.html").as_uri())
+    page.locator("details.ignore summary").first.click()
+    cmd = page.locator("details.ignore code").first.inner_text()
+    assert "$'" in cmd and "\\xe9" in cmd, cmd
+    script = f"mhc() {{ {sys.executable} {ROOT / 'cluster.py'} \"$@\"; }}\n{cmd}\n"  # pasted into bash
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0 and "marked as not a duplicate" in r.stdout, r.stderr
+    from mhc import HashCache
+
+    with HashCache(cache) as c:
+        assert sorted(c.ignored()[0]) == sorted([str(inp / "a.jpg"), odd])
 
 
 def test_a_phone_width_screen_shows_the_whole_chart_and_scrolls_the_table(reported, browser):
