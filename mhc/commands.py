@@ -14,7 +14,7 @@ from .cache import HashCache, older_version
 from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
-from .output import check_path
+from .paths import check_path
 from .summary import SummaryDamaged, load
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)

@@ -248,7 +248,7 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     out = Path(os.path.abspath(o.output))
     cache = o.cache_path()
     from .cache import check_cache_path
-    from .output import check_input, check_output, check_path
+    from .paths import check_input, check_output, check_path
 
     check_path("-i/--input", inp)
     if outputs:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
-from .errors import EnvironmentFault, UsageError, fault, printable
+from .errors import EnvironmentFault, fault
 from .journal import do_change, exchange, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
@@ -46,112 +46,13 @@ from .ownership import (
     remove_tree,
     retire,
 )
+from .paths import check_output
 
 log = logging.getLogger(__name__)
 
 OLD_INFIX = ".mhc-old-"
 _UNREAD = object()
 TMP_SUFFIX = ".mhc-tmp"
-_NAME_MAX = 255
-# ".<name>.mhc-staging-<pid>": the longest sibling mhc makes beside the output
-_SIBLING_EXTRA = len(".") + len(STAGING_INFIX) + 10
-
-
-# -- checks -----------------------------------------------------------------------------
-_PATH_MAX = 4096
-
-
-def check_path(flag: str, path: Path) -> None:
-    """Refuse a path the user gave that no filesystem here can hold: a name over 255 bytes or
-    a path over 4096 (Linux's limits, and most others'). Looked at first: every os.stat of it
-    would raise ENAMETOOLONG, wherever that happens to be."""
-    full = os.fsencode(os.path.abspath(path))
-    longest = max(full.split(b"/"), key=len)
-    if len(longest) > _NAME_MAX:
-        raise UsageError(f"{flag} {printable(str(path))}: a name in it is {len(longest)} bytes long, and a file or "
-                         f"folder name may have at most {_NAME_MAX}; give a shorter one")
-    if len(full) >= _PATH_MAX:
-        raise UsageError(f"{flag}: the path is {len(full)} bytes long, and a path may have at most {_PATH_MAX - 1}; "
-                         f"give a shorter one")
-
-
-def _is_within(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
-def check_input(inp: Path, given: Path) -> None:
-    """Refuse an input that is not a folder of media (``given``: as the user wrote it)."""
-    if not inp.exists():
-        raise UsageError(f"input folder {given} does not exist; pass -i/--input FOLDER with your media")
-    if not inp.is_dir():
-        raise UsageError(f"input {given} is not a folder; pass -i/--input FOLDER")
-    # an output, or one algorithm's folder in it, holds links to the user's files, each once
-    # per threshold folder: clustered, every file would be its own duplicate. A threshold
-    # or cluster folder (each file once) is a fine input: reclustering what a folder holds.
-    for depth, folder in enumerate((inp, inp.parent)):
-        if (folder / MARKER).is_file():
-            try:
-                source = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["input"]
-                example = f", e.g. {printable(source)} (the one it was made from)"
-            except (OSError, ValueError, KeyError, TypeError):
-                example = ""
-            what = "an mhc output folder" if depth == 0 else "an algorithm folder of an mhc output"
-            raise UsageError(f"input {given} is {what}: it holds each of your files once per threshold folder; pass "
-                             f"-i/--input the folder of your media{example}, or one threshold folder")
-
-
-def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "symlink") -> None:
-    """Refuse an output folder that would put the user's files at risk or that mhc cannot
-    write, before any work starts."""
-    real = Path(os.path.realpath(out))
-    rin = Path(os.path.realpath(inp))
-    if real == rin:
-        raise UsageError(f"--output {out} is the input folder; choose a separate folder such as data/output")
-    if _is_within(rin, real):
-        raise UsageError(f"--output {out} contains the input folder {inp}; choose a folder outside it")
-    if _is_within(real, rin):
-        if rin.parent == rin:  # -i /: every folder is inside it
-            raise UsageError(f"--input {inp} is the whole filesystem, so every output folder would be inside it; "
-                             f"pass -i/--input the folder of your media")
-        raise UsageError(f"--output {out} is inside the input folder {inp}; mhc never writes there. Choose a "
-                         f"folder outside it, e.g. {rin.parent / (rin.name + '-clusters')}")
-    # the name first: exists() raises on a name longer than the filesystem allows
-    if len(os.fsencode(real.name)) + _SIBLING_EXTRA > _NAME_MAX:
-        raise UsageError(f"--output {out}: the folder name is too long for the temporary folder mhc makes beside "
-                         f"it; use a name of at most {_NAME_MAX - _SIBLING_EXTRA} bytes")
-    if real.exists() and not real.is_dir():
-        raise UsageError(f"--output {out} exists and is not a folder; choose another path")
-    if real.is_dir() and not (real / MARKER).exists():
-        try:
-            empty = next(real.iterdir(), None) is None
-        except OSError as e:
-            raise EnvironmentFault(f"cannot read --output {out} ({e.strerror})") from None
-        if not empty:
-            raise UsageError(f"--output {out} is not empty and was not made by mhc (no {MARKER} marker); "
-                             f"choose an empty or new folder")
-    if real.is_dir() and os.path.ismount(real):
-        raise UsageError(f"--output {out} is a mount point; mhc replaces its output folder whole, so choose a "
-                         f"folder inside it, e.g. {real / 'mhc-output'}")
-    if not writing:
-        return
-    for folder in real.parents:  # (an output is never inside an input: checked above)
-        if (folder / MARKER).is_file():
-            raise UsageError(f"--output {out} is inside the mhc output folder {folder}; a folder there would stop "
-                             f"mhc from writing that output again (it replaces only what it made). Choose a folder "
-                             f"outside it, e.g. {folder.parent / real.name}")
-    parent = real.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"--output {out}: {parent} is a file, not a folder; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EnvironmentFault(f"cannot write in {parent} (read-only or no permission); choose an --output "
-                               f"where you can write")
-    if link == "hardlink" and os.stat(parent).st_dev != os.stat(rin).st_dev:
-        raise UsageError(f"--link hardlink needs --output on the same filesystem as the input ({out} is not); "
-                         f"use --link copy, or an output folder on that filesystem")
-
-
 # -- the output folder ----------------------------------------------------------
 
 def lock_path(out: Path) -> Path:
@@ -182,6 +83,7 @@ class OutputFolder:
         self.parent = self.out.parent
         self.staging = self.parent / f".{self.out.name}{STAGING_INFIX}{os.getpid()}"
         self._lock_fd: int | None = None
+        self._lock_path: Path | None = None
         # what commit does, in order, before the swap: [kind, a, b] (see do_change); each undoable
         self._ops: list[list[str]] = []
         self._background = background_retire
@@ -334,20 +236,35 @@ class OutputFolder:
     # -- locking and recovery -----------------------------------------------------------
     def _lock(self) -> None:
         path = lock_path(self.out)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise EnvironmentFault(f"another mhc run (pid {other}) is writing {self.out}; wait for it to finish "
+                                       f"or choose another --output") from None
+            # the run that held it removes the file as it lets go (_unlock): opened just
+            # before that, this lock is on a file nobody else will see. Then take the new one.
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise EnvironmentFault(f"another mhc run (pid {other}) is writing {self.out}; wait for it to finish "
-                                   f"or choose another --output") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        self._lock_fd, self._lock_path = fd, path
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
+            # removed while still held, so lock files do not pile up (one per output ever
+            # written); a run that opened it meanwhile sees that it is gone (_lock)
+            try:
+                os.unlink(self._lock_path)
+            except OSError:
+                pass
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

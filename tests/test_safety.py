@@ -228,6 +228,47 @@ def test_two_runs_on_one_output_do_not_interleave(corpus, tmp_path):
     assert not out.exists()
 
 
+def test_lock_files_do_not_pile_up(corpus, tmp_path, monkeypatch):
+    """One lock file per output ever written stayed in mhc's cache folder. It is removed as
+    the lock is let go; a run that opened it just before takes the new file instead."""
+    from mhc.output import lock_path
+
+    outs = [tmp_path / f"out{k}" for k in range(3)]
+    for out in outs:
+        with OutputFolder(out, corpus):
+            assert lock_path(out).exists()
+            r = run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q")
+            assert r.returncode == 3 and "another mhc run" in r.stderr  # still a lock while held
+        assert not lock_path(out).exists()
+        assert run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q").returncode == 0
+        assert not lock_path(out).exists()
+    # a run that opened the lock file just before its holder removed it must not keep a lock
+    # on the removed file (then a third run would take the new one: two writers)
+    import fcntl
+
+    import mhc.output
+
+    out = outs[0]
+    holder = OutputFolder(out, corpus).__enter__()
+    real_flock, released = fcntl.flock, []
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and not released:  # the holder lets go between this open and flock
+            released.append(holder.__exit__(None, None, None))
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(mhc.output.fcntl, "flock", flock)
+    late = OutputFolder(out, corpus).__enter__()
+    monkeypatch.setattr(mhc.output.fcntl, "flock", real_flock)
+    try:
+        assert released and os.stat(lock_path(out)).st_ino == os.fstat(late._lock_fd).st_ino
+        r = run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8", "-q")
+        assert r.returncode == 3 and "another mhc run" in r.stderr, r.stderr
+    finally:
+        late.__exit__(None, None, None)
+    assert not lock_path(out).exists()
+
+
 def test_clearing_never_follows_symlinks_out_of_the_output(corpus, tmp_path):
     out = tmp_path / "out"
     o = dict(input=corpus, output=out, algorithms=["phash_8"], workers=1)
