@@ -162,8 +162,8 @@ def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optiona
 @command(app, "pairs")
 def pairs_command(
     algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
-    threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",
-                                  metavar="BITS"),
+    threshold: str = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance, in bits or percent of "
+                                  "the hash's bits (inclusive): 20 or 10%.", metavar="BITS"),
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input and cache are "
@@ -191,9 +191,10 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
+        bits = _one_threshold(threshold, algo)  # before hashing, which may take hours
         folder, cache_path = _pairs_sources(input, output, cache)
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops)
-        pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
+        pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":
         index = {f: i for i, f in enumerate(collection.files)}
@@ -213,6 +214,25 @@ def pairs_command(
         w.writerow(["path_a", "path_b", "distance"])
         for a, b, d in pairs:
             w.writerow([printable(a), printable(b), d])
+
+
+def _one_threshold(spec: str, algo: str) -> int:
+    """``-t`` of ``pairs``: one value in bits or percent of the hash's bits (as a sweep's)."""
+    import re
+
+    from .algorithms import parse_algorithm
+    from .thresholds import parse_thresholds
+
+    m = re.fullmatch(r"\s*(\d+)(%?)\s*", spec)
+    if not m:
+        raise UsageError(f"-t {spec!r} is not one threshold; write bits (-t 20) or percent of the hash's bits "
+                         f"(-t 10%)")
+    algorithm = parse_algorithm(algo)
+    top = 100 if m.group(2) else algorithm.bits
+    if int(m.group(1)) > top:
+        raise UsageError(f"-t {spec.strip()}: {algorithm.key} has {algorithm.bits} bits; use at most "
+                         f"{algorithm.bits}, or a percentage up to 100%")
+    return parse_thresholds(spec.strip(), algorithm)[0]
 
 
 @command(app, "ignore")

@@ -243,6 +243,20 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     assert csv_out.startswith(b"path_a,path_b,distance\n") and b"\r" not in csv_out  # lines for cut and awk
 
 
+def test_pairs_takes_a_threshold_in_bits_or_percent_and_checks_it_before_hashing(corpus, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    common = ("pairs", "-i", str(corpus), "-o", str(tmp_path / "none"), "--cache", str(cache), "-a", "phash_8")
+    bits = run_cli(*common, "-t", "6")
+    percent = run_cli(*common, "-t", "10%")  # 10 % of 64 bits: 6, as in a sweep
+    assert bits.returncode == percent.returncode == 0 and bits.stdout == percent.stdout, percent.stderr
+    cache.unlink()
+    for t, message in (("65", "phash_8 has 64 bits"), ("101%", "phash_8 has 64 bits"), ("0:5:1", "is not one threshold"),
+                       ("-1", "is not one threshold"), ("six", "is not one threshold")):
+        r = run_cli(*common, "-t", t)
+        assert r.returncode == 2 and r.stderr.startswith("Error: -t ") and message in r.stderr, r.stderr
+        assert not cache.exists()  # said before any hashing
+
+
 def test_a_reader_that_stops_early_ends_quietly_with_status_1(corpus, tmp_path):
     """`mhc pairs | head`: the reader closes the pipe before mhc is done writing. That is
     no fault to report (no traceback, no line), but the output was cut short, so the status
