@@ -10,12 +10,14 @@ from typing import Optional
 
 import typer
 
+from .algorithms import parse_algorithm
 from .cache import HashCache, older_version
 from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .paths import check_path
 from .summary import SummaryDamaged, load
+from .thresholds import one_threshold
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -191,7 +193,7 @@ def pairs_command(
     with user_errors():
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        bits = _one_threshold(threshold, algo)  # before hashing, which may take hours
+        bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
         folder, cache_path = _pairs_sources(input, output, cache)
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops)
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)
@@ -214,25 +216,6 @@ def pairs_command(
         w.writerow(["path_a", "path_b", "distance"])
         for a, b, d in pairs:
             w.writerow([printable(a), printable(b), d])
-
-
-def _one_threshold(spec: str, algo: str) -> int:
-    """``-t`` of ``pairs``: one value in bits or percent of the hash's bits (as a sweep's)."""
-    import re
-
-    from .algorithms import parse_algorithm
-    from .thresholds import parse_thresholds
-
-    m = re.fullmatch(r"\s*(\d+)(%?)\s*", spec)
-    if not m:
-        raise UsageError(f"-t {spec!r} is not one threshold; write bits (-t 20) or percent of the hash's bits "
-                         f"(-t 10%)")
-    algorithm = parse_algorithm(algo)
-    top = 100 if m.group(2) else algorithm.bits
-    if int(m.group(1)) > top:
-        raise UsageError(f"-t {spec.strip()}: {algorithm.key} has {algorithm.bits} bits; use at most "
-                         f"{algorithm.bits}, or a percentage up to 100%")
-    return parse_thresholds(spec.strip(), algorithm)[0]
 
 
 @command(app, "ignore")

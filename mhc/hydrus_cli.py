@@ -17,8 +17,8 @@ app.add_typer(hydrus_app, name="hydrus")
 @command(hydrus_app, "push")
 def hydrus_push(
     algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
-    threshold: int = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance in bits (inclusive).",
-                                  metavar="BITS"),
+    threshold: str = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance, in bits or percent of "
+                                  "the hash's bits (inclusive): 20 or 10%.", metavar="BITS"),
     api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address "
                                 "(http:// or https://).", metavar="URL"),
     api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key (64 hex characters) "
@@ -52,6 +52,7 @@ def hydrus_push(
     from .collection import collect
     from .hydrus import HydrusClient, push_pairs
     from .options import Options, validate
+    from .thresholds import one_threshold
 
     _setup_logging(False)
     with user_errors():
@@ -62,9 +63,7 @@ def hydrus_push(
         # the algorithm, input, cache and threshold before the client (what hash_folder would
         # check, once): a typo is said without a network round trip
         plan = validate(Options(input=input, algorithms=[algo], cache=cache, workers=workers), outputs=False)
-        bits = plan.algorithms[0].bits
-        if not 0 <= threshold <= bits:
-            raise UsageError(f"--threshold must be 0 to {bits} bits for {algo}, not {threshold}")
+        threshold = one_threshold(threshold, plan.algorithms[0])
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = collect(plan)

@@ -178,7 +178,8 @@ def test_an_unreachable_client_and_a_bad_address_are_one_line(photos):
 @pytest.mark.parametrize("args, message", [
     (["--api-url", "http://[::1"], "is not a valid address (Invalid IPv6 URL)"),
     (["--api-url", "http://hydrus:port"], "is not a valid address"),
-    (["-a", "phash_8", "-t", "99"], "--threshold must be 0 to 64 bits for phash_8, not 99"),
+    (["-a", "phash_8", "-t", "99"], "-t 99: phash_8 has 64 bits"),
+    (["-a", "phash_8", "-t", "0:8:1"], "is not one threshold"),
     (["-a", "nope_8"], "unknown algorithm 'nope'"),
     (["-i", "/nonexistent/photos"], "input folder /nonexistent/photos does not exist"),
 ])
