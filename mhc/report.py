@@ -17,6 +17,7 @@ all of them.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import urllib.parse
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from .chart import chart_svg
 from .figures import Figures, shown
 from .pairs import hex_distance
 from .summary import partitions
+
+log = logging.getLogger(__name__)
 
 PAGE_FILES = 1000
 # Unclustered files shown per threshold: every file unclustered at every threshold made the
@@ -290,6 +293,10 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
 
     out = Path(os.path.abspath(output))
     summary = read_summary(out)
+    if not os.path.isdir(summary["input"]):  # the pages are rebuilt, but their pictures point there
+        log.warning("the input %s this output was made from is gone: the folders' links and the pages' pictures "
+                    "point there (thumbnails still show). Run mhc -i <its new place> -o %s to link them again",
+                    summary["input"], out)
     with OutputFolder(out, Path(summary.get("input", "/nonexistent"))) as of:
         staging = of.stage()
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)

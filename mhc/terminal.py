@@ -53,7 +53,8 @@ def print_summary(result, console: Console) -> None:
     line = hashes_line(result)
     if line:
         console.print(line, highlight=False)
-    for a in result.algorithms:
+    # nothing to cluster: tables of zeros, one per algorithm, would only push the reason away
+    for a in (result.algorithms if result.files else []):
         unit = "% of each --require threshold" if a.unit == "%" else f"{a.max_distance} bits"
         note = ", kept from an earlier run" if a.carried else ""
         t = Table(title=f"{a.key} ({unit}{note})", title_justify="left")
@@ -92,8 +93,10 @@ def print_summary(result, console: Console) -> None:
         console.print(f"removed the folder {d}", highlight=False, markup=False, soft_wrap=True)
     if result.errors:
         e = result.errors[0]
-        console.print(f"{len(result.errors)} file(s) could not be used, e.g. {printable(e.path)}: {e.reason}",
-                      highlight=False, markup=False, soft_wrap=True)
+        what = "none of the files could be used (nothing to cluster)" if not result.files else \
+            f"{len(result.errors)} file(s) could not be used"
+        console.print(f"{what}, e.g. {printable(e.path)}: {e.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
         if not result.options.dry_run:
             console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False,
                           markup=False, soft_wrap=True)

@@ -257,6 +257,26 @@ def test_pairs_takes_a_threshold_in_bits_or_percent_and_checks_it_before_hashing
         assert not cache.exists()  # said before any hashing
 
 
+def test_an_input_where_nothing_can_be_read_says_so_in_one_line(tmp_path):
+    """Not five tables of zeros above the line that gives the reason."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_text("not a picture")
+    r = run_cli("-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "(64 bits)" not in r.stdout and "threshold" not in r.stdout, r.stdout
+    assert f"none of the files could be used (nothing to cluster), e.g. {tmp_path / 'in' / 'a.jpg'}: " in r.stdout
+
+
+def test_report_of_an_output_whose_input_moved_says_where_the_links_point(corpus, tmp_path):
+    inp = shutil.copytree(corpus, tmp_path / "in")
+    out = tmp_path / "o"
+    assert run_cli("-i", str(inp), "-o", str(out), "-a", "phash_8", "-q").returncode == 0
+    inp.rename(tmp_path / "moved")
+    r = run_cli("report", "-o", str(out))
+    assert r.returncode == 0 and (out / "index.html").is_file(), r.stderr
+    assert f"the input {inp} this output was made from is gone" in r.stderr and f"-o {out}" in r.stderr
+
+
 def test_a_reader_that_stops_early_ends_quietly_with_status_1(corpus, tmp_path):
     """`mhc pairs | head`: the reader closes the pipe before mhc is done writing. That is
     no fault to report (no traceback, no line), but the output was cut short, so the status
