@@ -28,7 +28,7 @@ from .errors import EnvironmentFault, FileError, MhcError, UsageError
 from .events import Progress, report
 from .hashing import HashPlan
 from .metric import HashMetric, MatchOptions, video_codes
-from .options import Options, RunPlan, validate
+from .options import Options, RunPlan, dask_host_port, validate
 from .pairs import pack
 from .runner import HashResults, HashStats, compute_hashes
 
@@ -273,8 +273,7 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
     try:
         client = Client(address, timeout=20)
     except (OSError, TimeoutError) as e:
-        raise EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({e}); check the address, "
-                               f"e.g. --dask tcp://scheduler:8786") from None
+        raise _unreachable(address, e) from None
     except ValueError as e:  # an address validate() let through that Dask still refuses
         raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None
     try:
@@ -286,17 +285,15 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
 def _reachable(address: str) -> None:
     """Say at once that nothing answers at a TCP or TLS address (refused, no such host):
     Dask's client retries until its timeout, 20 s, in case the scheduler is starting."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-
+    host_port = dask_host_port(address)
+    if host_port is None:
+        return
     try:
-        protocol, location = parse_address(address)
-        if protocol not in ("tcp", "tls"):
-            return
-        host, port = parse_host_port(location)
-    except ValueError:
-        return  # the client's own message
-    try:
-        socket.create_connection((host, port), timeout=5).close()
+        socket.create_connection(host_port, timeout=5).close()
     except OSError as e:
-        raise EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({e.strerror or e}); check the "
-                               f"address and that the scheduler runs, e.g. --dask tcp://scheduler:8786") from None
+        raise _unreachable(address, e.strerror or e) from None
+
+
+def _unreachable(address: str, why) -> EnvironmentFault:
+    return EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({why}); check the address and that the "
+                            f"scheduler runs, e.g. --dask tcp://scheduler:8786")

@@ -243,7 +243,7 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     _check_combinations(options)
     _check_libraries(options)
     if o.dask:  # after the library check: parsing it needs distributed
-        _check_dask_address(o.dask)
+        dask_host_port(o.dask)
     inp = Path(os.path.abspath(o.input))
     out = Path(os.path.abspath(o.output))
     cache = o.cache_path()
@@ -385,15 +385,15 @@ def _check_libraries(options: Options) -> None:
             raise UsageError(f"{what}: pip install 'mhc[{extra}]'")
 
 
-def _check_dask_address(address: str) -> None:
-    """An address Dask cannot parse is the user's typo: said before any scanning (Client()
-    would raise a bare ValueError once hashing starts)."""
+def dask_host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of a TCP or TLS scheduler address (None for other transports). An
+    address Dask cannot parse is the user's typo, said before any scanning (Client() would
+    raise a bare ValueError once hashing starts)."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
     try:
         scheme, location = parse_address(address)
-        if scheme in ("tcp", "tls"):
-            parse_host_port(location)
+        return parse_host_port(location) if scheme in ("tcp", "tls") else None
     except (ValueError, TypeError) as e:
         raise UsageError(f"--dask {address!r} is not a scheduler address ({e}); write e.g. --dask "
                          f"tcp://scheduler:8786, as `dask scheduler` prints it") from None
