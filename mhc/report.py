@@ -297,7 +297,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
         log.warning("the input %s this output was made from is gone: the folders' links and the pages' pictures "
                     "point there (thumbnails still show). Run mhc -i <its new place> -o %s to link them again",
                     summary["input"], out)
-    with OutputFolder(out, Path(summary.get("input", "/nonexistent"))) as of:
+    with OutputFolder(out, Path(summary["input"])) as of:  # (read_summary checked it is there)
         staging = of.stage()
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)
         build_report(staging, summary, thumbs)

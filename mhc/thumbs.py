@@ -85,9 +85,10 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
             todo.append((p, str(tdir / name), kind))
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     own = None
-    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and pool_size(workers, len(batches)) > 1:
+    processes = pool_size(workers, len(batches))
+    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and processes > 1:
         # a pool only when there is enough to make: most reruns find every thumbnail
-        executor = own = local_executor(pool_size(workers, len(batches)))
+        executor = own = local_executor(processes)
     ok = False
     try:
         results = executor.map(_make_batch, batches) if executor is not None else map(_make_batch, batches)
