@@ -10,7 +10,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .discover import MARKER
+from .discover import enclosing_output
 from .errors import UsageError
 
 APPLICATION_ID = 0x6D686321  # "mhc!" in the SQLite header: this file is mhc's cache
@@ -57,15 +57,15 @@ def check_cache_path(path: Path, inp: Path, out: Path) -> None:
     if real == Path(os.path.realpath(out)) or Path(os.path.realpath(out)) in real.parents:
         raise UsageError(f"--cache {path} is inside the output folder, which is replaced on each run; "
                          f"choose a path outside it")
-    for folder in (real, *real.parents):
-        if (folder / MARKER).is_file():  # another mhc output: a file mhc did not write there blocks its reruns
-            if folder == real:
-                raise UsageError(f"--cache {path} is an mhc output folder, not a file; give a file path outside "
-                                 f"every output (mhc pairs, report and cache find the one an output used with "
-                                 f"-o {path})")
-            raise UsageError(f"--cache {path} is inside the mhc output folder {folder}; a file there would stop "
-                             f"mhc from writing that output again (it replaces only what it made). Choose a path "
-                             f"outside it")
+    owner = enclosing_output(real)  # another mhc output: a file mhc did not write there blocks its reruns
+    if owner == real:
+        raise UsageError(f"--cache {path} is an mhc output folder, not a file; give a file path outside "
+                         f"every output (mhc pairs, report and cache find the one an output used with "
+                         f"-o {path})")
+    if owner is not None:
+        raise UsageError(f"--cache {path} is inside the mhc output folder {owner}; a file there would stop "
+                         f"mhc from writing that output again (it replaces only what it made). Choose a path "
+                         f"outside it")
     if real.is_dir():
         raise UsageError(f"--cache {path} is a folder; give a file path, e.g. {Path(path) / 'mhc-cache.sqlite'}")
     for parent in real.parents:

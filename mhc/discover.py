@@ -75,6 +75,15 @@ def classify(name: str) -> Kind | None:
     return None
 
 
+def enclosing_output(path: Path) -> Path | None:
+    """The mhc output folder ``path`` is or lies in (the nearest folder with mhc's marker),
+    else None."""
+    for folder in (path, *path.parents):
+        if (folder / MARKER).is_file():
+            return folder
+    return None
+
+
 def is_mhc_folder(path: str) -> bool:
     """True for folders mhc made: an output tree or a staging folder."""
     return STAGING_INFIX in os.path.basename(path) or os.path.exists(os.path.join(path, MARKER))

@@ -2,12 +2,11 @@
 any path's length. Each refusal is one line that says what to do instead."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from .discover import MARKER, STAGING_INFIX
-from .errors import EnvironmentFault, UsageError, printable
+from .discover import MARKER, STAGING_INFIX, enclosing_output
+from .errors import EnvironmentFault, MhcError, UsageError, printable
 
 _NAME_MAX = 255
 # ".<name>.mhc-staging-<pid>": the longest sibling mhc makes beside the output
@@ -43,16 +42,19 @@ def check_input(inp: Path, given: Path) -> None:
     # an output, or one algorithm's folder in it, holds links to the user's files, each once
     # per threshold folder: clustered, every file would be its own duplicate. A threshold
     # or cluster folder (each file once) is a fine input: reclustering what a folder holds.
-    for depth, folder in enumerate((inp, inp.parent)):
-        if (folder / MARKER).is_file():
-            try:
-                source = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["input"]
-                example = f", e.g. {printable(source)} (the one it was made from)"
-            except (OSError, ValueError, KeyError, TypeError):
-                example = ""
-            what = "an mhc output folder" if depth == 0 else "an algorithm folder of an mhc output"
-            raise UsageError(f"input {given} is {what}: it holds each of your files once per threshold folder; pass "
-                             f"-i/--input the folder of your media{example}, or one threshold folder")
+    owner = enclosing_output(inp)
+    depth = len(inp.relative_to(owner).parts) if owner is not None else None
+    if depth is not None and depth <= 1:
+        from .summary import load
+
+        try:
+            source = (load(owner) or {}).get("input")
+        except MhcError:  # a damaged summary: no example, the refusal stands
+            source = None
+        example = f", e.g. {printable(source)} (the one it was made from)" if isinstance(source, str) else ""
+        what = "an mhc output folder" if depth == 0 else "an algorithm folder of an mhc output"
+        raise UsageError(f"input {given} is {what}: it holds each of your files once per threshold folder; pass "
+                         f"-i/--input the folder of your media{example}, or one threshold folder")
 
 
 def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "symlink") -> None:
@@ -89,11 +91,11 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
                          f"folder inside it, e.g. {real / 'mhc-output'}")
     if not writing:
         return
-    for folder in real.parents:  # (an output is never inside an input: checked above)
-        if (folder / MARKER).is_file():
-            raise UsageError(f"--output {out} is inside the mhc output folder {folder}; a folder there would stop "
-                             f"mhc from writing that output again (it replaces only what it made). Choose a folder "
-                             f"outside it, e.g. {folder.parent / real.name}")
+    owner = enclosing_output(real.parent)  # (an output is never inside an input: checked above)
+    if owner is not None:
+        raise UsageError(f"--output {out} is inside the mhc output folder {owner}; a folder there would stop "
+                         f"mhc from writing that output again (it replaces only what it made). Choose a folder "
+                         f"outside it, e.g. {owner.parent / real.name}")
     parent = real.parent
     while not parent.exists():
         parent = parent.parent
