@@ -5,7 +5,9 @@ the access key goes in the ``Hydrus-Client-API-Access-Key`` header; errors come 
 a status code (400 bad parameter, 401/403/419 access, 503 busy) and a JSON body whose
 ``error`` text is shown to the user as it is.
 
-The key is checked first (``/verify_access_key``): it needs "search for and fetch files"
+The key is checked first (``/verify_access_key``, in every version of the API; an address
+whose answer is not the API's, a 404 or not a JSON object, is a wrong ``--api-url``, said at
+once rather than retried): it needs "search for and fetch files"
 (to ask which files the client has) and "edit file relationships". Files are identified
 by SHA-256, as Hydrus names them. ``/get_files/file_metadata`` answers for every hash the
 client has ever seen, deleted and trashed files included, so a file counts as present only
@@ -108,19 +110,30 @@ class HydrusClient:
         headers = {KEY_HEADER: self.key, "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        last = ""
+        last, dropped = "", False
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
                     text = resp.read().decode("utf-8", "replace")
-                    return json.loads(text) if text.strip() else {}
+                    kind = resp.headers.get_content_type()
+                try:
+                    doc = json.loads(text) if text.strip() else {}
+                except ValueError:
+                    if kind != "application/json":  # a whole answer, and not JSON: another program answers
+                        raise self._not_the_api(path, f"a {kind} page") from None
+                    raise
+                if not isinstance(doc, dict):  # every Client API answer is a JSON object
+                    raise self._not_the_api(path, f"JSON that is not an object ({type(doc).__name__})")
+                return doc
             except urllib.error.HTTPError as e:
                 error = _error_text(e)
                 if e.code == 503:
                     last, busy = f"the Hydrus client is busy (503: {error})", True
                 elif e.code >= 500 or e.code == 429:
                     last, busy = f"the Hydrus client failed ({e.code}: {error})", False
+                elif e.code == 404 and path == "/verify_access_key":  # in every version of the Client API
+                    raise self._not_the_api(path, f"404 ({error})") from None
                 else:
                     raise _refusal(e.code, error, method, path) from None
             except urllib.error.URLError as e:
@@ -128,23 +141,40 @@ class HydrusClient:
                     raise UsageError(f"the Hydrus client's certificate is not trusted ({e.reason.verify_message}); "
                                      f"pass --ca-cert FILE with its certificate (client.crt in its db folder), or "
                                      f"--insecure to skip the check") from None
+                if isinstance(e.reason, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(e.reason):
+                    # an https:// address whose port answers plain http: no retry will change that
+                    raise UsageError(f"{self.url} does not answer https ({e.reason.reason}); write http:// in "
+                                     f"--api-url, or turn on https in the client's API settings") from None
                 last, busy = f"cannot reach the Hydrus client at {self.url} ({e.reason})", None
+                dropped = isinstance(e.reason, ConnectionResetError)
             except (TimeoutError, OSError) as e:  # socket timeouts and resets
                 timed = isinstance(e, TimeoutError) or "timed out" in str(e)
                 last = (f"the Hydrus client did not answer within {self.timeout:g} s (raise --timeout)" if timed
                         else f"the connection to the Hydrus client broke ({e})")
-                busy = None
+                busy, dropped = None, isinstance(e, ConnectionResetError)
             except (http.client.HTTPException, ValueError) as e:  # a reply cut off mid-body, or not JSON
                 last, busy = f"the Hydrus client's reply was cut off or garbled ({type(e).__name__})", None
+                dropped = isinstance(e, http.client.RemoteDisconnected)
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
         message = f"{method} {path}: {last}, after {self.retries + 1} tries"
+        if dropped and self.url.startswith("http://"):  # what an https port does with a plain request
+            message += "; if the client's API uses https, write https:// in --api-url"
         raise Busy(message) if busy else Unreachable(message)
+
+    def _not_the_api(self, path: str, answer: str) -> UsageError:
+        """A wrong --api-url (a web page, the Hydrus server's port, another program): said at
+        once, not retried as if the client were having trouble."""
+        return UsageError(f"{self.url} is not a Hydrus client's API: it answered {path} with {answer}; check "
+                          f"--api-url (the client's API address, http://127.0.0.1:45869 by default: see "
+                          f"services > manage services > client api)")
 
     # -- the calls mhc makes ----------------------------------------------------------------
     def verify(self) -> dict:
         """Check the key and its permissions before any work; raises UsageError naming what is missing."""
         doc = self._request("GET", "/verify_access_key")
+        if "basic_permissions" not in doc and "permits_everything" not in doc:
+            raise self._not_the_api("/verify_access_key", "a JSON object without the permissions of a key")
         if doc.get("permits_everything"):
             return doc
         granted = set(doc.get("basic_permissions") or [])

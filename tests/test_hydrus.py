@@ -196,3 +196,91 @@ def test_push_help_documents_the_options():
     out = " ".join(run_cli("hydrus", "push", "--help").stdout.replace("│", " ").split())
     for opt in ("--timeout", "--ca-cert", "--insecure", "--retries", "--batch", "client.crt"):
         assert opt in out
+
+
+class _Other:
+    """A real HTTP server of another kind (python's http.server), for a wrong --api-url: it
+    answers every request with one fixed reply, or serves an empty folder (404 pages)."""
+
+    def __init__(self, reply: tuple[int, str, bytes] | None = None, tls: tuple[Path, Path] | None = None,
+                 folder: Path | None = None):
+        import functools
+        import http.server
+        import ssl
+        import threading
+
+        seen = self.requests = []
+
+        class Fixed(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.path)
+                code, kind, body = reply
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        class Files(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *a):
+                pass
+
+        handler = functools.partial(Files, directory=str(folder)) if folder else Fixed
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _push_to(url, photos, *args):
+    return run_cli("hydrus", "push", "-a", "phash_8", "-t", "8", "-i", str(photos), "--api-url", url, "--api-key", KEY,
+                   "--retries", "2", *args)
+
+
+@pytest.mark.parametrize("what, reply, said", [
+    ("a web server's 404 page", None, "with 404"),
+    ("a router's login page", (200, "text/html", b"<html><body>Login</body></html>"), "with a text/html page"),
+    ("a JSON list", (200, "application/json", b"[1, 2]"), "JSON that is not an object (list)"),
+    ("another program's JSON", (200, "application/json", b'{"status": "ok"}'), "without the permissions of a key"),
+])
+def test_an_address_that_is_not_the_client_api_is_said_at_once(photos, tmp_path, what, reply, said):
+    empty = tmp_path / "site"
+    empty.mkdir()
+    with _Other(reply, folder=None if reply else empty) as other:
+        r = _push_to(f"http://127.0.0.1:{other.port}", photos)
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2, (what, r.stderr)
+        assert f"http://127.0.0.1:{other.port} is not a Hydrus client's API" in text and said in text, text
+        assert "check --api-url" in text and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in text
+        assert other.requests == ["/verify_access_key"]  # not retried, and nothing hashed or sent after it
+
+
+def test_http_and_https_mixed_up_are_named(photos, tmp_path):
+    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hydrus",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with _Other((200, "application/json", b"{}")) as plain:  # https:// to a plain http port
+        r = _push_to(f"https://127.0.0.1:{plain.port}", photos)
+        assert r.returncode == 2 and "does not answer https" in r.stderr and "write http://" in r.stderr, r.stderr
+        assert plain.requests == []  # the handshake failed: no request was read
+    with _Other((200, "application/json", b"{}"), tls=(cert, key)) as secure:  # http:// to an https port
+        r = _push_to(f"http://127.0.0.1:{secure.port}", photos, "--retries", "0")
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 3 and "write https:// in --api-url" in text and "Traceback" not in text, text
