@@ -70,6 +70,7 @@ class _CommandLine:
         return opt
 
     def parse_args(self, ctx, args):
+        _refuse_empty(self, ctx, args)
         rest = super().parse_args(ctx, args)
         for name, value in ctx.params.items():
             try:
@@ -79,6 +80,23 @@ class _CommandLine:
                              if p.name == name and p.param_type_name == "option"), "")
                 raise _ClickUsageError(f"{opts}{e}", ctx) from None
         return rest
+
+
+def _refuse_empty(cmd, ctx, args: list[str]) -> None:
+    """An empty value (``-i "$DIR"`` with DIR unset) is refused, naming the option: as a path,
+    "" is the current folder, and a run over whatever is there is never what was meant."""
+    options = {o: p for p in cmd.get_params(ctx) if p.param_type_name == "option" and not p.is_flag for o in p.opts}
+    commands = getattr(cmd, "commands", {})
+    for k, arg in enumerate(args):
+        if arg in commands:  # a subcommand's own arguments are its to check
+            return
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and not value and name in options:
+            raise _ClickUsageError(f"{name} is empty (an unset shell variable?); give it a value", ctx)
+        if arg == "":
+            before = args[k - 1] if k else ""
+            what = f"{before} is empty" if before in options else "an argument is empty"
+            raise _ClickUsageError(f"{what} (an unset shell variable?); give it a value", ctx)
 
 
 def home(value):

@@ -85,7 +85,10 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
 def expand_home(path: str) -> str:
     """``~`` and ``~user`` at the start of a path, as the shell expands them (it does not
     after ``--output=``, in quotes or in mhc.toml). A user who does not exist is refused:
-    left as it is, the path would make a folder named ``~user`` in the current one."""
+    left as it is, the path would make a folder named ``~user`` in the current one. An empty
+    path is refused too: it would be the current folder."""
+    if not path.strip():
+        raise UsageError("the path is empty; write the folder's or file's path, or leave the setting out")
     if not path.startswith("~"):
         return path
     expanded = os.path.expanduser(path)

@@ -427,6 +427,39 @@ def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["mhc.toml"]
 
 
+@pytest.mark.parametrize("args, said", [
+    (["-i", ""], "-i is empty"),
+    (["--input="], "--input is empty"),
+    (["-o", ""], "-o is empty"),
+    (["--cache", ""], "--cache is empty"),
+    (["-a", ""], "-a is empty"),
+    (["pairs", "-o", "", "-a", "phash_8", "-t", "3"], "-o is empty"),
+    (["report", "--output="], "--output is empty"),
+    (["ignore", "a.jpg", ""], "an argument is empty"),
+])
+def test_an_empty_value_is_refused_not_taken_for_the_current_folder(corpus, tmp_path, args, said):
+    """`-i "$DIR"` with DIR unset: "" as a path is the current folder, and mhc clustered
+    whatever was there (a home folder, a repository with its .venv)."""
+    work = tmp_path / "work"
+    shutil.copytree(corpus, work)
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    r = run_cli(*args, *([] if args[0] in ("pairs", "report", "ignore") else ["-o", str(tmp_path / "out")]),
+                cwd=work)
+    assert r.returncode == 2 and r.stderr.startswith(f"Error: {said} (an unset shell variable?)"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and sorted(p.relative_to(work) for p in work.rglob("*")) == before
+
+
+@pytest.mark.parametrize("key", ["input", "output", "cache"])
+def test_an_empty_path_in_mhc_toml_is_refused(corpus, tmp_path, key):
+    (tmp_path / "mhc.toml").write_text(f'{key} = ""\n')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ["-q"] + ([] if key == "input" else ["-i", str(corpus)]) + ([] if key == "output" else ["-o", "out"])
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and f"{key} in {tmp_path / 'mhc.toml'} (line 1): the path is empty" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no "out" made
+
+
 def test_paths_with_brackets_are_printed_as_they_are(corpus, tmp_path):
     """Rich reads [words] as markup: "Photos [/2019]" crashed `cache info`, `cache clear`,
     `report` and `ignore` (MarkupError, exit 70, after `cache clear` had cleared), and
