@@ -98,7 +98,8 @@ def render_index(summary: dict) -> str:
               "failed": c.get("failed", 0)}
     return environment().get_template("index.html.j2").render(
         title="mhc report", algos=rows, open_first=open_first, input=summary.get("input", ""), counts=counts,
-        computed_now=summary.get("computed_now", list(algos)), carried=summary.get("carried_over", []))
+        computed_now=summary.get("computed_now", list(algos)), carried=summary.get("carried_over", []),
+        too_few=len(files) if 0 < len(files) < 3 else None)
 
 
 # -- threshold pages -------------------------------------------------------------------------------

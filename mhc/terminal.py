@@ -81,6 +81,10 @@ def print_summary(result, console: Console) -> None:
         crops = sum(1 for x in m if x.is_crop)
         console.print(f"--crops: {crops} crop(s) and {len(m) - crops} other copies confirmed by their pixels, "
                       f"linked at every threshold", highlight=False)
+    if 0 < len(result.files) < 3 and not any(a.suggestion for a in result.algorithms):
+        # suggest_threshold needs 3 files: without this line the missing suggestion looks like a fault
+        console.print(f"{len(result.files)} file(s): too few to suggest a threshold (that takes 3 or more); the "
+                      f"table says at which distance they join", highlight=False)
     rec = result.recommendation
     if rec is not None and len(result.algorithms) > 1:
         folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)

@@ -154,6 +154,23 @@ def test_no_report_option(corpus, tmp_path):
     assert not (tmp_path / "o" / "index.html").exists() and not (tmp_path / "o" / "report").exists()
 
 
+def test_two_files_say_why_there_is_no_suggestion(tmp_path):
+    """A suggestion needs 3 files; with fewer, its absence was silent and looked like a fault."""
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    save(photo(1), inp / "b.jpg", quality=60)
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8,dhash_8")
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "2 file(s): too few to suggest a threshold (that takes 3 or more)" in said, said
+    assert "suggested threshold" not in said and "Open this first" not in said
+    index = (tmp_path / "o" / "index.html").read_text()
+    assert index.count("too few to suggest a threshold") == 2  # one per algorithm
+    save(photo(2), inp / "c.jpg")
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8,dhash_8")
+    assert r.returncode == 0 and "too few" not in r.stdout and "suggested threshold" in r.stdout
+    assert "too few" not in (tmp_path / "o" / "index.html").read_text()
+
+
 def test_thumbnails_are_made_once(corpus, tmp_path):
     out = tmp_path / "o"
     run(Options(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:2:1", workers=1))
