@@ -15,7 +15,9 @@ if ``is_local`` and neither trashed nor deleted; the others are listed with the 
 guessed. Each distinct pair of distinct files is sent once, in batches, to
 ``/manage_file_relationships/set_file_relationships`` as relationship 0 ("potential
 duplicates"); failed requests are retried with backoff, and after several batches fail in a
-row the push stops.
+row the push stops. A refusal after some batches were sent (the key deleted meanwhile) stops
+the push too, with the count of what was sent; a file that cannot be read any more is listed
+with the reason and its pairs are not sent.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class PushResult:
     unknown_files: dict[str, str] = field(default_factory=dict)  # path -> why the client lacks it
     failed_batches: int = 0
     stopped: str | None = None  # why the push stopped early
+    refused: bool = False  # ... the client refused a batch (not busy or unreachable)
     dry_run: bool = False
 
 
@@ -261,9 +264,15 @@ def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch
         raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
     result = PushResult(pairs=len(pairs), dry_run=dry_run)
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
-    digest = {p: sha256_of(p) for p in paths}
+    digest, unreadable = {}, {}
+    for p in paths:
+        try:
+            digest[p] = sha256_of(p)
+        except OSError as e:  # moved or deleted since it was hashed (or the cache said so)
+            unreadable[p] = f"cannot be read now ({e.strerror or e})"
     status = client.presence(sorted(set(digest.values())))
-    result.unknown_files = {p: status[digest[p]] for p in paths if status[digest[p]] != "present"}
+    result.unknown_files = {p: status[digest[p]] for p in digest if status[digest[p]] != "present"}
+    result.unknown_files.update(unreadable)
     todo, result.collapsed = distinct_pairs(
         [(a, b, d) for a, b, d in pairs if a not in result.unknown_files and b not in result.unknown_files], digest)
     result.distinct = len(todo)
@@ -283,6 +292,14 @@ def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch
                 in_a_row += 1
                 if in_a_row >= stop_after:
                     result.stopped = f"{in_a_row} batches in a row failed ({e})"
+                continue
+            except MhcError as e:  # a refusal after batches were sent (the key deleted meanwhile):
+                if not result.sent:  # nothing sent yet: the refusal is the whole story
+                    raise
+                # say what was sent and stop; retrying would be refused again
+                result.failed_batches += 1
+                result.not_sent += len(chunk)
+                result.stopped, result.refused = str(e), True
                 continue
         in_a_row = 0
         result.sent += len(chunk)

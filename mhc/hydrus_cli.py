@@ -82,6 +82,8 @@ def hydrus_push(
             out.print(f"  {printable(p)}: {why}", highlight=False, markup=False, soft_wrap=True)
     if result.not_sent:
         why = f"; stopped: {result.stopped}" if result.stopped else ""
-        out.print(f"{result.not_sent} pair(s) not sent ({result.failed_batches} batch(es) failed{why}); run again "
-                  f"later to send them", highlight=False, markup=False)
+        again = ("fix that and run again: the client leaves alone the pairs it already has" if result.refused
+                 else "run again later to send them")
+        out.print(f"{result.not_sent} pair(s) not sent ({result.failed_batches} batch(es) failed{why}); {again}",
+                  highlight=False, markup=False)
         raise typer.Exit(EXIT_PARTIAL)

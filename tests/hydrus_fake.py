@@ -34,6 +34,7 @@ class State:
         self.busy_on: set[str] | None = None  # only these paths are busy (None: all)
         self.cut = 0  # cut this many replies off mid-body
         self.delay = 0.0  # seconds before answering
+        self.revoke_after: int | None = None  # the user deletes every key after this many accepted batches
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -135,6 +136,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "NotFoundException", "This resource does not exist!")
 
     def do_POST(self):
+        if self.state.revoke_after == 0:  # deleted now: 403 "Did not find an entry for that access key!"
+            self.state.keys.clear()
         path = self._common()
         if path is None:
             return
@@ -154,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "BadRequestException", "Bad relationships parameter!")
             return
         self.state.received.extend(rels)
+        if self.state.revoke_after is not None:
+            self.state.revoke_after -= 1
         self._send(200, None)  # "200 with no content"
 
 

@@ -134,6 +134,42 @@ def test_the_servers_own_words_are_shown(hub, photos):
     assert r.returncode == 2 and "Did not find an entry for that access key!" in r.stderr
 
 
+def test_a_key_deleted_during_the_push_says_what_was_sent(hub, photos):
+    """The key deleted in the client after two batches: each later batch would be refused
+    (403) again, so the push stops at the first refusal and says what was sent (exit 1); it
+    used to end in the refusal alone (exit 2), the batches already sent unmentioned."""
+    hub.state.revoke_after = 2
+    r = push(hub, photos, "--batch", "1")
+    text = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1, text
+    total = len(expected(photos))
+    assert "sent 2 as potential duplicates" in text and f"{total - 2} pair(s) not sent" in text, text
+    assert "Did not find an entry for that access key!" in text and "fix that and run again" in text
+    assert hub.state.requests.count(SET) == 3 and len(received(hub)) == 2  # no retry of a refusal
+    assert "Traceback" not in text
+
+
+def test_a_refusal_of_the_first_batch_is_the_whole_story(hub, photos):
+    hub.state.revoke_after = 0  # deleted between the key check and the first batch
+    r = push(hub, photos)
+    assert r.returncode == 2 and "refused the access key (403: Did not find an entry" in r.stderr, r.stderr
+    assert "not sent" not in r.stdout and "Traceback" not in r.stderr and received(hub) == []
+
+
+def test_a_file_gone_before_the_push_is_listed_not_a_traceback(hub, photos):
+    from mhc import hash_folder
+
+    hash_folder(photos, ["phash_8"], workers=1)  # hashed (and cached) while it was there
+    gone = photos / "g1 small.jpg"
+    gone.unlink()
+    pairs = [(str(gone), str(photos / "g1.jpg"), 0), (str(photos / "g0.jpg"), str(photos / "g0 small.jpg"), 2)]
+    from mhc.hydrus import HydrusClient, push_pairs
+
+    result = push_pairs(pairs, HydrusClient(hub.url, KEY, retries=0))
+    assert result.unknown_files == {str(gone): "cannot be read now (No such file or directory)"}
+    assert result.sent == 1 and len(received(hub)) == 1
+
+
 def test_a_busy_client_is_called_busy_and_the_push_stops(hub, photos):
     hub.state.busy, hub.state.busy_on = 1000, {"/manage_file_relationships/set_file_relationships"}
     r = push(hub, photos, "--batch", "1")
