@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -212,10 +213,18 @@ def pairs_command(
         json.dump(rows, sys.stdout, indent=1, ensure_ascii=True)
         sys.stdout.write("\n")
     else:
-        w = csv.writer(sys.stdout, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
-        w.writerow(["path_a", "path_b", "distance"])
-        for a, b, d in pairs:
-            w.writerow([printable(a), printable(b), d])
+        # A name that is not UTF-8 goes out as its own bytes, as in errors.csv: a script reading
+        # the rows opens the file (printed as "caf\xe9.jpg" it named no file)
+        sys.stdout.flush()
+        raw = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", newline="",
+                               write_through=True)
+        try:
+            w = csv.writer(raw, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
+            w.writerow(["path_a", "path_b", "distance"])
+            for a, b, d in pairs:
+                w.writerow([a, b, d])
+        finally:
+            raw.detach()  # sys.stdout keeps the buffer
 
 
 @command(app, "ignore")

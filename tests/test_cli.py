@@ -295,6 +295,22 @@ def test_a_reader_that_stops_early_ends_quietly_with_status_1(corpus, tmp_path):
         assert (out / "summary.json").is_file()
 
 
+def test_pairs_csv_names_a_file_whose_name_is_not_utf8_by_its_own_bytes(tmp_path):
+    """A CSV row is for a script: `caf\\xe9.jpg` (the escaped text it printed) names no file;
+    the name's own bytes do, as in errors.csv. A real shell loop opens the files it reads."""
+    inp = tmp_path / "in"
+    save(photo(7), inp / "plain.jpg")
+    odd = os.fsencode(str(inp)) + b"/caf\xe9 latin-1.jpg"
+    shutil.copy(inp / "plain.jpg", os.fsdecode(odd))
+    assert run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8", "-q").returncode == 0
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "pairs", "-o", str(tmp_path / "o"), "-a", "phash_8",
+                        "-t", "0"], capture_output=True, timeout=300)  # bytes: no decoding on the way
+    assert r.returncode == 0 and odd in r.stdout and b"\\xe9" not in r.stdout, r.stdout
+    loop = subprocess.run(["bash", "-c", 'tail -n +2 | while IFS=, read -r a b d; do test -f "$a" && test -f "$b" '
+                           '&& echo "both found at $d"; done'], input=r.stdout, capture_output=True)
+    assert loop.stdout == b"both found at 0\n", loop
+
+
 def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
     """An -o that mhc did not write is the user's mistake to name. Falling back on the
     defaults papered over it: `pairs` blamed data/images, which the user never mentioned,
