@@ -32,7 +32,7 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, MhcError, printable
+from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, MhcError, printable
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -54,7 +54,8 @@ EPILOG = escape("""[bold]Examples[/bold]
     "Output: OUT/<algo>_<size>/thr_NNN_unclustered_U/RANK_SIZE/<stem>_<hash><ext> -> original; every file "
     "appears once per threshold folder; open the folders in an image viewer, or OUT/index.html.") + "\n\n" + \
     escape("Exit status: 0 done; 1 done, part failed; 2 bad option or path; 3 the machine refused (disk full, "
-           "read-only, locked, unreachable); 130 interrupted; 143 stopped by SIGTERM; 70 a bug in mhc.")
+           "read-only, locked, unreachable); 130 interrupted; 143 stopped by SIGTERM; 129 by SIGHUP; 70 a bug "
+           "in mhc.")
 
 class _CommandLine:
     """What every mhc command does with its command line: --help is a flag (shown without
@@ -305,15 +306,21 @@ class Terminated(KeyboardInterrupt):
     for the next run to clear."""
 
 
+class HungUp(Terminated):
+    """SIGHUP: the terminal or SSH session closed under a run (not under ``nohup``, which
+    ignores it). Handled as SIGTERM is, exit 129; Python's default ended the process at
+    once, leaving the staging folder behind and the workers to die on their own."""
+
+
 def _on_sigterm(owner: int, signum, frame) -> None:
     if os.getpid() != owner:
         # a forked child that has not yet set its own handler (a worker, the link maker,
-        # between fork and its first line): it ends as SIGTERM ends a process, instead of
+        # between fork and its first line): it ends as the signal ends a process, instead of
         # raising inside Python's after-fork hooks ("Exception ignored ... Terminated")
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
         return
-    raise Terminated()
+    raise HungUp() if signum == signal.SIGHUP else Terminated()
 
 
 @contextmanager
@@ -328,14 +335,20 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except KeyboardInterrupt as e:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
-        what = "Stopped (SIGTERM)." if isinstance(e, Terminated) else "Interrupted."
-        if getattr(e, "output_replaced", False):  # it came while the new tree was swapped in
-            err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
-                      f"{' (nothing was cached: --no-cache)' if no_cache else '; every hash is in the cache'}.",
-                      soft_wrap=True)
-        else:
-            err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
-        raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
+        what = ("Stopped (SIGHUP: the terminal closed)." if isinstance(e, HungUp) else
+                "Stopped (SIGTERM)." if isinstance(e, Terminated) else "Interrupted.")
+        try:  # after SIGHUP the terminal may be gone: writing to it fails (EIO)
+            if getattr(e, "output_replaced", False):  # it came while the new tree was swapped in
+                err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
+                          f"{' (nothing was cached: --no-cache)' if no_cache else '; every hash is in the cache'}.",
+                          soft_wrap=True)
+            else:
+                err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
+        except OSError:
+            pass
+        code = EXIT_HANGUP if isinstance(e, HungUp) else EXIT_TERMINATED if isinstance(e, Terminated) else \
+            EXIT_INTERRUPTED
+        raise typer.Exit(code) from None
     except typer.Exit:
         raise
     except Exception as e:  # a bug: one line, and how to get the details
@@ -357,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     # the command line's, not the library's: a program that calls mhc.run keeps its own
     # handling of SIGTERM. Hashing workers and forked children reset it (runner, forked)
     previous = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))
+    # SIGHUP too, unless ignored (nohup, or a parent that ignores it): then it stays ignored
+    hup = signal.getsignal(signal.SIGHUP)
+    if hup not in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGHUP, functools.partial(_on_sigterm, os.getpid()))
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault
@@ -377,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if hup not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGHUP, hup)
     return rv if isinstance(rv, int) else 0
 
 

@@ -11,6 +11,7 @@ Exit statuses of ``mhc`` (also in the README):
       another run, a service that cannot be reached
 130   interrupted (Ctrl-C); the previous output is unchanged
       (or, held back during the swap, the new one is complete: the line says which)
+129   stopped by SIGHUP (the terminal or SSH session closed; not under ``nohup``); as 130
 143   stopped by SIGTERM (``kill``, ``timeout``, a service manager); as 130
 ====  =====================================================================
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+EXIT_HANGUP = 129
 
 
 class MhcError(Exception):

@@ -45,10 +45,12 @@ def hash_batch(items: list[tuple[str, str]], plan: HashPlan) -> list[FileResult]
 
 
 def _worker_init() -> None:
-    # Ctrl-C is handled once, by the main process, which then stops the pool; SIGTERM
-    # (which the pool's own shutdown sends) ends a worker at once, whatever the command
-    # line made of it in the main process.
+    # Ctrl-C and a closed terminal's SIGHUP (both sent to the whole foreground group) are
+    # handled once, by the main process, which then stops the pool; SIGTERM (which the
+    # pool's own shutdown sends) ends a worker at once, whatever the command line made of it
+    # in the main process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # If the main process is killed (kill -9), take the workers down with it (Linux).
     die_with_parent()

@@ -78,11 +78,13 @@ def _complete(out: Path) -> dict:
     return summary
 
 
-# SIGTERM (kill, timeout, a service manager) is handled as Ctrl-C is, with its own status
-STOPPED = {signal.SIGINT: (130, "Interrupted."), signal.SIGTERM: (143, "Stopped (SIGTERM).")}
+# SIGTERM (kill, timeout, a service manager) and SIGHUP (the terminal closed) are handled as
+# Ctrl-C is, each with its own status
+STOPPED = {signal.SIGINT: (130, "Interrupted."), signal.SIGTERM: (143, "Stopped (SIGTERM)."),
+           signal.SIGHUP: (129, "Stopped (SIGHUP: the terminal closed).")}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tmp_path, sig):
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
     # a previous complete output
@@ -114,6 +116,20 @@ def test_interrupt_while_hashing_keeps_previous_output_and_cache(slow_corpus, tm
     assert gone_soon(tmp_path, ".out.mhc-old-*")  # the old tree is removed in the background
 
 
+def test_under_nohup_a_closed_terminal_does_not_stop_the_run(slow_corpus, tmp_path):
+    """`nohup ./cluster.py ...` ignores SIGHUP: mhc keeps it ignored (it handles SIGHUP only
+    where it would otherwise end the process), and so do its hashing workers."""
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    p = subprocess.Popen(["nohup", sys.executable, str(ROOT / "cluster.py"), "-i", str(slow_corpus), "-o", str(out),
+                          "--cache", str(cache), "-a", "phash_16", "--exact", "-j", "2", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for(lambda: _cache_rows(cache) >= 4)
+    os.killpg(p.pid, signal.SIGHUP)  # as a closing terminal does: the whole process group
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    assert len(_complete(out)["files"]) == 48
+
+
 @pytest.fixture(scope="module")
 def many_small(tmp_path_factory) -> Path:
     """Hundreds of tiny pictures: quick to hash, ~100,000 links to write for a long sweep."""
@@ -128,7 +144,7 @@ def many_small(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, sig):
     slow_corpus = many_small
     out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
@@ -157,7 +173,7 @@ def test_interrupt_while_writing_leaves_old_or_new_tree(many_small, tmp_path, si
     assert not staging()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_held_back_during_the_swap_says_the_new_output_is_in_place(corpus, tmp_path, monkeypatch,
                                                                             capsys, sig):
     """The swap of the trees runs with signals blocked; one that comes then is raised just
