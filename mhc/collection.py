@@ -84,6 +84,7 @@ class HashedCollection:
     crop_features: dict[int, bytes] = dataclasses.field(default_factory=dict)  # image index -> mhc.crops features
     # where confirmed crops are kept between runs (content-addressed: the forests' folder)
     match_cache: object | None = None
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files not media by name, per extension
 
     @functools.cached_property
     def crop_matches(self) -> list:
@@ -255,7 +256,8 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     stat = {f.path: (f.size, f.mtime_ns) for f in found.files}
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
-                            [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features)
+                            [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
+                            skipped=dict(found.skipped))
 
 
 @contextmanager

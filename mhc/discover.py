@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,11 +20,13 @@ from .errors import FileError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                              ".heic", ".heif", ".hif", ".avif"})
+# .jfif and .jpe: JPEGs as Windows and browsers save them; .apng: animated PNG (first frame)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".apng", ".bmp", ".gif", ".tif", ".tiff",
+                              ".webp", ".heic", ".heif", ".hif", ".avif"})
 RAW_EXTENSIONS = frozenset({".cr2", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
+# .mts/.m2ts: camcorders (AVCHD); .vob: DVDs; the rest as FFmpeg reads them
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".wmv", ".mpg", ".mpeg", ".3gp",
-                              ".flv", ".ts"})
+                              ".3g2", ".flv", ".f4v", ".ts", ".mts", ".m2ts", ".vob", ".ogv", ".asf", ".mxf"})
 MARKER = ".mhc-output"
 STAGING_INFIX = ".mhc-staging-"
 
@@ -54,7 +57,11 @@ class MediaFile:
 class Discovery:
     files: list[MediaFile] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
-    ignored: int = 0  # files that are not media by extension
+    skipped: Counter = field(default_factory=Counter)  # files not media by their extension, per extension
+
+    @property
+    def ignored(self) -> int:
+        return sum(self.skipped.values())
 
 
 def extension(name: str) -> str:
@@ -132,7 +139,7 @@ def discover(
                             loop = err.errno == errno.ELOOP
                             result.errors.append(FileError(path, "symlink loop" if loop else "dangling symlink"))
                         else:
-                            result.ignored += 1
+                            result.skipped[extension(e.name)] += 1
                         continue
                     if stat.S_ISDIR(st.st_mode):
                         if follow_symlinks:
@@ -141,7 +148,7 @@ def discover(
                 else:
                     st = e.stat(follow_symlinks=False)
                 if kind is None:
-                    result.ignored += 1
+                    result.skipped[extension(e.name)] += 1
                 elif not stat.S_ISREG(st.st_mode):
                     result.errors.append(FileError(path, f"not a regular file ({_special(st.st_mode)})"))
                 else:

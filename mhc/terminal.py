@@ -21,6 +21,19 @@ def counts_line(result) -> str:
             f"[bold]{len(c.errors)}[/] could not be read  ({result.seconds:.2f} s)")
 
 
+def skipped_line(result) -> str | None:
+    """Files passed over for their names (sidecars, documents, formats mhc does not read),
+    counted by extension: a picture under a name mhc does not know is then not missed silently."""
+    skipped = getattr(result.collection, "skipped", None) or {}
+    if not skipped:
+        return None
+    top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{n} {ext or 'without an extension'}" for ext, n in top[:6])
+    more = f", {sum(n for _, n in top[6:])} more" if len(top) > 6 else ""
+    return (f"{sum(skipped.values())} other file(s) skipped, not images or videos by their names: "
+            f"{shown}{more}")
+
+
 def hashes_line(result) -> str | None:
     """Which algorithms' hashes were computed now and which came from the cache (when
     files were decoded: a decoded file may still have had some hashes cached)."""
@@ -50,6 +63,9 @@ def condensed(partitions, suggested: int | None) -> tuple[list, int]:
 def print_summary(result, console: Console) -> None:
     # lines that carry a path are soft-wrapped: never broken by rich, so they stay copyable
     console.print(counts_line(result), highlight=False)
+    line = skipped_line(result)
+    if line:
+        console.print(line, highlight=False, markup=False)
     line = hashes_line(result)
     if line:
         console.print(line, highlight=False)

@@ -578,3 +578,31 @@ def test_an_output_where_no_folder_can_be_made_says_what_to_do(corpus):
     r = run_cli("-i", str(corpus), "-o", "/proc/mhc-out", "-a", "phash_8", "-q", "--no-cache")
     assert r.returncode == 3, r.stderr
     assert len(r.stderr.splitlines()) == 1 and "choose another --output" in r.stderr, r.stderr
+
+
+def test_camera_and_browser_names_are_found_and_other_files_are_counted(tmp_path):
+    """.jfif/.jpe (JPEGs as Windows and browsers save them) and .mts/.m2ts (camcorders) were
+    passed over silently, as was every file that is not media by its name; now they are
+    hashed, and the others are counted by extension in one line."""
+    from conftest import make_video
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg", quality=90)
+    for name in ("b.jfif", "c.jpe"):
+        save(photo(1), inp / name, quality=80)
+    ts = make_video(tmp_path / "clip.ts", [photo(2), photo(3)], seconds=1.0)
+    shutil.copy(ts, inp / "clip.mp4")
+    shutil.copy(ts, inp / "00001.MTS")
+    shutil.copy(ts, inp / "00002.m2ts")
+    for name in ("notes.txt", "a.xmp", "IMG_0001.AAE", "photo without extension"):
+        (inp / name).write_bytes((inp / "a.jpg").read_bytes() if "without" in name else b"sidecar")
+    out = tmp_path / "out"
+    r = run_cli("-i", str(inp), "-o", str(out), "-a", "phash_8", "-t", "0:4:1")
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr
+    assert "6 files found (3 images, 3 videos)" in said, said
+    assert ("4 other file(s) skipped, not images or videos by their names: 1 without an extension, 1 .aae, 1 .txt, "
+            "1 .xmp") in said, said
+    clusters = sorted(sorted(os.readlink(x).rsplit("/", 1)[1] for x in c.iterdir())
+                      for c in (out / "phash_8").glob("thr_000_*/0*"))
+    assert clusters == [["00001.MTS", "00002.m2ts", "clip.mp4"], ["a.jpg", "b.jfif", "c.jpe"]], clusters
