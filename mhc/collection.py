@@ -85,6 +85,7 @@ class HashedCollection:
     # where confirmed crops are kept between runs (content-addressed: the forests' folder)
     match_cache: object | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files not media by name, per extension
+    excluded: int = 0  # files and folders left out by --exclude
 
     @functools.cached_property
     def crop_matches(self) -> list:
@@ -189,14 +190,17 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
     hplan = hplan or hash_plan(plan)
     with open_cache(plan) as cache, dask_executor(o.dask, executor) as ex:
         results = compute_hashes(found.files, hplan, cache, workers=o.workers, executor=ex, progress=progress)
-        cache.forget_missing(str(plan.input), [f.path for f in found.files])
+        if not o.exclude:  # files left out by --exclude are not gone: their hashes stay
+            cache.forget_missing(str(plan.input), [f.path for f in found.files])
     return build(plan, found, results, hplan)
 
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:
-    found = discover(plan.input, exclude=[plan.output], follow_symlinks=plan.options.follow_symlinks)
+    o = plan.options
+    found = discover(plan.input, exclude=[plan.output], follow_symlinks=o.follow_symlinks, skip=o.exclude)
     if not found.files:
-        raise MhcError(f"no images or videos found in {plan.options.input} (looked for {SEARCHED}); "
+        left_out = f"; {found.excluded} left out by --exclude {' '.join(o.exclude)}" if found.excluded else ""
+        raise MhcError(f"no images or videos found in {o.input} (looked for {SEARCHED}{left_out}); "
                        f"pass -i/--input FOLDER with your media")
     report(progress, "scan", len(found.files), len(found.files))
     return found
@@ -257,7 +261,7 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
                             [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
-                            skipped=dict(found.skipped))
+                            skipped=dict(found.skipped), excluded=found.excluded)
 
 
 @contextmanager

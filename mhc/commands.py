@@ -135,13 +135,15 @@ def report_command(
     out.print(f"report: {page}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path]) -> tuple[Path, Path]:
-    """The input and the cache of ``mhc pairs``: -i and --cache, else what OUTPUT's
-    summary.json recorded (read once), else data/images and the default cache. Without -o,
-    data/output is looked in if it is an mhc output; an -o that is not one is a mistake to
-    name, not to paper over with the defaults."""
+def _pairs_sources(input: Optional[Path], output: Optional[Path],
+                   cache: Optional[Path]) -> tuple[Path, Path, list]:
+    """The input, the cache and the --exclude patterns of ``mhc pairs``: -i and --cache,
+    else what OUTPUT's summary.json recorded (read once; its patterns when its input is
+    used), else data/images and the default cache. Without -o, data/output is looked in if
+    it is an mhc output; an -o that is not one is a mistake to name, not to paper over with
+    the defaults."""
     if input is not None and cache is not None:
-        return input, cache
+        return input, cache, []
     if output is None:
         try:
             doc = json.loads(Path("data/output/summary.json").read_text(encoding="utf-8"))
@@ -151,15 +153,18 @@ def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optiona
     else:  # without -i, a wrong -o is about the input
         doc = _summary_of(output, "pass -i/--input FOLDER, or -o an output folder mhc wrote" if input is None
                           else CACHE_HINT)
+    patterns: list = []
     if input is None:
         recorded = doc.get("input")
         if isinstance(recorded, str) and recorded:
             input = Path(recorded)
+            options = doc.get("options") if isinstance(doc.get("options"), dict) else {}
+            patterns = options.get("exclude") if isinstance(options.get("exclude"), list) else []
         elif output is None:
             input = Path("data/images")
         else:
             raise UsageError(f"{printable(str(output))}/summary.json names no input; pass -i/--input FOLDER")
-    return input, cache if cache is not None else _cache_in(doc)
+    return input, cache if cache is not None else _cache_in(doc), patterns
 
 
 @command(app, "pairs")
@@ -178,6 +183,9 @@ def pairs_command(
                                    metavar=""),
     crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
                                "too, at distance 0; JSON adds crop (share of the source's area).", metavar=""),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
+                                                "as mhc --exclude (default: the patterns OUTPUT was made with, when "
+                                                "its input is used).", metavar="GLOB"),
 ) -> None:
     """Print every pair of similar files with its distance, closest first (for your own scripts).
 
@@ -195,8 +203,9 @@ def pairs_command(
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
         bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
-        folder, cache_path = _pairs_sources(input, output, cache)
-        collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops)
+        folder, cache_path, recorded = _pairs_sources(input, output, cache)
+        collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops,
+                                 exclude=list(exclude or recorded))
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":

@@ -69,7 +69,7 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
         name, hint = by_key[norm]
         if norm == "algo" and isinstance(value, str):  # algo = "phash_8 dhash_8"
             value = value.split()
-        if name == "require" and isinstance(value, str):
+        if name in ("require", "exclude") and isinstance(value, str):  # one of them
             value = [value]
         if not type_ok(value, hint):
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "

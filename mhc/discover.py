@@ -12,7 +12,9 @@ import logging
 import os
 import stat
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +61,8 @@ class Discovery:
     errors: list[FileError] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # files not media by their extension, per extension
 
+    excluded: int = 0  # files and folders left out by the user's --exclude patterns
+
     @property
     def ignored(self) -> int:
         return sum(self.skipped.values())
@@ -96,20 +100,41 @@ def is_mhc_folder(path: str) -> bool:
     return STAGING_INFIX in os.path.basename(path) or os.path.exists(os.path.join(path, MARKER))
 
 
+def matcher(patterns: Sequence[str], root: str) -> Callable[[str, str], bool] | None:
+    """``(name, path) -> bool`` for the user's ``--exclude`` globs (None: no pattern). A
+    pattern without a slash is matched against each file's and folder's name (``@eaDir``,
+    ``*.tmp.jpg``), one with a slash against the path under ``root`` (``phone/cache/*``),
+    one that starts with a slash against the whole path. Case-sensitive, as Linux's names."""
+    if not patterns:
+        return None
+    names = [p for p in patterns if "/" not in p]
+    whole = [p.rstrip("/") for p in patterns if p.startswith("/")]
+    under = [p.strip("/") for p in patterns if "/" in p and not p.startswith("/")]
+    start = len(os.path.join(root, ""))
+
+    def match(name: str, path: str) -> bool:
+        return (any(fnmatchcase(name, p) for p in names) or any(fnmatchcase(path, p) for p in whole)
+                or any(fnmatchcase(path[start:], p) for p in under))
+    return match
+
+
 def discover(
     root: str | Path,
     *,
     exclude: list[str | Path] = (),  # type: ignore[assignment]
     follow_symlinks: bool = False,
+    skip: Sequence[str] = (),
 ) -> Discovery:
     """Walk ``root`` and return its media files in sorted path order.
 
     ``exclude``: folders never entered (the output). ``follow_symlinks``: also enter
-    symlinked folders (each real folder is entered once, so loops end).
+    symlinked folders (each real folder is entered once, so loops end). ``skip``: the
+    user's glob patterns (see :func:`matcher`); a matching folder is not entered.
     Unreadable folders, dangling symlinks and vanished files become errors.
     """
     root_abs = os.path.abspath(os.fspath(root))
     excluded = {os.path.realpath(os.fspath(p)) for p in exclude}
+    skipped = matcher(skip, root_abs)
     result = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
     linked_dirs: list[str] = []  # symlinked folders, entered after every real one
@@ -125,6 +150,9 @@ def discover(
             return
         for e in entries:
             path = e.path
+            if skipped is not None and skipped(e.name, path):
+                result.excluded += 1
+                continue
             kind = classify(e.name)
             try:
                 if e.is_dir(follow_symlinks=False):

@@ -40,6 +40,8 @@ def hydrus_push(
     dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Check the key, find and check the pairs; send "
                                  "nothing.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
+                                                "as mhc --exclude; repeatable.", metavar="GLOB"),
 ) -> None:
     """Send the pairs of one threshold to Hydrus as potential duplicates (by SHA-256).
 
@@ -62,7 +64,8 @@ def hydrus_push(
             raise UsageError(f"--retries must be 0 or more, not {retries}")
         # the algorithm, input, cache and threshold before the client (what hash_folder would
         # check, once): a typo is said without a network round trip
-        plan = validate(Options(input=input, algorithms=[algo], cache=cache, workers=workers), outputs=False)
+        plan = validate(Options(input=input, algorithms=[algo], cache=cache, workers=workers,
+                                exclude=list(exclude or [])), outputs=False)
         threshold = one_threshold(threshold, plan.algorithms[0])
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now

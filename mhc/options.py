@@ -77,6 +77,10 @@ class Options:
                        help="Hashing processes (0: one per core; at most 4 per core).")
     follow_symlinks: bool = opt(False, "--follow-symlinks", panel=IO,
                                 help="Also scan symlinked folders (each real folder once).")
+    exclude: list[str] = opt(list, "--exclude", panel=IO, metavar="GLOB", factory=True,
+                             help="Leave out files and folders whose name matches GLOB (@eaDir, '*.tmp.jpg'), "
+                             "or whose path under the input does if GLOB has a slash ('phone/cache/*'); "
+                             "repeatable.")
     max_pixels: int | None = opt(None, "--max-pixels", panel=IO, metavar="N",
                                  help="Skip images larger than this many pixels (default 178956970, Pillow's "
                                  "decompression-bomb guard).")
@@ -234,6 +238,9 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
         raise UsageError(f"--max-cluster-size must be 2 or more, not {o.max_cluster_size}")
     if o.min_cluster_size < 2:
         raise UsageError(f"--min-cluster-size must be 2 or more, not {o.min_cluster_size}")
+    for g in o.exclude:
+        if not isinstance(g, str) or not g.strip("/ "):
+            raise UsageError(f"--exclude needs a name or path pattern, e.g. @eaDir or 'phone/cache/*', not {g!r}")
     required = [parse_require(s) for s in o.require]
     if required and len(required) < 2:
         raise UsageError("--require combines algorithms: give two or more, e.g. --require phash_16:30 "

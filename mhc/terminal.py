@@ -66,6 +66,10 @@ def print_summary(result, console: Console) -> None:
     line = skipped_line(result)
     if line:
         console.print(line, highlight=False, markup=False)
+    excluded = getattr(result.collection, "excluded", 0)
+    if excluded:
+        console.print(f"{excluded} file(s) and folder(s) left out by --exclude {' '.join(result.options.exclude)}",
+                      highlight=False, markup=False)
     line = hashes_line(result)
     if line:
         console.print(line, highlight=False)

@@ -606,3 +606,57 @@ def test_camera_and_browser_names_are_found_and_other_files_are_counted(tmp_path
     clusters = sorted(sorted(os.readlink(x).rsplit("/", 1)[1] for x in c.iterdir())
                       for c in (out / "phash_8").glob("thr_000_*/0*"))
     assert clusters == [["00001.MTS", "00002.m2ts", "clip.mp4"], ["a.jpg", "b.jfif", "c.jpe"]], clusters
+
+
+@pytest.fixture
+def nas_folder(tmp_path) -> Path:
+    """A photo folder as a NAS or phone leaves it: thumbnails of the photos in @eaDir
+    (Synology), a temporary copy, an app's cache."""
+    inp = tmp_path / "nas"
+    save(photo(11), inp / "a.jpg")
+    save(photo(12), inp / "coffee.jpg")
+    for copy in ("@eaDir/a.jpg/SYNOPHOTO_THUMB_XL.jpg", "b.tmp.jpg", "phone/cache/c.jpg"):
+        (inp / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(inp / "a.jpg", inp / copy)
+    return inp
+
+
+def test_exclude_leaves_out_names_and_paths_and_pairs_follow_the_output(nas_folder, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    common = ["-i", str(nas_folder), "-o", str(out), "--cache", str(cache), "-a", "phash_8"]
+    assert run_cli(*common, "-q").returncode == 0  # everything hashed once
+    r = run_cli(*common, "--exclude", "@eaDir", "--exclude", "*.tmp.jpg", "--exclude", "phone/cache/*")
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "2 files found: 0 decoded, 2 from the cache" in said, said
+    assert "3 file(s) and folder(s) left out by --exclude @eaDir *.tmp.jpg phone/cache/*" in said, said
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(Path(f).name for f in summary["files"]) == ["a.jpg", "coffee.jpg"]
+    # mhc pairs -o uses the patterns the output was made with: its pairs are its links
+    rows = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "64").stdout.splitlines()
+    assert [Path(x).name for x in rows[1].split(",")[:2]] == ["a.jpg", "coffee.jpg"] and len(rows) == 2, rows
+    # left out is not gone: their hashes stay in the cache for a run without the patterns
+    r = run_cli(*common)
+    assert r.returncode == 0 and "5 files found: 0 decoded, 5 from the cache" in " ".join(r.stdout.split())
+    # a whole path (from /) and a folder's path under the input, without its files' glob
+    r = run_cli(*common, "--exclude", str(nas_folder / "phone"), "--exclude", "@eaDir/", "-q")
+    assert r.returncode == 0
+    assert len(json.loads((out / "summary.json").read_text())["files"]) == 3
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--exclude", "/"], "--exclude needs a name or path pattern, e.g. @eaDir or 'phone/cache/*', not '/'"),
+    (["--exclude", ""], "--exclude is empty"),
+    (["--exclude", "*"], "; 5 left out by --exclude *); pass -i/--input FOLDER"),
+])
+def test_exclude_mistakes_are_one_line(nas_folder, tmp_path, args, said):
+    r = run_cli("-i", str(nas_folder), "-o", str(tmp_path / "out"), "-a", "phash_8", *args)
+    assert r.returncode == 2 and said in " ".join(r.stderr.split()), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_exclude_in_mhc_toml_takes_one_pattern_or_a_list(nas_folder, tmp_path):
+    for value in ('"@eaDir"', '["@eaDir", "phone"]'):
+        (tmp_path / "mhc.toml").write_text(f"exclude = {value}\n")
+        r = run_cli("-i", str(nas_folder), "-o", str(tmp_path / "out"), "-a", "phash_8", cwd=tmp_path)
+        n = 4 if value.startswith('"') else 3
+        assert r.returncode == 0 and f"{n} files found" in r.stdout, r.stdout + r.stderr

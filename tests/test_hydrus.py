@@ -82,6 +82,14 @@ def test_sends_each_distinct_pair_of_distinct_files_once(hub, photos):
     assert "not sent twice: identical copies" in " ".join(r.stdout.split())
 
 
+def test_excluded_files_are_not_sent(hub, photos):
+    r = push(hub, photos, "--exclude", "*small.jpg")
+    assert r.returncode == 0, r.stderr
+    small = {sha(p) for p in photos.glob("*small.jpg")}
+    assert received(hub) and not any(a in small or b in small for a, b in received(hub))
+    assert set(received(hub)) == {(a, b) for a, b in expected(photos) if a not in small and b not in small}
+
+
 def test_deleted_trashed_and_unseen_files_are_not_sent(hub, photos):
     states = {photos / "g1.jpg": "deleted", photos / "g2.jpg": "trashed"}
     for p, st in states.items():
