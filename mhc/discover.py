@@ -60,12 +60,7 @@ class Discovery:
     files: list[MediaFile] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # files not media by their extension, per extension
-
     excluded: int = 0  # files and folders left out by the user's --exclude patterns
-
-    @property
-    def ignored(self) -> int:
-        return sum(self.skipped.values())
 
 
 def extension(name: str) -> str:
