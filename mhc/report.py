@@ -95,7 +95,12 @@ def render_index(summary: dict) -> str:
                       "href": f"report/{urllib.parse.quote(rec['key'])}/{page_name(rec['threshold'], widths[rec['key']])}"}
     c = summary.get("counts", {})
     counts = {"found": c.get("found", len(files)), "decoded": c.get("decoded", 0), "from_cache": c.get("from_cache", 0),
-              "failed": c.get("failed", 0)}
+              "failed": c.get("failed", 0), "excluded": c.get("excluded", 0)}
+    skipped = c.get("skipped") if isinstance(c.get("skipped"), dict) else {}
+    counts["skipped"] = sum(n for n in skipped.values() if isinstance(n, int))
+    counts["skipped_by"] = ", ".join(f"{n} {ext or 'without an extension'}" for ext, n in
+                                     sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:6]) + \
+        (", …" if len(skipped) > 6 else "")
     return environment().get_template("index.html.j2").render(
         title="mhc report", algos=rows, open_first=open_first, input=summary.get("input", ""), counts=counts,
         computed_now=summary.get("computed_now", list(algos)), carried=summary.get("carried_over", []),

@@ -242,6 +242,7 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
             "found": col.found, "images": len(col.files) - col.videos, "videos": col.videos,
             "decoded": s.decoded, "from_cache": s.cached, "failed": len(col.errors),
             "hashes_computed": s.computed_by_algo, "hashes_from_cache": s.cached_by_algo,
+            "skipped": dict(sorted(col.skipped.items())), "excluded": col.excluded,
         },
         "files": col.files,
         "kinds": col.kinds,

@@ -606,6 +606,11 @@ def test_camera_and_browser_names_are_found_and_other_files_are_counted(tmp_path
     clusters = sorted(sorted(os.readlink(x).rsplit("/", 1)[1] for x in c.iterdir())
                       for c in (out / "phash_8").glob("thr_000_*/0*"))
     assert clusters == [["00001.MTS", "00002.m2ts", "clip.mp4"], ["a.jpg", "b.jfif", "c.jpe"]], clusters
+    index = " ".join((out / "index.html").read_text().split())
+    assert ("4 other file(s) skipped, not images or videos by their names (1 without an extension, 1 .aae, 1 .txt, "
+            "1 .xmp)") in index  # the report says it too, from summary.json (also when rebuilt)
+    assert run_cli("report", "-o", str(out)).returncode == 0
+    assert "4 other file(s) skipped" in (out / "index.html").read_text()
 
 
 @pytest.fixture
@@ -631,6 +636,9 @@ def test_exclude_leaves_out_names_and_paths_and_pairs_follow_the_output(nas_fold
     assert "3 file(s) and folder(s) left out by --exclude @eaDir *.tmp.jpg phone/cache/*" in said, said
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(Path(f).name for f in summary["files"]) == ["a.jpg", "coffee.jpg"]
+    assert summary["counts"]["excluded"] == 3 and summary["options"]["exclude"] == ["@eaDir", "*.tmp.jpg",
+                                                                                    "phone/cache/*"]
+    assert "3 file(s) and folder(s) left out by --exclude" in (out / "index.html").read_text()
     # mhc pairs -o uses the patterns the output was made with: its pairs are its links
     rows = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "64").stdout.splitlines()
     assert [Path(x).name for x in rows[1].split(",")[:2]] == ["a.jpg", "coffee.jpg"] and len(rows) == 2, rows
