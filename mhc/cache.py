@@ -111,9 +111,12 @@ class HashCache:
     """SQLite hash cache. ``HashCache(None)`` is an in-memory cache (``--no-cache``);
     ``readonly=True`` never creates or changes the file (``--dry-run``)."""
 
-    def __init__(self, path: str | Path | None, *, readonly: bool = False):
+    def __init__(self, path: str | Path | None, *, readonly: bool = False, untouched: bool = False):
         self.path = None if path is None else Path(path)
         self.writable = not readonly
+        # untouched: not even SQLite's -wal/-shm files (which a read-only reader of a WAL
+        # database creates): for a cache inside the input folder, where mhc never writes
+        self.untouched = untouched
         self._warned = False
         self._stale: set[bytes] = set()  # files whose identity changed: their old rows go on the next store
         self.db = self._open(readonly)
@@ -168,7 +171,8 @@ class HashCache:
             self._warn(f"the hash cache {self.path} cannot be written ({reason}); hashes are read from it, "
                        f"new ones are not saved")
         uri = self.path.resolve().as_uri()
-        for mode in ("?mode=ro", "?mode=ro&immutable=1"):  # WAL files may be unwritable too
+        modes = ("?mode=ro&immutable=1",) if self.untouched else ("?mode=ro", "?mode=ro&immutable=1")
+        for mode in modes:  # WAL files may be unwritable too
             try:
                 db = sqlite3.connect(uri + mode, uri=True, timeout=30.0, isolation_level=None)
                 self._check(db)

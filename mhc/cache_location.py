@@ -48,10 +48,20 @@ def owned_cache(path: Path) -> bool:
         return False
 
 
-def check_cache_path(path: Path, inp: Path, out: Path) -> None:
-    """Refuse a cache path that would put something at risk, before any work starts."""
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies in it (symlinks resolved)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
+
+
+def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) -> None:
+    """Refuse a cache path that would put something at risk, before any work starts
+    (``default``: the user did not choose it)."""
     real = Path(os.path.realpath(path))
-    if real == Path(os.path.realpath(inp)) or Path(os.path.realpath(inp)) in real.parents:
+    if inside(real, inp) and default:  # mhc -i ~: the user cache folder is in the input
+        raise UsageError(f"the default hash cache {path} is inside the input folder {inp}, where mhc never writes; "
+                         f"pass --cache FILE outside it (e.g. --cache /var/tmp/mhc-cache.sqlite), or --no-cache")
+    if inside(real, inp):
         raise UsageError(f"--cache {path} is inside the input folder; mhc never writes there. Choose a path "
                          f"outside it (the default is your user cache folder)")
     if real == Path(os.path.realpath(out)) or Path(os.path.realpath(out)) in real.parents:

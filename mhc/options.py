@@ -266,7 +266,7 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     if outputs:
         check_output(out, inp, writing=not o.dry_run, link=o.link)
     if cache is not None:
-        check_cache_path(cache, inp, out if outputs else inp)
+        check_cache_path(cache, inp, out if outputs else inp, default=o.cache is None)
     return RunPlan(options, inp, out, algos, thresholds, required, verify, cache)
 
 

@@ -55,13 +55,16 @@ _UNREAD = object()
 TMP_SUFFIX = ".mhc-tmp"
 # -- the output folder ----------------------------------------------------------
 
-def lock_path(out: Path) -> Path:
-    """The lock file of an output: in mhc's own cache folder (beside the output only if
-    that folder cannot be written)."""
+def lock_path(out: Path, inp: Path | None = None) -> Path:
+    """The lock file of an output: in mhc's own cache folder (beside the output if that
+    folder cannot be written, or lies in the input ``inp``: mhc -i ~)."""
     from .cache import default_cache_dir
+    from .cache_location import inside
 
     digest = hashlib.sha256(os.fsencode(os.path.realpath(out))).hexdigest()[:20]
     locks = default_cache_dir() / "locks"
+    if inp is not None and inside(locks, inp):
+        return out.parent / f".{out.name}.mhc-lock"
     try:
         locks.mkdir(parents=True, exist_ok=True)
         if os.access(locks, os.W_OK):
@@ -235,7 +238,9 @@ class OutputFolder:
 
     # -- locking and recovery -----------------------------------------------------------
     def _lock(self) -> None:
-        path = lock_path(self.out)
+        # (two runs into one output lock the same file unless only one of them scans the
+        # folder that holds mhc's cache folder: the same gap as an unwritable cache folder)
+        path = lock_path(self.out, self.inp)
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

@@ -235,7 +235,9 @@ def _cannot_link(plan: RunPlan, collection: HashedCollection) -> list[tuple[int,
     path = Path(plan.options.cache) if plan.options.cache is not None else default_cache_path()
     if not path.is_file():
         return []
-    with HashCache(path, readonly=True) as cache:
+    from .cache_location import inside
+
+    with HashCache(path, readonly=True, untouched=inside(path, plan.input)) as cache:
         marked = cache.ignored()
     if not marked:
         return []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -616,3 +617,34 @@ def test_sigterm_in_a_child_before_it_sets_its_handler_ends_it_quietly():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.stdout.strip() == "True" and r.stderr == "", r.stderr
+
+
+def test_a_home_folder_as_input_is_never_written_to(tmp_path):
+    """`mhc -i ~`: mhc's user cache folder (~/.cache/mhc) lies in the input. The default
+    cache there is refused with what to do; with --cache elsewhere, the output's lock was
+    still made in ~/.cache/mhc/locks; with --no-cache, reading the "not a duplicate" marks
+    made SQLite's -wal and -shm files beside the cache. Now the tree is left as it was."""
+    home = tmp_path / "home"
+    save(photo(21), home / "Pictures" / "a.jpg")
+    shutil.copy(home / "Pictures" / "a.jpg", home / "Pictures" / "b.jpg")
+    save(photo(22), home / "Pictures" / "c.jpg")
+    env = {"HOME": str(home), "XDG_CACHE_HOME": ""}
+    pics = home / "Pictures"
+    # a user cache made earlier (a run on ~/Pictures, and a marked pair), closed and whole
+    assert run_cli("-i", str(pics), "-o", str(tmp_path / "first"), "-a", "phash_8", "-q", env=env).returncode == 0
+    assert run_cli("ignore", str(pics / "a.jpg"), str(pics / "b.jpg"), env=env).returncode == 0
+    assert (home / ".cache" / "mhc" / "hashes.sqlite").is_file()
+    before = tree_digest(home)
+    out = tmp_path / "out"
+    r = run_cli("-i", str(home), "-o", str(out), "-a", "phash_8", env=env)
+    assert r.returncode == 2 and "the default hash cache" in r.stderr and "--cache FILE outside it" in r.stderr
+    assert tree_digest(home) == before and not out.exists()
+    r = run_cli("-i", str(home), "-o", str(out), "-a", "phash_8", "--cache", str(tmp_path / "c.sqlite"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert tree_digest(home) == before  # no locks/ folder in ~/.cache/mhc
+    r = run_cli("-i", str(home), "-o", str(out), "-a", "phash_8", "-t", "0", "--no-cache", env=env)
+    assert r.returncode == 0, r.stderr
+    assert tree_digest(home) == before  # no -wal or -shm beside the cache
+    clusters = [sorted(p.name.split("_")[0] for p in c.iterdir()) for c in (out / "phash_8").glob("thr_000_*/0*")]
+    assert ["a", "b"] not in clusters  # the marked pair was read all the same
+    assert not list(tmp_path.glob(".out.mhc-lock"))  # the lock beside the output went with the run
