@@ -249,6 +249,8 @@ def ignore_command(
     Example: mhc ignore "data/images/a.jpg" "data/images/b.jpg"; mhc ignore --list
     """
     with user_errors():
+        if list_ and (remove or paths):  # `--list --remove A B` did nothing it said
+            raise UsageError("--list shows the marked pairs and takes no files and no --remove; run it on its own")
         path = cache_of(output, cache)
         if list_:
             pairs = []

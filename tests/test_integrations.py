@@ -106,3 +106,11 @@ def test_ignored_pair_stays_apart_under_complete_linkage(corpus, tmp_path):
     with HashCache(cache) as c:
         c.ignore(small, bright)
     assert not together(run(Options(output=tmp_path / "b", **opts)))
+
+
+@pytest.mark.parametrize("args", [["--list", "--remove"], ["--list", "a.jpg", "b.jpg"]])
+def test_ignore_list_with_other_arguments_is_refused(tmp_path, args):
+    """`mhc ignore --list --remove A B` listed the pairs and removed nothing, exit 0."""
+    r = run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), *args)
+    assert r.returncode == 2 and "--list shows the marked pairs and takes no files and no --remove" in r.stderr
+    assert not (tmp_path / "c.sqlite").exists()
