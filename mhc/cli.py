@@ -363,6 +363,11 @@ def _bug_line(e: Exception) -> None:
               f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
 
 
+# click's words for a value of the wrong type, in mhc's (and with what would do)
+_PLAINER = {"Input should be a valid integer, unable to parse string as an integer": "a whole number is needed, e.g. 4",
+            "Input should be a valid number, unable to parse string as a number": "a number is needed, e.g. 0.05"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
@@ -381,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except _ClickException as e:
         ctx = getattr(e, "ctx", None)
         if e.format_message():  # (`mhc cache` alone: click printed the help; no message)
-            _error_line(f"{e.format_message().rstrip('.')}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
+            text = e.format_message().rstrip(".")
+            for theirs, ours in _PLAINER.items():
+                text = text.replace(theirs, ours)
+            _error_line(f"{text}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
         return e.exit_code
     except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it
         return EXIT_INTERRUPTED

@@ -76,6 +76,8 @@ def test_dry_run_prints_and_writes_nothing(corpus, tmp_path):
         (["--preset", "nope"], "unknown preset"),
         (["-j", "-3"], "--workers"),
         (["--link", "teleport"], "--link must be one of"),
+        (["-j", "abc"], "'-j' / '--workers': a whole number is needed, e.g. 4"),  # not click's "unable to parse"
+        (["--duration-tolerance", "x"], "'--duration-tolerance': a number is needed, e.g. 0.05"),
     ],
 )
 def test_bad_options_are_refused_clearly(corpus, tmp_path, args, message):
