@@ -173,7 +173,10 @@ def hash_folder(folder: str | Path, algorithms: Iterable[str] | None = None, *, 
                 executor: Executor | None = None, **options) -> HashedCollection:
     """Hash every image and video under ``folder`` (cached) with ``algorithms`` (default:
     phash_8 ahash_8 dhash_8 whash_8 phash_16). Other keyword arguments are
-    :class:`~mhc.options.Options` fields (``cache``, ``workers``, ``isometric``, ``frames``...)."""
+    :class:`~mhc.options.Options` fields (``cache``, ``workers``, ``isometric``, ``frames``...).
+    One name may be given as a string (``"phash_8"`` or ``"phash_8,dhash_8"``)."""
+    if isinstance(algorithms, str):  # hash_folder(f, "phash_8"): one name (or "phash_8,dhash_8"), not its letters
+        algorithms = [algorithms]
     try:
         opts = Options(input=Path(folder), algorithms=list(algorithms or []), **options)
     except TypeError as e:

@@ -59,3 +59,13 @@ def test_options_are_checked_like_the_command_line(tmp_path):
         mhc.validate(Options(input=tmp_path, linkage="average"))
     with pytest.raises(mhc.UsageError, match="--workers must be a whole number"):
         mhc.validate(Options(input=tmp_path, workers="2"))
+
+
+def test_hash_folder_takes_one_algorithm_name_as_a_string(tmp_path):
+    """hash_folder(f, "phash_8") read the string as its letters: "algorithm 'p' is not NAME_SIZE"."""
+    from conftest import photo, save
+
+    save(photo(1), tmp_path / "a.jpg")
+    save(photo(2), tmp_path / "b.jpg")
+    assert sorted(mhc.hash_folder(tmp_path, "phash_8", workers=1).algorithms) == ["phash_8"]
+    assert sorted(mhc.hash_folder(tmp_path, "phash_8,dhash_8", workers=1).algorithms) == ["dhash_8", "phash_8"]
