@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import numbers
 import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
@@ -165,8 +166,20 @@ class HashedCollection:
         :class:`~mhc.clustering.Clustering` whose ``partitions`` hold one
         :class:`~mhc.sweep.Partition` per threshold."""
         from .clustering import sweep_algorithm
+        from .thresholds import parse_thresholds
 
-        return sweep_algorithm(self, self.codes(algo).algorithm, thresholds, **settings)
+        a = self.codes(algo).algorithm
+        if isinstance(thresholds, str):  # the command line's "0:20:2" or "0%:30%:2%"
+            thresholds = parse_thresholds(thresholds, a)
+        elif thresholds is not None:
+            thresholds = list(thresholds)
+            bad = [t for t in thresholds if isinstance(t, bool) or not isinstance(t, numbers.Integral)
+                   or not 0 <= t <= a.bits]
+            if bad or not thresholds:
+                raise UsageError(f"thresholds for {a.key} are whole numbers of bits from 0 to {a.bits} (or a string "
+                                 f"such as '0:20:2'), not {repr(bad[0]) if bad else 'an empty list'}")
+            thresholds = [int(t) for t in thresholds]
+        return sweep_algorithm(self, a, thresholds, **settings)
 
 
 def hash_folder(folder: str | Path, algorithms: Iterable[str] | None = None, *, progress: Progress | None = None,

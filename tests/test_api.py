@@ -69,3 +69,22 @@ def test_hash_folder_takes_one_algorithm_name_as_a_string(tmp_path):
     save(photo(2), tmp_path / "b.jpg")
     assert sorted(mhc.hash_folder(tmp_path, "phash_8", workers=1).algorithms) == ["phash_8"]
     assert sorted(mhc.hash_folder(tmp_path, "phash_8,dhash_8", workers=1).algorithms) == ["dhash_8", "phash_8"]
+
+
+def test_sweep_checks_its_thresholds_and_takes_the_command_lines_form(tmp_path):
+    """collection.sweep(algo, [0, "x"]) failed inside ("'<' not supported between str and int")."""
+    import numpy as np
+    import pytest
+
+    from conftest import photo, save
+
+    save(photo(1), tmp_path / "a.jpg")
+    save(photo(1), tmp_path / "b.jpg", quality=50)
+    save(photo(2), tmp_path / "c.jpg")
+    c = mhc.hash_folder(tmp_path, "phash_8", workers=1)
+    for bad, said in (([0, "x"], "not 'x'"), ([0, 65], "not 65"), ([], "not an empty list"), ([True], "not True")):
+        with pytest.raises(mhc.UsageError, match="thresholds for phash_8 are whole numbers of bits from 0 to 64") as e:
+            c.sweep("phash_8", bad)
+        assert said in str(e.value)
+    assert [p.threshold for p in c.sweep("phash_8", "0:10:5").partitions] == [0, 5, 10]
+    assert [p.threshold for p in c.sweep("phash_8", [np.int64(4), 2]).partitions] == [2, 4]
