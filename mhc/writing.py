@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import forked
-from .errors import FileError, fault
+from .errors import FileError, UsageError, fault
 from .events import Progress, report
 from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
@@ -269,12 +269,20 @@ def write_tree(output: str | Path, collection, clusterings: list, *, link: str =
     """Write ``clusterings`` of a :class:`~mhc.collection.HashedCollection` as an mhc output
     folder (threshold folders of links, summary.json, errors.csv and, with ``report``, the
     HTML report), replacing an earlier mhc output there. Returns the folder."""
+    from .clustering import Clustering
     from .options import Options, validate
     from .pipeline import RunResult
 
     options = Options(input=Path(collection.root), output=Path(output), link=link, relative_links=relative_links,
                       no_unclustered_links=not unclustered_links, no_report=not report, no_cache=True)
     plan = validate(options)
+    clusterings = [clusterings] if isinstance(clusterings, Clustering) else clusterings
+    if isinstance(clusterings, str) or not all(isinstance(c, Clustering) for c in clusterings):
+        raise UsageError("write_tree takes a list of Clusterings (from collection.sweep), e.g. [clustering]")
+    keys = [c.key for c in clusterings]
+    if len(set(keys)) < len(keys):  # each is one folder of the output
+        raise UsageError(f"write_tree: two clusterings have the folder {next(k for k in keys if keys.count(k) > 1)}; "
+                         f"pass each once")
     result = RunResult(str(plan.input), str(plan.output), collection, list(clusterings), options)
     with OutputFolder(plan.output, plan.input, background_retire=False) as of:
         write_output(of, result, of.previous_summary())

@@ -88,3 +88,26 @@ def test_sweep_checks_its_thresholds_and_takes_the_command_lines_form(tmp_path):
         assert said in str(e.value)
     assert [p.threshold for p in c.sweep("phash_8", "0:10:5").partitions] == [0, 5, 10]
     assert [p.threshold for p in c.sweep("phash_8", [np.int64(4), 2]).partitions] == [2, 4]
+
+
+def test_write_tree_says_what_it_takes(tmp_path):
+    """The same clustering twice ended in "cannot write the output (...): File exists", as if
+    the disk had refused; a string ended in an AttributeError. One Clustering is taken as is."""
+    import pytest
+
+    from conftest import photo, save
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    save(photo(1), inp / "b.jpg", quality=50)
+    save(photo(2), inp / "c.jpg")
+    c = mhc.hash_folder(inp, "phash_8", workers=1)
+    cl = c.sweep("phash_8", "0:4:2")
+    with pytest.raises(mhc.UsageError, match="two clusterings have the folder phash_8; pass each once"):
+        mhc.write_tree(tmp_path / "twice", c, [cl, cl])
+    for wrong in ("phash_8", [cl, 3]):
+        with pytest.raises(mhc.UsageError, match=r"write_tree takes a list of Clusterings"):
+            mhc.write_tree(tmp_path / "wrong", c, wrong)
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "wrong").exists()
+    out = mhc.write_tree(tmp_path / "one", c, cl)
+    assert (out / "phash_8").is_dir() and (out / "summary.json").is_file()
