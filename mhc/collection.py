@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import numbers
 import socket
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,8 @@ from .metric import HashMetric, MatchOptions, video_codes
 from .options import Options, RunPlan, dask_host_port, validate
 from .pairs import pack
 from .runner import HashResults, HashStats, compute_hashes
+
+log = logging.getLogger(__name__)
 
 SEARCHED = ".jpg .jpeg .png .bmp .gif .tif .tiff .webp .heic .avif .mp4 .mov .mkv .avi .webm ..."
 
@@ -213,7 +216,12 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:
     o = plan.options
-    found = discover(plan.input, exclude=[plan.output], follow_symlinks=o.follow_symlinks, skip=o.exclude)
+    used: set[str] = set()
+    found = discover(plan.input, exclude=[plan.output], follow_symlinks=o.follow_symlinks, skip=o.exclude,
+                     skip_used=used)
+    unused = [g for g in o.exclude if g not in used]
+    if unused:  # a typo, or a pattern of another folder: said, not silently without effect
+        log.warning("--exclude %s matched nothing in %s", " ".join(repr(g) for g in unused), o.input)
     if not found.files:
         left_out = f"; {found.excluded} left out by --exclude {' '.join(o.exclude)}" if found.excluded else ""
         raise MhcError(f"no images or videos found in {o.input} (looked for {SEARCHED}{left_out}); "

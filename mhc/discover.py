@@ -95,21 +95,32 @@ def is_mhc_folder(path: str) -> bool:
     return STAGING_INFIX in os.path.basename(path) or os.path.exists(os.path.join(path, MARKER))
 
 
-def matcher(patterns: Sequence[str], root: str) -> Callable[[str, str], bool] | None:
+def matcher(patterns: Sequence[str], root: str, used: set[str] | None = None) -> Callable[[str, str], bool] | None:
     """``(name, path) -> bool`` for the user's ``--exclude`` globs (None: no pattern). A
     pattern without a slash is matched against each file's and folder's name (``@eaDir``,
-    ``*.tmp.jpg``), one with a slash against the path under ``root`` (``phone/cache/*``),
-    one that starts with a slash against the whole path. Case-sensitive, as Linux's names."""
+    ``*.tmp.jpg``), one with a slash against the path under ``root`` (``phone/cache/*``,
+    ``./phone/cache``), one that starts with a slash against the whole path. Case-sensitive,
+    as Linux's names. ``used`` collects the patterns that matched something."""
     if not patterns:
         return None
-    names = [p for p in patterns if "/" not in p]
-    whole = [p.rstrip("/") for p in patterns if p.startswith("/")]
-    under = [p.strip("/") for p in patterns if "/" in p and not p.startswith("/")]
+    used = set() if used is None else used
+    rules = []  # (the pattern as given, what it is matched against, the glob)
+    for p in patterns:
+        if p.startswith("/"):
+            rules.append((p, "whole", p.rstrip("/")))
+        elif "/" in p:
+            glob = p[2:] if p.startswith("./") else p
+            rules.append((p, "under", glob.strip("/")))
+        else:
+            rules.append((p, "name", p))
     start = len(os.path.join(root, ""))
 
     def match(name: str, path: str) -> bool:
-        return (any(fnmatchcase(name, p) for p in names) or any(fnmatchcase(path, p) for p in whole)
-                or any(fnmatchcase(path[start:], p) for p in under))
+        for given, kind, glob in rules:
+            if fnmatchcase(name if kind == "name" else path if kind == "whole" else path[start:], glob):
+                used.add(given)
+                return True
+        return False
     return match
 
 
@@ -119,17 +130,19 @@ def discover(
     exclude: list[str | Path] = (),  # type: ignore[assignment]
     follow_symlinks: bool = False,
     skip: Sequence[str] = (),
+    skip_used: set[str] | None = None,
 ) -> Discovery:
     """Walk ``root`` and return its media files in sorted path order.
 
     ``exclude``: folders never entered (the output). ``follow_symlinks``: also enter
     symlinked folders (each real folder is entered once, so loops end). ``skip``: the
-    user's glob patterns (see :func:`matcher`); a matching folder is not entered.
+    user's glob patterns (see :func:`matcher`); a matching folder is not entered;
+    ``skip_used`` collects those that matched.
     Unreadable folders, dangling symlinks and vanished files become errors.
     """
     root_abs = os.path.abspath(os.fspath(root))
     excluded = {os.path.realpath(os.fspath(p)) for p in exclude}
-    skipped = matcher(skip, root_abs)
+    skipped = matcher(skip, root_abs, skip_used)
     result = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
     linked_dirs: list[str] = []  # symlinked folders, entered after every real one

@@ -670,3 +670,15 @@ def test_exclude_in_mhc_toml_takes_one_pattern_or_a_list(nas_folder, tmp_path):
         r = run_cli("-i", str(nas_folder), "-o", str(tmp_path / "out"), "-a", "phash_8", cwd=tmp_path)
         n = 4 if value.startswith('"') else 3
         assert r.returncode == 0 and f"{n} files found" in r.stdout, r.stdout + r.stderr
+
+
+def test_exclude_says_which_pattern_matched_nothing_and_takes_a_dot_slash(nas_folder, tmp_path):
+    """`--exclude ./phone/cache` matched nothing (the path under the input has no ./), and
+    nothing said so: a typo in a pattern was silently without effect."""
+    r = run_cli("-i", str(nas_folder), "-o", str(tmp_path / "out"), "-a", "phash_8", "--exclude", "./phone/cache",
+                "--exclude", "@eaDri")
+    assert r.returncode == 0, r.stderr
+    assert f"--exclude '@eaDri' matched nothing in {nas_folder}" in " ".join(r.stderr.split()), r.stderr
+    assert "'./phone/cache'" not in r.stderr  # it matched
+    files = json.loads((tmp_path / "out" / "summary.json").read_text())["files"]
+    assert not any("/phone/cache/" in f for f in files) and any("@eaDir" in f for f in files)
