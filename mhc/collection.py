@@ -160,6 +160,7 @@ class HashedCollection:
         if not 0 <= threshold <= m.max_distance:
             raise UsageError(f"the threshold must be 0 to {m.max_distance} bits for {self.codes(algo).algorithm.key}, "
                              f"not {threshold}")
+        _check_room_for_pairs(self.codes(algo), threshold)
         e = m.edges_within(threshold)
         return [Pair(self.files[i], self.files[j], d) for i, j, d in zip(e.i.tolist(), e.j.tolist(), e.d.tolist())]
 
@@ -183,6 +184,36 @@ class HashedCollection:
                                  f"such as '0:20:2'), not {repr(bad[0]) if bad else 'an empty list'}")
             thresholds = [int(t) for t in thresholds]
         return sweep_algorithm(self, a, thresholds, **settings)
+
+
+# memory per listed pair: the search's arrays, their sort and the Pair. Measured with `mhc
+# pairs` on 100,000 files (peak RSS over a listing of 8 pairs): 84-198 bytes at 0.5-19.5
+# million pairs, CSV or JSON (docs/benchmarks.md)
+PAIR_BYTES = 250
+
+
+def _check_room_for_pairs(c: AlgorithmCodes, threshold: int, sample: int = 256) -> None:
+    """Refuse a threshold whose pairs would not fit in memory, before listing them: a
+    listing has every pair at once (closest first), and far past where copies lie a
+    threshold takes in a large share of all n(n-1)/2 pairs (-t 24 of 64 bits on 100,000
+    files: ~100,000,000). Estimated from the neighbours of a sample of files."""
+    n = len(c.codes)
+    if n * (n - 1) // 2 * PAIR_BYTES < 2**30:  # every pair fits in 1 GiB: nothing to check
+        return
+    from .memory import available_memory
+    from .pairs import cross_distances
+
+    sample = max(32, min(sample, 25_600_000 // n))  # ~0.1 s: at 1,000,000 files 32 rows, not 256 (1.2 s)
+    rows = np.random.default_rng(0).choice(n, size=min(sample, n), replace=False)
+    near = sum(int((cross_distances(c.codes[rows[k:k + 32]], c.codes) <= threshold).sum()) - len(rows[k:k + 32])
+               for k in range(0, len(rows), 32))
+    estimate = near / len(rows) * n / 2
+    room = available_memory()
+    if room is not None and estimate * PAIR_BYTES > room * 0.8:
+        raise UsageError(f"about {estimate:,.0f} pairs of files lie within {threshold} bits for {c.algorithm.key} "
+                         f"(some {estimate * PAIR_BYTES / 2**30:.0f} GiB to list them, {room / 2**30:.1f} GiB free): "
+                         f"that is far past where copies lie; choose a lower threshold (the sweep's suggestion, "
+                         f"or see docs/benchmarks.md)")
 
 
 def hash_folder(folder: str | Path, algorithms: Iterable[str] | None = None, *, progress: Progress | None = None,

@@ -111,3 +111,25 @@ def test_write_tree_says_what_it_takes(tmp_path):
     assert not (tmp_path / "twice").exists() and not (tmp_path / "wrong").exists()
     out = mhc.write_tree(tmp_path / "one", c, cl)
     assert (out / "phash_8").is_dir() and (out / "summary.json").is_file()
+
+
+def test_a_threshold_whose_pairs_would_not_fit_in_memory_is_refused_before_listing(monkeypatch):
+    """`mhc pairs -t 24` on 100,000 files (~250 million pairs) ended in "mhc failed
+    unexpectedly: MemoryError" (exit 70), or in the kernel's OOM killer. The count is now
+    estimated from a sample of files first, against the memory there is."""
+    import numpy as np
+    import pytest
+
+    import mhc.memory
+    from mhc.collection import AlgorithmCodes, _check_room_for_pairs
+
+    codes = np.random.default_rng(5).integers(0, 2**63, size=(5000, 1), dtype=np.int64).astype(np.uint64)
+    c = AlgorithmCodes(mhc.parse_algorithm("phash_8"), codes, {})
+    monkeypatch.setattr(mhc.memory, "available_memory", lambda: 50 * 2**20)
+    with pytest.raises(mhc.UsageError, match=r"about [\d,]+ pairs of files lie within 24 bits for phash_8") as e:
+        _check_room_for_pairs(c, 24)  # P(d <= 24 of 64) ~ 0.03: ~400,000 pairs, ~95 MiB to list
+    assert "far past where copies lie; choose a lower threshold" in str(e.value)
+    estimate = int(str(e.value).split()[1].replace(",", ""))
+    true = sum(int((np.bitwise_count(codes[k + 1:, 0] ^ codes[k, 0]) <= 24).sum()) for k in range(len(codes)))
+    assert 0.7 * true < estimate < 1.3 * true  # a sample of 256 files, within 30 % of the count
+    _check_room_for_pairs(c, 12)  # a few pairs: listed

@@ -191,7 +191,10 @@ def test_pairs_match_the_clusters_of_the_same_threshold(reported, fmt):
         rows = list(csv.DictReader(io.StringIO(r.stdout)))
         pairs = [(x["path_a"], x["path_b"], int(x["distance"])) for x in rows]
     else:
-        pairs = [(x["path_a"], x["path_b"], x["distance"]) for x in json.loads(r.stdout)]
+        doc = json.loads(r.stdout)
+        # written row by row (not a list built whole): the same text json.dump(rows, indent=1) makes
+        assert r.stdout == json.dumps(doc, indent=1, ensure_ascii=True) + "\n"
+        pairs = [(x["path_a"], x["path_b"], x["distance"]) for x in doc]
     assert pairs and all(0 <= d <= 6 for _, _, d in pairs)
     assert [d for *_, d in pairs] == sorted(d for *_, d in pairs)
     g = nx.Graph((a, b) for a, b, _ in pairs)
@@ -199,6 +202,14 @@ def test_pairs_match_the_clusters_of_the_same_threshold(reported, fmt):
     summary = json.loads((out / "summary.json").read_text())
     from_folder = sorted(sorted(c) for c in clusters(summary, "phash_8", 6))
     assert from_pairs == from_folder
+
+
+def test_pairs_json_with_no_pairs_is_an_empty_list(tmp_path):
+    save(photo(1), tmp_path / "in" / "a.jpg")
+    save(photo(2), tmp_path / "in" / "b.jpg")
+    r = run_cli("pairs", "-a", "phash_8", "-t", "0", "-i", str(tmp_path / "in"), "--cache", str(tmp_path / "c.sqlite"),
+                "--format", "json")
+    assert r.returncode == 0 and r.stdout == "[]\n", (r.stdout, r.stderr)
 
 
 def test_large_threshold_folders_are_paged(tmp_path):
