@@ -6,11 +6,9 @@ line and an exit status (see :mod:`mhc.errors`); a traceback only with ``MHC_DEB
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
-import signal
 import sys
 import typing
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, MhcError, pr
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
+from .stopping import HungUp, Terminated, signals_as_exceptions
 from .thresholds import THRESHOLDS_HELP
 
 EPILOG = escape("""[bold]Examples[/bold]
@@ -299,30 +298,6 @@ def _error_line(message: str) -> None:
     err.print(printable(message), highlight=False, markup=False, soft_wrap=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``timeout``, a service manager), handled as Ctrl-C is: the workers
-    stopped, the previous output left as it was, the hashes so far kept, one line, exit 143.
-    Python's default would end the process at once, silently, leaving the staging folder
-    for the next run to clear."""
-
-
-class HungUp(Terminated):
-    """SIGHUP: the terminal or SSH session closed under a run (not under ``nohup``, which
-    ignores it). Handled as SIGTERM is, exit 129; Python's default ended the process at
-    once, leaving the staging folder behind and the workers to die on their own."""
-
-
-def _on_sigterm(owner: int, signum, frame) -> None:
-    if os.getpid() != owner:
-        # a forked child that has not yet set its own handler (a worker, the link maker,
-        # between fork and its first line): it ends as the signal ends a process, instead of
-        # raising inside Python's after-fork hooks ("Exception ignored ... Terminated")
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise HungUp() if signum == signal.SIGHUP else Terminated()
-
-
 @contextmanager
 def user_errors(no_cache: bool = False) -> Iterator[None]:
     """One line per fault, with its exit status; Ctrl-C exits 130; never a traceback
@@ -372,17 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
 
-    # the command line's, not the library's: a program that calls mhc.run keeps its own
-    # handling of SIGTERM. Hashing workers and forked children reset it (runner, forked)
-    previous = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))
-    # SIGHUP too, unless ignored (nohup, or a parent that ignores it): then it stays ignored
-    hup = signal.getsignal(signal.SIGHUP)
-    if hup not in (signal.SIG_IGN, None):
-        signal.signal(signal.SIGHUP, functools.partial(_on_sigterm, os.getpid()))
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault
-        rv = typer.main.get_command(app).main(args=argv, prog_name="mhc", standalone_mode=False)
+        with signals_as_exceptions():  # the command line's, not the library's
+            rv = typer.main.get_command(app).main(args=argv, prog_name="mhc", standalone_mode=False)
     except _ClickException as e:
         ctx = getattr(e, "ctx", None)
         if e.format_message():  # (`mhc cache` alone: click printed the help; no message)
@@ -400,10 +369,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _bug_line(e)
         return EXIT_BUG
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if hup not in (signal.SIG_IGN, None):
-            signal.signal(signal.SIGHUP, hup)
     return rv if isinstance(rv, int) else 0
 
 

@@ -605,7 +605,7 @@ def test_sigterm_in_a_child_before_it_sets_its_handler_ends_it_quietly():
     ("Exception ignored in _after_fork ... Terminated", a traceback on the terminal)."""
     code = (
         "import functools, os, signal, time\n"
-        "from mhc.cli import _on_sigterm\n"
+        "from mhc.stopping import _on_sigterm\n"
         "signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"

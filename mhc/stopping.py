@@ -1,0 +1,53 @@
+"""How the command line stops on a signal: SIGTERM and SIGHUP become exceptions that unwind
+a run as Ctrl-C does (workers stopped, staging cleared, hashes kept, one line), each with its
+own exit status. The library leaves signals alone: a program that calls mhc.run keeps its own
+handling."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a service manager), handled as Ctrl-C is: the workers
+    stopped, the previous output left as it was, the hashes so far kept, one line, exit 143.
+    Python's default would end the process at once, silently, leaving the staging folder
+    for the next run to clear."""
+
+
+class HungUp(Terminated):
+    """SIGHUP: the terminal or SSH session closed under a run (not under ``nohup``, which
+    ignores it). Handled as SIGTERM is, exit 129; Python's default ended the process at
+    once, leaving the staging folder behind and the workers to die on their own."""
+
+
+def _on_sigterm(owner: int, signum, frame) -> None:
+    if os.getpid() != owner:
+        # a forked child that has not yet set its own handler (a worker, the link maker,
+        # between fork and its first line): it ends as the signal ends a process, instead of
+        # raising inside Python's after-fork hooks ("Exception ignored ... Terminated")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise HungUp() if signum == signal.SIGHUP else Terminated()
+
+
+@contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM, and SIGHUP unless it is ignored (``nohup``, or a parent that ignores it:
+    then it stays ignored), raise :class:`Terminated` / :class:`HungUp` in this process
+    while the block runs; the previous handlers come back after it. Hashing workers and
+    forked children reset them (runner, forked)."""
+    handler = functools.partial(_on_sigterm, os.getpid())
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
+    hup = signal.getsignal(signal.SIGHUP)
+    if hup not in (signal.SIG_IGN, None):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
