@@ -151,6 +151,8 @@ def parse_algorithm(spec: str) -> Algorithm:
 
     Raises :class:`UsageError` with a fix-it message for unknown names and bad sizes.
     """
+    if not isinstance(spec, str):  # parse_algorithm(8) from Python: not an AttributeError inside
+        raise UsageError(f"algorithm {spec!r} is not NAME_SIZE text; write for example 'phash_16'")
     text = spec.strip().lower()
     m = _SPEC.match(text)
     known = ", ".join(NAMES + tuple(ALIASES))

@@ -133,3 +133,11 @@ def test_a_threshold_whose_pairs_would_not_fit_in_memory_is_refused_before_listi
     true = sum(int((np.bitwise_count(codes[k + 1:, 0] ^ codes[k, 0]) <= 24).sum()) for k in range(len(codes)))
     assert 0.7 * true < estimate < 1.3 * true  # a sample of 256 files, within 30 % of the count
     _check_room_for_pairs(c, 12)  # a few pairs: listed
+
+
+def test_parse_algorithms_names_a_value_that_is_not_text():
+    import pytest
+
+    for wrong in ([8], [None], ["phash_8", 16]):
+        with pytest.raises(mhc.UsageError, match=r"is not NAME_SIZE text; write for example 'phash_16'"):
+            mhc.parse_algorithms(wrong)
