@@ -196,7 +196,7 @@ def _check_room_for_pairs(c: AlgorithmCodes, threshold: int, sample: int = 256) 
     """Refuse a threshold whose pairs would not fit in memory, before listing them: a
     listing has every pair at once (closest first), and far past where copies lie a
     threshold takes in a large share of all n(n-1)/2 pairs (-t 24 of 64 bits on 100,000
-    files: ~100,000,000). Estimated from the neighbours of a sample of files."""
+    files: ~250,000,000). Estimated from the neighbours of a sample of files."""
     n = len(c.codes)
     if n * (n - 1) // 2 * PAIR_BYTES < 2**30:  # every pair fits in 1 GiB: nothing to check
         return

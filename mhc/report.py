@@ -97,7 +97,8 @@ def render_index(summary: dict) -> str:
     counts = {"found": c.get("found", len(files)), "decoded": c.get("decoded", 0), "from_cache": c.get("from_cache", 0),
               "failed": c.get("failed", 0), "excluded": c.get("excluded", 0)}
     skipped = c.get("skipped") if isinstance(c.get("skipped"), dict) else {}
-    counts["skipped"] = sum(n for n in skipped.values() if isinstance(n, int))
+    skipped = {ext: n for ext, n in skipped.items() if isinstance(n, int)}  # (an edited summary.json)
+    counts["skipped"] = sum(skipped.values())
     counts["skipped_by"] = ", ".join(f"{n} {ext or 'without an extension'}" for ext, n in
                                      sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:6]) + \
         (", …" if len(skipped) > 6 else "")
