@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .discover import enclosing_output
 from .errors import UsageError
+from .paths import inside
 
 APPLICATION_ID = 0x6D686321  # "mhc!" in the SQLite header: this file is mhc's cache
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -48,23 +49,18 @@ def owned_cache(path: Path) -> bool:
         return False
 
 
-def inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies in it (symlinks resolved)."""
-    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    return real == top or top in real.parents
-
-
 def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) -> None:
     """Refuse a cache path that would put something at risk, before any work starts
     (``default``: the user did not choose it)."""
     real = Path(os.path.realpath(path))
-    if inside(real, inp) and default:  # mhc -i ~: the user cache folder is in the input
-        raise UsageError(f"the default hash cache {path} is inside the input folder {inp}, where mhc never writes; "
-                         f"pass --cache FILE outside it (e.g. --cache /var/tmp/mhc-cache.sqlite), or --no-cache")
     if inside(real, inp):
+        if default:  # mhc -i ~: the user cache folder is in the input
+            raise UsageError(f"the default hash cache {path} is inside the input folder {inp}, where mhc never "
+                             f"writes; pass --cache FILE outside it (e.g. --cache /var/tmp/mhc-cache.sqlite), or "
+                             f"--no-cache")
         raise UsageError(f"--cache {path} is inside the input folder; mhc never writes there. Choose a path "
                          f"outside it (the default is your user cache folder)")
-    if real == Path(os.path.realpath(out)) or Path(os.path.realpath(out)) in real.parents:
+    if inside(real, out):
         raise UsageError(f"--cache {path} is inside the output folder, which is replaced on each run; "
                          f"choose a path outside it")
     owner = enclosing_output(real)  # another mhc output: a file mhc did not write there blocks its reruns

@@ -46,7 +46,7 @@ from .ownership import (
     remove_tree,
     retire,
 )
-from .paths import check_output
+from .paths import check_output, inside
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ def lock_path(out: Path, inp: Path | None = None) -> Path:
     """The lock file of an output: in mhc's own cache folder (beside the output if that
     folder cannot be written, or lies in the input ``inp``: mhc -i ~)."""
     from .cache import default_cache_dir
-    from .cache_location import inside
 
     digest = hashlib.sha256(os.fsencode(os.path.realpath(out))).hexdigest()[:20]
     locks = default_cache_dir() / "locks"

@@ -29,8 +29,10 @@ def check_path(flag: str, path: Path) -> None:
                          f"give a shorter one")
 
 
-def _is_within(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies in it (symlinks resolved)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
 
 
 def check_input(inp: Path, given: Path) -> None:
@@ -64,9 +66,9 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
     rin = Path(os.path.realpath(inp))
     if real == rin:
         raise UsageError(f"--output {out} is the input folder; choose a separate folder such as data/output")
-    if _is_within(rin, real):
+    if inside(rin, real):
         raise UsageError(f"--output {out} contains the input folder {inp}; choose a folder outside it")
-    if _is_within(real, rin):
+    if inside(real, rin):
         if rin.parent == rin:  # -i /: every folder is inside it
             raise UsageError(f"--input {inp} is the whole filesystem, so every output folder would be inside it; "
                              f"pass -i/--input the folder of your media")

@@ -31,6 +31,7 @@ from .events import Progress
 from .hashing import HashPlan
 from .metric import MatchOptions
 from .options import Options, RunPlan, default_cache_path, validate
+from .paths import inside
 from .suggest import Recommendation, settle
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,6 @@ def _cannot_link(plan: RunPlan, collection: HashedCollection) -> list[tuple[int,
     path = Path(plan.options.cache) if plan.options.cache is not None else default_cache_path()
     if not path.is_file():
         return []
-    from .cache_location import inside
-
     with HashCache(path, readonly=True, untouched=inside(path, plan.input)) as cache:
         marked = cache.ignored()
     if not marked:
