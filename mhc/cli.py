@@ -30,11 +30,11 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
-from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, MhcError, printable
+from .errors import EXIT_INTERRUPTED, MhcError, printable
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
-from .stopping import HungUp, Terminated, signals_as_exceptions
+from .stopping import signals_as_exceptions
 from .thresholds import THRESHOLDS_HELP
 
 EPILOG = escape("""[bold]Examples[/bold]
@@ -310,8 +310,7 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except KeyboardInterrupt as e:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
-        what = ("Stopped (SIGHUP: the terminal closed)." if isinstance(e, HungUp) else
-                "Stopped (SIGTERM)." if isinstance(e, Terminated) else "Interrupted.")
+        what = getattr(e, "said", "Interrupted.")  # Terminated and HungUp say which signal
         try:  # after SIGHUP the terminal may be gone: writing to it fails (EIO)
             if getattr(e, "output_replaced", False):  # it came while the new tree was swapped in
                 err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
@@ -321,9 +320,7 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
                 err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
         except OSError:
             pass
-        code = EXIT_HANGUP if isinstance(e, HungUp) else EXIT_TERMINATED if isinstance(e, Terminated) else \
-            EXIT_INTERRUPTED
-        raise typer.Exit(code) from None
+        raise typer.Exit(getattr(e, "status", EXIT_INTERRUPTED)) from None
     except typer.Exit:
         raise
     except Exception as e:  # a bug: one line, and how to get the details

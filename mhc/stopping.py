@@ -10,6 +10,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .errors import EXIT_HANGUP, EXIT_TERMINATED
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a service manager), handled as Ctrl-C is: the workers
@@ -17,14 +19,20 @@ class Terminated(KeyboardInterrupt):
     Python's default would end the process at once, silently, leaving the staging folder
     for the next run to clear."""
 
+    said = "Stopped (SIGTERM)."  # the start of its line (Ctrl-C's: "Interrupted.")
+    status = EXIT_TERMINATED
+
 
 class HungUp(Terminated):
     """SIGHUP: the terminal or SSH session closed under a run (not under ``nohup``, which
     ignores it). Handled as SIGTERM is, exit 129; Python's default ended the process at
     once, leaving the staging folder behind and the workers to die on their own."""
 
+    said = "Stopped (SIGHUP: the terminal closed)."
+    status = EXIT_HANGUP
 
-def _on_sigterm(owner: int, signum, frame) -> None:
+
+def _on_signal(owner: int, signum, frame) -> None:
     if os.getpid() != owner:
         # a forked child that has not yet set its own handler (a worker, the link maker,
         # between fork and its first line): it ends as the signal ends a process, instead of
@@ -41,7 +49,7 @@ def signals_as_exceptions() -> Iterator[None]:
     then it stays ignored), raise :class:`Terminated` / :class:`HungUp` in this process
     while the block runs; the previous handlers come back after it. Hashing workers and
     forked children reset them (runner, forked)."""
-    handler = functools.partial(_on_sigterm, os.getpid())
+    handler = functools.partial(_on_signal, os.getpid())
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
     hup = signal.getsignal(signal.SIGHUP)
     if hup not in (signal.SIG_IGN, None):

@@ -605,8 +605,8 @@ def test_sigterm_in_a_child_before_it_sets_its_handler_ends_it_quietly():
     ("Exception ignored in _after_fork ... Terminated", a traceback on the terminal)."""
     code = (
         "import functools, os, signal, time\n"
-        "from mhc.stopping import _on_sigterm\n"
-        "signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))\n"
+        "from mhc.stopping import _on_signal\n"
+        "signal.signal(signal.SIGTERM, functools.partial(_on_signal, os.getpid()))\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
