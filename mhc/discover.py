@@ -63,6 +63,14 @@ class Discovery:
     excluded: int = 0  # files and folders left out by the user's --exclude patterns
 
 
+def most_skipped(skipped: dict[str, int], shown: int = 6) -> tuple[str, int]:
+    """The ``shown`` extensions with the most skipped files, as "3 .json, 1 without an
+    extension", and how many files the others hold."""
+    top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+    return (", ".join(f"{n} {ext or 'without an extension'}" for ext, n in top[:shown]),
+            sum(n for _, n in top[shown:]))
+
+
 def extension(name: str) -> str:
     """The extension with its dot, lower case; unlike os.path.splitext, names that begin
     with dots keep theirs (``..jpg`` and ``.jpg`` are JPEGs)."""

@@ -70,6 +70,11 @@ def _unit(entry: dict) -> str:
 def render_index(summary: dict) -> str:
     """``index.html``: "open this first", contents, and per algorithm a chart, the suggestion
     and the table of thresholds."""
+    # here, not at the top: they shape only the index, which every run writes whole (the
+    # threshold pages' digests cover the modules report.py imports at the top)
+    from .discover import most_skipped
+    from .suggest import MIN_FILES
+
     files = summary["files"]
     algos = summary["algorithms"]
     widths = _widths(algos)
@@ -99,13 +104,12 @@ def render_index(summary: dict) -> str:
     skipped = c.get("skipped") if isinstance(c.get("skipped"), dict) else {}
     skipped = {ext: n for ext, n in skipped.items() if isinstance(n, int)}  # (an edited summary.json)
     counts["skipped"] = sum(skipped.values())
-    counts["skipped_by"] = ", ".join(f"{n} {ext or 'without an extension'}" for ext, n in
-                                     sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))[:6]) + \
-        (", …" if len(skipped) > 6 else "")
+    shown, rest = most_skipped(skipped)
+    counts["skipped_by"] = shown + (", …" if rest else "")
     return environment().get_template("index.html.j2").render(
         title="mhc report", algos=rows, open_first=open_first, input=summary.get("input", ""), counts=counts,
         computed_now=summary.get("computed_now", list(algos)), carried=summary.get("carried_over", []),
-        too_few=len(files) if 0 < len(files) < 3 else None)
+        too_few=len(files) if 0 < len(files) < MIN_FILES else None, min_files=MIN_FILES)
 
 
 # -- threshold pages -------------------------------------------------------------------------------

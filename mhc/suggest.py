@@ -29,6 +29,9 @@ from .pairs import Edges
 from .sweep import Partition, find_root
 
 
+MIN_FILES = 3  # fewer files: no suggestion (the terminal and the report say so)
+
+
 @dataclass(frozen=True)
 class Suggestion:
     threshold: int
@@ -209,7 +212,7 @@ def chaining_onset(partitions: list[Partition]) -> int | None:
 
 def suggest_threshold(n: int, joins: Edges, partitions: list[Partition], unit: str = "bits") -> Suggestion | None:
     """The threshold to open first for one clustering (None: fewer than 3 files)."""
-    if n < 3 or not partitions:
+    if n < MIN_FILES or not partitions:
         return None
     ts = [p.threshold for p in partitions]
     step = ts[1] - ts[0] if len(ts) > 1 else 1

@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .discover import most_skipped
 from .errors import printable
+from .suggest import MIN_FILES
 from .summary import too_flat
 
 
@@ -24,14 +26,12 @@ def counts_line(result) -> str:
 def skipped_line(result) -> str | None:
     """Files passed over for their names (sidecars, documents, formats mhc does not read),
     counted by extension: a picture under a name mhc does not know is then not missed silently."""
-    skipped = getattr(result.collection, "skipped", None) or {}
+    skipped = result.collection.skipped
     if not skipped:
         return None
-    top = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = ", ".join(f"{n} {ext or 'without an extension'}" for ext, n in top[:6])
-    more = f", {sum(n for _, n in top[6:])} more" if len(top) > 6 else ""
-    return (f"{sum(skipped.values())} other file(s) skipped, not images or videos by their names: "
-            f"{shown}{more}")
+    shown, rest = most_skipped(skipped)
+    more = f", {rest} more" if rest else ""
+    return f"{sum(skipped.values())} other file(s) skipped, not images or videos by their names: {shown}{more}"
 
 
 def hashes_line(result) -> str | None:
@@ -66,7 +66,7 @@ def print_summary(result, console: Console) -> None:
     line = skipped_line(result)
     if line:
         console.print(line, highlight=False, markup=False)
-    excluded = getattr(result.collection, "excluded", 0)
+    excluded = result.collection.excluded
     if excluded:
         console.print(f"{excluded} file(s) and folder(s) left out by --exclude {' '.join(result.options.exclude)}",
                       highlight=False, markup=False)
@@ -101,10 +101,10 @@ def print_summary(result, console: Console) -> None:
         crops = sum(1 for x in m if x.is_crop)
         console.print(f"--crops: {crops} crop(s) and {len(m) - crops} other copies confirmed by their pixels, "
                       f"linked at every threshold", highlight=False)
-    if 0 < len(result.files) < 3 and not any(a.suggestion for a in result.algorithms):
-        # suggest_threshold needs 3 files: without this line the missing suggestion looks like a fault
-        console.print(f"{len(result.files)} file(s): too few to suggest a threshold (that takes 3 or more); the "
-                      f"table says at which distance they join", highlight=False)
+    if 0 < len(result.files) < MIN_FILES and not any(a.suggestion for a in result.algorithms):
+        # without this line the missing suggestion looks like a fault
+        console.print(f"{len(result.files)} file(s): too few to suggest a threshold (that takes {MIN_FILES} or "
+                      f"more); the table says at which distance they join", highlight=False)
     rec = result.recommendation
     if rec is not None and len(result.algorithms) > 1:
         folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)
