@@ -247,14 +247,13 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:
     o = plan.options
-    used: set[str] = set()
-    found = discover(plan.input, exclude=[plan.output], follow_symlinks=o.follow_symlinks, skip=o.exclude,
-                     skip_used=used)
-    unused = [g for g in o.exclude if g not in used]
+    found = discover(plan.input, exclude=[plan.output], follow_symlinks=o.follow_symlinks, skip=o.exclude)
+    unused = [g for g in o.exclude if not found.excluded[g]]
     if unused:  # a typo, or a pattern of another folder: said, not silently without effect
         log.warning("--exclude %s matched nothing in %s", " ".join(repr(g) for g in unused), o.input)
     if not found.files:
-        left_out = f"; {found.excluded} left out by --exclude {' '.join(o.exclude)}" if found.excluded else ""
+        n = sum(found.excluded.values())
+        left_out = f"; {n} left out by --exclude {' '.join(o.exclude)}" if n else ""
         raise MhcError(f"no images or videos found in {o.input} (looked for {SEARCHED}{left_out}); "
                        f"pass -i/--input FOLDER with your media")
     report(progress, "scan", len(found.files), len(found.files))
@@ -316,7 +315,7 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
                             [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
-                            skipped=dict(found.skipped), excluded=found.excluded)
+                            skipped=dict(found.skipped), excluded=sum(found.excluded.values()))
 
 
 @contextmanager

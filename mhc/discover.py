@@ -60,7 +60,7 @@ class Discovery:
     files: list[MediaFile] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # files not media by their extension, per extension
-    excluded: int = 0  # files and folders left out by the user's --exclude patterns
+    excluded: Counter = field(default_factory=Counter)  # --exclude pattern -> files and folders it left out
 
 
 def most_skipped(skipped: dict[str, int], shown: int = 6) -> tuple[str, int]:
@@ -103,15 +103,15 @@ def is_mhc_folder(path: str) -> bool:
     return STAGING_INFIX in os.path.basename(path) or os.path.exists(os.path.join(path, MARKER))
 
 
-def matcher(patterns: Sequence[str], root: str, used: set[str] | None = None) -> Callable[[str, str], bool] | None:
-    """``(name, path) -> bool`` for the user's ``--exclude`` globs (None: no pattern). A
+def matcher(patterns: Sequence[str], root: str) -> Callable[[str, str], str | None] | None:
+    """``(name, path) -> the pattern that matches, or None`` for the user's ``--exclude``
+    globs (None: no pattern). A
     pattern without a slash is matched against each file's and folder's name (``@eaDir``,
     ``*.tmp.jpg``), one with a slash against the path under ``root`` (``phone/cache/*``,
     ``./phone/cache``), one that starts with a slash against the whole path. Case-sensitive,
-    as Linux's names. ``used`` collects the patterns that matched something."""
+    as Linux's names."""
     if not patterns:
         return None
-    used = set() if used is None else used
     rules = []  # (the pattern as given, what it is matched against, the glob)
     for p in patterns:
         if p.startswith("/"):
@@ -123,12 +123,11 @@ def matcher(patterns: Sequence[str], root: str, used: set[str] | None = None) ->
             rules.append((p, "name", p))
     start = len(os.path.join(root, ""))
 
-    def match(name: str, path: str) -> bool:
+    def match(name: str, path: str) -> str | None:
         for given, kind, glob in rules:
             if fnmatchcase(name if kind == "name" else path if kind == "whole" else path[start:], glob):
-                used.add(given)
-                return True
-        return False
+                return given
+        return None
     return match
 
 
@@ -138,19 +137,18 @@ def discover(
     exclude: list[str | Path] = (),  # type: ignore[assignment]
     follow_symlinks: bool = False,
     skip: Sequence[str] = (),
-    skip_used: set[str] | None = None,
 ) -> Discovery:
     """Walk ``root`` and return its media files in sorted path order.
 
     ``exclude``: folders never entered (the output). ``follow_symlinks``: also enter
     symlinked folders (each real folder is entered once, so loops end). ``skip``: the
-    user's glob patterns (see :func:`matcher`); a matching folder is not entered;
-    ``skip_used`` collects those that matched.
+    user's glob patterns (see :func:`matcher`); a matching folder is not entered, and
+    ``excluded`` counts what each pattern left out.
     Unreadable folders, dangling symlinks and vanished files become errors.
     """
     root_abs = os.path.abspath(os.fspath(root))
     excluded = {os.path.realpath(os.fspath(p)) for p in exclude}
-    skipped = matcher(skip, root_abs, skip_used)
+    skipped = matcher(skip, root_abs)
     result = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
     linked_dirs: list[str] = []  # symlinked folders, entered after every real one
@@ -166,8 +164,9 @@ def discover(
             return
         for e in entries:
             path = e.path
-            if skipped is not None and skipped(e.name, path):
-                result.excluded += 1
+            pattern = skipped(e.name, path) if skipped is not None else None
+            if pattern is not None:
+                result.excluded[pattern] += 1
                 continue
             kind = classify(e.name)
             try:
