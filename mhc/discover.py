@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
-from .errors import FileError
+from .errors import FileError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,13 @@ def discover(
     symlinked folders (each real folder is entered once, so loops end). ``skip``: the
     user's glob patterns (see :func:`matcher`); a matching folder is not entered, and
     ``excluded`` counts what each pattern left out.
-    Unreadable folders, dangling symlinks and vanished files become errors.
+    Unreadable folders, dangling symlinks and vanished files become errors; a ``root``
+    that is not a folder raises :class:`~mhc.errors.UsageError`.
     """
     root_abs = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root_abs):  # not an empty result: a mistyped folder would look like one without media
+        why = "does not exist" if not os.path.lexists(root_abs) else "is not a folder"
+        raise UsageError(f"discover: {os.fspath(root)} {why}; pass the folder of your media")
     excluded = {os.path.realpath(os.fspath(p)) for p in exclude}
     skipped = matcher(skip, root_abs)
     result = Discovery()
@@ -200,8 +204,7 @@ def discover(
                 if kind:
                     result.errors.append(FileError(path, f"cannot stat file ({err.strerror or err})"))
 
-    if os.path.isdir(root_abs):
-        walk(root_abs)
+    walk(root_abs)
     # Symlinked folders last, each real folder once: a link to a folder that is also
     # scanned directly (in/link -> in/real) adds nothing, and loops end.
     while linked_dirs:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class Edges:
@@ -68,7 +70,11 @@ def pack(hashes: list[bytes]) -> np.ndarray:
     width = -(-nbytes // 8) * 8
     buf = np.zeros((n, width), dtype=np.uint8)
     if n:
-        buf[:, :nbytes] = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(n, nbytes)
+        joined = b"".join(hashes)  # its length catches a mix of algorithms without a loop over every hash
+        if len(joined) != n * nbytes:
+            raise UsageError(f"pack: hashes of different lengths (the first is {nbytes} bytes); "
+                             f"pack the hashes of one algorithm")
+        buf[:, :nbytes] = np.frombuffer(joined, dtype=np.uint8).reshape(n, nbytes)
     return buf.view(np.uint64).reshape(n, width // 8)
 
 
@@ -76,7 +82,17 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances of packed codes ``a[..., words]`` and ``b[..., words]``, element by
     element (leading axes broadcast). The one distance of mhc: every stage calls this or
     :func:`cross_distances`."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape[-1:] == b.shape[-1:]
+            and a.dtype.kind == b.dtype.kind == "u"):
+        # numpy would broadcast one word against four (a 64-bit code against a 256-bit one)
+        # and answer a number: refused, as codes of two algorithms are not comparable
+        raise UsageError(f"hamming: codes must be packed the same way (unsigned words, equal lengths); got "
+                         f"{_shape(a)} and {_shape(b)}: compare the codes of one algorithm (see pack)")
     return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int32)
+
+
+def _shape(x: object) -> str:
+    return f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
 
 
 def hex_distance(a: str, b: str) -> int:

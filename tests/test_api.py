@@ -141,3 +141,34 @@ def test_parse_algorithms_names_a_value_that_is_not_text():
     for wrong in ([8], [None], ["phash_8", 16]):
         with pytest.raises(mhc.UsageError, match=r"is not NAME_SIZE text; write for example 'phash_16'"):
             mhc.parse_algorithms(wrong)
+
+
+def test_discover_refuses_a_root_that_is_not_a_folder(tmp_path):
+    import pytest
+
+    (tmp_path / "a.txt").write_text("x")
+    # an empty result would read as "a folder without media": a typo must not look like that
+    with pytest.raises(mhc.UsageError, match=r"discover: .*nowhere does not exist; pass the folder of your media"):
+        mhc.discover(tmp_path / "nowhere")
+    with pytest.raises(mhc.UsageError, match=r"a\.txt is not a folder"):
+        mhc.discover(tmp_path / "a.txt")
+    assert mhc.discover(tmp_path).files == []  # a folder without media is an empty result
+
+
+def test_codes_of_different_algorithms_are_not_compared():
+    import numpy as np
+    import pytest
+
+    from mhc.pairs import pack
+
+    p8, p16 = pack([bytes(8), bytes(8)]), pack([bytes(32)])
+    # numpy alone would broadcast the one 64-bit word against four and answer 0
+    with pytest.raises(mhc.UsageError, match=r"uint64 \(1,\) and uint64 \(4,\): compare the codes of one algorithm"):
+        mhc.hamming(p8[0], p16[0])
+    with pytest.raises(mhc.UsageError, match=r"got str and str"):
+        mhc.hamming("ab", "cd")
+    with pytest.raises(mhc.UsageError, match=r"hashes of different lengths \(the first is 8 bytes\)"):
+        pack([bytes(8), bytes(32)])
+    assert mhc.hamming(p8[0], pack([b"\xff" * 8])[0]) == 64
+    assert list(mhc.hamming(p8, p8[:1])) == [0, 0]  # leading axes still broadcast
+    assert np.array_equal(mhc.hamming(p16, p16), [0])
