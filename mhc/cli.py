@@ -35,6 +35,7 @@ from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
 from .stopping import signals_as_exceptions
+from .streams import guarded_streams
 from .thresholds import THRESHOLDS_HELP
 
 EPILOG = escape("""[bold]Examples[/bold]
@@ -203,9 +204,16 @@ def main_command(ctx: typer.Context, **kw) -> None:
             with _progress() as callback:
                 result = run(options, progress=callback)
     if not quiet:
+        from .streams import StdoutClosed, StdoutFault
         from .terminal import print_summary
 
-        print_summary(result, out)
+        try:
+            print_summary(result, out)
+        except StdoutClosed:  # >&-: the summary is not wanted (as with -q); the run's result is its output
+            pass
+        except StdoutFault as e:  # not "the previous output is unchanged": it was replaced
+            done = "" if options.dry_run else f"; its output is complete: {printable(result.output)}"
+            raise StdoutFault(f"{e}; the run itself finished{done}") from None
 
 
 main_command.__signature__ = inspect.Signature(_main_parameters())  # type: ignore[attr-defined]
@@ -321,7 +329,7 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
         except OSError:
             pass
         raise typer.Exit(getattr(e, "status", EXIT_INTERRUPTED)) from None
-    except typer.Exit:
+    except (typer.Exit, BrokenPipeError):  # the reader of stdout is gone (| head): click ends it quietly
         raise
     except Exception as e:  # a bug: one line, and how to get the details
         if os.environ.get("MHC_DEBUG"):
@@ -347,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault
-        with signals_as_exceptions():  # the command line's, not the library's
+        with signals_as_exceptions(), guarded_streams():  # the command line's, not the library's
             rv = typer.main.get_command(app).main(args=argv, prog_name="mhc", standalone_mode=False)
+    except MhcError as e:  # outside a command's user_errors(): writing its results, or --help, to stdout
+        _error_line(str(e))
+        return e.exit_code
     except _ClickException as e:
         ctx = getattr(e, "ctx", None)
         if e.format_message():  # (`mhc cache` alone: click printed the help; no message)

@@ -198,8 +198,11 @@ def pairs_command(
     """
     from .collection import hash_folder
 
+    from .streams import binary_stdout, require_stdout
+
     _setup_logging(False)
     with user_errors():
+        require_stdout()  # the pairs go there: a closed one is said before hashing, which may take hours
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
         bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
@@ -228,15 +231,15 @@ def pairs_command(
         # A name that is not UTF-8 goes out as its own bytes, as in errors.csv: a script reading
         # the rows opens the file (printed as "caf\xe9.jpg" it named no file)
         sys.stdout.flush()
-        raw = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", errors="surrogateescape", newline="",
-                               write_through=True)
-        try:
-            w = csv.writer(raw, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
-            w.writerow(["path_a", "path_b", "distance"])
-            for a, b, d in pairs:
-                w.writerow([a, b, d])
-        finally:
-            raw.detach()  # sys.stdout keeps the buffer
+        with binary_stdout() as buffer:
+            raw = io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline="", write_through=True)
+            try:
+                w = csv.writer(raw, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
+                w.writerow(["path_a", "path_b", "distance"])
+                for a, b, d in pairs:
+                    w.writerow([a, b, d])
+            finally:
+                raw.detach()  # sys.stdout keeps the buffer
 
 
 @command(app, "ignore")

@@ -481,3 +481,44 @@ def test_no_free_inodes_is_not_called_a_full_disk(photos, tmp_path):
         assert os.statvfs(disk).f_bavail > 0  # the space was there all along
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _mhc(*args: str, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close: int | None = None):
+    """./cluster.py with its standard streams where a user's shell would put them: a file,
+    /dev/full (a disk that is full), or closed (``>&-``: ``close=1``, ``2>&-``: ``close=2``)."""
+    return subprocess.run([sys.executable, str(ROOT / "cluster.py"), *args], stdout=stdout, stderr=stderr,
+                          text=True, timeout=300, preexec_fn=(lambda: os.close(close)) if close else None)
+
+
+def test_a_full_or_closed_standard_output_ends_in_one_line(photos, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    with open("/dev/full", "w") as full:
+        r = _mhc("-i", str(photos), "-o", str(out), "--cache", str(cache), stdout=full)
+        # the run finished and replaced the output: the line must not say it is unchanged
+        assert r.returncode == 3, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == (
+            f"Error: cannot write to standard output (No space left on device); free space where it goes or "
+            f"redirect it elsewhere; the run itself finished; its output is complete: {out}")
+        assert json.loads((out / "summary.json").read_text())["counts"]["found"] == 6
+        for fmt in ("csv", "json"):
+            r = _mhc("pairs", "-o", str(out), "-a", "phash_8", "-t", "10", "-f", fmt, stdout=full)
+            assert (r.returncode, r.stderr) == (3, "Error: cannot write to standard output (No space left on "
+                                                   "device); free space where it goes or redirect it elsewhere\n")
+        r = _mhc("--help", stdout=full)
+        assert r.returncode == 3 and r.stderr.startswith("Error: cannot write to standard output")
+    # pairs to a closed stdout: refused before hashing (a cache that does not exist stays so)
+    r = _mhc("pairs", "-i", str(photos), "--cache", str(tmp_path / "new.sqlite"), "-a", "phash_8", "-t", "10",
+             close=1)
+    assert (r.returncode, r.stderr) == (2, "Error: standard output is closed (>&-); redirect it to a file or a "
+                                           "pipe instead\n")
+    assert not (tmp_path / "new.sqlite").exists()
+    # the main run's summary is not wanted there (as with -q): the run itself succeeds
+    r = _mhc("-i", str(photos), "-o", str(tmp_path / "out2"), "--cache", str(cache), close=1)
+    assert r.returncode == 0 and "Error" not in r.stderr and (tmp_path / "out2" / "summary.json").exists()
+    for case in ("stderr full", "stderr closed"):  # nowhere to say anything: the exit status still does
+        with open("/dev/full", "w") as full:
+            kw = {"stderr": full} if case == "stderr full" else {"close": 2}
+            ok = _mhc("-i", str(photos), "-o", str(out), "--cache", str(cache), **kw)
+            wrong = _mhc("-i", str(tmp_path / "nowhere"), **kw)
+        assert (ok.returncode, wrong.returncode) == (0, 2), case
+        assert "6 files found" in ok.stdout, case
