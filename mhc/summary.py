@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .discover import MARKER
-from .errors import EnvironmentFault, MhcError, UsageError
+from .errors import EnvironmentFault, MhcError, UsageError, printable
 from .pairs import Edges
 from .sweep import Partition, sweep
 
@@ -34,8 +34,11 @@ def read_summary(output: str | Path) -> dict:
     """The summary of an mhc output folder (raises :class:`MhcError` if there is none, or
     it is damaged, or an older mhc wrote it)."""
     doc = load(Path(output))
-    if doc is None:
-        raise MhcError(f"{output} has no summary.json; it is not an mhc output folder (run mhc -o {output})")
+    if doc is None:  # not "run mhc -o X": X may be a folder of photos, which mhc would refuse to write in
+        p = Path(output)
+        why = "does not exist" if not p.exists() else "is not a folder" if not p.is_dir() else "has no summary.json"
+        raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; pass the folder an "
+                         f"mhc run wrote (its -o/--output; data/output by default)")
     if doc.get("format") != FORMAT:
         raise MhcError(f"{Path(output) / 'summary.json'} was written by another version of mhc (format "
                        f"{doc.get('format', 1)}); run mhc again on this output to rewrite it")

@@ -334,7 +334,8 @@ def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
         for args, hint in [(("pairs", "-o", o, "-a", "phash_8", "-t", "4"), "pass -i/--input"),
                            (("cache", "clear", "-o", o), "give --cache FILE"),
                            (("cache", "info", "-o", o), "give --cache FILE"),
-                           (("ignore", a, b, "-o", o), "give --cache FILE")]:
+                           (("ignore", a, b, "-o", o), "give --cache FILE"),
+                           (("report", "-o", o), "pass the folder an mhc run wrote" if name != "bad" else "")]:
             r = run_cli(*args, cwd=tmp_path, env=env)
             msg = " ".join(r.stderr.split())
             assert r.returncode == 2 and why in msg and hint in msg, (args, r.stderr)
