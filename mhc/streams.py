@@ -13,6 +13,7 @@ output is unchanged"). Here the streams are wrapped once, in :func:`guarded_stre
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -128,11 +129,16 @@ def guarded_streams() -> Iterator[None]:
     """Wrap ``sys.stdout`` and ``sys.stderr`` for one command; restore them after (unless
     click replaced them meanwhile, after a closed pipe)."""
     saved = sys.stdout, sys.stderr
+    strict = [s for s in saved if isinstance(s, io.TextIOWrapper) and s.errors == "strict"]
+    for s in strict:  # a terminal in latin-1 or ASCII (PYTHONIOENCODING, an old locale): "▶" and "é"
+        s.reconfigure(errors="backslashreplace")  # are written as escapes, not a UnicodeEncodeError
     guarded = _Guarded(sys.stdout, "stdout"), _Guarded(sys.stderr, "stderr")
     sys.stdout, sys.stderr = guarded
     try:
         yield
     finally:
+        for s in strict:
+            s.reconfigure(errors="strict")
         if sys.stdout is guarded[0]:
             sys.stdout = saved[0]
         if sys.stderr is guarded[1]:

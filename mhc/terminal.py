@@ -62,6 +62,9 @@ def condensed(partitions, suggested: int | None) -> tuple[list, int]:
 
 def print_summary(result, console: Console) -> None:
     # lines that carry a path are soft-wrapped: never broken by rich, so they stay copyable
+    # the marker of the suggestion, in what the terminal can show (rich picks ASCII table
+    # borders the same way): a latin-1 or ASCII terminal printed "\u25b6"
+    arrow = "▶" if (console.encoding or "").lower().startswith("utf") else ">"
     console.print(counts_line(result), highlight=False)
     line = skipped_line(result)
     if line:
@@ -84,7 +87,7 @@ def print_summary(result, console: Console) -> None:
         rows, left = condensed(a.partitions, sug)
         for p in rows:
             mark = p.threshold == sug
-            label = a.folder(p) if a.method == "hdbscan" else f"{'▶ ' if mark else ''}{p.threshold}"
+            label = a.folder(p) if a.method == "hdbscan" else f"{arrow + ' ' if mark else ''}{p.threshold}"
             t.add_row(label, str(len(p.clusters)), str(p.clustered_files), str(p.largest), str(len(p.unclustered)),
                       style="bold green" if mark else None)
         if left:
@@ -95,7 +98,7 @@ def print_summary(result, console: Console) -> None:
             console.print(f"{len(flat)} image(s) too flat for {a.key} to hash reliably (PDQ quality 0, e.g. "
                           f"{escape(printable(Path(result.files[flat[0]]).name))}): never linked", highlight=False)
         if a.suggestion:
-            console.print(f"[green]▶ suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
+            console.print(f"[green]{arrow} suggested threshold {sug}[/]: {a.suggestion.explanation}", highlight=False)
     if result.options.crops:
         m = result.collection.crop_matches
         crops = sum(1 for x in m if x.is_crop)
@@ -110,7 +113,7 @@ def print_summary(result, console: Console) -> None:
         folder = next(a.folder(a.partition(rec.threshold)) for a in result.algorithms if a.key == rec.key)
         # the whole path, on one line: pasted into a viewer or a file manager as it is
         where = os.path.join(result.output, rec.key, folder)
-        console.print(f"[bold green]▶ Open this first:[/] [bold green]{escape(printable(where))}[/]", highlight=False,
+        console.print(f"[bold green]{arrow} Open this first:[/] [bold green]{escape(printable(where))}[/]", highlight=False,
                       soft_wrap=True)
         console.print(f"  {rec.explanation}", highlight=False)
     for d in result.dropped:

@@ -561,6 +561,23 @@ def test_a_name_too_long_for_any_filesystem_is_one_line(corpus, tmp_path, args):
     assert not [p for p in tmp_path.iterdir() if p.name != "photos"]  # nothing made
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_is_not_utf8_gets_every_line(tmp_path, encoding):
+    """A latin-1 or ASCII terminal (an old locale, PYTHONIOENCODING): the summary's "▶" and a
+    name like "crème brûlée" ended the run in "mhc failed unexpectedly: UnicodeEncodeError"."""
+    inp = tmp_path / "in"
+    for k, name in enumerate(["crème brûlée.jpg", "写真.jpg", "b.jpg"]):
+        save(photo(1, (160, 120)).resize((160 - 20 * k, 120 - 15 * k)), inp / name)
+    (inp / "brûlé.jpg").write_bytes(b"not a picture")  # its error line carries the name
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "out"),
+                        "--no-cache", "-a", "phash_8,dhash_8"], capture_output=True,
+                       env={**os.environ, "COLUMNS": "120", "PYTHONIOENCODING": encoding})
+    stdout, stderr = r.stdout.decode(encoding), r.stderr.decode(encoding)
+    assert r.returncode == 0 and "unexpectedly" not in stderr, stderr
+    assert "> suggested threshold" in stdout and "> Open this first:" in stdout, stdout
+    assert ("br\\xfbl\\xe9.jpg" if encoding == "ascii" else "brûlé.jpg") in stdout, stdout
+
+
 def test_an_exception_outside_the_commands_handlers_is_one_line(monkeypatch, capsys):
     """The last net in main(): whatever escapes a command's own handling is one line, exit 70."""
     from mhc import cli
