@@ -183,8 +183,10 @@ class HydrusClient:
         granted = set(doc.get("basic_permissions") or [])
         missing = [name for num, name in PERMISSIONS.items() if num not in granted]
         if missing:
+            # a client older than v513 (2023) has no duplicates API: no such permission to add
+            old = " ('edit file relationships' came with Hydrus v513: update an older client)" if 8 not in granted else ""
             raise UsageError(f"the Hydrus access key {doc.get('name', '')!r} lacks the permission(s): "
-                             f"{', '.join(missing)}; add them under services > review services > client api")
+                             f"{', '.join(missing)}; add them under services > review services > client api{old}")
         return doc
 
     def presence(self, hashes: list[str]) -> dict[str, str]:

@@ -130,7 +130,9 @@ def test_a_key_ending_in_a_newline_works(hub, photos):
 def test_a_key_without_the_permissions_is_refused_before_hashing(hub, photos, dry):
     hub.state.keys[KEY]["basic_permissions"] = [3]
     r = push(hub, photos, *dry)
-    assert r.returncode == 2 and "lacks the permission(s): edit file relationships" in " ".join(r.stderr.split())
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "lacks the permission(s): edit file relationships" in said
+    assert "('edit file relationships' came with Hydrus v513: update an older client)" in said  # none to add there
     assert "Hashing" not in r.stderr and "Traceback" not in r.stderr
     assert hub.state.requests == ["GET /verify_access_key"]
 
