@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import MhcError
 from .names import cluster_folder
 from .sweep import Partition
@@ -137,16 +139,19 @@ class LinkWriter:
                 continue
 
 
-def write_partition(folder: Path, p: Partition, files: list[str], links: list[str], writer: LinkWriter) -> None:
-    """One threshold folder: ``RANK_SIZE/`` per cluster, then ``unclustered_U/``."""
-    folder.mkdir()
+def layout(p: Partition, unclustered: bool = True) -> list[tuple[str, np.ndarray]]:
+    """A threshold folder's subfolders and the files linked in each: ``RANK_SIZE`` per
+    cluster, then ``unclustered_U`` (left empty without ``unclustered``)."""
     width = max(3, len(str(len(p.clusters))))
     groups = [(cluster_folder(r, len(c), width), c) for r, c in enumerate(p.clusters, 1)]
-    groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered))
-    for k, (name, members) in enumerate(groups):
+    groups.append((f"unclustered_{len(p.unclustered)}", p.unclustered if unclustered else p.unclustered[:0]))
+    return groups
+
+
+def write_partition(folder: Path, p: Partition, files: list[str], links: list[str], writer: LinkWriter) -> None:
+    """One threshold folder, as :func:`layout` lays it out."""
+    folder.mkdir()
+    for name, members in layout(p, writer.settings.unclustered):
         ds = os.path.join(folder, name)
-        if k == len(groups) - 1 and not writer.settings.unclustered:
-            writer.add([], [], ds)
-            continue
         idx = members.tolist()
         writer.add([files[i] for i in idx], [os.path.join(ds, links[i]) for i in idx], ds)

@@ -32,6 +32,7 @@ from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, fault
 from .journal import do_change, exchange, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
+from .repair import stamp
 from .ownership import (
     CLUSTER_FOLDER,
     JOURNAL,
@@ -171,6 +172,7 @@ class OutputFolder:
         if not self.out.exists():
             os.rename(self.staging, self.out)
             self.committed = True
+            stamp(self.out)
             return
         journal = self.staging / JOURNAL
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
@@ -223,6 +225,7 @@ class OutputFolder:
                     raise
             self.committed = True
             (self.out / JOURNAL).unlink()
+            stamp(self.out)  # after every change of this commit: what changes later is not mhc's
             return old
         except BaseException:  # OSError, or anything else: never leave the old tree in pieces
             if not self.committed:

@@ -22,6 +22,7 @@ from .events import Progress, report
 from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
+from .repair import Repair, check_kept, queue_repair, restore_renamed, stamp, written_at
 from .sweep import Partition
 
 FORK_MIN_LINKS, FORK_MAX_LINKS, FORK_MAX_FILES = 2_000, 200_000, 20_000  # links made in a forked child (mhc.forked)
@@ -109,7 +110,7 @@ def plan_writes(of: OutputFolder, staging: Path, plans: list[FolderPlan], files:
             of.keep(plan.key)  # the whole algorithm folder, one rename
             continue
         if plan.patches:
-            plan = _checked(of, plan, previous, settings[plan.key])
+            plan = _checked(of, plan, links[plan.key], settings[plan.key])
         todo.append(plan)
         for name in plan.keep:
             of.keep(f"{plan.key}/{name}")
@@ -147,11 +148,38 @@ def make_folders(staging: Path, plans: list[FolderPlan], files: list[str], links
             raise fault(e, f"cannot write the output ({e.filename2 or e.filename or staging})") from None
 
 
-def _checked(of: OutputFolder, plan: FolderPlan, previous: dict, settings: LinkSettings) -> FolderPlan:
-    """``plan`` without the patches whose old folder is not as mhc left it (written anew)."""
+def _checked(of: OutputFolder, plan: FolderPlan, links: list[str], settings: LinkSettings) -> FolderPlan:
+    """``plan`` without the patches whose old folder is not as mhc left it (written anew);
+    the links a user deleted in what is patched are made again."""
     ok, anew = checked_patches(of, plan.key, plan.patches, set(plan.old_links), settings.relative)
+    restore_renamed(of.out, plan.key, ok, links, settings, written_at(of.out))
     return FolderPlan(plan.key, plan.write + [(pt.new, p) for pt, p in anew], plan.keep,
                       plan.delete + [pt.old for pt, _ in anew], ok, plan.old_links)
+
+
+def _check_kept(of: OutputFolder, plans: list[FolderPlan], clusterings: list, entries: dict, files: list[str],
+                links: dict[str, list[str]], settings: dict[str, LinkSettings]) -> tuple[list[FolderPlan], dict]:
+    """The folders a rerun keeps, checked against what the user may have deleted since
+    (see :mod:`mhc.repair`): those gone (or of hard links or copies) are written anew, the
+    rest get their missing links back at the commit. Returns the plans and the repairs by key."""
+    kept = [(k, plan, c) for k, (plan, c) in enumerate(zip(plans, clusterings)) if plan.keep]
+    if not kept:
+        return plans, {}
+    since = written_at(of.out)
+    plans, repairs = list(plans), {}
+    for k, plan, c in kept:
+        parts = {t["folder"]: p for t, p in zip(entries[c.key]["thresholds"], c.partitions)}
+        checked = {n: check_kept(of.out, c.key, n, parts[n], files, links[c.key], settings[c.key], since)
+                   for n in plan.keep}
+        anew = [n for n, r in checked.items() if r is False]
+        fixes = [r for r in checked.values() if isinstance(r, Repair)]
+        if anew:
+            plans[k] = FolderPlan(plan.key, plan.write + [(n, parts[n]) for n in anew],
+                                  [n for n in plan.keep if n not in anew], plan.delete + anew, plan.patches,
+                                  plan.old_links)
+        if fixes:
+            repairs[c.key] = fixes
+    return plans, repairs
 
 
 def _old_links(previous: dict, entry: dict) -> list[str]:
@@ -206,10 +234,12 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         entries[c.key], links[c.key], settings[c.key] = entry, names, ls
         plan = plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls)
         plans.append(with_patches(plan, previous if prev_algos else None, files, names, ls))
+    plans, repairs = _check_kept(of, plans, result.algorithms, entries, files, links, settings)
     summary = summary_dict(result, entries)
     gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
     same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report
-    if previous is not None and not gone and same_report and all(p.key in prev_algos and p.unchanged for p in plans):
+    if (previous is not None and not gone and same_report and not repairs
+            and all(p.key in prev_algos and p.unchanged for p in plans)):
         for key, e in summary["algorithms"].items():  # the pages stay: so do their digests
             if prev_algos[key].get("pages") is not None:
                 e["pages"] = prev_algos[key]["pages"]
@@ -219,6 +249,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
             from .report import render_index
 
             of.replace_file("index.html", lambda p: p.write_text(render_index(summary), encoding="utf-8"))
+        stamp(of.out)
         return False
     for key in gone:  # folders of algorithms no longer in the output: they must all be mhc's
         old = previous["algorithms"][key]
@@ -228,6 +259,9 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
                 of.check_deleting(f"{key}/{t['folder']}", names, old.get("link", "symlink") != "symlink")
     staging = of.stage()
     todo = plan_writes(of, staging, plans, files, links, settings, previous)
+    for key, fixes in repairs.items():  # after the moves that bring their folders into the new tree
+        for fix in fixes:
+            queue_repair(of, key, fix, files, links[key], settings[key].relative)
     n_links = sum(len(files) * len(p.write) + sum(len(m) for pt, _ in p.patches for _, m in pt.fresh) for p in todo)
     maker = None
     if (forked.available() and FORK_MIN_LINKS <= n_links <= FORK_MAX_LINKS and len(files) <= FORK_MAX_FILES

@@ -2,6 +2,7 @@
 writes, what did not change is not rewritten, and an interrupted commit is undone."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -104,6 +105,81 @@ def test_a_cluster_folder_deleted_by_hand_is_written_again(corpus, tmp_path):
     save(photo(78), corpus / "new.jpg")
     run(Options(input=corpus, output=out, **O), background_cleanup=False)
     _same_as_fresh(corpus, out, tmp_path)
+
+
+def _kept_and_damaged(corpus: Path, out: Path, **kw) -> tuple[dict[str, str], Path]:
+    """Run, then delete by hand what a user browsing the output might: a link (a viewer's
+    delete), a cluster folder, a threshold folder, an unclustered link; and leave a viewer's
+    file in a cluster folder. Returns the links of the run and that file."""
+    run(Options(input=corpus, output=out, **{**O, **kw}), background_cleanup=False)
+    links = _links(out)
+    thr = sorted((out / "phash_8").glob("thr_*"))
+    clusters = [sorted(d for d in t.iterdir() if not d.name.startswith("unclustered")) for t in thr]
+    next(clusters[8][0].iterdir()).unlink()
+    shutil.rmtree(clusters[9][0])
+    shutil.rmtree(thr[10])
+    next(next(thr[0].glob("unclustered_*")).iterdir()).unlink()
+    junk = clusters[12][0] / "Thumbs.db"
+    junk.write_text("a viewer's")
+    assert len(_links(out)) < len(links)
+    return links, junk
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_what_a_user_deleted_in_the_output_comes_back_on_a_rerun(corpus, tmp_path, link):
+    """A rerun with nothing changed kept every folder as it was on disk: a link deleted in a
+    viewer (the user thinking the duplicate was gone) stayed missing, and so did a deleted
+    cluster or threshold folder, while the summary and the report still listed them."""
+    out = tmp_path / "out"
+    links, junk = _kept_and_damaged(corpus, out, link=link)
+    run(Options(input=corpus, output=out, link=link, **O), background_cleanup=False)
+    again = _links(out)
+    assert again.pop(str(junk.relative_to(out))).startswith(hashlib.sha256(b"a viewer's").hexdigest())
+    assert again == links  # every link back, and the viewer's file left where it was
+    junk.unlink()
+    assert check(out, readable=_readable(corpus)) == []
+
+
+def test_what_a_user_deleted_comes_back_in_folders_patched_for_a_new_file(corpus, tmp_path):
+    out = tmp_path / "out"
+    _, junk = _kept_and_damaged(corpus, out)
+    save(photo(78), corpus / "new.jpg")  # every threshold folder changes: patched, not kept
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    moved = list(out.rglob(junk.name))  # its threshold folder has a new name now
+    assert [p.read_text() for p in moved] == ["a viewer's"]  # a renamed cluster folder keeps what is in it
+    moved[0].unlink()
+    _same_as_fresh(corpus, out, tmp_path)
+
+
+def test_a_rerun_lists_only_the_folders_changed_since_the_last(corpus, tmp_path, monkeypatch):
+    import mhc.repair
+
+    out = tmp_path / "out"
+    for _ in range(2):  # (the second stamps the marker after every folder the first made)
+        run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    victim = next(next((out / "dhash_8").glob("thr_004_*")).glob("unclustered_*"))
+    link = next(victim.iterdir())
+    listed = []
+    real = os.scandir  # (the os module's: repair's own calls are told apart by their folders)
+    monkeypatch.setattr(mhc.repair.os, "scandir", lambda p=".": listed.append(str(p)) or real(p))
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    in_folders = lambda: [p for p in listed if "/thr_" in p]  # noqa: E731  (not the input, which discovery lists)
+    assert in_folders() == []  # one stat per folder, no listing
+    link.unlink()
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    assert in_folders() == [str(victim)] and link.is_symlink()
+
+
+def test_a_users_file_under_a_links_name_in_a_kept_folder_is_refused(corpus, tmp_path):
+    out = tmp_path / "out"
+    run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    link = next(next(next((out / "phash_8").glob("thr_005_*")).glob("001_*")).iterdir())
+    link.unlink()
+    link.write_text("my own file")  # where mhc's link was; the input did not change
+    before = tree_digest(out)
+    with pytest.raises(MhcError, match="mhc did not make"):
+        run(Options(input=corpus, output=out, **O), background_cleanup=False)
+    assert tree_digest(out) == before and link.read_text() == "my own file"
 
 
 _KILLER = textwrap.dedent("""
