@@ -182,6 +182,13 @@ def _check_kept(of: OutputFolder, plans: list[FolderPlan], clusterings: list, en
     return plans, repairs
 
 
+def _pages_there(of: OutputFolder, prev_algos: dict) -> bool:
+    """Whether every report page the previous output lists is there: one deleted by hand
+    sends the rerun down the path that renders the pages it cannot reuse."""
+    return all((of.out / "report" / key / name).is_file()
+               for key, e in prev_algos.items() for name in (e.get("pages") or {}))
+
+
 def _old_links(previous: dict, entry: dict) -> list[str]:
     from .names import unique_link_names
 
@@ -237,7 +244,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     plans, repairs = _check_kept(of, plans, result.algorithms, entries, files, links, settings)
     summary = summary_dict(result, entries)
     gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
-    same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report
+    same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report and _pages_there(of, prev_algos)
     if (previous is not None and not gone and same_report and not repairs
             and all(p.key in prev_algos and p.unchanged for p in plans)):
         for key, e in summary["algorithms"].items():  # the pages stay: so do their digests

@@ -181,6 +181,21 @@ def test_thumbnails_are_made_once(corpus, tmp_path):
     assert again == thumbs  # the same files (hard-linked into the new tree), not remade
 
 
+def test_a_report_page_or_thumbnail_deleted_by_hand_comes_back_on_a_rerun(corpus, tmp_path):
+    """With nothing changed a rerun only rewrote the summary and the index: a page deleted by
+    hand stayed missing, and the index linked to it."""
+    out, o = tmp_path / "o", dict(algorithms=["phash_8"], thresholds="0:4:1", workers=1)
+    run(Options(input=corpus, output=out, **o))
+    page = out / "report" / "phash_8" / "thr_002.html"
+    text = page.read_bytes()
+    thumbs = sorted(p.name for p in (out / ".mhc" / "thumbs").iterdir())
+    page.unlink()
+    shutil.rmtree(out / ".mhc" / "thumbs")
+    run(Options(input=corpus, output=out, **o))
+    assert page.read_bytes() == text
+    assert sorted(p.name for p in (out / ".mhc" / "thumbs").iterdir()) == thumbs
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_pairs_match_the_clusters_of_the_same_threshold(reported, fmt):
     res, out = reported
