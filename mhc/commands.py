@@ -197,7 +197,6 @@ def pairs_command(
     Example: mhc pairs -o data/output -a phash_16 -t 20 --format json > pairs.json
     """
     from .collection import hash_folder
-
     from .streams import binary_stdout, require_stdout
 
     _setup_logging(False)

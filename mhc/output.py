@@ -32,7 +32,6 @@ from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, fault
 from .journal import do_change, exchange, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
-from .repair import stamp
 from .ownership import (
     CLUSTER_FOLDER,
     JOURNAL,
@@ -48,6 +47,7 @@ from .ownership import (
     retire,
 )
 from .paths import check_output, inside
+from .repair import stamp
 
 log = logging.getLogger(__name__)
 
