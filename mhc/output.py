@@ -41,6 +41,7 @@ from .ownership import (
     being_removed,
     check_links,
     check_own_dir,
+    NotMade,
     not_ours,
     refuse,
     remove_tree,
@@ -92,6 +93,7 @@ class OutputFolder:
         self._background = background_retire
         self.committed = False
         self._previous: dict | None | object = _UNREAD  # the summary this run replaces, read once
+        self.not_made: list[str] = []  # what the checks found that mhc did not make (see refuse_not_made)
 
     def __enter__(self) -> "OutputFolder":
         check_output(self.out, self.inp)
@@ -103,6 +105,7 @@ class OutputFolder:
         try:
             self._recover()
             self.check_top_level()
+            self.refuse_not_made()
         except BaseException:
             self._unlock()
             raise
@@ -302,6 +305,12 @@ class OutputFolder:
             tmp.unlink()  # a temporary file of a run that failed to replace it
 
     # -- ownership ----------------------------------------------------------------------
+    def refuse_not_made(self) -> None:
+        """After the checks of a stage: refuse, in one line, every entry they found that mhc
+        did not make. Nothing has been changed yet (the checks only read)."""
+        if self.not_made:
+            raise NotMade(sorted(set(self.not_made)))
+
     def check_top_level(self) -> None:
         """Refuse before any work if the output holds, where mhc replaces things, anything
         mhc did not make: at the top, in report/, in .mhc/, among algorithm folders."""
@@ -313,14 +322,14 @@ class OutputFolder:
             if e.name in TOP_LEVEL_FILES and e.is_file(follow_symlinks=False):
                 continue
             if e.name in TOP_LEVEL_DIRS and e.is_dir(follow_symlinks=False):
-                check_own_dir(Path(e.path), e.name)
+                check_own_dir(Path(e.path), e.name, self.not_made)
                 continue
             if e.name in algos and e.is_dir(follow_symlinks=False):
                 for t in os.scandir(e.path):
                     if not (t.is_dir(follow_symlinks=False) and THRESHOLD_FOLDER.match(t.name)):
-                        refuse(t.path)
+                        refuse(t.path, self.not_made)
                 continue
-            refuse(e.path)
+            refuse(e.path, self.not_made)
 
     def check_deleting(self, rel: str, link_names: set[str], files_mode: bool) -> None:
         """Before a folder of links is replaced: every entry must be one mhc made (a
@@ -329,5 +338,6 @@ class OutputFolder:
             return  # removed by hand: nothing to check
         for c in os.scandir(self.out / rel):
             if not (c.is_dir(follow_symlinks=False) and CLUSTER_FOLDER.match(c.name)):
-                refuse(c.path)
-            check_links(c.path, link_names, files_mode)
+                refuse(c.path, self.not_made)
+                continue
+            check_links(c.path, link_names, files_mode, self.not_made)

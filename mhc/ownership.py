@@ -55,10 +55,11 @@ def owned(parts: tuple[str, ...], is_dir: bool) -> bool:
     return depth == 4 and not is_dir  # a link (or a copy) in a cluster folder
 
 
-def check_own_dir(d: Path, name: str) -> None:
-    """Refuse if anything under ``d`` (``report/`` or ``.mhc/``) is not of mhc's shape.
-    scandir's entry types come with the listing: no stat per file (100,000 thumbnails are
-    checked in a fraction of a second; os.walk with a path per entry took 8 s)."""
+def check_own_dir(d: Path, name: str, found: list[str] | None = None) -> None:
+    """Refuse if anything under ``d`` (``report/`` or ``.mhc/``) is not of mhc's shape
+    (``found``: collect instead, see :func:`refuse`). scandir's entry types come with the
+    listing: no stat per file (100,000 thumbnails are checked in a fraction of a second;
+    os.walk with a path per entry took 8 s)."""
     stack = [(str(d), (name,))]
     while stack:
         folder, parts = stack.pop()
@@ -67,17 +68,17 @@ def check_own_dir(d: Path, name: str) -> None:
                 is_dir = e.is_dir(follow_symlinks=False)
                 sub = (*parts, e.name)
                 if e.is_symlink() or not owned(sub, is_dir):
-                    refuse(e.path)
-                if is_dir:
+                    refuse(e.path, found)
+                elif is_dir:
                     stack.append((e.path, sub))
 
 
-def check_links(folder: str, link_names: set[str], files_mode: bool = False) -> None:
+def check_links(folder: str, link_names: set[str], files_mode: bool = False, found: list[str] | None = None) -> None:
     """Refuse if a cluster folder holds anything but links named as mhc names them (with
-    ``files_mode``, copies or hard links: regular files)."""
+    ``files_mode``, copies or hard links: regular files; ``found``: see :func:`refuse`)."""
     for e in os.scandir(folder):
         if not (e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))):
-            refuse(e.path)
+            refuse(e.path, found)
 
 
 def not_ours(root: Path) -> Callable[[str], bool]:
@@ -90,11 +91,28 @@ def not_ours(root: Path) -> Callable[[str], bool]:
     return keep
 
 
-def refuse(path: str) -> None:
-    from .errors import printable
+class NotMade(UsageError):
+    """Entries of the output that mhc did not make, where mhc would replace them."""
 
-    raise UsageError(f"the output folder holds {printable(path)}, which mhc did not make; move it out of the "
-                     f"output folder (mhc only replaces what it made), then run again")
+    def __init__(self, paths: list[str]):
+        from .errors import printable
+
+        self.paths = paths
+        if len(paths) == 1:
+            what = f"{printable(paths[0])}, which mhc did not make; move it"
+        else:  # all of them at once: a viewer's Thumbs.db in 50 folders must not take 50 runs to find
+            shown = ", ".join(printable(p) for p in paths[:3])
+            what = f"{len(paths)} entries mhc did not make where it replaces things, e.g. {shown}; move them"
+        super().__init__(f"the output folder holds {what} out of the output folder (mhc only replaces what it "
+                         f"made), then run again")
+
+
+def refuse(path: str, found: list[str] | None = None) -> None:
+    """Refuse ``path``, something mhc did not make; with ``found``, note it there and go on
+    (the caller raises :class:`NotMade` for all of them once every check has run)."""
+    if found is None:
+        raise NotMade([path])
+    found.append(path)
 
 
 def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> list[str]:

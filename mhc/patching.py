@@ -172,11 +172,12 @@ def choose_patches(key: str, write: list[tuple[str, Partition]], delete: list[st
     return out, old_links
 
 
-def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], relative: bool) -> bool:
+def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], relative: bool,
+                found: list[str] | None = None) -> bool:
     """Before ``patch`` is queued: False if the old folder is not as mhc left it (a cluster
-    folder missing: then it is written anew); refuses (one line) where the patch would
-    remove or set aside something mhc did not make. Folders that are only renamed keep
-    whatever is in them."""
+    folder missing: then it is written anew); refuses (one line; with ``found``, collects:
+    see :func:`mhc.ownership.refuse`) where the patch would remove or set aside something
+    mhc did not make. Folders that are only renamed keep whatever is in them."""
     from .ownership import CLUSTER_FOLDER, check_links, refuse
 
     old = out / key / patch.old
@@ -186,11 +187,11 @@ def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], r
         return False
     for e in entries.values():
         if not (e.is_dir(follow_symlinks=False) and CLUSTER_FOLDER.match(e.name)):
-            refuse(e.path)
+            refuse(e.path, found)
     if any(a not in entries for a, _ in patch.renames) or any(s not in entries for s in patch.trash):
         return False
     for sub in patch.trash:
-        check_links(str(old / sub), link_names)
+        check_links(str(old / sub), link_names, False, found)
     was = {b: a for a, b in patch.renames}
     for sub, name, target in patch.remove:
         link = os.path.join(old, was[sub], name)
@@ -199,9 +200,10 @@ def check_patch(out: Path, key: str, patch: FolderPatch, link_names: set[str], r
         except FileNotFoundError:
             return False
         except OSError:
-            refuse(link)
+            refuse(link, found)
+            continue
         if held != link_text(target, os.path.join(out, key, patch.new, sub, name), relative):
-            refuse(link)
+            refuse(link, found)
     return True
 
 
@@ -211,7 +213,7 @@ def checked_patches(of, key: str, patches: list, link_names: set[str], relative:
     checked for deletion by ``of`` (an :class:`~mhc.output.OutputFolder`)."""
     ok, anew = [], []
     for patch, part in patches:
-        (ok if check_patch(of.out, key, patch, link_names, relative) else anew).append((patch, part))
+        (ok if check_patch(of.out, key, patch, link_names, relative, of.not_made) else anew).append((patch, part))
     for patch, _ in anew:
         of.check_deleting(f"{key}/{patch.old}", link_names, False)
     return ok, anew

@@ -52,10 +52,11 @@ def written_at(out: Path) -> int:
 
 
 def check_kept(out: Path, key: str, name: str, p: Partition, files: list[str], links: list[str],
-               settings: LinkSettings, since: int) -> Repair | None | bool:
+               settings: LinkSettings, since: int, found: list[str] | None = None) -> Repair | None | bool:
     """``None``: the folder ``out/key/name`` is as mhc left it. A :class:`Repair`: what to
     make again. ``False``: it must be written anew (gone, or not symbolic links). Refuses
-    (one line) where a link's name holds something mhc did not make."""
+    where a link's name holds something mhc did not make (``found``: see
+    :func:`mhc.ownership.refuse`)."""
     base = os.path.join(out, key, name)
     if not os.path.isdir(base):
         return False
@@ -79,7 +80,7 @@ def check_kept(out: Path, key: str, name: str, p: Partition, files: list[str], l
             if is_link is None:
                 fix.links.append((sub, i))
             elif settings.mode == "symlink" and not is_link:
-                refuse(os.path.join(folder, links[i]))  # the user's own file under mhc's name: not mhc's to replace
+                refuse(os.path.join(folder, links[i]), found)  # the user's own file under mhc's name
     if not fix.dirs and not fix.links:
         return None
     return fix if settings.mode == "symlink" else False  # a hard link or copy is made by writing anew

@@ -169,8 +169,8 @@ def _check_kept(of: OutputFolder, plans: list[FolderPlan], clusterings: list, en
     plans, repairs = list(plans), {}
     for k, plan, c in kept:
         parts = {t["folder"]: p for t, p in zip(entries[c.key]["thresholds"], c.partitions)}
-        checked = {n: check_kept(of.out, c.key, n, parts[n], files, links[c.key], settings[c.key], since)
-                   for n in plan.keep}
+        checked = {n: check_kept(of.out, c.key, n, parts[n], files, links[c.key], settings[c.key], since,
+                                 of.not_made) for n in plan.keep}
         anew = [n for n, r in checked.items() if r is False]
         fixes = [r for r in checked.values() if isinstance(r, Repair)]
         if anew:
@@ -242,6 +242,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         plan = plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls)
         plans.append(with_patches(plan, previous if prev_algos else None, files, names, ls))
     plans, repairs = _check_kept(of, plans, result.algorithms, entries, files, links, settings)
+    of.refuse_not_made()
     summary = summary_dict(result, entries)
     gone = [k for k in (previous or {}).get("algorithms", {}) if k not in entries]
     same_report = (previous or {}).get("options", {}).get("no_report") == o.no_report and _pages_there(of, prev_algos)
@@ -266,6 +267,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
                 of.check_deleting(f"{key}/{t['folder']}", names, old.get("link", "symlink") != "symlink")
     staging = of.stage()
     todo = plan_writes(of, staging, plans, files, links, settings, previous)
+    of.refuse_not_made()  # every check has run, nothing has changed: all of them in one line
     for key, fixes in repairs.items():  # after the moves that bring their folders into the new tree
         for fix in fixes:
             queue_repair(of, key, fix, files, links[key], settings[key].relative)

@@ -318,6 +318,28 @@ def test_foreign_file_in_an_mhc_output_is_never_deleted(corpus, tmp_path):
     assert note.read_text() == "mine"
 
 
+def test_everything_mhc_did_not_make_is_named_in_one_refusal(corpus, tmp_path):
+    """A viewer leaves Thumbs.db or .DS_Store in each folder it shows. Refused one entry at a
+    time, 20 of them took 20 runs to find; now one line says how many and where."""
+    out = tmp_path / "out"
+    o = dict(input=corpus, output=out, algorithms=["phash_8"], thresholds="0:6:1", workers=1)
+    run(Options(**o))
+    junk = [next(d for d in sorted(t.iterdir()) if not d.name.startswith("unclustered")) / "Thumbs.db"
+            for t in sorted((out / "phash_8").iterdir())] + [next((out / "phash_8").iterdir()) / ".DS_Store"]
+    for p in junk:
+        p.write_text("a viewer's")
+    before = tree_digest(out)
+    with pytest.raises(MhcError) as e:  # --link hardlink: every folder would be written anew
+        run(Options(link="hardlink", **o), background_cleanup=False)
+    said = str(e.value)
+    assert f"holds {len(junk)} entries mhc did not make where it replaces things, e.g. " in said
+    assert said.count("Thumbs.db") + said.count(".DS_Store") == 3  # three examples, one line
+    assert tree_digest(out) == before
+    for p in junk:
+        p.unlink()
+    run(Options(link="hardlink", **o), background_cleanup=False)
+
+
 # -- property tests -------------------------------------------------------------
 ALGOS = [Algorithm("phash", 8), Algorithm("dhash", 16), Algorithm("ahash", 12), Algorithm("colorhash", 3)]
 
