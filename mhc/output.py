@@ -48,7 +48,6 @@ from .ownership import (
     retire,
 )
 from .paths import check_output, inside
-from .repair import stamp
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,16 @@ OLD_INFIX = ".mhc-old-"
 _UNREAD = object()
 TMP_SUFFIX = ".mhc-tmp"
 # -- the output folder ----------------------------------------------------------
+
+def _carry_stamp(old: Path, new: Path) -> None:
+    """The new marker keeps the time of the old one (see :mod:`mhc.repair`): only a run that
+    checked the folders it keeps may move it (`mhc report` keeps them unchecked)."""
+    try:
+        st = os.stat(old)
+    except OSError:
+        return  # a new output: its run stamps the marker after its commit
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+
 
 def lock_path(out: Path, inp: Path | None = None) -> Path:
     """The lock file of an output: in mhc's own cache folder (beside the output if that
@@ -129,6 +138,7 @@ class OutputFolder:
             try:
                 self.staging.mkdir()
                 (self.staging / MARKER).write_text("This folder was made by mhc; mhc may replace it.\n")
+                _carry_stamp(self.out / MARKER, self.staging / MARKER)
             except OSError as e:
                 raise fault(e, f"cannot write in {self.parent}") from None
         return self.staging
@@ -175,7 +185,6 @@ class OutputFolder:
         if not self.out.exists():
             os.rename(self.staging, self.out)
             self.committed = True
-            stamp(self.out)
             return
         journal = self.staging / JOURNAL
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
@@ -228,7 +237,6 @@ class OutputFolder:
                     raise
             self.committed = True
             (self.out / JOURNAL).unlink()
-            stamp(self.out)  # after every change of this commit: what changes later is not mhc's
             return old
         except BaseException:  # OSError, or anything else: never leave the old tree in pieces
             if not self.committed:

@@ -6,7 +6,8 @@ itself was gone), or whole cluster or threshold folders: kept as they were, thos
 missing on every later run, while the summary and the report listed them.
 
 Checking every link on each rerun would cost what writing them costs. Instead, after each
-commit mhc stamps its marker file (:func:`stamp`); a folder whose entries changed since
+run's commit mhc stamps its marker file (:func:`stamp`; not after `mhc report`, which keeps
+the folders without checking them); a folder whose entries changed since
 then has a newer modification time, so one ``stat`` per folder finds them, and only those
 are listed. A missing link or cluster folder is made again at the commit (journalled and
 undoable like the rest); a missing threshold folder, or one of hard links or copies, is

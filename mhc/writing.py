@@ -304,6 +304,9 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         of.commit()
     except OSError as e:
         raise fault(e, "cannot replace the output") from None
+    # after every change of the commit, and only here, where the kept folders were checked
+    # (not in `mhc report`, which keeps them unchecked): what changes later is not mhc's
+    stamp(of.out)
     return True
 
 
