@@ -63,6 +63,14 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
     out = {}
     for key, value in settings.items():
         norm = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if norm not in by_key and isinstance(value, dict):  # [mhc] or [tool.mhc], as in pyproject.toml
+            header = next(((n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+                           if re.match(rf"^\s*\[+\s*{re.escape(key)}\b", line)), None)
+            what = f"{header[1]} (line {header[0]})" if header else f"[{key}]"
+            if source.endswith("mhc.toml"):
+                raise UsageError(f"{source} has a section {what}: mhc.toml has none; write the settings at the "
+                                 f"top of the file, e.g. input = \"photos\"")
+            raise UsageError(f"{source} has a table {key!r}: [tool.mhc] takes settings only, e.g. input = \"photos\"")
         if norm not in by_key:
             known = ", ".join(sorted(spec.long for _, spec, _ in fields()))
             raise UsageError(f"unknown setting {key!r} in {source}{_line(text, key)}; known: {known}")

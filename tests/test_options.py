@@ -26,6 +26,18 @@ def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message)
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("text, header", [("[mhc]\ninput = 'x'\n", "[mhc] (line 1)"),
+                                          ("# mine\n[tool.mhc]\ninput = 'x'\n", "[tool.mhc] (line 2)")])
+def test_a_section_in_mhc_toml_is_named_not_called_an_unknown_setting(tmp_path, text, header):
+    """As in pyproject.toml, a user writes [mhc] or [tool.mhc]: it was "unknown setting 'mhc'"
+    followed by the list of every setting, which did not say what was wrong."""
+    (tmp_path / "mhc.toml").write_text(text)
+    r = run_cli("-n", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == (
+        f"Error: {tmp_path / 'mhc.toml'} has a section {header}: mhc.toml has none; write the settings at the top "
+        f'of the file, e.g. input = "photos"\n'), r.stderr
+
+
 def test_a_huge_threshold_range_is_clipped_at_once(tmp_path):
     inp = tmp_path / "in"
     save(photo(1), inp / "a.jpg")
