@@ -313,7 +313,13 @@ def evaluate_command(
     for r in rows:
         out.print(f"{r.precision:9.3f} {r.recall:7.3f} {r.f1:6.3f} {r.predicted:15d} {r.true:10d}  {r.folder}",
                   highlight=False, markup=False, soft_wrap=True)
-    if rows:
+    if rows and not any(r.true for r in rows):
+        # every file its own group: recall has nothing to find (it counts as 1), so a "best F1"
+        # of 1.0 would only say that a folder links none of them
+        out.print("no two labelled files in this output share a group, so F1 cannot rank the folders: those with "
+                  "0 pairs predicted agree with the labels; to measure recall, label copies with their original's "
+                  "group", highlight=False, markup=False, soft_wrap=True)
+    elif rows:
         out.print(f"best F1 = {rows[-1].f1:.4f} at {rows[-1].folder}", highlight=False, markup=False, soft_wrap=True)
 
 

@@ -394,6 +394,25 @@ def test_evaluate_never_cuts_the_folder_names(tmp_path):
     assert r.stdout.count(long) == 2  # in its row and in the best line, whole
 
 
+def test_evaluate_with_no_two_files_of_one_group_does_not_name_a_best_folder(tmp_path):
+    """Every labelled file its own group: recall counts as 1 with nothing to find, so every
+    folder that links none of them scored F1 = 1.000 and one was called the best."""
+    src = tmp_path / "photos"
+    out = tmp_path / "out" / "phash_8"
+    for n in ("a", "b"):
+        save(photo(ord(n), (64, 48)), src / f"{n}.jpg")
+    for thr, groups in (("thr_000_unclustered_2", {"unclustered_2": "ab"}), ("thr_009_unclustered_0", {"001_2": "ab"})):
+        for g, names in groups.items():
+            (out / thr / g).mkdir(parents=True)
+            for n in names:
+                os.symlink(src / f"{n}.jpg", out / thr / g / f"{n}.jpg")
+    (tmp_path / "labels.json").write_text(json.dumps({"photos/a.jpg": "A", "photos/b.jpg": "B"}))
+    r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(tmp_path / "labels.json"))
+    assert r.returncode == 0, r.stderr
+    assert "best F1" not in r.stdout and "no two labelled files in this output share a group" in r.stdout
+    assert " 0.000 " in r.stdout  # the folder that links a to b: precision 0
+
+
 @pytest.mark.parametrize("labels", ["a photo as .csv", "a photo as .json", "empty.csv", "empty folder", "[].json"])
 def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     """Labels that are not text, or hold no label, end in one line naming the file, exit
