@@ -107,19 +107,45 @@ class CacheInfo:
     keys: dict[str, int]
 
 
+def _schema(db: sqlite3.Connection) -> tuple[str] | None:
+    try:
+        return db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError:  # a new database: no meta table yet
+        return None
+
+
+def _newer(version: str) -> bool:
+    """A schema this mhc does not know: a higher number, or not a number at all."""
+    return not (version.isdigit() and int(version) <= int(SCHEMA_VERSION))
+
+
+def _newer_file(db: sqlite3.Connection) -> bool:
+    row = _schema(db)
+    return row is not None and _newer(row[0])
+
+
 class HashCache:
     """SQLite hash cache. ``HashCache(None)`` is an in-memory cache (``--no-cache``);
     ``readonly=True`` never creates or changes the file (``--dry-run``)."""
 
-    def __init__(self, path: str | Path | None, *, readonly: bool = False, untouched: bool = False):
+    def __init__(self, path: str | Path | None, *, readonly: bool = False, untouched: bool = False,
+                 quiet: bool = False, strict: bool = False):
         self.path = None if path is None else Path(path)
         self.writable = not readonly
+        self.newer = False  # written by a newer mhc: left as it is (see _newer_one)
+        # quiet: warnings said by another instance of the same run; strict: a command on the
+        # cache itself (mhc cache, mhc ignore), where a newer cache is refused in one line
+        self.quiet, self.strict = quiet or strict, strict
         # untouched: not even SQLite's -wal/-shm files (which a read-only reader of a WAL
         # database creates): for a cache inside the input folder, where mhc never writes
         self.untouched = untouched
         self._warned = False
         self._stale: set[bytes] = set()  # files whose identity changed: their old rows go on the next store
         self.db = self._open(readonly)
+        if self.newer and strict:
+            self.db.close()
+            raise UsageError(f"the hash cache {self.path} was written by a newer mhc; use that mhc for this (this "
+                             f"one leaves it as it is)")
 
     # -- opening and recovery -------------------------------------------------
     def _open(self, readonly: bool) -> sqlite3.Connection:
@@ -134,6 +160,9 @@ class HashCache:
             return self._create()
         try:
             db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            if _newer_file(db):
+                db.close()
+                return self._newer_one()
             db.execute("PRAGMA journal_mode=WAL")
             return self._init(db)
         except sqlite3.DatabaseError as e:
@@ -176,10 +205,22 @@ class HashCache:
             try:
                 db = sqlite3.connect(uri + mode, uri=True, timeout=30.0, isolation_level=None)
                 self._check(db)
+                if _newer_file(db):
+                    db.close()
+                    return self._newer_one()
                 return db
             except sqlite3.DatabaseError:
                 continue
         self._warn(f"the hash cache {self.path} cannot be read; this run keeps hashes in memory only")
+        return self._init(sqlite3.connect(":memory:", isolation_level=None))
+
+    def _newer_one(self) -> sqlite3.Connection:
+        # two mhc versions sharing the default cache: migrating it down would drop the newer
+        # one's hashes, and the newer one would drop this one's on its next run
+        self._warn(f"the hash cache {self.path} was written by a newer mhc; this run leaves it as it is (its "
+                   f"hashes and 'not a duplicate' marks are not used) and keeps hashes in memory only: upgrade "
+                   f"mhc, or give this version its own --cache")
+        self.writable, self.newer = False, True
         return self._init(sqlite3.connect(":memory:", isolation_level=None))
 
     def _set_aside(self, error: Exception) -> sqlite3.Connection:
@@ -227,6 +268,8 @@ class HashCache:
 
     def _warn(self, message: str, always: bool = False) -> None:
         # cache faults never stop a run; said once, at WARNING (shown with -q too)
+        if self.quiet:
+            return
         if always or not self._warned:
             log.warning(message)
             self._warned = True
@@ -379,6 +422,9 @@ class HashCache:
 
     def _user_write(self, fn) -> None:
         """The user's own decisions must be saved or the command fails clearly."""
+        if self.newer:
+            raise UsageError(f"the hash cache {self.path} was written by a newer mhc; change it with that mhc "
+                             f"(this one leaves it as it is)")
         if not self._write(fn):
             raise EnvironmentFault(f"cannot save to the hash cache {self.path}; make it writable and try again")
 

@@ -77,7 +77,7 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     if not path.exists():
         out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False, soft_wrap=True)
         return
-    with user_errors(), HashCache(path, readonly=True) as c:
+    with user_errors(), HashCache(path, readonly=True, strict=True) as c:
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
               f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, markup=False,
@@ -110,7 +110,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
         from .cache import check_cache_path
 
         check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
-        with HashCache(path) as c:
+        with HashCache(path, strict=True) as c:
             n = c.clear()
     out.print(f"cleared {n} hashes from {path}", highlight=False, markup=False, soft_wrap=True)
 
@@ -260,7 +260,7 @@ def ignore_command(
         if list_:
             pairs = []
             if path.exists():
-                with HashCache(path, readonly=True) as c:
+                with HashCache(path, readonly=True, strict=True) as c:
                     pairs = c.ignored()
             for a, b in pairs:
                 out.print(f"{printable(a)}\t{printable(b)}", highlight=False, markup=False)
@@ -279,7 +279,7 @@ def ignore_command(
         from .cache import check_cache_path
 
         check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
-        with HashCache(path) as c:
+        with HashCache(path, strict=True) as c:
             if remove:
                 done = c.unignore(a, b)
                 out.print("forgotten: they may link again" if done else "that pair was not marked")

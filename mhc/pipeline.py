@@ -236,7 +236,8 @@ def _cannot_link(plan: RunPlan, collection: HashedCollection) -> list[tuple[int,
     path = Path(plan.options.cache) if plan.options.cache is not None else default_cache_path()
     if not path.is_file():
         return []
-    with HashCache(path, readonly=True, untouched=inside(path, plan.input)) as cache:
+    # quiet: the run's own cache (the same file, opened to hash) has said what is wrong with it
+    with HashCache(path, readonly=True, untouched=inside(path, plan.input), quiet=True) as cache:
         marked = cache.ignored()
     if not marked:
         return []

@@ -180,6 +180,33 @@ def test_an_upgrade_leaves_no_older_rows_behind(corpus, tmp_path):
     assert run(o).stats.decoded == 0
 
 
+def test_a_cache_of_a_newer_mhc_is_left_as_it_is(corpus, tmp_path):
+    """Two mhc versions sharing the default cache: this one migrated a newer schema down,
+    dropping the newer one's hashes (which then dropped this one's on its next run)."""
+    import hashlib
+
+    cache, out = tmp_path / "c.sqlite", tmp_path / "out"
+    assert run_cli("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q").returncode == 0
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.close()
+    digest = hashlib.sha256(cache.read_bytes()).hexdigest()
+    a, b = sorted(str(p) for p in corpus.rglob("*.jpg"))[:2]
+    for args in ([], ["-n"]):  # a run: one warning, the work done in memory
+        r = run_cli("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q", *args)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("was written by a newer mhc; this run leaves it as it is") == 1, r.stderr
+    for args in (["cache", "info"], ["cache", "clear"], ["ignore", a, b], ["ignore", "--list"]):
+        r = run_cli(*args, "--cache", str(cache))  # the user's commands on the cache itself: refused
+        assert (r.returncode, r.stderr) == (2, f"Error: the hash cache {cache} was written by a newer mhc; use that "
+                                               f"mhc for this (this one leaves it as it is)\n"), (args, r.stderr)
+    assert hashlib.sha256(cache.read_bytes()).hexdigest() == digest
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+        assert db.execute("SELECT count(*) FROM hashes").fetchone()[0] > 0
+    db.close()
+
+
 def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
     """Results reach the cache in batches as they arrive, before the run ends."""
     files = discover(corpus).files
