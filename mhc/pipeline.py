@@ -236,8 +236,9 @@ def _cannot_link(plan: RunPlan, collection: HashedCollection) -> list[tuple[int,
     path = Path(plan.options.cache) if plan.options.cache is not None else default_cache_path()
     if not path.is_file():
         return []
-    # quiet: the run's own cache (the same file, opened to hash) has said what is wrong with it
-    with HashCache(path, readonly=True, untouched=inside(path, plan.input), quiet=True) as cache:
+    # quiet when the run hashed with this same file: that opening said what is wrong with it
+    quiet = plan.cache is not None and os.path.realpath(plan.cache) == os.path.realpath(path)
+    with HashCache(path, readonly=True, untouched=inside(path, plan.input), quiet=quiet) as cache:
         marked = cache.ignored()
     if not marked:
         return []
