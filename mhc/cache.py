@@ -35,6 +35,7 @@ from .cache_location import (  # noqa: F401
     default_cache_dir,
     owned_cache,
 )
+from .cache_user import CacheCommands, CacheInfo  # noqa: F401  (CacheInfo re-exported)
 from .discover import MediaFile
 from .errors import EnvironmentFault, UsageError
 from .identity import FileInfo, content_sample  # noqa: F401  (re-exported)
@@ -96,17 +97,6 @@ class Cached:
     info: dict[str, FileInfo] = field(default_factory=dict)  # path -> facts
 
 
-@dataclass(frozen=True)
-class CacheInfo:
-    path: str
-    files: int
-    hashes: int
-    failures: int
-    ignored: int
-    bytes: int
-    keys: dict[str, int]
-
-
 def _schema(db: sqlite3.Connection) -> tuple[str] | None:
     try:
         return db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -124,7 +114,7 @@ def _newer_file(db: sqlite3.Connection) -> bool:
     return row is not None and _newer(row[0])
 
 
-class HashCache:
+class HashCache(CacheCommands):
     """SQLite hash cache. ``HashCache(None)`` is an in-memory cache (``--no-cache``);
     ``readonly=True`` never creates or changes the file (``--dry-run``)."""
 
@@ -401,59 +391,6 @@ class HashCache:
             self._warn(f"the hash cache {self.path} is damaged ({e}); this run goes on without saving new hashes",
                        always=True)
             return False
-
-    # -- "not a duplicate" ------------------------------------------------------------
-    @staticmethod
-    def _pair(a: str, b: str) -> tuple[bytes, bytes]:
-        x, y = os.fsencode(os.path.realpath(a)), os.fsencode(os.path.realpath(b))
-        return (x, y) if x <= y else (y, x)
-
-    def ignore(self, a: str, b: str) -> None:
-        """Remember that ``a`` and ``b`` are not duplicates: later runs never link them."""
-        self._user_write(lambda: self.db.execute("INSERT OR IGNORE INTO ignored VALUES (?, ?)", self._pair(a, b)))
-
-    def unignore(self, a: str, b: str) -> bool:
-        before = self.db.execute("SELECT count(*) FROM ignored").fetchone()[0]
-        self._user_write(lambda: self.db.execute("DELETE FROM ignored WHERE a = ? AND b = ?", self._pair(a, b)))
-        return self.db.execute("SELECT count(*) FROM ignored").fetchone()[0] < before
-
-    def ignored(self) -> list[tuple[str, str]]:
-        return [(os.fsdecode(a), os.fsdecode(b)) for a, b in self.db.execute("SELECT a, b FROM ignored ORDER BY a, b")]
-
-    def _user_write(self, fn) -> None:
-        """The user's own decisions must be saved or the command fails clearly."""
-        if self.newer:
-            raise UsageError(f"the hash cache {self.path} was written by a newer mhc; change it with that mhc "
-                             f"(this one leaves it as it is)")
-        if not self._write(fn):
-            raise EnvironmentFault(f"cannot save to the hash cache {self.path}; make it writable and try again")
-
-    def clear(self) -> int:
-        """Delete every cached hash and failure (not the "not a duplicate" marks)."""
-        n = self.db.execute("SELECT count(*) FROM hashes").fetchone()[0]
-
-        def write() -> None:
-            for table in ("files", "hashes", "failures"):
-                self.db.execute(f"DELETE FROM {table}")
-        self._user_write(write)
-        self.db.execute("VACUUM")
-        return n
-
-    def info(self) -> CacheInfo:
-        q = self.db.execute
-        keys = dict(q("SELECT hkey, count(*) FROM hashes GROUP BY hkey ORDER BY hkey").fetchall())
-        size = 0
-        if self.path is not None:
-            size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        return CacheInfo(
-            path=str(self.path) if self.path else ":memory:",
-            files=q("SELECT count(*) FROM files").fetchone()[0],
-            hashes=q("SELECT count(*) FROM hashes").fetchone()[0],
-            failures=q("SELECT count(*) FROM failures").fetchone()[0],
-            ignored=q("SELECT count(*) FROM ignored").fetchone()[0],
-            bytes=size,
-            keys=keys,
-        )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
