@@ -30,7 +30,7 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
-from .errors import EXIT_INTERRUPTED, MhcError, printable
+from .errors import EXIT_INTERRUPTED, MhcError, UsageError, printable
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -194,7 +194,12 @@ def main_command(ctx: typer.Context, **kw) -> None:
         return
     quiet = kw.pop("quiet")
     with user_errors():
-        values, _ = effective_settings(ctx)
+        values, sources = effective_settings(ctx)
+        if values["no_cache"] and values["cache"] is not None and sources["cache"] == sources["no_cache"]:
+            # both on one command line (or in one file): which was meant? (mhc.toml's cache
+            # with --no-cache for one run is fine: the command line wins)
+            where = "" if sources["cache"] == "command line" else f" in {sources['cache']}"
+            raise UsageError(f"--cache {values['cache']} and --no-cache{where} contradict each other; give one of them")
         options = options_from(values)
     _setup_logging(quiet)
     with user_errors(no_cache=options.no_cache):

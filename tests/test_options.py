@@ -38,6 +38,22 @@ def test_a_section_in_mhc_toml_is_named_not_called_an_unknown_setting(tmp_path, 
         f'of the file, e.g. input = "photos"\n'), r.stderr
 
 
+def test_cache_and_no_cache_together_are_refused_unless_the_command_line_overrides_the_file(tmp_path):
+    """`--cache X --no-cache` ran without a cache: X was silently ignored."""
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    cache = tmp_path / "c.sqlite"
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "--cache", str(cache), "--no-cache")
+    assert (r.returncode, r.stderr) == (2, f"Error: --cache {cache} and --no-cache contradict each other; give one "
+                                           f"of them\n"), r.stderr
+    (tmp_path / "mhc.toml").write_text(f'cache = "{cache}"\nno-cache = true\n')
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and f"--no-cache in {tmp_path / 'mhc.toml'} contradict" in r.stderr, r.stderr
+    (tmp_path / "mhc.toml").write_text(f'cache = "{cache}"\n')  # the file's cache, not for this one run
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "--no-cache", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and not cache.exists(), r.stderr
+
+
 def test_a_huge_threshold_range_is_clipped_at_once(tmp_path):
     inp = tmp_path / "in"
     save(photo(1), inp / "a.jpg")
