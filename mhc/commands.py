@@ -17,7 +17,7 @@ from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .paths import check_path
-from .summary import SummaryDamaged, load
+from .summary import SummaryDamaged, load, not_an_output
 from .thresholds import one_threshold
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
@@ -38,13 +38,10 @@ def _summary_of(output: Path, hint: str) -> dict:
     except SummaryDamaged as e:
         if e.marked:  # an mhc output: its own message (which says what to do)
             raise
-        doc, why = None, f"has an unreadable summary.json ({e.problem})"
-    else:
-        why = "does not exist" if not output.exists() else "is not a folder" if not output.is_dir() else \
-            "has no summary.json"
-    if doc is not None:
-        return doc
-    raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
+        raise not_an_output(output, hint, f"has an unreadable summary.json ({e.problem})") from None
+    if doc is None:
+        raise not_an_output(output, hint)
+    return doc
 
 
 CACHE_HINT = "give --cache FILE, or -o an output folder mhc wrote"

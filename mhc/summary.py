@@ -35,14 +35,20 @@ def read_summary(output: str | Path) -> dict:
     it is damaged, or an older mhc wrote it)."""
     doc = load(Path(output))
     if doc is None:  # not "run mhc -o X": X may be a folder of photos, which mhc would refuse to write in
-        p = Path(output)
-        why = "does not exist" if not p.exists() else "is not a folder" if not p.is_dir() else "has no summary.json"
-        raise UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; pass the folder an "
-                         f"mhc run wrote (its -o/--output; data/output by default)")
+        raise not_an_output(Path(output), "pass the folder an mhc run wrote (its -o/--output; data/output by default)")
     if doc.get("format") != FORMAT:
         raise MhcError(f"{Path(output) / 'summary.json'} was written by another version of mhc (format "
                        f"{doc.get('format', 1)}); run mhc again on this output to rewrite it")
     return doc
+
+
+def not_an_output(output: Path, hint: str, why: str | None = None) -> UsageError:
+    """The refusal of a folder the user named as an mhc output that is not one: ``why``
+    (by default: it does not exist, is not a folder, or has no summary.json), then ``hint``."""
+    if why is None:
+        why = "does not exist" if not output.exists() else "is not a folder" if not output.is_dir() else \
+            "has no summary.json"
+    return UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
 
 
 class SummaryDamaged(UsageError):
