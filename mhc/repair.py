@@ -52,6 +52,17 @@ def written_at(out: Path) -> int:
         return 0
 
 
+def _listed_if_changed(folder: str, since: int) -> dict[str, bool] | None:
+    """``folder``'s entries (name -> is a symbolic link) if an entry was added, removed or
+    renamed in it since ``since`` (the stamp), else None (one ``stat``). Timestamps are coarse
+    (a clock tick of a few ms): a folder changed in the tick of the stamp is listed too, as it
+    may have been changed after it. Raises FileNotFoundError for a folder that is gone."""
+    if os.stat(folder).st_mtime_ns < since:
+        return None
+    with os.scandir(folder) as it:  # the kind of each entry comes with its name: no stat
+        return {e.name: e.is_symlink() for e in it}
+
+
 def check_kept(out: Path, key: str, name: str, p: Partition, files: list[str], links: list[str],
                settings: LinkSettings, since: int, found: list[str] | None = None) -> Repair | None | bool:
     """``None``: the folder ``out/key/name`` is as mhc left it. A :class:`Repair`: what to
@@ -65,16 +76,12 @@ def check_kept(out: Path, key: str, name: str, p: Partition, files: list[str], l
     for sub, idx in layout(p, settings.unclustered):
         folder = os.path.join(base, sub)
         try:
-            # no entry added, removed or renamed in it since mhc wrote it. Timestamps are
-            # coarse (a clock tick of a few ms): a folder changed in the tick of the stamp
-            # is listed too, as it may have been changed after it
-            if os.stat(folder).st_mtime_ns < since:
-                continue
-            with os.scandir(folder) as it:  # the kind of each entry comes with its name: no stat
-                present = {e.name: e.is_symlink() for e in it}
+            present = _listed_if_changed(folder, since)
         except FileNotFoundError:
             fix.dirs.append(sub)
             fix.links += [(sub, i) for i in idx.tolist()]
+            continue
+        if present is None:
             continue
         for i in idx.tolist():
             is_link = present.get(links[i])
@@ -95,12 +102,11 @@ def restore_renamed(out: Path, key: str, patches: list, links: list[str], settin
         members = dict(layout(p, settings.unclustered))
         added = set(patch.add)
         for a, b in patch.renames:
-            folder = os.path.join(out, key, patch.old, a)
             try:
-                if os.stat(folder).st_mtime_ns < since:
-                    continue
-                present = set(os.listdir(folder))
+                present = _listed_if_changed(os.path.join(out, key, patch.old, a), since)
             except OSError:  # (checked a moment ago by check_patch: it is there)
+                continue
+            if present is None:
                 continue
             have = members[b].tolist() if b in members else []
             patch.add += [(b, i) for i in have if links[i] not in present and (b, i) not in added]
