@@ -125,7 +125,7 @@ class HashCache(CacheCommands):
         self.newer = False  # written by a newer mhc: left as it is (see _newer_one)
         # quiet: warnings said by another instance of the same run; strict: a command on the
         # cache itself (mhc cache, mhc ignore), where a newer cache is refused in one line
-        self.quiet, self.strict = quiet or strict, strict
+        self.quiet = quiet or strict
         # untouched: not even SQLite's -wal/-shm files (which a read-only reader of a WAL
         # database creates): for a cache inside the input folder, where mhc never writes
         self.untouched = untouched
@@ -134,8 +134,7 @@ class HashCache(CacheCommands):
         self.db = self._open(readonly)
         if self.newer and strict:
             self.db.close()
-            raise UsageError(f"the hash cache {self.path} was written by a newer mhc; use that mhc for this (this "
-                             f"one leaves it as it is)")
+            raise self.newer_refused()
 
     # -- opening and recovery -------------------------------------------------
     def _open(self, readonly: bool) -> sqlite3.Connection:

@@ -31,6 +31,11 @@ class CacheCommands:
     path: Path | None
     newer: bool
 
+    def newer_refused(self) -> UsageError:
+        """What the user is told when this mhc is asked to change a newer mhc's cache."""
+        return UsageError(f"the hash cache {self.path} was written by a newer mhc; use that mhc for this (this one "
+                          f"leaves it as it is)")
+
     @staticmethod
     def _pair(a: str, b: str) -> tuple[bytes, bytes]:
         x, y = os.fsencode(os.path.realpath(a)), os.fsencode(os.path.realpath(b))
@@ -51,8 +56,7 @@ class CacheCommands:
     def _user_write(self, fn) -> None:
         """The user's own decisions must be saved or the command fails clearly."""
         if self.newer:
-            raise UsageError(f"the hash cache {self.path} was written by a newer mhc; change it with that mhc "
-                             f"(this one leaves it as it is)")
+            raise self.newer_refused()
         if not self._write(fn):
             raise EnvironmentFault(f"cannot save to the hash cache {self.path}; make it writable and try again")
 
