@@ -42,6 +42,14 @@ POTENTIAL_DUPLICATES = 0  # relationship enum of set_file_relationships
 KEY_HEADER = "Hydrus-Client-API-Access-Key"
 PERMISSIONS = {3: "search for and fetch files", 8: "edit file relationships"}  # ClientAPI.py's names
 METADATA_BATCH = 256  # "the client usually fetches file metadata in batches of 256"
+# A push of more pairs than this per file, and more than FLOOD_FLOOR in all, is refused
+# without --force. Copies give a few pairs per file: 0.5-4 on the labelled corpora at every
+# threshold up to well past their best folders, and ~10 only where every file has 20 copies.
+# Chance pairs between strangers grow with the square of the files: a typo (-t 30 for -t 3,
+# 64 bits) gives 12-100 per file at 50-400 files, and hundreds of thousands of pairs at a
+# few thousand files, which Hydrus keeps as potential duplicates until each is reviewed.
+FLOOD_PER_FILE = 10
+FLOOD_FLOOR = 1000
 
 
 class Busy(EnvironmentFault):
@@ -241,6 +249,18 @@ def _refusal(code: int, error: str, method: str, path: str) -> MhcError:
     if code in (401, 403, 419):
         return UsageError(f"the Hydrus client refused the access key ({code}: {error})")
     return UsageError(f"the Hydrus client refused {method} {path} ({code}: {error})")
+
+
+def flood(pairs: int, files: int, algo: str, threshold: int) -> UsageError | None:
+    """The refusal of a push of ``pairs`` pairs among ``files`` files, if that is more than
+    FLOOD_PER_FILE per file (and more than FLOOD_FLOOR): past where copies lie, a
+    threshold links mostly strangers. None if the push looks like copies."""
+    if pairs <= FLOOD_FLOOR or pairs <= FLOOD_PER_FILE * files:
+        return None
+    return UsageError(f"{pairs:,} pairs within {threshold} bits for {algo} among {files:,} files "
+                      f"({pairs / max(files, 1):.0f} per file): copies give a few per file, so most of these would "
+                      f"be strangers, each kept by Hydrus as a potential duplicate to review; choose a lower -t "
+                      f"(see the run's threshold folders), check with --dry-run, or pass --force to send them")
 
 
 def distinct_pairs(pairs: Iterable[tuple[str, str, int]], digest: dict[str, str]) -> tuple[list[tuple[str, str]], int]:

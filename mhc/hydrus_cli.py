@@ -39,6 +39,8 @@ def hydrus_push(
                                   metavar=""),
     dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Check the key, find and check the pairs; send "
                                  "nothing.", metavar=""),
+    force: bool = typer.Option(False, "--force", help="Send even more than 10 pairs per file (and over 1,000): "
+                               "refused by default, as a threshold that loose links mostly strangers.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
                                                 "as mhc --exclude; repeatable.", metavar="GLOB"),
@@ -47,12 +49,14 @@ def hydrus_push(
 
     The access key is checked first. Files the client does not hold (never seen, in its
     trash, deleted) are listed with the reason and their pairs are not sent; identical
-    copies and repeated pairs are sent once. Exit status 1 if some pairs could not be sent.
+    copies and repeated pairs are sent once. More than 10 pairs per file (and over 1,000),
+    the mark of a threshold past where copies lie, is refused unless --force (exit status 2).
+    Exit status 1 if some pairs could not be sent.
 
     Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
     from .collection import collect
-    from .hydrus import HydrusClient, push_pairs
+    from .hydrus import HydrusClient, flood, push_pairs
     from .options import Options, validate
     from .thresholds import one_threshold
 
@@ -71,10 +75,15 @@ def hydrus_push(
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = collect(plan)
         pairs = collection.pairs(algo, threshold)
+        too_many = None if force else flood(len(pairs), len(collection.files), plan.algorithms[0].key, threshold)
+        if too_many and not dry_run:
+            raise too_many  # before asking the client about any file: nothing is sent
         result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
     verb = "would send" if dry_run else "sent"
     out.print(f"{result.pairs} pairs within {threshold} bits: {result.distinct} distinct pairs of files the client "
               f"holds; {verb} {result.sent} as potential duplicates", highlight=False)
+    if too_many:
+        out.print(f"without --dry-run this push would be refused: {too_many}", highlight=False, markup=False)
     if result.collapsed:
         out.print(f"{result.collapsed} pair(s) not sent twice: identical copies (one SHA-256) or repeats",
                   highlight=False)

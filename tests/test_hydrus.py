@@ -330,3 +330,53 @@ def test_http_and_https_mixed_up_are_named(photos, tmp_path):
         r = _push_to(f"http://127.0.0.1:{secure.port}", photos, "--retries", "0")
         text = " ".join(r.stderr.split())
         assert r.returncode == 3 and "write https:// in --api-url" in text and "Traceback" not in text, text
+
+
+@pytest.fixture
+def crowd(tmp_path) -> Path:
+    """48 distinct small photos: at 64 of 64 bits every pair is within the threshold, 1,128
+    pairs (23.5 per file), the shape of a mistyped threshold far past where copies lie."""
+    inp = tmp_path / "crowd"
+    for i in range(48):
+        save(photo(900 + i, (64, 48)), inp / f"p{i:02}.jpg")
+    return inp
+
+
+@pytest.fixture
+def crowd_hub(crowd):
+    with FakeHydrus() as h:
+        h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
+        h.state.files = {sha(p): "present" for p in crowd.iterdir()}
+        yield h
+
+
+def test_a_flood_of_chance_pairs_is_refused_before_anything_is_sent(crowd_hub, crowd):
+    """-t 64 of 64 bits (a typo for 6, say) used to send all 1,128 pairs into the client,
+    where each stays a potential duplicate until reviewed by hand. It is refused, in one
+    line naming the count and --force, before the client is asked about any file."""
+    r = push(crowd_hub, crowd, "-t", "64")
+    text = " ".join(r.stderr.split())
+    assert r.returncode == 2, text
+    assert "1,128 pairs within 64 bits for phash_8 among 48 files (24 per file)" in text and "--force" in text
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert received(crowd_hub) == [] and crowd_hub.state.requests == ["GET /verify_access_key"]
+
+
+def test_a_dry_run_says_a_flood_would_be_refused_and_force_sends_it(crowd_hub, crowd):
+    r = push(crowd_hub, crowd, "-t", "64", "--dry-run")
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr
+    assert "would send 1128" in text and "without --dry-run this push would be refused: 1,128 pairs" in text
+    assert received(crowd_hub) == []
+    r = push(crowd_hub, crowd, "-t", "64", "--force")
+    assert r.returncode == 0, r.stderr
+    assert len(set(received(crowd_hub))) == 1128 and "sent 1128 as potential duplicates" in " ".join(r.stdout.split())
+
+
+def test_under_the_floor_a_push_is_not_refused(crowd_hub, crowd):
+    """Below 1,000 pairs nothing is refused, whatever the share per file: 44 files, 946 pairs."""
+    for p in sorted(crowd.iterdir())[:4]:
+        p.unlink()
+    r = push(crowd_hub, crowd, "-t", "64")
+    assert r.returncode == 0, r.stderr
+    assert len(set(received(crowd_hub))) == 946
