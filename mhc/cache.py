@@ -60,6 +60,15 @@ CREATE TABLE IF NOT EXISTS ignored (
 _WRITE_FAULTS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
 
 
+def _i64(v: int) -> int:
+    """``v`` as SQLite can store it: INTEGER is signed 64-bit, and an mtime past 2262 in ns (a
+    camera's clock, a bad archive: ext4 keeps up to 2446), a timestamp before 1678 or a large
+    inode (overlayfs' xino, NFS) does not fit. Kept as its two's-complement image, one to one
+    across any 2**64 range, so a changed file still differs. The reader compares the raw value
+    first and calls this only where that differs: nothing is paid on ordinary files."""
+    return (v + 2**63) % 2**64 - 2**63
+
+
 def older_version(key: str) -> bool:
     """Whether a hash key (``phash_8|d2:fast``, ``meta|v1:n20:key:s256``, ``crops1|d3:fast``)
     or a failure's decoder key (``d2:fast``) was made by an older decoder than this mhc's:
@@ -288,10 +297,10 @@ class HashCache(CacheCommands):
             f = ident.get(path)
             if f is None:
                 continue
-            if f.size != size or f.mtime_ns != mtime:
+            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
                 self._stale.add(path)
                 continue
-            if (f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime):
+            if (f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime) and (_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns)) != (dev, ino, ctime):
                 try:
                     same = sample is not None and content_sample(f.path, f.size) == sample
                 except OSError:
@@ -299,7 +308,7 @@ class HashCache(CacheCommands):
                 if not same:
                     self._stale.add(path)
                     continue
-                moved.append((f.dev, f.ino, f.ctime_ns, path))
+                moved.append((_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns), path))
             valid.add(path)
             out.info[f.path] = FileInfo(w, h, fmt, taken, sample)
         if moved and self.writable:
@@ -338,8 +347,8 @@ class HashCache(CacheCommands):
                     self._drop_older(p)
                 i = info or FileInfo()
                 self.db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                                (p, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, i.sample, i.width, i.height,
-                                 i.format, i.taken))
+                                (p, _i64(f.dev), _i64(f.ino), f.size, _i64(f.mtime_ns), _i64(f.ctime_ns), i.sample,
+                                 i.width, i.height, i.format, i.taken))
                 self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?)",
                                     [(p, k, v) for k, v in values.items()])
                 if failure is not None:

@@ -390,3 +390,22 @@ def test_a_hash_does_not_depend_on_the_other_algorithms_computed_with_it(tmp_pat
                     assert alone.values[alone_plan.iso_key(a)] == together.values[full.iso_key(a)], (p.name, a.key)
             ssim_alone = HashPlan.build(everything[:1], exact=exact, verify=True)
             assert hash_file(str(p), ssim_alone).values[ssim_alone.ssim_key()] == together.values[full.ssim_key()]
+
+
+def test_a_file_dated_past_2262_is_cached_and_its_change_seen(tmp_path):
+    """An mtime past 2262 (a camera's clock, an archive's bad date; ext4 keeps up to 2446)
+    does not fit SQLite's 64-bit INTEGER in ns: the run used to end in "mhc failed
+    unexpectedly: OverflowError" at the cache write. It is stored, found again on the rerun,
+    and a later change of that mtime still rehashes the file."""
+    inp = tmp_path / "in"
+    save(photo(1, (64, 48)), inp / "future.jpg")
+    save(photo(2, (64, 48)), inp / "today.jpg")
+    os.utime(inp / "future.jpg", (15_000_000_000, 15_000_000_000))  # the year 2445
+    if (inp / "future.jpg").stat().st_mtime_ns < 2**63:
+        pytest.skip("this file system does not keep dates past 2262")
+    o = Options(input=inp, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    assert run(o).stats.decoded == 2
+    again = run(o)
+    assert (again.stats.decoded, again.stats.cached) == (0, 2)
+    os.utime(inp / "future.jpg", (15_000_000_001, 15_000_000_001))
+    assert run(o).stats.decoded == 1
