@@ -8,6 +8,7 @@ background, so a rotated-by-tag photo and a transparent PNG hash like what a vie
 """
 from __future__ import annotations
 
+import datetime
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -245,8 +246,14 @@ def _taken(im: Image.Image) -> str | None:
         return None
     if not isinstance(value, str) or len(value) < 19:
         return None
-    d, t = value[:10].replace(":", "-"), value[11:19]
-    return f"{d}T{t}" if d[:4].isdigit() and d[:4] != "0000" else None
+    # "0000:00:00 00:00:00" (a camera without a clock), month 13, hour 99: not a date, so the
+    # report falls back to the mtime and the probable original is not chosen by garbage;
+    # some writers put "-" or "/" between the date's parts
+    stamp = value[:10].replace("-", ":").replace("/", ":") + " " + value[11:19]
+    try:
+        return datetime.datetime.strptime(stamp, "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
 
 
 # Peak memory of a decode, in bytes per pixel beyond the decoded buffer: EXIF transposition

@@ -4,9 +4,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mhc
 from mhc import Options
+from PIL import Image
 
 from conftest import ROOT, photo, save
 
@@ -172,3 +174,22 @@ def test_codes_of_different_algorithms_are_not_compared():
     assert mhc.hamming(p8[0], pack([b"\xff" * 8])[0]) == 64
     assert list(mhc.hamming(p8, p8[:1])) == [0, 0]  # leading axes still broadcast
     assert np.array_equal(mhc.hamming(p16, p16), [0])
+
+
+def test_the_date_taken_is_a_real_date_or_none(tmp_path):
+    """EXIF DateTimeOriginal becomes ISO 8601; a placeholder ("0000:00:00 ...") or a value
+    that is no date (month 13, hour 99) is None, so the report shows the mtime instead and
+    the probable original is not chosen by it (it used to show "2021-13-45 99:99 (taken)")."""
+    dates = {"valid": "2019:06:01 12:30:05", "dashes": "2019-06-01 12:30:05", "zero": "0000:00:00 00:00:00",
+             "month13": "2021:13:45 99:99:99", "blank": "    :  :     :  :  "}
+    for name, value in dates.items():
+        ex = Image.Exif()
+        ex.get_ifd(0x8769)[0x9003] = value
+        photo(7, (64, 48)).save(tmp_path / f"{name}.jpg", exif=ex)
+    ex = Image.Exif()
+    ex[0x0132] = "2018:01:02 03:04:05"  # DateTime only
+    photo(7, (64, 48)).save(tmp_path / "datetime only.jpg", exif=ex)
+    c = mhc.hash_folder(tmp_path, ["phash_8"], workers=1, no_cache=True)
+    taken = {Path(f).stem: c.facts(i)["taken"] for i, f in enumerate(c.files)}
+    assert taken == {"valid": "2019-06-01T12:30:05", "dashes": "2019-06-01T12:30:05", "zero": None,
+                     "month13": None, "blank": None, "datetime only": "2018-01-02T03:04:05"}
