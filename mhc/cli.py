@@ -219,6 +219,10 @@ def main_command(ctx: typer.Context, **kw) -> None:
         except StdoutFault as e:  # not "the previous output is unchanged": it was replaced
             done = "" if options.dry_run else f"; its output is complete: {printable(result.output)}"
             raise StdoutFault(f"{e}; the run itself finished{done}") from None
+        except Exception as e:  # a bug in the summing up: main() says so, and that the output is whole
+            if not options.dry_run:
+                e.output_replaced = result.output  # type: ignore[attr-defined]
+            raise
 
 
 main_command.__signature__ = inspect.Signature(_main_parameters())  # type: ignore[attr-defined]
@@ -344,8 +348,13 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
 
 
 def _bug_line(e: Exception) -> None:
-    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. The previous output "
-              f"is unchanged. Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
+    # after the commit (summing up, releasing the output) the new tree is in place: saying
+    # "the previous output is unchanged" then would send the user looking for a lost run
+    replaced = getattr(e, "output_replaced", None)
+    state = (f"The run's new output is in place and complete: {escape(printable(replaced))}." if replaced
+             else "The previous output is unchanged.")
+    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. {state} Please "
+              f"report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
 
 
 # click's words for a value of the wrong type, in mhc's (and with what would do)

@@ -84,8 +84,6 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     ``executor``: hash on it instead of a local process pool (e.g. a Dask client's
     executor). ``background_cleanup``: the previous tree is removed by a detached process
     (False: before returning)."""
-    from .writing import write_output
-
     t0 = time.perf_counter()
     plan = validate(options)
     if options.dry_run:
@@ -99,21 +97,36 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
 
         # the output first: its lock, and what it holds that mhc would refuse to replace, are
         # said before a scan that takes minutes on a large collection
-        with OutputFolder(plan.output, plan.input, background_retire=background_cleanup) as of:
-            found = _find(plan, progress)
-            previous = of.previous_summary()
-            carried, dropped = carried_entries(previous, plan)
-            collection = collect(plan, progress=progress, executor=executor, found=found,
-                                 hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
-                                                           thumb_dir=_thumb_dir(of, options)))
-            forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
-            collection.match_cache = forests  # a rerun reads its confirmed crops instead of verifying again
-            clusterings = cluster_all(collection, plan, progress, forests, previous)
-            clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
-            result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)
-            result.recommendation = settle(clusterings, len(collection.files))
-            result.written = write_output(of, result, previous, progress)
+        of = OutputFolder(plan.output, plan.input, background_retire=background_cleanup)
+        try:
+            result = _write(of, plan, progress, executor)
+        except BaseException as e:
+            if of.committed:  # the failure came after the swap (releasing the output): the new tree is whole
+                e.output_replaced = str(plan.output)  # type: ignore[attr-defined]  (mhc.cli says so)
+            raise
     result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _write(of, plan: RunPlan, progress: Progress | None, executor: Executor | None) -> RunResult:
+    """The run into the output folder ``of``, its lock held throughout."""
+    from .writing import write_output
+
+    options = plan.options
+    with of:
+        found = _find(plan, progress)
+        previous = of.previous_summary()
+        carried, dropped = carried_entries(previous, plan)
+        collection = collect(plan, progress=progress, executor=executor, found=found,
+                             hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
+                                                       thumb_dir=_thumb_dir(of, options)))
+        forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
+        collection.match_cache = forests  # a rerun reads its confirmed crops instead of verifying again
+        clusterings = cluster_all(collection, plan, progress, forests, previous)
+        clusterings += [recluster(collection, key, entry, _cannot_link(plan, collection)) for key, entry in carried]
+        result = RunResult(str(plan.input), str(plan.output), collection, clusterings, options, dropped)
+        result.recommendation = settle(clusterings, len(collection.files))
+        result.written = write_output(of, result, previous, progress)
     return result
 
 

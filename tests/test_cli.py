@@ -612,6 +612,38 @@ def test_an_exception_outside_the_commands_handlers_is_one_line(monkeypatch, cap
     assert err.startswith("mhc failed unexpectedly: RuntimeError: boom.") and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("where", ["summing up", "after the commit", "before the commit"])
+def test_a_bug_says_truly_whether_the_output_was_replaced(corpus, tmp_path, monkeypatch, capsys, where):
+    """A bug after the new tree was swapped in (printing the summary, stamping the marker)
+    used to end in "... The previous output is unchanged", sending the user looking for a
+    run that was in fact written; before the swap that sentence is true, and kept."""
+    from mhc import cli, report, terminal, writing
+
+    out = tmp_path / "out"
+    args = ["-i", str(corpus), "-o", str(out), "-a", "phash_8", "-j", "1", "--cache", str(tmp_path / "c.sqlite")]
+    assert run_cli(*args, "-q").returncode == 0
+    before = (out / "summary.json").read_bytes()
+    (corpus / "group1" / "small.jpg").unlink()  # the rerun has something to write
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    target = {"summing up": (terminal, "print_summary"), "after the commit": (writing, "stamp"),
+              "before the commit": (report, "write_report")}[where]
+    monkeypatch.setattr(*target, boom)
+    monkeypatch.delenv("MHC_DEBUG", raising=False)
+    capsys.readouterr()
+    assert cli.main(args) == 70
+    err = " ".join(capsys.readouterr().err.split())
+    assert "mhc failed unexpectedly: RuntimeError: boom." in err and "Traceback" not in err, err
+    written = str(corpus / "group1" / "small.jpg") not in json.loads((out / "summary.json").read_text())["files"]
+    if where == "before the commit":
+        assert "The previous output is unchanged." in err and (out / "summary.json").read_bytes() == before
+    else:
+        assert f"The run's new output is in place and complete: {out}." in err and "unchanged" not in err, err
+        assert written
+
+
 def test_an_output_where_no_folder_can_be_made_says_what_to_do(corpus):
     # /proc holds no folders of ours: mkdir fails with an errno that has no advice of its own
     r = run_cli("-i", str(corpus), "-o", "/proc/mhc-out", "-a", "phash_8", "-q", "--no-cache")
