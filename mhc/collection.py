@@ -90,6 +90,7 @@ class HashedCollection:
     match_cache: object | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files not media by name, per extension
     excluded: int = 0  # files and folders left out by --exclude
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # a symlink -> the file's path listed instead
 
     @functools.cached_property
     def crop_matches(self) -> list:
@@ -315,7 +316,8 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
                             [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
-                            skipped=dict(found.skipped), excluded=sum(found.excluded.values()))
+                            skipped=dict(found.skipped), excluded=sum(found.excluded.values()),
+                            aliases=dict(found.aliases))
 
 
 @contextmanager

@@ -61,6 +61,8 @@ class Discovery:
     errors: list[FileError] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # files not media by their extension, per extension
     excluded: Counter = field(default_factory=Counter)  # --exclude pattern -> files and folders it left out
+    # a symlink to a file also found by another path -> that path (the file is listed once)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def most_skipped(skipped: dict[str, int], shown: int = 6) -> tuple[str, int]:
@@ -144,6 +146,12 @@ def discover(
     symlinked folders (each real folder is entered once, so loops end). ``skip``: the
     user's glob patterns (see :func:`matcher`); a matching folder is not entered, and
     ``excluded`` counts what each pattern left out.
+    Each file is listed once: a symlink to a file also found by its own path (or by an
+    earlier link) is left out, and ``aliases`` maps it to that path. Otherwise a link and
+    its target came out as a cluster of two "copies", and the report could mark the link
+    as the one to keep: deleting the other, the real file, would break the link and lose
+    the picture. Hard links stay apart (each is a name of its own; removing one loses
+    nothing), as in fdupes and jdupes.
     Unreadable folders, dangling symlinks and vanished files become errors; a ``root``
     that is not a folder raises :class:`~mhc.errors.UsageError`.
     """
@@ -156,6 +164,7 @@ def discover(
     result = Discovery()
     seen_dirs: set[tuple[int, int]] = set()
     linked_dirs: list[str] = []  # symlinked folders, entered after every real one
+    linked_files: list[MediaFile] = []  # symlinks to media files, listed unless their file is found otherwise
 
     def walk(d: str) -> None:
         try:
@@ -199,7 +208,7 @@ def discover(
                 elif not stat.S_ISREG(st.st_mode):
                     result.errors.append(FileError(path, f"not a regular file ({_special(st.st_mode)})"))
                 else:
-                    result.files.append(MediaFile.from_stat(path, kind, st))
+                    (linked_files if e.is_symlink() else result.files).append(MediaFile.from_stat(path, kind, st))
             except OSError as err:
                 if kind:
                     result.errors.append(FileError(path, f"cannot stat file ({err.strerror or err})"))
@@ -216,9 +225,29 @@ def discover(
         if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(path) in excluded or is_mhc_folder(path):
             continue
         walk(path)
+    if linked_files:
+        _list_links_once(result, linked_files)
     result.files.sort(key=lambda f: f.path)
     result.errors.sort(key=lambda f: f.path)
     return result
+
+
+def _list_links_once(result: Discovery, links: list[MediaFile]) -> None:
+    """Add to ``result.files`` each symlinked file not found by another path; record the
+    others in ``result.aliases``, mapped to the link's own target where that was found
+    (else to the first name of the same file: a hard link of it, or an earlier link)."""
+    listed = {f.path for f in result.files}
+    found: dict[tuple[int, int], str] = {}
+    for f in sorted(result.files, key=lambda f: f.path):
+        found.setdefault((f.dev, f.ino), f.path)
+    for f in sorted(links, key=lambda f: f.path):
+        # inode 0: a file system without inode numbers, where (dev, ino) names no file
+        first = found.setdefault((f.dev, f.ino), f.path) if f.ino else f.path
+        if first == f.path:
+            result.files.append(f)
+        else:
+            real = os.path.realpath(f.path)
+            result.aliases[f.path] = real if real in listed else first
 
 
 def _special(mode: int) -> str:

@@ -252,7 +252,9 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
             "decoded": s.decoded, "from_cache": s.cached, "failed": len(col.errors),
             "hashes_computed": s.computed_by_algo, "hashes_from_cache": s.cached_by_algo,
             "skipped": dict(sorted(col.skipped.items())), "excluded": col.excluded,
+            "aliases": len(col.aliases),
         },
+        "aliases": col.aliases,  # a symlink to a file also found by another path -> that path
         "files": col.files,
         "kinds": col.kinds,
         "file_info": {

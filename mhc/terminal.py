@@ -73,6 +73,12 @@ def print_summary(result, console: Console) -> None:
     if excluded:
         console.print(f"{excluded} file(s) and folder(s) left out by --exclude {' '.join(result.options.exclude)}",
                       highlight=False, markup=False)
+    aliases = result.collection.aliases
+    if aliases:
+        link, target = next(iter(aliases.items()))
+        console.print(f"{len(aliases)} symlink(s) to files also found by another path: each such file is shown once, "
+                      f"under that path (e.g. {printable(link)} -> {printable(target)})", highlight=False,
+                      markup=False, soft_wrap=True)
     line = hashes_line(result)
     if line:
         console.print(line, highlight=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -193,6 +194,33 @@ def test_follow_symlinks_scans_each_real_folder_once(tmp_path):
     assert res.files == [str(inp / "real" / "a.jpg"), str(inp / "real" / "b.jpg"), str(inp / "z elsewhere" / "c.jpg")]
     plain = run(Options(input=inp, output=tmp_path / "p", algorithms=["phash_8"], workers=1, no_report=True))
     assert plain.files == res.files[:2]
+
+
+def test_a_symlinked_file_found_by_its_own_path_is_listed_once(tmp_path):
+    """A link to a file also found by its own path used to come out as a cluster of two
+    "copies" at threshold 0, and the report could mark the link ("a link.jpg" sorts first)
+    as the one to keep: deleting the other, the real file, would break the link and lose
+    the picture. The file is listed once, by its own path; hard links stay two names."""
+    inp = tmp_path / "in"
+    save(photo(1), inp / "photo.jpg")
+    os.symlink("photo.jpg", inp / "a link.jpg")
+    os.link(inp / "photo.jpg", inp / "hard link.jpg")
+    outside = save(photo(2), tmp_path / "elsewhere" / "c.jpg")
+    os.symlink(outside, inp / "c1.jpg")  # the only way to it: kept
+    os.symlink(outside, inp / "c2.jpg")  # a second way: left out
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "-a", "phash_8", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["files"] == [str(inp / n) for n in ("c1.jpg", "hard link.jpg", "photo.jpg")]
+    assert summary["aliases"] == {str(inp / "a link.jpg"): str(inp / "photo.jpg"), str(inp / "c2.jpg"): str(inp / "c1.jpg")}
+    assert summary["counts"]["aliases"] == 2
+    text = " ".join(r.stdout.split())
+    assert f"2 symlink(s) to files also found by another path: each such file is shown once, under that path (e.g. " \
+           f"{inp / 'a link.jpg'} -> {inp / 'photo.jpg'})" in text, text
+    names = {p.name for p in (tmp_path / "out" / "phash_8").rglob("*.jpg")}
+    assert not any(n.startswith(("a link", "c2")) for n in names) and any(n.startswith("hard link") for n in names)
+    index = " ".join((tmp_path / "out" / "index.html").read_text().split())
+    assert "2 symlink(s) to files also found by another path" in index
 
 
 def test_special_files_and_dotted_names_are_reported_or_hashed(tmp_path):
