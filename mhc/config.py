@@ -79,6 +79,8 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
             value = value.split()
         if name in ("require", "exclude") and isinstance(value, str):  # one of them
             value = [value]
+        if name == "thresholds" and type(value) is int:  # thresholds = 10: one value, as -t 10 (not a bool)
+            value = str(value)
         if not type_ok(value, hint):
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
                              f"{json.dumps(value, default=str)}")

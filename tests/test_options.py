@@ -10,7 +10,7 @@ from conftest import photo, run_cli, save
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("thresholds = 10", "thresholds in {} (line 1) must be a text, not 10"),
+    ("thresholds = 1.5", "thresholds in {} (line 1) must be a text, not 1.5"),
     ('duration-tolerance = "0.1"', 'duration-tolerance in {} (line 1) must be a number, not "0.1"'),
     ('max-pixels = "100000"', 'max-pixels in {} (line 1) must be a whole number, not "100000"'),
     ("verify = true", "verify in {} (line 1) must be a text, not true"),
@@ -24,6 +24,16 @@ def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message)
     assert r.returncode == 2, r.stderr
     assert message.format(tmp_path / "mhc.toml") in " ".join(r.stderr.split()), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_one_threshold_in_mhc_toml_may_be_a_number(tmp_path):
+    """-t 10 sweeps the one threshold 10, and the refusal of a wrong -t says "or one value
+    like 10"; in mhc.toml, thresholds = 10 was refused as "must be a text"."""
+    save(photo(1, (64, 48)), tmp_path / "in" / "a.jpg")
+    (tmp_path / "mhc.toml").write_text('input = "in"\noutput = "out"\nalgo = ["phash_8"]\nthresholds = 10\n')
+    r = run_cli("-q", "--no-cache", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "phash_8").iterdir()) == ["thr_010_unclustered_1"]
 
 
 @pytest.mark.parametrize("text, header", [("[mhc]\ninput = 'x'\n", "[mhc] (line 1)"),
