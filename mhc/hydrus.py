@@ -72,6 +72,7 @@ class PushResult:
     stopped: str | None = None  # why the push stopped early
     refused: bool = False  # ... the client refused a batch (not busy or unreachable)
     dry_run: bool = False
+    refusal: str | None = None  # a dry run's flood: why the push would be refused without --force
 
 
 def sha256_of(path: str) -> str:
@@ -251,16 +252,16 @@ def _refusal(code: int, error: str, method: str, path: str) -> MhcError:
     return UsageError(f"the Hydrus client refused {method} {path} ({code}: {error})")
 
 
-def flood(pairs: int, files: int, algo: str, threshold: int) -> UsageError | None:
-    """The refusal of a push of ``pairs`` pairs among ``files`` files, if that is more than
-    FLOOD_PER_FILE per file (and more than FLOOD_FLOOR): past where copies lie, a
+def flood(pairs: int, files: int) -> UsageError | None:
+    """The refusal of a push of ``pairs`` distinct pairs among ``files`` files, if that is
+    more than FLOOD_PER_FILE per file (and more than FLOOD_FLOOR): past where copies lie, a
     threshold links mostly strangers. None if the push looks like copies."""
     if pairs <= FLOOD_FLOOR or pairs <= FLOOD_PER_FILE * files:
         return None
-    return UsageError(f"{pairs:,} pairs within {threshold} bits for {algo} among {files:,} files "
-                      f"({pairs / max(files, 1):.0f} per file): copies give a few per file, so most of these would "
-                      f"be strangers, each kept by Hydrus as a potential duplicate to review; choose a lower -t "
-                      f"(see the run's threshold folders), check with --dry-run, or pass --force to send them")
+    return UsageError(f"{pairs:,} distinct pairs among {files:,} files ({pairs / max(files, 1):.0f} per file): "
+                      f"copies give a few per file, so most of these would be strangers, each kept by Hydrus as a "
+                      f"potential duplicate to review; choose a lower -t (see the run's threshold folders), check "
+                      f"with --dry-run, or pass --force to send them")
 
 
 def distinct_pairs(pairs: Iterable[tuple[str, str, int]], digest: dict[str, str]) -> tuple[list[tuple[str, str]], int]:
@@ -280,8 +281,12 @@ def distinct_pairs(pairs: Iterable[tuple[str, str, int]], digest: dict[str, str]
 
 
 def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch: int = 100, dry_run: bool = False,
-               stop_after: int = 3, progress: Callable[[int, int], None] | None = None) -> PushResult:
-    """Send ``(path_a, path_b, distance)`` pairs as potential duplicates (see the module)."""
+               stop_after: int = 3, progress: Callable[[int, int], None] | None = None, files: int | None = None,
+               force: bool = False) -> PushResult:
+    """Send ``(path_a, path_b, distance)`` pairs as potential duplicates (see the module).
+    ``files``: how many files the pairs were found among; a flood (see :func:`flood`) is
+    refused before the client is asked about any file, unless ``force`` (a dry run records
+    the refusal in ``result.refusal`` instead)."""
     if batch < 1:
         raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
     result = PushResult(pairs=len(pairs), dry_run=dry_run)
@@ -292,6 +297,12 @@ def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch
             digest[p] = sha256_of(p)
         except OSError as e:  # moved or deleted since it was hashed (or the cache said so)
             unreadable[p] = f"cannot be read now ({e.strerror or e})"
+    if files is not None and not force:  # identical copies (one SHA-256) are not sent, so they do not count
+        too_many = flood(len(distinct_pairs([(a, b, d) for a, b, d in pairs if a in digest and b in digest],
+                                            digest)[0]), files)
+        if too_many and not dry_run:
+            raise too_many
+        result.refusal = str(too_many) if too_many else None
     status = client.presence(sorted(set(digest.values())))
     result.unknown_files = {p: status[digest[p]] for p in digest if status[digest[p]] != "present"}
     result.unknown_files.update(unreadable)

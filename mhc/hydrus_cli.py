@@ -56,7 +56,7 @@ def hydrus_push(
     Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
     from .collection import collect
-    from .hydrus import HydrusClient, flood, push_pairs
+    from .hydrus import HydrusClient, push_pairs
     from .options import Options, validate
     from .thresholds import one_threshold
 
@@ -75,15 +75,12 @@ def hydrus_push(
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = collect(plan)
         pairs = collection.pairs(algo, threshold)
-        too_many = None if force else flood(len(pairs), len(collection.files), plan.algorithms[0].key, threshold)
-        if too_many and not dry_run:
-            raise too_many  # before asking the client about any file: nothing is sent
-        result = push_pairs(pairs, client, batch=batch, dry_run=dry_run)
+        result = push_pairs(pairs, client, batch=batch, dry_run=dry_run, files=len(collection.files), force=force)
     verb = "would send" if dry_run else "sent"
     out.print(f"{result.pairs} pairs within {threshold} bits: {result.distinct} distinct pairs of files the client "
               f"holds; {verb} {result.sent} as potential duplicates", highlight=False)
-    if too_many:
-        out.print(f"without --dry-run this push would be refused: {too_many}", highlight=False, markup=False)
+    if result.refusal:
+        out.print(f"without --dry-run this push would be refused: {result.refusal}", highlight=False, markup=False)
     if result.collapsed:
         out.print(f"{result.collapsed} pair(s) not sent twice: identical copies (one SHA-256) or repeats",
                   highlight=False)

@@ -357,7 +357,7 @@ def test_a_flood_of_chance_pairs_is_refused_before_anything_is_sent(crowd_hub, c
     r = push(crowd_hub, crowd, "-t", "64")
     text = " ".join(r.stderr.split())
     assert r.returncode == 2, text
-    assert "1,128 pairs within 64 bits for phash_8 among 48 files (24 per file)" in text and "--force" in text
+    assert "1,128 distinct pairs among 48 files (24 per file)" in text and "--force" in text
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert received(crowd_hub) == [] and crowd_hub.state.requests == ["GET /verify_access_key"]
 
@@ -366,7 +366,7 @@ def test_a_dry_run_says_a_flood_would_be_refused_and_force_sends_it(crowd_hub, c
     r = push(crowd_hub, crowd, "-t", "64", "--dry-run")
     text = " ".join(r.stdout.split())
     assert r.returncode == 0, r.stderr
-    assert "would send 1128" in text and "without --dry-run this push would be refused: 1,128 pairs" in text
+    assert "would send 1128" in text and "without --dry-run this push would be refused: 1,128 distinct pairs" in text
     assert received(crowd_hub) == []
     r = push(crowd_hub, crowd, "-t", "64", "--force")
     assert r.returncode == 0, r.stderr
@@ -380,3 +380,18 @@ def test_under_the_floor_a_push_is_not_refused(crowd_hub, crowd):
     r = push(crowd_hub, crowd, "-t", "64")
     assert r.returncode == 0, r.stderr
     assert len(set(received(crowd_hub))) == 946
+
+
+def test_identical_copies_do_not_count_towards_a_flood(tmp_path):
+    """48 byte-identical copies are 1,128 pairs within any threshold, but one SHA-256: none
+    is sent, so none counts (the raw count refused them)."""
+    inp = tmp_path / "stickers"
+    first = save(photo(3, (64, 48)), inp / "s00.jpg")
+    for i in range(1, 48):
+        shutil.copy(first, inp / f"s{i:02}.jpg")
+    with FakeHydrus() as h:
+        h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
+        h.state.files = {sha(first): "present"}
+        r = push(h, inp, "-t", "64")
+        assert r.returncode == 0, r.stderr
+        assert received(h) == [] and "1128 pair(s) not sent twice" in " ".join(r.stdout.split())
