@@ -155,9 +155,17 @@ class HashedCollection:
 
     def pairs(self, algo: str | Algorithm, threshold: int, *, isometric: bool = False,
               match: MatchOptions = MatchOptions(), crops: bool = False) -> list[Pair]:
-        """Every pair of files within ``threshold`` bits, each once, closest first (with
-        ``crops``, confirmed crops and copies at distance 0)."""
+        """Every pair of files within ``threshold`` bits (or a string: ``"10"``, ``"10%"`` of
+        the hash's bits), each once, closest first (with ``crops``, confirmed crops and copies
+        at distance 0)."""
+        if isinstance(threshold, str):  # as -t takes it
+            from .thresholds import one_threshold
+
+            threshold = one_threshold(threshold, self.codes(algo).algorithm)
         m = self.metric(algo, match, isometric=isometric, crops=crops)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Integral):  # 10.5 listed as 10 did
+            raise UsageError(f"the threshold is a whole number of bits (or a string such as '10%'), not "
+                             f"{threshold!r}")
         if not 0 <= threshold <= m.max_distance:
             raise UsageError(f"the threshold must be 0 to {m.max_distance} bits for {self.codes(algo).algorithm.key}, "
                              f"not {threshold}")

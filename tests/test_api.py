@@ -92,6 +92,25 @@ def test_sweep_checks_its_thresholds_and_takes_the_command_lines_form(tmp_path):
     assert [p.threshold for p in c.sweep("phash_8", [np.int64(4), 2]).partitions] == [2, 4]
 
 
+def test_pairs_checks_its_threshold_and_takes_the_command_lines_form(tmp_path):
+    """collection.pairs(algo, "10") failed inside ("'<=' not supported between int and
+    str"), and pairs(algo, 10.5) listed the pairs of 10 as if that were asked."""
+    import numpy as np
+    import pytest
+
+    save(photo(1), tmp_path / "a.jpg")
+    save(photo(1), tmp_path / "b.jpg", quality=50)
+    save(photo(2), tmp_path / "c.jpg")
+    c = mhc.hash_folder(tmp_path, "phash_8", workers=1)
+    for bad in (10.5, True, None):
+        with pytest.raises(mhc.UsageError, match=f"the threshold is a whole number of bits .*, not {bad!r}"):
+            c.pairs("phash_8", bad)
+    assert c.pairs("phash_8", "10%") == c.pairs("phash_8", 6) == c.pairs("phash_8", np.int64(6))
+    assert c.pairs("phash_8", " 12 ") == c.pairs("phash_8", 12)
+    with pytest.raises(mhc.UsageError, match="is not one threshold"):
+        c.pairs("phash_8", "0:10:2")
+
+
 def test_write_tree_says_what_it_takes(tmp_path):
     """The same clustering twice ended in "cannot write the output (...): File exists", as if
     the disk had refused; a string ended in an AttributeError. One Clustering is taken as is."""
