@@ -30,7 +30,7 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
-from .errors import EXIT_INTERRUPTED, MhcError, UsageError, printable
+from .errors import EXIT_INTERRUPTED, MhcError, UsageError, printable, resource_fault
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -343,18 +343,24 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except Exception as e:  # a bug: one line, and how to get the details
         if os.environ.get("MHC_DEBUG"):
             raise
-        _bug_line(e)
-        raise typer.Exit(EXIT_BUG) from None
+        raise typer.Exit(_unexpected(e)) from None
 
 
-def _bug_line(e: Exception) -> None:
+def _unexpected(e: Exception) -> int:
+    """One line for an exception no stage turned into an MhcError, and its exit status: the
+    machine out of file descriptors or processes (wherever that struck), else a bug."""
     # after the commit (summing up, releasing the output) the new tree is in place: saying
     # "the previous output is unchanged" then would send the user looking for a lost run
     replaced = getattr(e, "output_replaced", None)
     state = (f"The run's new output is in place and complete: {escape(printable(replaced))}." if replaced
              else "The previous output is unchanged.")
+    short = resource_fault(e)
+    if short is not None:
+        err.print(f"[red]Error:[/] {escape(str(short))}. {state}", highlight=False, soft_wrap=True)
+        return short.exit_code
     err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. {state} Please "
               f"report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
+    return EXIT_BUG
 
 
 # click's words for a value of the wrong type, in mhc's (and with what would do)
@@ -389,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # outside every user_errors(): still one line, never a traceback
         if os.environ.get("MHC_DEBUG"):
             raise
-        _bug_line(e)
-        return EXIT_BUG
+        return _unexpected(e)
     return rv if isinstance(rv, int) else 0
 
 

@@ -8,7 +8,7 @@ Exit statuses of ``mhc`` (also in the README):
       or the reader of stdout closed it early (``mhc pairs | head``; click's convention)
 2     a bad option, path or file given by the user; nothing was changed
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
-      another run, a service that cannot be reached
+      another run, a service that cannot be reached, too many open files (ulimit -n)
 130   interrupted (Ctrl-C); the previous output is unchanged
       (or, held back during the swap, the new one is complete: the line says which)
 129   stopped by SIGHUP (the terminal or SSH session closed; not under ``nohup``); as 130
@@ -78,6 +78,27 @@ def fault(e: OSError, what: str) -> MhcError:
     # one line that says what to do
     return EnvironmentFault(f"{what}: {e.strerror or e}; choose another --output, or fix this one and run again "
                             f"(the previous output is unchanged)")
+
+
+def resource_fault(e: BaseException) -> EnvironmentFault | None:
+    """An OSError that says the machine ran out of something a process needs (file
+    descriptors, processes, memory), wherever it came from (a pool's pipe, SQLite, a
+    decoder), as one line saying what to do; None for any other exception."""
+    if not isinstance(e, OSError):
+        return None
+    if e.errno == errno.EMFILE:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return EnvironmentFault(f"too many open files for one process (the limit is {limit}: ulimit -n); raise it "
+                                f"(ulimit -n 4096) or use fewer --workers, and run again")
+    if e.errno == errno.ENFILE:
+        return EnvironmentFault("the system's table of open files is full; close programs or raise fs.file-max, "
+                                "and run again")
+    if e.errno in (errno.EAGAIN, errno.ENOMEM):  # fork refused: ulimit -u, or no memory for a new process
+        return EnvironmentFault(f"cannot start a process ({e.strerror}); use fewer --workers (-j 1) or free "
+                                f"memory, and run again")
+    return None
 
 
 def _out_of_inodes(filename) -> bool:

@@ -522,3 +522,25 @@ def test_a_full_or_closed_standard_output_ends_in_one_line(photos, tmp_path):
             wrong = _mhc("-i", str(tmp_path / "nowhere"), **kw)
         assert (ok.returncode, wrong.returncode) == (0, 2), case
         assert "6 files found" in ok.stdout, case
+
+
+def test_too_few_file_descriptors_is_one_line_about_the_limit(tmp_path):
+    """ulimit -n 10: starting the hashing pool's pipes failed, and the run ended in "mhc
+    failed unexpectedly: OSError: [Errno 24] Too many open files" (exit 70, "please report
+    it"). It is the machine's limit: one line naming it and what to do, exit 3."""
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (10, 10))
+
+    photos = tmp_path / "photos"
+    for k in range(40):  # enough for a pool of processes
+        save(photo(k, (64, 48)), photos / f"p{k:02d}.jpg")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "-i", str(photos), "-o", str(out), "-a", "phash_8",
+                        "--no-cache", "-q", "-j", "2"], capture_output=True, text=True, preexec_fn=low_limit,
+                       env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.startswith("Error: too many open files for one process (the limit is 10: ulimit -n)"), r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "The previous output is unchanged." in r.stderr
+    assert not out.exists()
