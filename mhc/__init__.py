@@ -13,6 +13,23 @@ Each stage is also callable alone: :func:`discover`, :func:`compute_hashes`,
 """
 __version__ = "0.2.0"
 
+
+def _cap_blas_threads() -> None:
+    # Under an address-space limit (ulimit -v: batch schedulers, shared hosts), OpenBLAS'
+    # start-up (numpy's and scipy's, when they are imported below) reserves a 32 MB buffer
+    # per core, and when that fails it retries forever, at 100% CPU and deaf to Ctrl-C and
+    # SIGTERM (OpenMathLib/OpenBLAS#5289): at `ulimit -v 300000` on 2 cores mhc hung at
+    # import. mhc's parallelism is its own processes and its matrices are tiny, so one BLAS
+    # thread costs nothing; the user's own OPENBLAS_NUM_THREADS is left as it is.
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+_cap_blas_threads()
+
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms  # noqa: E402
 from .cache import HashCache  # noqa: E402
 from .clustering import Clustering  # noqa: E402

@@ -84,6 +84,13 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
     """An OSError that says the machine ran out of something a process needs (file
     descriptors, processes, memory), wherever it came from (a pool's pipe, SQLite, a
     decoder), as one line saying what to do; None for any other exception."""
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't start new thread" in str(e)):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        where = "" if limit == resource.RLIM_INFINITY else f" (ulimit -v allows this process {limit >> 20} MB)"
+        return EnvironmentFault(f"out of memory{where}; use fewer --workers (-j 1), free memory or raise the "
+                                f"limit, and run again")
     if not isinstance(e, OSError):
         return None
     if e.errno == errno.EMFILE:

@@ -544,3 +544,42 @@ def test_too_few_file_descriptors_is_one_line_about_the_limit(tmp_path):
     assert r.stderr.startswith("Error: too many open files for one process (the limit is 10: ulimit -n)"), r.stderr
     assert len(r.stderr.splitlines()) == 1 and "The previous output is unchanged." in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("limit, given, expected", [(None, None, "unset"), (16 << 30, None, "1"), (16 << 30, "3", "3")])
+def test_openblas_keeps_to_one_thread_under_an_address_space_limit(limit, given, expected):
+    """Under ulimit -v, OpenBLAS' start-up (at numpy's import) reserves a buffer per core
+    and, when that fails, retries forever, deaf to SIGTERM: at ulimit -v 300000 on 2 cores
+    `mhc` hung at 100% CPU (on many cores the window reaches gigabytes). With a limit, mhc
+    caps it at one thread before numpy loads, unless the user chose a number."""
+    import resource
+
+    def limited():
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    r = subprocess.run([sys.executable, "-c", "import os, mhc; print(os.environ.get('OPENBLAS_NUM_THREADS', 'unset'))"],
+                       capture_output=True, text=True, preexec_fn=limited, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == expected, r.stderr
+
+
+def test_running_out_of_memory_outside_a_decode_is_one_line(monkeypatch, capsys):
+    """A MemoryError, or a thread that cannot start for want of memory, wherever it strikes,
+    ended in "mhc failed unexpectedly" (exit 70, "please report it"): it is the machine's
+    limit, said in one line with what to do (exit 3)."""
+    from mhc import cli
+
+    for exc in (MemoryError(), RuntimeError("can't start new thread")):
+        class Broken:
+            def main(self, **kw):
+                raise exc
+
+        monkeypatch.setattr(cli.typer.main, "get_command", lambda app: Broken())
+        monkeypatch.delenv("MHC_DEBUG", raising=False)
+        assert cli.main(["-q"]) == 3
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith("Error: out of memory") and "use fewer --workers (-j 1)" in err, err
+        assert "unexpectedly" not in err
