@@ -187,7 +187,9 @@ def discover(
                     if os.path.realpath(path) not in excluded and not is_mhc_folder(path):
                         walk(path)
                     continue
+                into = result.files
                 if e.is_symlink():
+                    into = linked_files
                     try:
                         st = os.stat(path)
                     except OSError as err:
@@ -208,7 +210,7 @@ def discover(
                 elif not stat.S_ISREG(st.st_mode):
                     result.errors.append(FileError(path, f"not a regular file ({_special(st.st_mode)})"))
                 else:
-                    (linked_files if e.is_symlink() else result.files).append(MediaFile.from_stat(path, kind, st))
+                    into.append(MediaFile.from_stat(path, kind, st))
             except OSError as err:
                 if kind:
                     result.errors.append(FileError(path, f"cannot stat file ({err.strerror or err})"))
