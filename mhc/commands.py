@@ -271,8 +271,8 @@ def ignore_command(
             for p in (a, b):
                 if not os.path.isfile(p):
                     raise UsageError(f"{p} is not a file")
-            if os.path.realpath(a) == os.path.realpath(b):
-                raise UsageError("those are the same file; give two different files")
+            if os.path.samefile(a, b):  # one path, a symlink to the other, or two hard links of one file
+                raise UsageError("those are the same file (one name, or two links to it); give two different files")
         from .cache import check_cache_path
 
         check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))

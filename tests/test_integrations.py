@@ -114,3 +114,20 @@ def test_ignore_list_with_other_arguments_is_refused(tmp_path, args):
     r = run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), *args)
     assert r.returncode == 2 and "--list shows the marked pairs and takes no files and no --remove" in r.stderr
     assert not (tmp_path / "c.sqlite").exists()
+
+
+@pytest.mark.parametrize("how", ["symlink", "hard link", "same path"])
+def test_ignoring_a_file_and_itself_is_refused(tmp_path, how):
+    """Two hard links of one file were marked "not a duplicate" (only symlinks were seen
+    through); a mark between a file and itself says nothing, and nothing is written."""
+    a = save(photo(1, (64, 48)), tmp_path / "a.jpg")
+    b = tmp_path / "b.jpg"
+    if how == "symlink":
+        os.symlink(a, b)
+    elif how == "hard link":
+        os.link(a, b)
+    else:
+        b = a
+    r = run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), str(a), str(b))
+    assert r.returncode == 2 and "those are the same file" in r.stderr, r.stderr
+    assert not (tmp_path / "c.sqlite").exists()
