@@ -300,7 +300,8 @@ class HashCache(CacheCommands):
             if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
                 self._stale.add(path)
                 continue
-            if (f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime) and (_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns)) != (dev, ino, ctime):
+            if ((f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime)
+                    and (_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns)) != (dev, ino, ctime)):
                 try:
                     same = sample is not None and content_sample(f.path, f.size) == sample
                 except OSError:

@@ -8,7 +8,8 @@ Exit statuses of ``mhc`` (also in the README):
       or the reader of stdout closed it early (``mhc pairs | head``; click's convention)
 2     a bad option, path or file given by the user; nothing was changed
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
-      another run, a service that cannot be reached, too many open files (ulimit -n)
+      another run, a service that cannot be reached, too many open files (ulimit -n),
+      out of memory
 130   interrupted (Ctrl-C); the previous output is unchanged
       (or, held back during the swap, the new one is complete: the line says which)
 129   stopped by SIGHUP (the terminal or SSH session closed; not under ``nohup``); as 130
@@ -81,9 +82,9 @@ def fault(e: OSError, what: str) -> MhcError:
 
 
 def resource_fault(e: BaseException) -> EnvironmentFault | None:
-    """An OSError that says the machine ran out of something a process needs (file
-    descriptors, processes, memory), wherever it came from (a pool's pipe, SQLite, a
-    decoder), as one line saying what to do; None for any other exception."""
+    """An exception that says the machine ran out of something a process needs (memory, a
+    thread, file descriptors, processes), wherever it came from (a pool's pipe, SQLite, the
+    forked link maker), as one line saying what to do; None for any other exception."""
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't start new thread" in str(e)):
         import resource
 

@@ -43,11 +43,13 @@ KEY_HEADER = "Hydrus-Client-API-Access-Key"
 PERMISSIONS = {3: "search for and fetch files", 8: "edit file relationships"}  # ClientAPI.py's names
 METADATA_BATCH = 256  # "the client usually fetches file metadata in batches of 256"
 # A push of more pairs than this per file, and more than FLOOD_FLOOR in all, is refused
-# without --force. Copies give a few pairs per file: 0.5-4 on the labelled corpora at every
-# threshold up to well past their best folders, and ~10 only where every file has 20 copies.
-# Chance pairs between strangers grow with the square of the files: a typo (-t 30 for -t 3,
-# 64 bits) gives 12-100 per file at 50-400 files, and hundreds of thousands of pairs at a
-# few thousand files, which Hydrus keeps as potential duplicates until each is reviewed.
+# without --force. Copies give a few pairs per file: 0.4-3.3 on the labelled corpora (52 to
+# 404 files) at their best thresholds, and 10 only where every file has 20 copies; on 404
+# files 10 per file is passed from 16 bits of 64 for dhash_8 and 24 for phash_8, far past
+# the best folders (2-10). Chance pairs between strangers grow with the square of the files:
+# a typo (-t 30 for -t 3, 64 bits) gives 12-100 per file at 50-400 files and hundreds of
+# thousands of pairs at a few thousand, which Hydrus keeps as potential duplicates until
+# each is reviewed.
 FLOOD_PER_FILE = 10
 FLOOD_FLOOR = 1000
 

@@ -39,7 +39,7 @@ def hydrus_push(
                                   metavar=""),
     dry_run: bool = typer.Option(False, "-n", "--dry-run", help="Check the key, find and check the pairs; send "
                                  "nothing.", metavar=""),
-    force: bool = typer.Option(False, "--force", help="Send even more than 10 pairs per file (and over 1,000): "
+    force: bool = typer.Option(False, "--force", help="Send even more than 10 distinct pairs per file (and over 1,000): "
                                "refused by default, as a threshold that loose links mostly strangers.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
@@ -49,7 +49,7 @@ def hydrus_push(
 
     The access key is checked first. Files the client does not hold (never seen, in its
     trash, deleted) are listed with the reason and their pairs are not sent; identical
-    copies and repeated pairs are sent once. More than 10 pairs per file (and over 1,000),
+    copies and repeated pairs are sent once. More than 10 distinct pairs per file (over 1,000),
     the mark of a threshold past where copies lie, is refused unless --force (exit status 2).
     Exit status 1 if some pairs could not be sent.
 

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .algorithms import Algorithm, parse_algorithm
 from .cache import HashCache
@@ -33,6 +34,9 @@ from .metric import MatchOptions
 from .options import Options, RunPlan, default_cache_path, validate
 from .paths import inside
 from .suggest import Recommendation, settle
+
+if TYPE_CHECKING:
+    from .output import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +112,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     return result
 
 
-def _write(of, plan: RunPlan, progress: Progress | None, executor: Executor | None) -> RunResult:
+def _write(of: OutputFolder, plan: RunPlan, progress: Progress | None, executor: Executor | None) -> RunResult:
     """The run into the output folder ``of``, its lock held throughout."""
     from .writing import write_output
 
