@@ -1,6 +1,7 @@
 """mhc hydrus push against a strict fake of the Hydrus Client API (tests/hydrus_fake.py)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -34,11 +35,18 @@ def photos(tmp_path) -> Path:
     return inp
 
 
-@pytest.fixture
-def hub(photos):
+@contextlib.contextmanager
+def client_holding(folder: Path):
+    """A fake client with the key KEY (both permissions) that holds every file of ``folder``."""
     with FakeHydrus() as h:
         h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
-        h.state.files = {sha(p): "present" for p in photos.iterdir()}
+        h.state.files = {sha(p): "present" for p in folder.iterdir()}
+        yield h
+
+
+@pytest.fixture
+def hub(photos):
+    with client_holding(photos) as h:
         yield h
 
 
@@ -344,9 +352,7 @@ def crowd(tmp_path) -> Path:
 
 @pytest.fixture
 def crowd_hub(crowd):
-    with FakeHydrus() as h:
-        h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
-        h.state.files = {sha(p): "present" for p in crowd.iterdir()}
+    with client_holding(crowd) as h:
         yield h
 
 
@@ -389,9 +395,7 @@ def test_identical_copies_do_not_count_towards_a_flood(tmp_path):
     first = save(photo(3, (64, 48)), inp / "s00.jpg")
     for i in range(1, 48):
         shutil.copy(first, inp / f"s{i:02}.jpg")
-    with FakeHydrus() as h:
-        h.state.keys[KEY] = {"name": "mhc", "permits_everything": False, "basic_permissions": [3, 8]}
-        h.state.files = {sha(first): "present"}
+    with client_holding(inp) as h:
         r = push(h, inp, "-t", "64")
         assert r.returncode == 0, r.stderr
         assert received(h) == [] and "1128 pair(s) not sent twice" in " ".join(r.stdout.split())
