@@ -348,18 +348,19 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
 
 def _unexpected(e: Exception) -> int:
     """One line for an exception no stage turned into an MhcError, and its exit status: the
-    machine out of file descriptors or processes (wherever that struck), else a bug."""
+    machine out of memory, threads, file descriptors or processes (wherever that struck),
+    else a bug."""
     # after the commit (summing up, releasing the output) the new tree is in place: saying
     # "the previous output is unchanged" then would send the user looking for a lost run
     replaced = getattr(e, "output_replaced", None)
-    state = (f"The run's new output is in place and complete: {escape(printable(replaced))}." if replaced
+    state = (f"The run's new output is in place and complete: {printable(replaced)}." if replaced
              else "The previous output is unchanged.")
     short = resource_fault(e)
     if short is not None:
-        err.print(f"[red]Error:[/] {escape(str(short))}. {state}", highlight=False, soft_wrap=True)
+        _error_line(f"{short}. {state}")
         return short.exit_code
-    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. {state} Please "
-              f"report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
+    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. {escape(state)} "
+              f"Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
     return EXIT_BUG
 
 

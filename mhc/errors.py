@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +87,6 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
     thread, file descriptors, processes), wherever it came from (a pool's pipe, SQLite, the
     forked link maker), as one line saying what to do; None for any other exception."""
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't start new thread" in str(e)):
-        import resource
-
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         where = "" if limit == resource.RLIM_INFINITY else f" (ulimit -v allows this process {limit >> 20} MB)"
         return EnvironmentFault(f"out of memory{where}; use fewer --workers (-j 1), free memory or raise the "
@@ -95,8 +94,6 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
     if not isinstance(e, OSError):
         return None
     if e.errno == errno.EMFILE:
-        import resource
-
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return EnvironmentFault(f"too many open files for one process (the limit is {limit}: ulimit -n); raise it "
                                 f"(ulimit -n 4096) or use fewer --workers, and run again")
