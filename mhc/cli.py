@@ -13,7 +13,6 @@ import sys
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -30,6 +29,7 @@ from rich.progress import (
 
 from . import __version__
 from .algorithms import DESCRIPTIONS
+from .arguments import ClickException, FlagHelpCommand, FlagHelpGroup
 from .errors import EXIT_INTERRUPTED, MhcError, UsageError, printable, resource_fault
 from .events import ProgressEvent
 from .options import Options, default_of, fields
@@ -57,68 +57,6 @@ EPILOG = escape("""[bold]Examples[/bold]
            "read-only, locked, unreachable); 130 interrupted; 143 stopped by SIGTERM; 129 by SIGHUP; 70 a bug "
            "in mhc.")
 
-class _CommandLine:
-    """What every mhc command does with its command line: --help is a flag (shown without
-    a value type, like every other flag), and a path that starts with ``~`` is in the home
-    folder even where the shell leaves it as it is (``--output=~/x``, a quoted "~/x"): a
-    folder named ``~`` made in the current one is never what was meant, and invites an
-    ``rm -rf ~`` to clean it up. (mhc.toml's paths: mhc.config.)"""
-
-    def get_help_option(self, ctx):
-        opt = super().get_help_option(ctx)
-        if opt is not None:
-            opt.metavar = ""
-        return opt
-
-    def parse_args(self, ctx, args):
-        _refuse_empty(self, ctx, args)
-        rest = super().parse_args(ctx, args)
-        for name, value in ctx.params.items():
-            try:
-                ctx.params[name] = home(value)
-            except MhcError as e:  # (outside every user_errors(): click's own kind of usage error)
-                opts = next(("/".join(p.opts) + " " for p in self.get_params(ctx)
-                             if p.name == name and p.param_type_name == "option"), "")
-                raise _ClickUsageError(f"{opts}{e}", ctx) from None
-        return rest
-
-
-def _refuse_empty(cmd, ctx, args: list[str]) -> None:
-    """An empty value (``-i "$DIR"`` with DIR unset) is refused, naming the option: as a path,
-    "" is the current folder, and a run over whatever is there is never what was meant."""
-    options = {o: p for p in cmd.get_params(ctx) if p.param_type_name == "option" and not p.is_flag for o in p.opts}
-    commands = getattr(cmd, "commands", {})
-    for k, arg in enumerate(args):
-        if arg in commands:  # a subcommand's own arguments are its to check
-            return
-        name, eq, value = arg.partition("=")
-        if arg.startswith("--") and eq and not value and name in options:
-            raise _ClickUsageError(f"{name} is empty (an unset shell variable?); give it a value", ctx)
-        if arg == "":
-            before = args[k - 1] if k else ""
-            what = f"{before} is empty" if before in options else "an argument is empty"
-            raise _ClickUsageError(f"{what} (an unset shell variable?); give it a value", ctx)
-
-
-def home(value):
-    """``value`` with ``~`` expanded if it is a path (or a list of them), else as it is."""
-    if isinstance(value, Path):
-        from .config import expand_home
-
-        return Path(expand_home(str(value)))
-    if isinstance(value, (list, tuple)) and any(isinstance(v, Path) for v in value):
-        return type(value)(home(v) for v in value)
-    return value
-
-
-class FlagHelpGroup(_CommandLine, typer.core.TyperGroup):
-    pass
-
-
-class FlagHelpCommand(_CommandLine, typer.core.TyperCommand):
-    pass
-
-
 def command(group: typer.Typer, name: str):
     """``@command(app, "name")``: a subcommand whose docstring is its help, escaped (rich
     would take ``[tool.mhc]`` or ``mhc[dask]`` for markup and drop them), --help a flag. Each
@@ -145,10 +83,6 @@ app = typer.Typer(
 # was printed back as "0💯0")
 err = Console(stderr=True, emoji=False)
 out = Console(emoji=False)
-# click's base class of usage errors, taken from typer: recent typers carry their own copy of
-# click (typer._click), older ones use click itself
-_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 EXIT_BUG = 70
 
 
@@ -381,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except MhcError as e:  # outside a command's user_errors(): writing its results, or --help, to stdout
         _error_line(str(e))
         return e.exit_code
-    except _ClickException as e:
+    except ClickException as e:
         ctx = getattr(e, "ctx", None)
         if e.format_message():  # (`mhc cache` alone: click printed the help; no message)
             text = e.format_message().rstrip(".")

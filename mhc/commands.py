@@ -12,8 +12,9 @@ from typing import Optional
 import typer
 
 from .algorithms import parse_algorithm
+from .arguments import FlagHelpGroup
 from .cache import HashCache, older_version
-from .cli import FlagHelpGroup, _setup_logging, app, command, effective_settings, out, user_errors
+from .cli import _setup_logging, app, command, effective_settings, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .paths import check_path

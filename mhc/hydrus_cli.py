@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .cli import FlagHelpGroup, _setup_logging, app, command, out, user_errors
+from .arguments import FlagHelpGroup
+from .cli import _setup_logging, app, command, out, user_errors
 from .errors import EXIT_PARTIAL, UsageError, printable
 
 hydrus_app = typer.Typer(cls=FlagHelpGroup, help="Hydrus Network: send pairs to a running client as potential "

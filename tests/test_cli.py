@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, photo, run_cli, save
+from conftest import ROOT, photo, run_cli, save, tree_digest
 
 
 def test_cluster_py_runs_end_to_end(corpus, tmp_path):
@@ -122,6 +122,28 @@ def test_usage_errors_are_one_line_not_a_usage_panel(args, message):
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("args, said", [
+    (["{photos}"], "{photos}: the folder to scan is given with -i (mhc -i {photos})"),
+    (["-i", "{photos}", "{fresh}"], "{fresh}: an output folder is given with -o (mhc -o {fresh})"),
+    (["-o", "{fresh}", "{photos}"], "{photos}: the folder to scan is given with -i (mhc -i {photos})"),
+    (["report", "{out}"], "{out}: an output folder is given with -o (mhc report -o {out})"),
+    (["pairs", "-a", "phash_8", "-t", "4", "{out}"], "{out}: an output folder is given with -o (mhc pairs -o {out})"),
+    (["pairs", "-a", "phash_8", "-t", "4", "{photos}"], "{photos}: the folder to scan is given with -i (mhc pairs -i {photos})"),
+    (["cache", "info", "{out}"], "{out}: an output folder is given with -o (mhc cache info -o {out})"),
+])
+def test_a_folder_without_its_option_is_told_which_option(corpus, tmp_path, args, said):
+    """`mhc ~/Pictures` (fdupes and czkawka take their folders so): click said "No such
+    command '/home/me/Pictures'", or "unexpected extra argument" after a subcommand."""
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8").returncode == 0
+    names = {"photos": str(corpus), "out": str(out), "fresh": str(tmp_path / "fresh")}
+    before = tree_digest(out)
+    r = run_cli(*(a.format(**names) for a in args), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("Error: " + said.format(**names)), r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    assert tree_digest(out) == before and not (tmp_path / "fresh").exists()
 
 
 def test_console_script_is_the_same_tool():
