@@ -282,6 +282,10 @@ _SIGNATURES = [
 ]
 
 
+# Brands of ISO base media files that hold pictures (HEIF, AVIF), not a video
+_PICTURE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+
+
 def image_signature(head: bytes, *, strict: bool = False) -> str | None:
     """The image format a file's first bytes (``head``, 16 are enough) announce, else None.
     ``strict``: only signatures no video container shares: not BMP's two bytes, and RIFF only
@@ -291,7 +295,32 @@ def image_signature(head: bytes, *, strict: bool = False) -> str | None:
             if strict and (fmt == "BMP" or (fmt == "WEBP" and head[8:12] != b"WEBP")):
                 return None
             return fmt
+    if head[4:8] == b"ftyp" and head[8:12] in _PICTURE_BRANDS:
+        return "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIF"
     return None
+
+
+_VIDEO_SIGNATURES = [
+    (b"\x1aE\xdf\xa3", "WebM/Matroska"), (b"FLV\x01", "FLV"), (b"OggS", "Ogg"),
+    (b"0&\xb2u\x8ef\xcf\x11", "ASF/WMV"), (b"\x00\x00\x01\xba", "MPEG"),
+]
+
+
+def video_signature(head: bytes) -> str | None:
+    """The video container a file's first bytes (``head``, 16 are enough) announce, else
+    None (HEIF and AVIF pictures share MP4's box format; their brand tells them apart)."""
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return None if brand in _PICTURE_BRANDS else "QuickTime" if brand == b"qt  " else "MP4"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    return next((fmt for magic, fmt in _VIDEO_SIGNATURES if head.startswith(magic)), None)
+
+
+def with_article(fmt: str) -> str:
+    """``an MP4``, ``an AVIF``, ``a JPEG``, ``a WebM/Matroska``: by how the format's name
+    (of those above) is said."""
+    return f"{'an' if fmt[0] in 'AEIOFM' else 'a'} {fmt}"
 
 
 @contextmanager
@@ -320,6 +349,10 @@ def _unidentified_reason(path: str) -> str:
         return f"corrupt {fmt} data: the header is an image's but the rest cannot be decoded"
     if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "not an image: the file holds text"
+    video = video_signature(head)
+    if video is not None:  # (the mirror of video.py's picture under a video's extension)
+        return (f"{with_article(video)} video with an image's extension ({extension(path)}): mhc tells images from videos by "
+                f"extension; a copy with a video extension would be hashed")
     return "not a recognised image format (content does not match the extension)"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import DecodeError, image_signature
+from .decode import DecodeError, image_signature, with_article
 from .discover import extension
 
 log = logging.getLogger(__name__)
@@ -296,5 +296,5 @@ def _image_inside(path: str) -> str | None:
     if fmt is None:
         return None
     ext = os.path.splitext(path)[1]
-    return (f"a {fmt} image with a video's extension ({ext}): mhc tells images from videos by extension; "
+    return (f"{with_article(fmt)} image with a video's extension ({ext}): mhc tells images from videos by extension; "
             f"a copy with an image extension would be hashed")

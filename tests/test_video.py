@@ -107,6 +107,7 @@ def test_corrupt_videos_reported_and_run_goes_on(clips, tmp_path, capfd):
     (inp / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (inp / "cut before the index.mp4").write_bytes(data[:2000])  # no moov atom: FFmpeg has words for it
     photo(4).save(inp / "photo.jpg.mp4", "JPEG")  # a picture under a video's extension
+    (inp / "clip.mp4.jpg").write_bytes(data)  # and the other way round
     (inp / "empty.mp4").write_bytes(b"")
     (inp / "notes.mp4").write_text("this is not a video\n" * 20)
     _audio_only(inp / "song.mkv")
@@ -114,13 +115,14 @@ def test_corrupt_videos_reported_and_run_goes_on(clips, tmp_path, capfd):
     res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1))
     rows = {r["path"]: r["reason"] for r in csv.DictReader((tmp_path / "out" / "errors.csv").open())}
     assert set(rows) == {str(inp / n) for n in ("truncated.mp4", "empty.mp4", "notes.mp4", "song.mkv",
-                                                "cut before the index.mp4", "photo.jpg.mp4")}
+                                                "cut before the index.mp4", "photo.jpg.mp4", "clip.mp4.jpg")}
     # (not the path: FFmpeg's own message carries it, which once made "truncated" pass here)
     assert "truncated" in rows[str(inp / "truncated.mp4")].replace(str(inp), "") or \
         "damaged" in rows[str(inp / "truncated.mp4")]
     assert rows[str(inp / "cut before the index.mp4")] == ("not a readable video: damaged, cut short or not a video "
                                                            "(Invalid data found when processing input)")
     assert rows[str(inp / "photo.jpg.mp4")].startswith("a JPEG image with a video's extension (.mp4)")
+    assert rows[str(inp / "clip.mp4.jpg")].startswith("an MP4 video with an image's extension (.jpg)")
     # FFmpeg (through OpenCV's fallback) says nothing on the terminal: one line per file is mhc's
     assert "moov atom" not in capfd.readouterr().err
     assert "empty" in rows[str(inp / "empty.mp4")]
@@ -290,3 +292,23 @@ def test_a_phone_video_with_a_rotation_flag_matches_its_upright_copy(tmp_path):
 
     with Image.open(tmp_path / "out" / THUMB_DIR / thumb_name(str(flagged))) as thumb:
         assert thumb.height > thumb.width  # the report shows it upright too
+
+
+def test_a_heif_or_avif_picture_is_not_taken_for_an_mp4(tmp_path):
+    """HEIF and AVIF pictures are ISO media files, as MP4 is: only their brand tells them
+    apart. A damaged AVIF is a damaged picture, an AVIF under .mp4 a picture misnamed."""
+    from mhc.decode import image_signature, video_signature
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    photo(5).save(tmp_path / "p.avif", "AVIF")
+    clip = make_video(tmp_path / "c.mp4", [photo(6)], seconds=0.5)
+    avif = (tmp_path / "p.avif").read_bytes()
+    assert (image_signature(avif[:16]), video_signature(avif[:16])) == ("AVIF", None)
+    assert (image_signature(clip.read_bytes()[:16]), video_signature(clip.read_bytes()[:16])) == (None, "MP4")
+    (inp / "damaged.avif").write_bytes(avif[:40])
+    (inp / "picture.mp4").write_bytes(avif)
+    res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1))
+    reasons = {Path(e.path).name: e.reason for e in res.errors}
+    assert reasons["damaged.avif"].startswith("corrupt AVIF data"), reasons
+    assert reasons["picture.mp4"].startswith("an AVIF image with a video's extension (.mp4)"), reasons
