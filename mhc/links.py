@@ -32,15 +32,29 @@ class LinkSettings:
         return f"{self.mode}|{self.relative}|{self.unclustered}".encode()
 
 
+# How a filesystem says it holds no links: FAT and exFAT (ENOSYS through FUSE), some
+# network shares, Windows' drives under WSL
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def no_symlinks(e: OSError, folder: str) -> MhcError | None:
+    """The one line for a folder whose filesystem refuses symlinks, if that is what ``e``
+    (from ``os.symlink`` there) says; else None."""
+    if e.errno not in _NO_LINKS:
+        return None
+    return MhcError(f"cannot create symlinks in {folder} ({e.strerror}): its filesystem does not hold them; "
+                    f"use --link copy, or --link hardlink where it holds hard links and the input is on it")
+
+
 def make_link(target: str, link: str, mode: str, relative: bool) -> None:
     if mode == "symlink":
         src = os.path.relpath(target, os.path.dirname(link)) if relative else target
         try:
             os.symlink(src, link)
         except OSError as e:
-            if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and not os.path.lexists(link):
-                raise MhcError(f"cannot create symlinks in {os.path.dirname(link)} ({e.strerror}); "
-                               f"use --link hardlink (same filesystem) or --link copy") from None
+            refusal = None if os.path.lexists(link) else no_symlinks(e, os.path.dirname(link))
+            if refusal is not None:
+                raise refusal from None
             raise
     elif mode == "hardlink":
         try:
@@ -49,6 +63,9 @@ def make_link(target: str, link: str, mode: str, relative: bool) -> None:
             if e.errno == errno.EXDEV:
                 raise MhcError(f"cannot hard-link across filesystems ({target} -> {link}); use --link copy or put "
                                f"--output on the same filesystem") from None
+            if e.errno in _NO_LINKS and not os.path.lexists(link):
+                raise MhcError(f"cannot create hard links in {os.path.dirname(link)} ({e.strerror}): its "
+                               f"filesystem does not hold them; use --link copy") from None
             raise
     else:
         shutil.copy2(target, link)

@@ -2,6 +2,7 @@
 any path's length. Each refusal is one line that says what to do instead."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def check_input(inp: Path, given: Path) -> None:
                          f"-i/--input the folder of your media{example}, or one threshold folder")
 
 
-def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "symlink") -> None:
+def check_output(out: Path, inp: Path, *, writing: bool = True, link: str | None = None) -> None:
     """Refuse an output folder that would put the user's files at risk or that mhc cannot
-    write, before any work starts."""
+    write, before any work starts; ``link`` (the run's ``--link``): also one whose
+    filesystem cannot hold that kind of link."""
     real = Path(os.path.realpath(out))
     rin = Path(os.path.realpath(inp))
     if real == rin:
@@ -109,3 +111,22 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str = "sym
     if link == "hardlink" and os.stat(parent).st_dev != os.stat(rin).st_dev:
         raise UsageError(f"--link hardlink needs --output on the same filesystem as the input ({out} is not); "
                          f"use --link copy, or an output folder on that filesystem")
+    if link == "symlink":
+        _check_symlinks(parent)
+
+
+def _check_symlinks(folder: Path) -> None:
+    """Refuse, before hours of hashing, an output on a filesystem that holds no symlinks
+    (a FAT or exFAT drive, some network shares): one made and removed at once beside it."""
+    from .links import no_symlinks
+
+    probe = folder / f".mhc-symlink-probe-{os.getpid()}"
+    try:
+        os.symlink("mhc", probe)
+    except OSError as e:
+        refusal = no_symlinks(e, str(folder))
+        if refusal is not None:
+            raise UsageError(str(refusal)) from None
+        return  # (another fault: the write itself names it)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)

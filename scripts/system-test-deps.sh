@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# System packages the tests drive for real: Chromium renders the HTML report in a browser test.
+# System packages the tests drive for real: Chromium renders the HTML report in a browser test;
+# an exFAT image mounted through FUSE is the USB drive that holds no symlinks.
 # Installed only when missing; needs root (CI runs as root).
 set -euo pipefail
-packages=(chromium)
+packages=(chromium exfat-fuse exfatprogs)
 need=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -583,3 +583,51 @@ def test_running_out_of_memory_outside_a_decode_is_one_line(monkeypatch, capsys)
         err = " ".join(capsys.readouterr().err.split())
         assert err.startswith("Error: out of memory") and "use fewer --workers (-j 1)" in err, err
         assert "unexpectedly" not in err
+
+
+@pytest.fixture
+def exfat_drive(tmp_path):
+    """A real 64 MB exFAT filesystem (a USB drive's), through FUSE: it holds no symlinks
+    (ENOSYS), nor hard links, nor ':' or non-UTF-8 bytes in a name."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("mounting an exFAT image through FUSE needs root and /dev/fuse")
+    image, drive = tmp_path / "usb.img", tmp_path / "usb"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    drive.mkdir()
+    made = subprocess.run(["mkfs.exfat", str(image)], capture_output=True, text=True)
+    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    if made.returncode or loop.returncode:
+        pytest.skip(f"cannot make an exFAT image here: {made.stderr.strip() or loop.stderr.strip()}")
+    device = loop.stdout.strip()
+    mounted = subprocess.run(["mount.exfat-fuse", device, str(drive)], capture_output=True, text=True)
+    if mounted.returncode:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+        pytest.skip(f"cannot mount exFAT through FUSE here: {mounted.stderr.strip()}")
+    yield drive
+    subprocess.run(["umount", str(drive)], capture_output=True)
+    subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def test_an_output_on_a_drive_without_symlinks_is_refused_before_hashing_and_copies_work(
+        photos, tmp_path, exfat_drive):
+    """An exFAT USB drive: symlinks were refused only when the tree was written, after all the
+    hashing, as "Function not implemented" and no word of --link copy; with --link copy, a
+    name with ':' or bytes that are not UTF-8 failed the whole run."""
+    save(photo(0, (200, 150)), photos / "2024-01-01 12:00:00.jpg")
+    save(photo(1, (200, 150)), photos / os.fsdecode(b"caf\xe9.jpg"))  # a Latin-1 name
+    before = tree_digest(photos)
+    cache = tmp_path / "cache.sqlite"
+    r = run_cli("-i", str(photos), "-o", str(exfat_drive / "clusters"), "--cache", str(cache), "-a", "phash_8")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"Error: cannot create symlinks in {exfat_drive} (Function not implemented): its "
+                                f"filesystem does not hold them; use --link copy, or --link hardlink where it "
+                                f"holds hard links and the input is on it")
+    assert "Hashing" not in r.stderr and not cache.exists() and os.listdir(exfat_drive) == []
+    for _ in range(2):  # made, then replaced
+        r = run_cli("-i", str(photos), "-o", str(exfat_drive / "clusters"), "--cache", str(cache), "-a", "phash_8",
+                    "--link", "copy", "-q")
+        assert r.returncode == 0, r.stderr
+    names = {p.name for p in (exfat_drive / "clusters" / "phash_8").glob("thr_000_*/*/*")}
+    assert len(names) == 8 and "2024-01-01 12_00_00_" in " ".join(names) and any(n.startswith("caf__") for n in names)
+    assert tree_digest(photos) == before
