@@ -20,23 +20,25 @@ def cluster_folder(rank: int, size: int, width: int = 3) -> str:
 # link's target keeps the real name); str.translate with a table: 10x faster than a
 # per-character generator over 100,000 names
 _CLEAN = {c: "_" for c in [*range(32), 127, *map(ord, '/\\"*:<>?|'), *range(0xDC80, 0xDD00)]}
-
-
-def _clean(text: str) -> str:
-    return text.translate(_CLEAN)
+# Outputs record how their links were named ("link_names" in summary.json; none before 2):
+# a rerun must know an older output's links by their names to replace them
+LINK_NAMES = 2  # 2: the characters above; 1: control characters and separators only
+_CLEAN_1 = {c: "_" for c in [*range(32), 127, ord("/"), ord("\\")]}
 
 
 HASH_DIGITS = 16  # hex digits of the hash in a link name; the full hash is in summary.json
 
 
-def link_name(path: str, hexhash: str, suffix: str = "") -> str:
+def link_name(path: str, hexhash: str, suffix: str = "", naming: int = LINK_NAMES) -> str:
     """``<stem>_<hash>[suffix]<ext>``: at most 255 bytes of UTF-8, none of the characters a
     FAT, exFAT or Windows drive refuses, whatever the hash length (the first 16 hex digits
-    of the hash are enough to tell files apart by eye)."""
+    of the hash are enough to tell files apart by eye). ``naming``: an older output's
+    (see LINK_NAMES)."""
     base = os.path.basename(path)
     dot = base.rfind(".")
     stem, ext = (base[:dot], base[dot:]) if dot > 0 else (base, "")
-    stem, ext = _clean(stem), _clean(ext)
+    table = _CLEAN if naming >= 2 else _CLEAN_1
+    stem, ext = stem.translate(table), ext.translate(table)
     tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
     if stem.isascii() and tail.isascii() and len(stem) + len(tail) <= _NAME_MAX and len(ext) <= 16:
         return stem + tail  # the common case, without encoding (a third of a warm rerun's naming)
@@ -47,11 +49,26 @@ def link_name(path: str, hexhash: str, suffix: str = "") -> str:
     raw = os.fsencode(stem)
     if len(raw) > budget:
         # cut whole characters: the bytes of a multi-byte character stay together
-        stem = raw[:max(0, budget)].decode("utf-8", "ignore")
+        stem = raw[:max(0, budget)].decode("utf-8", "ignore") if naming >= 2 or _utf8(raw) \
+            else os.fsdecode(raw[:max(0, budget)])
     return stem + tail
 
 
-def unique_link_names(paths: list[str], hexes: list[str]) -> list[str]:
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def recorded_link_names(files: list[str], entry: dict) -> list[str]:
+    """The names of the links an output's algorithm folder holds, as its ``summary.json``
+    ``entry`` records them (an output of an older mhc, named the older way, included)."""
+    return unique_link_names(files, entry.get("hashes", []), entry.get("link_names", 1))
+
+
+def unique_link_names(paths: list[str], hexes: list[str], naming: int = LINK_NAMES) -> list[str]:
     """Link names for files, unique among themselves (case-insensitively, so the tree
     also copies to case-insensitive filesystems). Deterministic for the same input order.
 
@@ -61,13 +78,13 @@ def unique_link_names(paths: list[str], hexes: list[str]) -> list[str]:
     taken: set[str] = set()
     next_k: dict[str, int] = {}
     for path, hx in zip(paths, hexes):
-        name = link_name(path, hx)
+        name = link_name(path, hx, naming=naming)
         base = name.casefold()
         if base in taken:
             k = next_k.get(base, 1)
             while name.casefold() in taken:
                 k += 1
-                name = link_name(path, hx, f"_{k}")
+                name = link_name(path, hx, f"_{k}", naming)
             next_k[base] = k
         taken.add(name.casefold())
         names.append(name)

@@ -141,7 +141,7 @@ def choose_patches(key: str, write: list[tuple[str, Partition]], delete: list[st
     instead (when patching touches fewer entries than writing it anew), and the previous
     output's link names (to check what the patches remove)."""
     from .summary import partitions
-    from .names import unique_link_names
+    from .names import recorded_link_names
 
     old = previous["algorithms"][key]
     if settings.mode != "symlink" or (old.get("link", "symlink"), old.get("relative_links", False),
@@ -156,7 +156,7 @@ def choose_patches(key: str, write: list[tuple[str, Partition]], delete: list[st
     if not wanted:
         return [], []
     old_files = previous["files"]
-    old_links = unique_link_names(old_files, old["hashes"])
+    old_links = recorded_link_names(old_files, old)
     mapping = file_map(old_files, old_links, files, links)
     old_parts = {p.threshold: p for p in partitions(previous, key)}
     out = []

@@ -190,9 +190,9 @@ def _pages_there(of: OutputFolder, prev_algos: dict) -> bool:
 
 
 def _old_links(previous: dict, entry: dict) -> list[str]:
-    from .names import unique_link_names
+    from .names import recorded_link_names
 
-    return unique_link_names(previous.get("files", []), entry.get("hashes", []))
+    return recorded_link_names(previous.get("files", []), entry)
 
 
 def _page_reuse(of: OutputFolder, previous: dict | None):

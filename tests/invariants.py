@@ -11,7 +11,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from mhc.names import unique_link_names
+from mhc.names import recorded_link_names
 from mhc.summary import partitions, read_summary
 
 THR = re.compile(r"^thr_(\d{3,})_unclustered_(\d+)$")
@@ -31,7 +31,7 @@ def check(out: Path, *, readable: set[str], kinds: dict[str, str] | None = None,
     if set(files) != readable:
         say(f"summary files differ from the readable files: {sorted(set(files) ^ readable)[:3]}")
     for key, entry in s["algorithms"].items():
-        names = unique_link_names(files, entry["hashes"])
+        names = recorded_link_names(files, entry)
         original = dict(zip(names, files))
         mode = entry.get("link", "symlink")
         max_size = entry["settings"].get("max_cluster_size")
@@ -132,9 +132,9 @@ def _check_report(out: Path) -> list[str]:
             if ref.startswith(("http:", "https:", "data:")):
                 continue
             if ref.startswith("file://"):
-                path = Path(urllib.parse.unquote(ref[7:]))
+                path = Path(os.fsdecode(urllib.parse.unquote_to_bytes(ref[7:])))  # (names not UTF-8: bytes)
             else:
-                path = (page.parent / urllib.parse.unquote(ref)).resolve()
+                path = (page.parent / os.fsdecode(urllib.parse.unquote_to_bytes(ref))).resolve()
             if not os.path.lexists(path):
                 problems.append(f"report: {page.relative_to(out)} links to a missing {ref}")
                 break

@@ -445,6 +445,37 @@ def test_link_name_keeps_stem_and_extension():
     assert link_name(os.fsdecode(b"/a/caf\xe9.jpg"), "00") == "caf__00.jpg"
 
 
+@pytest.mark.parametrize("change", ["nothing", "a file added"])
+def test_an_output_whose_links_an_older_mhc_named_is_replaced_not_refused(tmp_path, monkeypatch, change):
+    """Link names lost ':' and bytes that are not UTF-8 (LINK_NAMES 2): an output of the
+    older naming must still be known as mhc's, its links by their old names (a rerun after
+    the upgrade refused "117 entries mhc did not make"), whether rewritten or patched."""
+    import mhc.names
+    import mhc.summary
+    from invariants import check
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k, name in enumerate(["12:00:00.jpg", os.fsdecode(b"caf\xe9.jpg"), "plain.jpg", "other.jpg"]):
+        save(photo(k // 2, (160, 120)), inp / name)
+    opts = dict(input=inp, output=out, algorithms=["phash_8", "dhash_8"], cache=tmp_path / "c.sqlite", workers=1)
+    with monkeypatch.context() as m:  # the older mhc: names of naming 1, and no "link_names" written
+        m.setattr(mhc.names, "unique_link_names", lambda p, h, naming=1: unique_link_names(p, h, naming))
+        m.setattr(mhc.summary, "LINK_NAMES", None)
+        run(Options(**opts))
+    summary = json.loads((out / "summary.json").read_text())
+    for entry in summary["algorithms"].values():
+        assert entry.pop("link_names") is None
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert (out / "phash_8" / "thr_000_unclustered_0" / "001_2" / "12:00:00_cd67ac401f0f69b4.jpg").is_symlink()
+    if change == "a file added":
+        save(photo(9, (160, 120)), inp / "new.jpg")
+    res = run(Options(**opts))
+    assert check(out, readable=set(res.files)) == []
+    assert sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*")) == [
+        "12_00_00_cd67ac401f0f69b4.jpg", "caf__cd67ac401f0f69b4.jpg"]
+    assert not any(":" in p.name for p in out.rglob("*"))
+
+
 def test_an_old_tree_being_removed_is_left_to_its_remover(tmp_path):
     """Two runs back to back (in one process, as a script calling run() twice does): the
     second run's recovery must neither wait for nor race with the detached remover of the
