@@ -64,6 +64,10 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
             raw = {k: v for k, v in doc.items()}
         else:
             raise UsageError(f"--labels {p}: expected an object of path -> group")
+    odd = next((k for k, g in raw.items() if isinstance(g, (list, dict, bool))), None)
+    if odd is not None:
+        raise UsageError(f"--labels {p}: the group of {odd} is {json.dumps(raw[odd])}; give each file one group "
+                         f"name or number")
     if not raw:
         raise UsageError(f"--labels {p} holds no labels; give each file's group (path,group rows, a JSON object "
                          f"of path -> group, or a folder of groups)")
@@ -71,13 +75,16 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
 
 
 def _text(p: Path) -> str:
+    """The labels file as text: UTF-8 (a spreadsheet's byte-order mark dropped), and a path
+    that is not UTF-8 as its own bytes, as errors.csv writes them (so it names its file)."""
     try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"--labels {p} is not a text file (UTF-8); use CSV path,group, JSON, or a folder of "
-                         f"groups") from None
+        data = p.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read --labels {p} ({e.strerror})") from None
+    if b"\0" in data:  # (UTF-16 from a Windows editor, or not text at all)
+        raise UsageError(f"--labels {p} is not a text file (UTF-8); use CSV path,group, JSON, or a folder of "
+                         f"groups")
+    return data.decode("utf-8-sig", "surrogateescape")
 
 
 def threshold_folders(root: Path) -> list[Path]:

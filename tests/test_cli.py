@@ -435,7 +435,8 @@ def test_evaluate_with_no_two_files_of_one_group_does_not_name_a_best_folder(tmp
     assert " 0.000 " in r.stdout  # the folder that links a to b: precision 0
 
 
-@pytest.mark.parametrize("labels", ["a photo as .csv", "a photo as .json", "empty.csv", "empty folder", "[].json"])
+@pytest.mark.parametrize("labels", ["a photo as .csv", "a photo as .json", "empty.csv", "empty folder", "[].json",
+                                    "utf-16.csv", "a list as a group"])
 def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     """Labels that are not text, or hold no label, end in one line naming the file, exit
     2 (a binary CSV was "mhc failed unexpectedly: UnicodeDecodeError", exit 70)."""
@@ -444,9 +445,14 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     save(photo(1, (64, 48)), tmp_path / "p.jpg")
     os.symlink(tmp_path / "p.jpg", out / "p.jpg")
     path = tmp_path / {"a photo as .csv": "photo.csv", "a photo as .json": "photo.json", "empty.csv": "empty.csv",
-                       "empty folder": "groups", "[].json": "list.json"}[labels]
+                       "empty folder": "groups", "[].json": "list.json", "utf-16.csv": "excel.csv",
+                       "a list as a group": "groups.json"}[labels]
     if labels.startswith("a photo"):
         path.write_bytes((tmp_path / "p.jpg").read_bytes())
+    elif labels == "utf-16.csv":  # "Unicode text" from a Windows spreadsheet
+        path.write_bytes(f"{tmp_path / 'p.jpg'},A\n".encode("utf-16"))
+    elif labels == "a list as a group":
+        path.write_text(json.dumps({str(tmp_path / "p.jpg"): ["A", "B"]}))
     elif labels == "empty folder":
         path.mkdir()
     else:
@@ -454,7 +460,27 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("Error: --labels " + str(path)), r.stderr
-    assert ("not a text file" if labels.startswith("a photo") else "holds no labels") in r.stderr
+    said = {"a list as a group": 'the group of {p} is ["A", "B"]; give each file one group name or number'.format(
+        p=tmp_path / "p.jpg"), "utf-16.csv": "not a text file"}.get(labels)
+    assert (said or ("not a text file" if labels.startswith("a photo") else "holds no labels")) in r.stderr
+
+
+def test_evaluate_reads_labels_a_spreadsheet_wrote_and_names_that_are_not_utf8(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark (its header was taken for a file),
+    and a name that is not UTF-8 is written in errors.csv as its own bytes: the labels may
+    hold it so too (it was "not a text file")."""
+    src, out = tmp_path / "photos", tmp_path / "out" / "phash_8" / "thr_004_unclustered_0" / "001_2"
+    odd = os.fsdecode(b"caf\xe9.jpg")
+    save(photo(1, (64, 48)), src / odd)
+    save(photo(1, (64, 48)), src / "cafe.jpg")
+    out.mkdir(parents=True)
+    for n in (odd, "cafe.jpg"):
+        os.symlink(src / n, out / n)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbfpath,group\n" + os.fsencode(f"photos/{odd},A\nphotos/cafe.jpg,A\n"))
+    r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(labels))
+    assert r.returncode == 0, r.stderr
+    assert "best F1 = 1.0000 at phash_8/thr_004_unclustered_0" in r.stdout, r.stdout
 
 
 def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
