@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .discover import enclosing_output
 from .errors import UsageError
 
 
@@ -88,12 +89,13 @@ def _text(p: Path) -> str:
 
 
 def threshold_folders(root: Path) -> list[Path]:
-    """Folders whose sub-folders hold links directly (threshold folders), in name order."""
+    """Folders whose sub-folders hold links directly (threshold folders), in name order:
+    ``root`` itself when it is one (the folder a user opened)."""
     found = []
     for dirpath, dirnames, _ in os.walk(root):
         d = Path(dirpath)
         if any(any(e.is_symlink() or e.is_file() for e in os.scandir(d / s)) for s in dirnames
-               if not s.startswith(".")) and d != root and not d.name.startswith("."):
+               if not s.startswith(".")) and not d.name.startswith(".") and (d != root or _cluster_folders(dirnames)):
             if all(not (d / s / x).is_dir() for s in dirnames for x in os.listdir(d / s)):
                 found.append(d)
                 dirnames[:] = []
@@ -143,23 +145,35 @@ def pair_scores(assign: dict, groups: dict) -> tuple[float, float, float, int, i
     return p, r, (2 * p * r / (p + r) if p + r else 0.0), pp, tt
 
 
+def _cluster_folders(names: list[str]) -> bool:
+    from .ownership import CLUSTER_FOLDER
+
+    return all(CLUSTER_FOLDER.match(n) for n in names if not n.startswith("."))
+
+
 def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
     """Scores of every threshold folder under ``output``, best F1 last. Copies and hard
     links are mapped back to their originals through the output's summary.json."""
-    out = Path(output)
-    if not out.is_dir():
-        raise UsageError(f"{out} is not a folder; pass an mhc output folder")
+    given = Path(output)
+    if not given.is_dir():
+        raise UsageError(f"{given} is not a folder; pass an mhc output folder")
+    out = given.resolve()
     labels = load_labels(labels_path)
     folders = threshold_folders(out)
     if not folders:
-        raise UsageError(f"{out} holds no threshold folders of links; pass an mhc output folder")
-    names = _originals(out)
-    scores = [score_folder(f, labels, names.get(Path(f).relative_to(out).parts[0])) for f in folders]
-    if not any(s.true or s.predicted for s in scores) and not _any_labelled(folders, labels, names, out):
-        raise UsageError(f"no file in {out} is one of the labelled files in {labels_path}; check the labels' paths "
-                         f"(relative ones are relative to the labels file)")
+        if any(e.is_symlink() or e.is_file() for e in os.scandir(out)):  # a cluster folder, opened in a viewer
+            raise UsageError(f"{given} is a folder of links, not of clusters; pass the threshold folder it lies in "
+                             f"({given.parent}) or the output folder")
+        raise UsageError(f"{given} holds no threshold folders of links; pass an mhc output folder")
+    # a threshold folder alone is named (and its copies mapped) from the output it lies in
+    top = out if folders != [out] else enclosing_output(out) or out.parent
+    names = _originals(top)
+    scores = [score_folder(f, labels, names.get(f.relative_to(top).parts[0])) for f in folders]
+    if not any(s.true or s.predicted for s in scores) and not _any_labelled(folders, labels, names, top):
+        raise UsageError(f"no file in {given} is one of the labelled files in {labels_path}; check the labels' "
+                         f"paths (relative ones are relative to the labels file)")
     for s in scores:
-        object.__setattr__(s, "folder", os.path.relpath(s.folder, out))
+        object.__setattr__(s, "folder", os.path.relpath(s.folder, top))
     return sorted(scores, key=lambda s: (s.f1, s.folder))
 
 

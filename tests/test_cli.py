@@ -483,6 +483,30 @@ def test_evaluate_reads_labels_a_spreadsheet_wrote_and_names_that_are_not_utf8(t
     assert "best F1 = 1.0000 at phash_8/thr_004_unclustered_0" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_evaluate_scores_the_one_threshold_folder_a_user_opened(corpus, tmp_path, link):
+    """The folder the user browsed, given alone: it was "holds no threshold folders"; with
+    --link copy its copies map back to their originals through the output it lies in."""
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8", "--link", link).returncode == 0
+    folder = next((out / "phash_8").glob("thr_004_*"))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({str(corpus / f): f"g{g}" for g in range(4) for f in (
+        f"group{g}/original.jpg", f"group{g}/small.jpg", f"edits/g{g} recompressed.jpg", f"edits/g{g}_bright.png")}))
+    whole = run_cli("evaluate", str(out), "--labels", str(labels))
+    alone = run_cli("evaluate", str(folder), "--labels", str(labels))
+    assert whole.returncode == alone.returncode == 0, alone.stderr
+    row = next(line for line in whole.stdout.splitlines() if line.endswith(f"phash_8/{folder.name}"))
+    assert alone.stdout.splitlines()[2] == row and "best F1 = " in alone.stdout
+    if link == "copy":
+        assert float(row.split()[0]) > 0  # the copies were known as the labelled files
+    cluster = next(folder.glob("001_*"))
+    r = run_cli("evaluate", str(cluster), "--labels", str(labels))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"Error: {cluster} is a folder of links, not of clusters; pass the threshold folder it lies in ({folder}) "
+        f"or the output folder")
+
+
 def test_a_tilde_in_a_path_is_the_home_folder(corpus, tmp_path):
     """The shell leaves `--output=~/x`, a quoted "~/x" and mhc.toml's "~/x" as they are; mhc
     made a folder named ~ in the current one (which invites an `rm -rf ~` to clean up)."""
