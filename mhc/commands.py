@@ -289,7 +289,8 @@ def ignore_command(
 
 @command(app, "evaluate")
 def evaluate_command(
-    output: Path = typer.Argument(..., help="An mhc output folder, one threshold folder of it, or any tree of threshold folders of links."),
+    output: Path = typer.Argument(..., help="An mhc output folder, one threshold folder of it, or any tree of "
+                                            "threshold folders of links."),
     labels: Path = typer.Option(..., "--labels", help="Ground truth: JSON {path: group} (or a corpus labels.json), "
                                 "CSV path,group, or a folder with one sub-folder per group.", metavar="FILE"),
 ) -> None:

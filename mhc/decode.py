@@ -351,8 +351,8 @@ def _unidentified_reason(path: str) -> str:
         return "not an image: the file holds text"
     video = video_signature(head)
     if video is not None:  # (the mirror of video.py's picture under a video's extension)
-        return (f"{with_article(video)} video with an image's extension ({extension(path)}): mhc tells images from videos by "
-                f"extension; a copy with a video extension would be hashed")
+        return (f"{with_article(video)} video with an image's extension ({extension(path)}): mhc tells images "
+                f"from videos by extension; a copy with a video extension would be hashed")
     return "not a recognised image format (content does not match the extension)"
 
 
