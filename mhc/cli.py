@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import sys
 import typing
 from collections.abc import Iterator
@@ -136,7 +137,7 @@ def main_command(ctx: typer.Context, **kw) -> None:
             raise UsageError(f"--cache {values['cache']} and --no-cache{where} contradict each other; give one of them")
         options = options_from(values)
     _setup_logging(quiet)
-    with user_errors(no_cache=options.no_cache):
+    with user_errors(no_cache=options.no_cache), _naming_the_file(sources):
         if quiet:
             result = run(options)
         else:
@@ -161,6 +162,20 @@ def main_command(ctx: typer.Context, **kw) -> None:
 
 main_command.__signature__ = inspect.Signature(_main_parameters())  # type: ignore[attr-defined]
 app.callback(invoke_without_command=True)(main_command)
+
+
+@contextmanager
+def _naming_the_file(sources: dict[str, str]) -> Iterator[None]:
+    """A refused value that came from mhc.toml or pyproject.toml says so: "--workers must
+    be 0 or more" sent the user looking for a --workers they never typed."""
+    try:
+        yield
+    except UsageError as e:
+        flag = re.search(r"(?<![\w-])--([a-z][\w-]*)", str(e))  # the first option the line names
+        name = flag and next((f.name for f, spec, _ in fields() if spec.long == flag.group(1)), None)
+        if name is None or sources.get(name, "default") in ("default", "command line", "environment"):
+            raise
+        raise UsageError(f"{e} (set in {sources[name]})") from None
 
 
 def options_from(values: dict) -> Options:

@@ -7,6 +7,7 @@ one is refused with its key, line and the type expected, never a traceback.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -72,8 +73,11 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
                                  f"top of the file, e.g. input = \"photos\"")
             raise UsageError(f"{source} has a table {key!r}: [tool.mhc] takes settings only, e.g. input = \"photos\"")
         if norm not in by_key:
-            known = ", ".join(sorted(spec.long for _, spec, _ in fields()))
-            raise UsageError(f"unknown setting {key!r} in {source}{_line(text, key)}; known: {known}")
+            longs = sorted(spec.long for _, spec, _ in fields())
+            names = {**{a.replace("_", "-"): v for a, v in ALIASES.items() if len(a) > 1}, **{n: n for n in longs}}
+            near = difflib.get_close_matches(key.replace("_", "-"), names, n=1, cutoff=0.7)
+            hint = f"did you mean {names[near[0]]}? " if near else ""
+            raise UsageError(f"unknown setting {key!r} in {source}{_line(text, key)}; {hint}known: {', '.join(longs)}")
         name, hint = by_key[norm]
         if norm == "algo" and isinstance(value, str):  # algo = "phash_8 dhash_8"
             value = value.split()

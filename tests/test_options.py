@@ -16,7 +16,12 @@ from conftest import photo, run_cli, save
     ("verify = true", "verify in {} (line 1) must be a text, not true"),
     ("algo = 8", "algo in {} (line 1) must be a list of texts, not 8"),
     ('link = "teleport"', "link in {} (line 1) must be one of 'symlink', 'hardlink', 'copy', not \"teleport\""),
-    ("workers = -2", "--workers must be 0 (all cores) or more"),
+    # a value refused after the type check names the file it came from (not a --workers never typed)
+    ("workers = -2", "--workers must be 0 (all cores) or more, not -2 (set in {})"),
+    ('thresholds = "0:10:0"', "--thresholds '0:10:0': STEP must be positive (set in {})"),
+    ('input = "nowhere"', "pass -i/--input FOLDER with your media (set in {})"),
+    ("algorithm = ['phash_8']", "unknown setting 'algorithm' in {} (line 1); did you mean algo? known: algo,"),
+    ("worker = 2", "unknown setting 'worker' in {} (line 1); did you mean workers?"),
 ])
 def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message):
     (tmp_path / "mhc.toml").write_text(setting + "\n")
@@ -24,6 +29,12 @@ def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message)
     assert r.returncode == 2, r.stderr
     assert message.format(tmp_path / "mhc.toml") in " ".join(r.stderr.split()), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_value_given_on_the_command_line_is_not_blamed_on_mhc_toml(tmp_path):
+    (tmp_path / "mhc.toml").write_text('algo = ["phash_8"]\n')
+    r = run_cli("-n", "-j", "-2", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "Error: --workers must be 0 (all cores) or more, not -2"
 
 
 def test_one_threshold_in_mhc_toml_may_be_a_number(tmp_path):
