@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import forked
-from .errors import FileError, UsageError, fault
+from .errors import EnvironmentFault, FileError, UsageError, fault
 from .events import Progress, report
 from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
@@ -218,6 +218,33 @@ def write_errors_csv(path: Path, errors: list[FileError]) -> None:
             w.writerow([e.path, e.reason])
 
 
+def _check_room_for_copies(staging: Path, todo: list[FolderPlan], sizes: list[int],
+                           settings: dict[str, LinkSettings]) -> None:
+    """--link copy holds each file once per threshold folder: refuse, before the first copy,
+    a tree the disk cannot hold (it filled the disk after an hour of copying, then was
+    thrown away). Kept folders are moved, not copied, and cost nothing."""
+    size = np.asarray(sizes, dtype=np.int64)
+    need, copies = 0, 0
+    for plan in todo:
+        if settings[plan.key].mode != "copy":
+            continue
+        for _, part in plan.write:
+            members = [*part.clusters, part.unclustered] if settings[plan.key].unclustered else part.clusters
+            for m in members:
+                need, copies = need + int(size[m].sum()), copies + len(m)
+    if not need:
+        return
+    st = os.statvfs(staging)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        def amount(n: int) -> str:
+            return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+        raise EnvironmentFault(f"--link copy would copy {amount(need)} ({copies} copies: each file once per threshold "
+                               f"folder) and {staging.parent} has {amount(free)} free; use symlinks (the default), "
+                               f"fewer thresholds (-t), or --no-unclustered-links")
+
+
 # -- a run's output ----------------------------------------------------------------------
 def write_output(of: OutputFolder, result, previous: dict | None, progress: Progress | None = None) -> bool:
     """Write ``result`` into the output folder ``of`` (see :mod:`mhc.output`): unchanged
@@ -268,6 +295,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     staging = of.stage()
     todo = plan_writes(of, staging, plans, files, links, settings, previous)
     of.refuse_not_made()  # every check has run, nothing has changed: all of them in one line
+    _check_room_for_copies(staging, todo, result.collection.sizes, settings)
     for key, fixes in repairs.items():  # after the moves that bring their folders into the new tree
         for fix in fixes:
             queue_repair(of, key, fix, files, links[key], settings[key].relative)

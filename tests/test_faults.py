@@ -416,6 +416,27 @@ def test_impossible_outputs_are_refused_before_hashing(photos, tmp_path, case):
             subprocess.run(["umount", "-l", str(tmp_path / m)], capture_output=True)
 
 
+def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path, small_disk):
+    """--link copy holds each file once per threshold folder (20 for phash_8): it copied
+    until the disk was full, then threw the copies away."""
+    inp = tmp_path / "big photos"
+    for g in range(4):
+        save(photo(g, (640, 480)), inp / f"p{g}.jpg", quality=95)
+    need = sum(p.stat().st_size for p in inp.iterdir()) * 20
+    assert need > 3 * 2**20  # more than the 3 MB disk holds
+    r = run_cli("-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
+                "-a", "phash_8", "--link", "copy")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"Error: --link copy would copy {need / 2**20:.1f} MB (80 copies: each file once per threshold folder) and "
+        f"{small_disk} has {os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize / 2**20:.1f} MB free; "
+        f"use symlinks (the default), fewer thresholds (-t), or --no-unclustered-links")
+    assert os.listdir(small_disk) == []  # nothing half-copied left behind
+    r = run_cli("-q", "-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
+                "-a", "phash_8")  # the hashes were kept: the symlinks' run is the advice taken
+    assert r.returncode == 0, r.stderr
+
+
 # 10 --------------------------------------------------------------------------------------------
 def test_dry_run_creates_nothing_anywhere(photos, tmp_path):
     xdg = tmp_path / "xdg"
