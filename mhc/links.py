@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MhcError
+from .errors import EnvironmentFault, MhcError
 from .names import cluster_folder
 from .sweep import Partition
 
@@ -60,6 +60,7 @@ def make_link(target: str, link: str, mode: str, relative: bool) -> None:
         try:
             os.link(target, link)
         except OSError as e:
+            _gone(e, target, "link")
             if e.errno == errno.EXDEV:
                 raise MhcError(f"cannot hard-link across filesystems ({target} -> {link}); use --link copy or put "
                                f"--output on the same filesystem") from None
@@ -68,7 +69,19 @@ def make_link(target: str, link: str, mode: str, relative: bool) -> None:
                                f"filesystem does not hold them; use --link copy") from None
             raise
     else:
-        shutil.copy2(target, link)
+        try:
+            shutil.copy2(target, link)
+        except OSError as e:
+            _gone(e, target, "copy")
+            raise
+
+
+def _gone(e: OSError, target: str, made: str) -> None:
+    """An original deleted or moved since it was hashed: said as such (it read "cannot write
+    the output (ORIGINAL)", naming the input as if it were the output)."""
+    if e.errno == errno.ENOENT and not os.path.lexists(target):
+        raise EnvironmentFault(f"{target} was deleted or moved during the run, before its {made} was made; run again "
+                               f"(the previous output is unchanged)") from None
 
 
 class LinkWriter:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mhc import Options, run
+from mhc.errors import EnvironmentFault
 
 from conftest import ROOT, photo, run_cli, save, tree_digest
 
@@ -135,6 +136,32 @@ def test_folder_changing_while_scanned(tmp_path):
     res = run(Options(input=inp, output=tmp_path / "out", algorithms=["phash_8"], workers=1), progress=progress)
     assert [(e.path, e.reason) for e in res.errors] == [(str(victim), "file disappeared while scanning")]
     assert len(res.files) == 5
+
+
+@pytest.mark.parametrize("link", ["copy", "hardlink"])
+def test_an_original_gone_before_its_copy_is_named_as_such(tmp_path, link):
+    """Deleted after hashing, before --link copy copied it: the line read "cannot write the
+    output (ORIGINAL): No such file or directory; choose another --output"."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(4):
+        save(photo(k), inp / f"p{k}.jpg")
+    run(Options(input=inp, output=out, algorithms=["phash_8"], workers=1, link=link, no_cache=True))
+    before = tree_digest(out)
+    victim = inp / "p2.jpg"
+
+    def progress(e):
+        if e.stage == "write" and victim.exists():
+            victim.unlink()
+
+    (inp / "p9.jpg").write_bytes((inp / "p1.jpg").read_bytes())  # so the tree changes and is written
+    with pytest.raises(EnvironmentFault) as caught:
+        run(Options(input=inp, output=out, algorithms=["phash_8"], workers=1, link=link, no_cache=True),
+            progress=progress)
+    assert str(caught.value) == (f"{victim} was deleted or moved during the run, before its "
+                                 f"{'copy' if link == 'copy' else 'link'} was made; run again (the previous output "
+                                 f"is unchanged)")
+    after = {k: v for k, v in tree_digest(out).items() if not k.startswith(".mhc/thumbs/")}  # (a thumbnail cache)
+    assert after == {k: v for k, v in before.items() if not k.startswith(".mhc/thumbs/")}
 
 
 def test_unreadable_file_is_reported(tmp_path):
