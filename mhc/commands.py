@@ -75,6 +75,8 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     if not path.exists():
         out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False, soft_wrap=True)
         return
+    with user_errors():
+        check_cache(path)
     with user_errors(), HashCache(path, readonly=True, strict=True) as c:
         info = c.info()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
@@ -92,6 +94,14 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
                   soft_wrap=True)
 
 
+def check_cache(path: Path) -> None:
+    """Refuse a --cache that is not an mhc cache (a photo, a folder, another program's
+    database): read, it was an empty cache ("0 files", "no pairs marked")."""
+    from .cache import check_cache_path
+
+    check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+
+
 @command(cache_app, "clear")
 def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = CacheOption) -> None:
     """Forget every cached hash (the next run hashes everything again); "not a duplicate"
@@ -105,9 +115,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
         out.print(f"no cache at {path}", highlight=False, markup=False, soft_wrap=True)
         return
     with user_errors():
-        from .cache import check_cache_path
-
-        check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+        check_cache(path)
         with HashCache(path, strict=True) as c:
             n = c.clear()
     out.print(f"cleared {n} hashes from {path}", highlight=False, markup=False, soft_wrap=True)
@@ -258,6 +266,7 @@ def ignore_command(
         if list_:
             pairs = []
             if path.exists():
+                check_cache(path)
                 with HashCache(path, readonly=True, strict=True) as c:
                     pairs = c.ignored()
             for a, b in pairs:
@@ -274,9 +283,7 @@ def ignore_command(
                     raise UsageError(f"{p} is not a file")
             if os.path.samefile(a, b):  # one path, a symlink to the other, or two hard links of one file
                 raise UsageError("those are the same file (one name, or two links to it); give two different files")
-        from .cache import check_cache_path
-
-        check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+        check_cache(path)
         with HashCache(path, strict=True) as c:
             if remove:
                 done = c.unignore(a, b)

@@ -11,7 +11,7 @@ import pytest
 
 from mhc import HashCache, HashPlan, Options, compute_hashes, discover, parse_algorithms, run
 
-from conftest import photo, run_cli, save
+from conftest import photo, run_cli, save, tree_digest
 
 
 def opts(corpus: Path, tmp: Path, algos=("phash_8",), **kw) -> Options:
@@ -151,6 +151,25 @@ def test_cache_info_and_clear_commands(corpus, tmp_path):
     clear = run_cli("cache", "clear", "--cache", str(cache))
     assert clear.returncode == 0 and f"cleared {2 * n} hashes" in clear.stdout
     assert "0 files, 0 hashes" in run_cli("cache", "info", "--cache", str(cache)).stdout
+
+
+@pytest.mark.parametrize("command", [["cache", "info"], ["ignore", "--list"], ["cache", "clear"]])
+@pytest.mark.parametrize("given", ["a photo", "a folder", "another program's database"])
+def test_what_is_not_an_mhc_cache_is_refused_not_read_as_an_empty_one(corpus, tmp_path, command, given):
+    """`mhc cache info --cache photo.jpg` said "0 files, 0 hashes", `mhc ignore --list`
+    "no pairs marked": as if the cache were there and empty."""
+    import sqlite3
+
+    target = {"a photo": corpus / "group0" / "original.jpg", "a folder": corpus / "group0",
+              "another program's database": tmp_path / "photos.db"}[given]
+    if given == "another program's database":
+        with sqlite3.connect(target) as db:
+            db.execute("CREATE TABLE albums (name TEXT)")
+    before = tree_digest(tmp_path)
+    r = run_cli(*command, "--cache", str(target))
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.startswith(f"Error: --cache {target} is ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert tree_digest(tmp_path) == before
 
 
 def test_an_upgrade_leaves_no_older_rows_behind(corpus, tmp_path):
