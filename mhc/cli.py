@@ -137,7 +137,7 @@ def main_command(ctx: typer.Context, **kw) -> None:
             raise UsageError(f"--cache {values['cache']} and --no-cache{where} contradict each other; give one of them")
         options = options_from(values)
     _setup_logging(quiet)
-    with user_errors(no_cache=options.no_cache), _naming_the_file(sources):
+    with user_errors(no_cache=options.no_cache, output=True), _naming_the_file(sources):
         if quiet:
             result = run(options)
         else:
@@ -265,9 +265,10 @@ def _error_line(message: str) -> None:
 
 
 @contextmanager
-def user_errors(no_cache: bool = False) -> Iterator[None]:
+def user_errors(no_cache: bool = False, output: bool = False) -> Iterator[None]:
     """One line per fault, with its exit status; Ctrl-C exits 130; never a traceback
-    (unless MHC_DEBUG=1, for reporting a bug)."""
+    (unless MHC_DEBUG=1, for reporting a bug). ``output``: the command writes an output
+    folder (the main command, report), which the lines then say is unchanged."""
     try:
         yield
     except MhcError as e:
@@ -282,8 +283,10 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
                 err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
                           f"{' (nothing was cached: --no-cache)' if no_cache else '; every hash is in the cache'}.",
                           soft_wrap=True)
-            else:
+            elif output:
                 err.print(f"[yellow]{what}[/] The previous output is unchanged; {kept}.", soft_wrap=True)
+            else:  # (mhc pairs, hydrus push: no output folder to speak of)
+                err.print(f"[yellow]{what}[/] {kept[0].upper()}{kept[1:]}.", soft_wrap=True)
         except OSError:
             pass
         raise typer.Exit(getattr(e, "status", EXIT_INTERRUPTED)) from None
@@ -292,10 +295,10 @@ def user_errors(no_cache: bool = False) -> Iterator[None]:
     except Exception as e:  # a bug: one line, and how to get the details
         if os.environ.get("MHC_DEBUG"):
             raise
-        raise typer.Exit(_unexpected(e)) from None
+        raise typer.Exit(_unexpected(e, output)) from None
 
 
-def _unexpected(e: Exception) -> int:
+def _unexpected(e: Exception, output: bool = True) -> int:
     """One line for an exception no stage turned into an MhcError, and its exit status: the
     machine out of memory, threads, file descriptors or processes (wherever that struck),
     else a bug."""
@@ -303,13 +306,14 @@ def _unexpected(e: Exception) -> int:
     # "the previous output is unchanged" then would send the user looking for a lost run
     replaced = getattr(e, "output_replaced", None)
     state = (f"The run's new output is in place and complete: {printable(replaced)}." if replaced
-             else "The previous output is unchanged.")
+             else "The previous output is unchanged." if output else "")
     short = resource_fault(e)
     if short is not None:
-        _error_line(f"{short}. {state}")
+        _error_line(f"{short}. {state}".rstrip())
         return short.exit_code
-    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. {escape(state)} "
-              f"Please report it; MHC_DEBUG=1 shows the details.", highlight=False, soft_wrap=True)
+    err.print(f"[red]mhc failed unexpectedly:[/] {escape(type(e).__name__)}: {escape(str(e))}. "
+              f"{escape(state + ' ' if state else '')}Please report it; MHC_DEBUG=1 shows the details.",
+              highlight=False, soft_wrap=True)
     return EXIT_BUG
 
 

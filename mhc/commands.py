@@ -135,7 +135,7 @@ def report_command(
     from .report import rebuild_report
 
     _setup_logging(False)
-    with user_errors():
+    with user_errors(output=True):
         check_path("-o/--output", output)
         page = rebuild_report(output, workers=workers)
     out.print(f"report: {page}", highlight=False, markup=False, soft_wrap=True)
