@@ -25,6 +25,7 @@ import hashlib
 import http.client
 import json
 import logging
+import re
 import ssl
 import time
 import urllib.error
@@ -104,6 +105,10 @@ class HydrusClient:
         if any(ord(c) < 33 or ord(c) > 126 for c in self.key):
             raise UsageError("the Hydrus access key holds spaces or control characters; it is 64 hexadecimal "
                              "characters (services > review services > client api)")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", self.key):  # the client's access and session keys (the docs)
+            got = f"{len(self.key)} characters" if len(self.key) != 64 else "64 characters, not all hexadecimal"
+            raise UsageError(f"the Hydrus access key given is {got} (not shown: it is a secret); a key is 64 "
+                             f"hexadecimal characters: copy it from services > review services > client api")
         if timeout <= 0:
             raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
