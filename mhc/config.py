@@ -85,6 +85,9 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
             value = [value]
         if name == "thresholds" and type(value) is int:  # thresholds = 10: one value, as -t 10 (not a bool)
             value = str(value)
+        if name == "thresholds" and isinstance(value, list) and value and all(
+                type(v) in (int, str) for v in value):  # thresholds = [2, 5, 10]: a list, as -t 2,5,10
+            value = ",".join(map(str, value))
         if not type_ok(value, hint):
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
                              f"{json.dumps(value, default=str)}")

@@ -45,14 +45,16 @@ THRESHOLDS_HELP = (
     "Hamming distances in bits, inclusive. Defaults for hash sizes 8, 12, 16, 20 as image-clustering: "
     "0:19:1, 0:58:2, 0:108:3, 0:195:5; other sizes sweep 0 to 35% of the bits for phash and whash, 0 to 25% "
     "for ahash and dhash, in steps of 1% (e.g. phash_32, 1024 bits: 0:358:10), where copies were measured to "
-    "lie. -t also takes percentages of the bits (0%:30%:2%); STOP is clipped to the hash's bits.")
+    "lie. -t also takes percentages of the bits (0%:30%:2%), and a list of values or ranges (2,5,10 or "
+    "0:4:1,8,16); STOP is clipped to the hash's bits.")
 MAX_STEPS = 100_000
 _PART = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
 _RANGE = re.compile(rf"^{_PART}(?::{_PART}(?::{_PART})?)?$")
 
 
 def parse_thresholds(spec: str | None, algo: Algorithm) -> list[int]:
-    """Thresholds for ``algo`` from ``START:STOP:STEP`` (STOP included) or a single value.
+    """Thresholds for ``algo`` from ``START:STOP:STEP`` (STOP included), a single value, or
+    a comma-separated list of both (``2,5,10``, ``0:4:1,8,16``).
 
     Parts are bits (``0:20:2``) or percentages of the hash's bits (``0%:30%:2%``);
     percentages are rounded to whole bits and repeated values dropped.
@@ -60,11 +62,17 @@ def parse_thresholds(spec: str | None, algo: Algorithm) -> list[int]:
     """
     if spec is None:
         return default_thresholds(algo)
+    if "," in spec:  # the folders to compare, picked by hand
+        items = spec.split(",")
+        if any(not item.strip() for item in items):
+            raise UsageError(f"--thresholds {spec!r} has an empty item; write values or ranges between commas, "
+                             f"e.g. 2,5,10")
+        return sorted(set().union(*(parse_thresholds(item.strip(), algo) for item in items)))
     m = _RANGE.match(spec)
     if not m:
         raise UsageError(
             f"--thresholds {spec!r} is not START:STOP:STEP; write e.g. 0:19:1 (bits) "
-            f"or 0%:30%:2% (percent of the hash bits), or one value like 10"
+            f"or 0%:30%:2% (percent of the hash bits), one value like 10, or a list like 2,5,10"
         )
     groups = m.groups()
     parts: list[tuple[float, bool]] = []

@@ -31,6 +31,17 @@ def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message)
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("where, value", [("command line", "2,0:4:2,10"), ("mhc.toml", '[2, "0:4:2", 10]')])
+def test_a_list_of_thresholds_makes_exactly_those_folders(tmp_path, where, value):
+    save(photo(1, (64, 48)), tmp_path / "in" / "a.jpg")
+    (tmp_path / "mhc.toml").write_text('input = "in"\noutput = "out"\nalgo = ["phash_8"]\n' +
+                                      (f"thresholds = {value}\n" if where == "mhc.toml" else ""))
+    r = run_cli("-q", "--no-cache", *(["-t", value] if where == "command line" else []), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name.partition("_unclustered")[0] for p in (tmp_path / "out" / "phash_8").iterdir()) == [
+        "thr_000", "thr_002", "thr_004", "thr_010"]
+
+
 def test_a_value_given_on_the_command_line_is_not_blamed_on_mhc_toml(tmp_path):
     (tmp_path / "mhc.toml").write_text('algo = ["phash_8"]\n')
     r = run_cli("-n", "-j", "-2", cwd=tmp_path)

@@ -384,6 +384,24 @@ def test_percent_ranges_are_ascending_bits(algo, a, b, step):
     assert values[0] == round(float(f"{a:.3f}") * algo.bits / 100)
 
 
+@given(st.lists(st.tuples(st.integers(0, 80), st.integers(0, 80), st.integers(1, 9)), min_size=1, max_size=5))
+def test_a_list_of_ranges_is_the_union_of_its_items(items):
+    """-t 2,5,10 or 0:4:1,8,16: the folders to compare, picked by hand (a list was refused
+    as "not START:STOP:STEP")."""
+    algo = ALGOS[0]
+    specs = [f"{a}:{max(a, b)}:{s}" if k % 2 else str(a) for k, (a, b, s) in enumerate(items)]
+    fits = [sp for sp in specs if int(sp.partition(":")[0]) <= algo.bits]  # (a START past the bits is refused)
+    wanted = sorted(set().union(*(parse_thresholds(sp, algo) for sp in fits)))
+    if fits == specs:
+        assert parse_thresholds(" , ".join(specs), algo) == wanted
+    else:
+        with pytest.raises(UsageError):
+            parse_thresholds(",".join(specs), algo)
+    for bad in ("1,,3", ",", "2,"):
+        with pytest.raises(UsageError, match="has an empty item"):
+            parse_thresholds(bad, algo)
+
+
 @given(st.text(max_size=30))
 def test_any_threshold_text_parses_or_is_refused_clearly(text):
     try:
