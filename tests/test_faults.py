@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -416,21 +417,27 @@ def test_impossible_outputs_are_refused_before_hashing(photos, tmp_path, case):
             subprocess.run(["umount", "-l", str(tmp_path / m)], capture_output=True)
 
 
-def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path, small_disk):
+@pytest.mark.parametrize("unclustered", ["linked", "--no-unclustered-links"])
+def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path, small_disk, unclustered):
     """--link copy holds each file once per threshold folder (20 for phash_8): it copied
     until the disk was full, then threw the copies away."""
     inp = tmp_path / "big photos"
-    for g in range(4):
+    for g in range(4):  # each with a copy, and one alone: unclustered at every threshold
         save(photo(g, (640, 480)), inp / f"p{g}.jpg", quality=95)
-    need = sum(p.stat().st_size for p in inp.iterdir()) * 20
+        save(photo(g, (640, 480)), inp / f"p{g} copy.jpg", quality=95)
+    save(photo(9, (64, 48)), inp / "alone.jpg")
+    alone = (inp / "alone.jpg").stat().st_size
+    need = (sum(p.stat().st_size for p in inp.iterdir()) - (alone if unclustered != "linked" else 0)) * 20
     assert need > 3 * 2**20  # more than the 3 MB disk holds
     r = run_cli("-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
-                "-a", "phash_8", "--link", "copy")
+                "-a", "phash_8", "--link", "copy", *([unclustered] if unclustered != "linked" else []))
     assert r.returncode == 3, r.stderr
-    assert r.stderr.splitlines()[-1] == (
-        f"Error: --link copy would copy {need / 2**20:.1f} MB (80 copies: each file once per threshold folder) and "
-        f"{small_disk} has {os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize / 2**20:.1f} MB free; "
-        f"use symlinks (the default), fewer thresholds (-t), or --no-unclustered-links")
+    copies = 20 * (9 if unclustered == "linked" else 8)
+    line = r.stderr.splitlines()[-1]
+    assert line.startswith(f"Error: --link copy would copy {need / 2**20:.1f} MB ({copies} copies: each file once per "
+                           f"threshold folder) and {small_disk} has "), line
+    assert line.endswith(" MB free; use symlinks (the default), fewer thresholds (-t), or --no-unclustered-links")
+    assert 2.5 < float(re.search(r"has ([\d.]+) MB free", line).group(1)) <= 3.0  # (less the thumbnails made)
     assert os.listdir(small_disk) == []  # nothing half-copied left behind
     r = run_cli("-q", "-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
                 "-a", "phash_8")  # the hashes were kept: the symlinks' run is the advice taken
