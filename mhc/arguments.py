@@ -78,7 +78,7 @@ def _refuse_bare_folder(cmd, ctx, args: list[str]) -> None:
         if arg in getattr(cmd, "commands", {}):  # a subcommand's own arguments are its to check
             return
         path = Path(arg).expanduser()
-        if not (path.is_dir() or os.sep in arg):
+        if not (path.exists() or os.sep in arg):
             return
         # an mhc output goes to -o; another folder to -i, or to -o where -i is already given
         # (``mhc -i ~/Pictures /tmp/clusters``, as cp takes its source and destination)
@@ -87,6 +87,12 @@ def _refuse_bare_folder(cmd, ctx, args: list[str]) -> None:
         flag = next((f for f in order if f in opts and f not in given), None)
         if flag is None:
             return
+        if path.exists() and not path.is_dir():  # `mhc photo.jpg`: the folder that holds it is what -i takes
+            if flag != "-i":
+                return
+            folder = os.path.dirname(arg) or "."
+            raise _ClickUsageError(f"{arg} is a file; mhc scans folders: give the one that holds it with -i "
+                                   f"({ctx.command_path} -i {folder})", ctx)
         what = "an output folder" if flag == "-o" else "the folder to scan"
         raise _ClickUsageError(f"{arg}: {what} is given with {flag} ({ctx.command_path} {flag} {arg})", ctx)
 

@@ -132,6 +132,8 @@ def test_usage_errors_are_one_line_not_a_usage_panel(args, message):
     (["pairs", "-a", "phash_8", "-t", "4", "{out}"], "{out}: an output folder is given with -o (mhc pairs -o {out})"),
     (["pairs", "-a", "phash_8", "-t", "4", "{photos}"], "{photos}: the folder to scan is given with -i (mhc pairs -i {photos})"),
     (["cache", "info", "{out}"], "{out}: an output folder is given with -o (mhc cache info -o {out})"),
+    (["{photos}/misc/unrelated 0.jpg"], "{photos}/misc/unrelated 0.jpg is a file; mhc scans folders: give the one "
+                                        "that holds it with -i (mhc -i {photos}/misc)"),
 ])
 def test_a_folder_without_its_option_is_told_which_option(corpus, tmp_path, args, said):
     """`mhc ~/Pictures` (fdupes and czkawka take their folders so): click said "No such
