@@ -41,7 +41,9 @@ def check_input(inp: Path, given: Path) -> None:
     if not inp.exists():
         raise UsageError(f"input folder {given} does not exist; pass -i/--input FOLDER with your media")
     if not inp.is_dir():
-        raise UsageError(f"input {given} is not a folder; pass -i/--input FOLDER")
+        holder = os.path.dirname(str(given)) or "."
+        raise UsageError(f"input {given} is a file, not a folder; mhc scans folders: pass the one that holds it "
+                         f"(-i {holder})")
     # an output, or one algorithm's folder in it, holds links to the user's files, each once
     # per threshold folder: clustered, every file would be its own duplicate. A threshold
     # or cluster folder (each file once) is a fine input: reclustering what a folder holds.

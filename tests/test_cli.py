@@ -106,6 +106,10 @@ def test_missing_input_and_empty_input(tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("hi")
     r = run_cli("-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"))
     assert r.returncode == 2 and "no images or videos found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("-i", str(tmp_path / "empty" / "readme.txt"), "-o", str(tmp_path / "o"))  # a file for the folder
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"Error: input {tmp_path / 'empty' / 'readme.txt'} is a file, not a folder; mhc scans folders: pass the one "
+        f"that holds it (-i {tmp_path / 'empty'})")
 
 
 @pytest.mark.parametrize("args, message", [
