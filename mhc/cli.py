@@ -340,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             text = e.format_message().rstrip(".")
             for theirs, ours in _PLAINER.items():
                 text = text.replace(theirs, ours)
+            if ctx is not None and ctx.command_path == "mhc config" and ctx.parent is not None:
+                run_opts = {o for p in ctx.parent.command.params for o in p.opts}
+                typed = text.removeprefix("No such option: ").split()[0] if text.startswith("No such option") else ""
+                if typed in run_opts:  # `mhc config -a phash_16`: the run's settings it shows are set before it
+                    text += f" here; a run's options go before the command: mhc {typed} ... config"
             _error_line(f"{text}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
         return e.exit_code
     except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it

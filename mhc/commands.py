@@ -333,6 +333,7 @@ def evaluate_command(
 def config_command(ctx: typer.Context) -> None:
     """Print the effective settings as TOML, each with where it comes from (default,
     mhc.toml, or [tool.mhc] in pyproject.toml). The lines can be pasted into an mhc.toml.
+    A run's options go before the command: mhc -a phash_16 -t 0:40:2 config.
 
     Example: mhc config > mhc.toml
     """

@@ -119,6 +119,8 @@ def test_missing_input_and_empty_input(tmp_path):
     (["-a"], "Option '-a' requires an argument"),
     (["pairs", "--zzz"], "mhc pairs -h lists the options"),
     (["cache", "frob"], "No such command 'frob'"),
+    (["config", "-a", "phash_16"], "No such option: -a here; a run's options go before the command: mhc -a ... config"),
+    (["config", "--zz"], "No such option: --zz; mhc config -h lists the options"),
 ])
 def test_usage_errors_are_one_line_not_a_usage_panel(args, message):
     # click's own parse errors: typer would draw a six-line boxed panel; mhc says one line
