@@ -37,11 +37,14 @@ class LinkSettings:
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
-def no_symlinks(e: OSError, folder: str) -> MhcError | None:
-    """The one line for a folder whose filesystem refuses symlinks, if that is what ``e``
-    (from ``os.symlink`` there) says; else None."""
+def no_links(e: OSError, folder: str, link: str = "symlink") -> MhcError | None:
+    """The one line for a folder whose filesystem refuses links of kind ``link`` (symlink,
+    hardlink), if that is what ``e`` (from making one there) says; else None."""
     if e.errno not in _NO_LINKS:
         return None
+    if link == "hardlink":
+        return MhcError(f"cannot create hard links in {folder} ({e.strerror}): its filesystem does not hold them; "
+                        f"use --link copy")
     return MhcError(f"cannot create symlinks in {folder} ({e.strerror}): its filesystem does not hold them; "
                     f"use --link copy, or --link hardlink where it holds hard links and the input is on it")
 
@@ -52,7 +55,7 @@ def make_link(target: str, link: str, mode: str, relative: bool) -> None:
         try:
             os.symlink(src, link)
         except OSError as e:
-            refusal = None if os.path.lexists(link) else no_symlinks(e, os.path.dirname(link))
+            refusal = None if os.path.lexists(link) else no_links(e, os.path.dirname(link))
             if refusal is not None:
                 raise refusal from None
             raise
@@ -64,9 +67,10 @@ def make_link(target: str, link: str, mode: str, relative: bool) -> None:
             if e.errno == errno.EXDEV:
                 raise MhcError(f"cannot hard-link across filesystems ({target} -> {link}); use --link copy or put "
                                f"--output on the same filesystem") from None
-            if e.errno in _NO_LINKS and not os.path.lexists(link):
-                raise MhcError(f"cannot create hard links in {os.path.dirname(link)} ({e.strerror}): its "
-                               f"filesystem does not hold them; use --link copy") from None
+            if e.errno in _NO_LINKS and not os.path.lexists(link):  # (the filesystem was checked before hashing)
+                raise MhcError(f"cannot hard-link {target} ({e.strerror}): Linux refuses a hard link to another "
+                               f"user's file (fs.protected_hardlinks), and some filesystems hold none; use "
+                               f"--link copy") from None
             raise
     else:
         try:

@@ -113,22 +113,30 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str | None
     if link == "hardlink" and os.stat(parent).st_dev != os.stat(rin).st_dev:
         raise UsageError(f"--link hardlink needs --output on the same filesystem as the input ({out} is not); "
                          f"use --link copy, or an output folder on that filesystem")
-    if link == "symlink":
-        _check_symlinks(parent)
+    if link in ("symlink", "hardlink"):
+        _check_links(parent, link)
 
 
-def _check_symlinks(folder: Path) -> None:
-    """Refuse, before hours of hashing, an output on a filesystem that holds no symlinks
-    (a FAT or exFAT drive, some network shares): one made and removed at once beside it."""
-    from .links import no_symlinks
+def _check_links(folder: Path, link: str) -> None:
+    """Refuse, before hours of hashing, an output on a filesystem that holds no links of
+    that kind (a FAT or exFAT drive, some network shares): one made and removed at once
+    beside it (a hard link of an empty file made for it, never of a user's file)."""
+    from .links import no_links
 
-    probe = folder / f".mhc-symlink-probe-{os.getpid()}"
+    probe = folder / f".mhc-{link}-probe-{os.getpid()}"
     try:
-        os.symlink("mhc", probe)
+        if link == "symlink":
+            os.symlink("mhc", probe)
+        else:
+            with open(f"{probe}.file", "x"):
+                pass
+            os.link(f"{probe}.file", probe)
     except OSError as e:
-        refusal = no_symlinks(e, str(folder))
+        refusal = no_links(e, str(folder), link)
         if refusal is not None:
             raise UsageError(str(refusal)) from None
-        return  # (another fault: the write itself names it)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+        # (another fault: the write itself names it)
+    finally:
+        for made in (probe, Path(f"{probe}.file")):
+            with contextlib.suppress(OSError):
+                os.unlink(made)

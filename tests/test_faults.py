@@ -659,3 +659,20 @@ def test_an_output_on_a_drive_without_symlinks_is_refused_before_hashing_and_cop
     names = {p.name for p in (exfat_drive / "clusters" / "phash_8").glob("thr_000_*/*/*")}
     assert len(names) == 8 and "2024-01-01 12_00_00_" in " ".join(names) and any(n.startswith("caf__") for n in names)
     assert tree_digest(photos) == before
+
+
+def test_hard_links_on_a_drive_without_them_are_refused_before_hashing(tmp_path, exfat_drive):
+    """Photos and output on one exFAT drive (--link hardlink's same-filesystem rule holds):
+    the drive holds no hard links, which was found only when writing, after the hashing."""
+    photos = exfat_drive / "DCIM"
+    for k in range(3):
+        save(photo(k, (120, 90)), photos / f"IMG_{k}.jpg")
+    before = tree_digest(photos)
+    cache = tmp_path / "cache.sqlite"
+    r = run_cli("-i", str(photos), "-o", str(exfat_drive / "clusters"), "--cache", str(cache), "-a", "phash_8",
+                "--link", "hardlink")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"Error: cannot create hard links in {exfat_drive} (Operation not permitted): its filesystem does not hold "
+        f"them; use --link copy"), r.stderr
+    assert "Hashing" not in r.stderr and not cache.exists()
+    assert sorted(os.listdir(exfat_drive)) == ["DCIM"] and tree_digest(photos) == before  # no probe left behind
