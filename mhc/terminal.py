@@ -134,6 +134,17 @@ def print_summary(result, console: Console) -> None:
             console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False,
                           markup=False, soft_wrap=True)
     if result.options.dry_run:
+        if result.options.link == "copy":  # planning a tree of copies (a USB drive): its size, and the room there
+            from .writing import amount, copies_needed, free_space
+
+            o = result.options
+            need, copies = map(sum, zip(*(copies_needed([p for p in a.partitions if p.changed or not o.changed_only],
+                                                        result.collection.sizes, not o.no_unclustered_links)
+                                          for a in result.algorithms)))
+            where, free = free_space(Path(os.path.abspath(result.output)))
+            console.print(f"--link copy: a new output would take {amount(need)} ({copies} copies: each file once per "
+                          f"threshold folder); {where} has {amount(free)} free", highlight=False, markup=False,
+                          soft_wrap=True)
         console.print("[dim]dry run: nothing written[/]")
     else:
         console.print(f"output: {result.output}", highlight=False, markup=False, soft_wrap=True)

@@ -218,30 +218,47 @@ def write_errors_csv(path: Path, errors: list[FileError]) -> None:
             w.writerow([e.path, e.reason])
 
 
+def copies_needed(partitions: list[Partition], sizes: list[int], unclustered: bool) -> tuple[int, int]:
+    """Bytes and files that --link copy writes for these threshold folders: each file once
+    per folder (``unclustered`` False: only the clustered ones)."""
+    size = np.asarray(sizes, dtype=np.int64)
+    need, copies = 0, 0
+    for part in partitions:
+        if unclustered:  # every file, once
+            need, copies = need + int(size.sum()), copies + len(size)
+        elif part.clusters:  # (one concatenation per folder: a loop over 100,000 clusters took seconds)
+            members = np.concatenate(part.clusters)
+            need, copies = need + int(size[members].sum()), copies + len(members)
+    return need, copies
+
+
+def amount(n: int) -> str:
+    """Bytes as people read them: 12.1 MB, 3.4 GB."""
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def free_space(folder: Path) -> tuple[Path, int]:
+    """The nearest existing folder at or above ``folder``, and the bytes free there."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    st = os.statvfs(folder)
+    return folder, st.f_bavail * st.f_frsize
+
+
 def _check_room_for_copies(staging: Path, todo: list[FolderPlan], sizes: list[int],
                            settings: dict[str, LinkSettings]) -> None:
     """--link copy holds each file once per threshold folder: refuse, before the first copy,
     a tree the disk cannot hold (it filled the disk after an hour of copying, then was
     thrown away). Kept folders are moved, not copied, and cost nothing."""
-    size = np.asarray(sizes, dtype=np.int64)
     need, copies = 0, 0
     for plan in todo:
-        if settings[plan.key].mode != "copy":
-            continue
-        for _, part in plan.write:
-            if settings[plan.key].unclustered:  # every file, once
-                need, copies = need + int(size.sum()), copies + len(size)
-            elif part.clusters:  # (one concatenation per folder: a loop over 100,000 clusters took seconds)
-                members = np.concatenate(part.clusters)
-                need, copies = need + int(size[members].sum()), copies + len(members)
+        if settings[plan.key].mode == "copy":
+            n, c = copies_needed([part for _, part in plan.write], sizes, settings[plan.key].unclustered)
+            need, copies = need + n, copies + c
     if not need:
         return
-    st = os.statvfs(staging)
-    free = st.f_bavail * st.f_frsize
+    _, free = free_space(staging)
     if need > free:
-        def amount(n: int) -> str:
-            return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
-
         raise EnvironmentFault(f"--link copy would copy {amount(need)} ({copies} copies: each file once per threshold "
                                f"folder) and {staging.parent} has {amount(free)} free; use symlinks (the default), "
                                f"fewer thresholds (-t), or --no-unclustered-links")

@@ -444,6 +444,18 @@ def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path,
     assert r.returncode == 0, r.stderr
 
 
+def test_a_dry_run_says_how_much_a_tree_of_copies_would_take(photos, tmp_path):
+    """Planning --link copy onto a drive: --dry-run gives the size of the tree and the room."""
+    total = sum(p.stat().st_size for p in photos.rglob("*.jpg"))
+    r = run_cli("-n", "-i", str(photos), "-o", str(tmp_path / "usb" / "clusters"), "--no-cache", "-a", "phash_8",
+                "-t", "0:4:1", "--link", "copy")
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert (f"--link copy: a new output would take {total * 5 / 2**20:.1f} MB (30 copies: each file once per "
+            f"threshold folder); {tmp_path} has ") in said, said
+    assert not (tmp_path / "usb").exists()
+
+
 # 10 --------------------------------------------------------------------------------------------
 def test_dry_run_creates_nothing_anywhere(photos, tmp_path):
     xdg = tmp_path / "xdg"
