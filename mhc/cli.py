@@ -31,7 +31,7 @@ from rich.progress import (
 from . import __version__
 from .algorithms import DESCRIPTIONS
 from .arguments import ClickException, FlagHelpCommand, FlagHelpGroup
-from .errors import EXIT_INTERRUPTED, MhcError, UsageError, printable, resource_fault
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError, UsageError, printable, resource_fault
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -322,10 +322,25 @@ _PLAINER = {"Input should be a valid integer, unable to parse string as an integ
             "Input should be a valid number, unable to parse string as a number": "a number is needed, e.g. 0.05"}
 
 
+def _working_folder_gone() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
 
+    args = sys.argv[1:] if argv is None else argv
+    if _working_folder_gone() and not {"-h", "--help", "--version"} & set(args):
+        # a shell left in a folder of an output that a run has since replaced: every relative
+        # path, and mhc.toml's lookup, would fail ("mhc failed unexpectedly", exit 70)
+        _error_line("the current folder no longer exists (deleted, or a folder of an mhc output that a run has "
+                    "replaced since you entered it); cd to a folder that exists and run again")
+        return EXIT_USAGE
     try:
         # standalone_mode=False: click's usage errors come here instead of typer's boxed
         # usage panel (six lines); they end in one line like every other fault

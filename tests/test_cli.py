@@ -154,6 +154,39 @@ def test_a_folder_without_its_option_is_told_which_option(corpus, tmp_path, args
     assert tree_digest(out) == before and not (tmp_path / "fresh").exists()
 
 
+def test_a_working_folder_replaced_under_the_shell_is_one_line(corpus, tmp_path):
+    """A shell left in a threshold folder of an output that a run has since replaced: the
+    next `mhc` (data/images, mhc.toml, any relative path) was "mhc failed unexpectedly:
+    FileNotFoundError" (exit 70)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8").returncode == 0
+    inside = next((out / "phash_8").iterdir())
+
+    def in_a_folder_since_removed():
+        os.chdir(inside)
+        shutil.rmtree(out)  # (as the run that replaced the output removes its old tree)
+
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "-i", str(corpus), "-o", str(out), "-q"],
+                       capture_output=True, text=True, preexec_fn=in_a_folder_since_removed, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "Error: the current folder no longer exists (deleted, or a folder of an mhc output that a run has replaced "
+        "since you entered it); cd to a folder that exists and run again"), r.stderr
+    assert not out.exists()
+    gone = tmp_path / "gone"
+
+    def in_a_removed_folder():
+        gone.mkdir()
+        os.chdir(gone)
+        gone.rmdir()
+
+    r = subprocess.run([sys.executable, str(ROOT / "cluster.py"), "--version"], capture_output=True, text=True,
+                       preexec_fn=in_a_removed_folder, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("mhc "), r.stderr  # what needs no folder still works
+
+
 def test_console_script_is_the_same_tool():
     import shutil
     import subprocess
