@@ -53,6 +53,8 @@ def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) ->
     """Refuse a cache path that would put something at risk, before any work starts
     (``default``: the user did not choose it)."""
     real = Path(os.path.realpath(path))
+    # the default's place comes from XDG_CACHE_HOME (or HOME): "--cache X" named an option never typed
+    label = f"the default hash cache {path} (in your user cache folder)" if default else f"--cache {path}"
     if inside(real, inp):
         if default:  # mhc -i ~: the user cache folder is in the input
             raise UsageError(f"the default hash cache {path} is inside the input folder {inp}, where mhc never "
@@ -61,27 +63,29 @@ def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) ->
         raise UsageError(f"--cache {path} is inside the input folder; mhc never writes there. Choose a path "
                          f"outside it (the default is your user cache folder)")
     if inside(real, out):
-        raise UsageError(f"--cache {path} is inside the output folder, which is replaced on each run; "
+        raise UsageError(f"{label} is inside the output folder, which is replaced on each run; "
                          f"choose a path outside it")
     owner = enclosing_output(real)  # another mhc output: a file mhc did not write there blocks its reruns
     if owner == real:
-        raise UsageError(f"--cache {path} is an mhc output folder, not a file; give a file path outside "
+        raise UsageError(f"{label} is an mhc output folder, not a file; give a file path outside "
                          f"every output (mhc pairs, report and cache find the one an output used with "
                          f"-o {path})")
     if owner is not None:
-        raise UsageError(f"--cache {path} is inside the mhc output folder {owner}; a file there would stop "
+        raise UsageError(f"{label} is inside the mhc output folder {owner}; a file there would stop "
                          f"mhc from writing that output again (it replaces only what it made). Choose a path "
                          f"outside it")
     if real.is_dir():
-        raise UsageError(f"--cache {path} is a folder; give a file path, e.g. {Path(path) / 'mhc-cache.sqlite'}")
+        raise UsageError(f"{label} is a folder; give a file path, e.g. {Path(path) / 'mhc-cache.sqlite'}")
     for parent in real.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UsageError(f"--cache {path}: {parent} is a file, not a folder; choose another path")
+                raise UsageError(f"{label}: {parent} is a file, not a folder; "
+                                 + ("set XDG_CACHE_HOME to a folder, or pass --cache FILE" if default
+                                    else "choose another path"))
             break
     if real.exists() and not owned_cache(real):
         kind = "an SQLite database of another program" if _is_sqlite(real) else "not an mhc cache"
-        raise UsageError(f"--cache {path} is {kind}; mhc will not touch it. Choose another path (or, if it is a "
+        raise UsageError(f"{label} is {kind}; mhc will not touch it. Choose another path (or, if it is a "
                          f"damaged mhc cache, delete it yourself)")
 
 

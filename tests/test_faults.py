@@ -85,6 +85,20 @@ def test_cache_path_at_an_existing_file_or_folder_is_refused_untouched(photos, t
     assert tree_digest(tmp_path) == before  # nothing renamed, nothing created
 
 
+def test_a_user_cache_folder_that_is_a_file_names_the_default_not_a_cache_option(photos, tmp_path):
+    """XDG_CACHE_HOME set to a file: the line said "--cache …/mhc/hashes.sqlite: … is a file",
+    of an option the user never typed."""
+    (tmp_path / "not a folder").write_text("x")
+    before = tree_digest(tmp_path)
+    r = run_cli("-i", str(photos), "-o", str(tmp_path / "out"), "-q",
+                env={"XDG_CACHE_HOME": str(tmp_path / "not a folder")})
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"Error: the default hash cache {tmp_path / 'not a folder' / 'mhc' / 'hashes.sqlite'} (in your user cache "
+        f"folder): {tmp_path / 'not a folder'} is a file, not a folder; set XDG_CACHE_HOME to a folder, or pass "
+        f"--cache FILE"), r.stderr
+    assert tree_digest(tmp_path) == before
+
+
 @pytest.mark.parametrize("where", ["another output", "a file in it", "a file deep in it"])
 def test_cache_in_another_mhc_output_is_refused(photos, tmp_path, where):
     """A cache put in another mhc output is a file mhc did not write there: that output
