@@ -126,6 +126,7 @@ def _version(value: bool) -> None:
 
 def main_command(ctx: typer.Context, **kw) -> None:
     if ctx.invoked_subcommand is not None:
+        _refuse_run_options_before(ctx, ctx.invoked_subcommand)
         return
     quiet = kw.pop("quiet")
     with user_errors():
@@ -162,6 +163,20 @@ def main_command(ctx: typer.Context, **kw) -> None:
 
 main_command.__signature__ = inspect.Signature(_main_parameters())  # type: ignore[attr-defined]
 app.callback(invoke_without_command=True)(main_command)
+
+
+def _refuse_run_options_before(ctx: typer.Context, sub: str) -> None:
+    """``mhc -o out report``: options before a command are the run's, and the command
+    went on with its own defaults (``mhc -o out cache clear`` cleared the default cache, not
+    out's). Refused, saying where they go; ``mhc -a X config`` is right (config shows them)."""
+    if sub == "config":
+        return
+    typed = [p for p in ctx.command.params
+             if (src := ctx.get_parameter_source(p.name)) is not None and src.name == "COMMANDLINE"]
+    if typed:
+        flags = " ".join("/".join(p.opts) for p in typed)
+        raise UsageError(f"{flags} before '{sub}' would be ignored: a command's options go after it "
+                         f"(mhc {sub} ... {typed[0].opts[0]} ...)")
 
 
 @contextmanager

@@ -187,6 +187,26 @@ def test_a_working_folder_replaced_under_the_shell_is_one_line(corpus, tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("mhc "), r.stderr  # what needs no folder still works
 
 
+@pytest.mark.parametrize("args, said", [
+    (["-o", "{out}", "cache", "clear"], "-o/--output before 'cache'"),
+    (["--output={out}", "report"], "-o/--output before 'report'"),
+    (["-i", "{photos}", "pairs", "-a", "phash_8", "-t", "4"], "-i/--input before 'pairs'"),
+])
+def test_a_runs_option_before_a_command_is_refused_not_ignored(corpus, tmp_path, args, said):
+    """`mhc -o out cache clear` cleared the default cache, not out's: the option before the
+    command was the run's, and the command went on with its own defaults."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8", env=env).returncode == 0
+    before = tree_digest(tmp_path)
+    r = run_cli(*(a.format(out=out, photos=corpus) for a in args), cwd=tmp_path, env=env)
+    assert r.returncode == 2 and r.stderr.startswith(f"Error: {said} would be ignored: a command's options go "
+                                                    f"after it"), r.stderr
+    assert r.stdout == "" and tree_digest(tmp_path) == before  # the default cache kept its hashes
+    shown = run_cli("-a", "phash_16", "config", cwd=tmp_path)  # config shows the run's options: they go first
+    assert shown.returncode == 0 and 'algo = ["phash_16"]' in shown.stdout
+
+
 def test_console_script_is_the_same_tool():
     import shutil
     import subprocess
