@@ -40,8 +40,8 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
     if p.is_dir():
         for root, _, files in os.walk(p):
             rel = Path(root).relative_to(p)
-            for f in files:
-                raw[str(Path(root, f))] = rel.parts[0] if rel.parts else None
+            for f in files:  # (absolute: a relative one would be taken relative to the folder again)
+                raw[os.path.abspath(os.path.join(root, f))] = rel.parts[0] if rel.parts else None
     elif p.suffix.lower() == ".csv":
         try:
             rows = list(csv.reader(io.StringIO(_text(p), newline="")))

@@ -178,6 +178,12 @@ def test_evaluate_reproduces_known_scores(tmp_path):
     assert [r.f1 for r in evaluate(tmp_path / "out", tmp_path / "labels.json")] == [0.25, 1.0]
     r = run_cli("evaluate", str(tmp_path / "out"), "--labels", str(labels))
     assert r.returncode == 0 and r.stdout.strip().endswith("best F1 = 1.0000 at phash_8/thr_002_unclustered_1")
+    for n in ("a1", "a2", "a3", "b1", "b2"):  # a folder per group, of links to the files, given relative
+        (tmp_path / "groups" / n[0].upper()).mkdir(parents=True, exist_ok=True)
+        os.symlink(tmp_path / "photos" / f"{n}.jpg", tmp_path / "groups" / n[0].upper() / f"{n}.jpg")
+    r = run_cli("evaluate", "out", "--labels", "groups", cwd=tmp_path)  # (relative: the folder's path came twice)
+    assert r.returncode == 0 and r.stdout.strip().endswith("best F1 = 1.0000 at phash_8/thr_002_unclustered_1"), \
+        r.stdout + r.stderr
 
 
 def test_bad_precision_options_are_refused(corpus, tmp_path):
