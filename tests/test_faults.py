@@ -659,7 +659,12 @@ def exfat_drive(tmp_path):
         subprocess.run(["losetup", "-d", device], capture_output=True)
         pytest.skip(f"cannot mount exFAT through FUSE here: {mounted.stderr.strip()}")
     yield drive
-    subprocess.run(["umount", str(drive)], capture_output=True)
+    for _ in range(50):  # the old tree's remover (a detached process) may still be at work on it
+        if subprocess.run(["umount", str(drive)], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        subprocess.run(["umount", "-l", str(drive)], capture_output=True)
     subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
