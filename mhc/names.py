@@ -14,30 +14,34 @@ def cluster_folder(rank: int, size: int, width: int = 3) -> str:
     return f"{rank:0{width}d}_{size}"
 
 
-# no separators, no control characters (newlines break viewers and scripts), none of the
-# characters FAT, exFAT and Windows refuse in a name (a tree made with --link copy on a USB
-# drive, or copied to one), and no bytes that are not UTF-8 (the same drives refuse them; the
-# link's target keeps the real name); str.translate with a table: 10x faster than a
-# per-character generator over 100,000 names
-_CLEAN = {c: "_" for c in [*range(32), 127, *map(ord, '/\\"*:<>?|'), *range(0xDC80, 0xDD00)]}
-# Outputs record how their links were named ("link_names" in summary.json; none before 2):
-# a rerun must know an older output's links by their names to replace them
-LINK_NAMES = 2  # 2: the characters above; 1: control characters and separators only
-_CLEAN_1 = {c: "_" for c in [*range(32), 127, ord("/"), ord("\\")]}
+# Two namings, recorded per algorithm folder in summary.json ("link_names"; absent: 1):
+# 1 keeps the original stem and extension but for separators and control characters (newlines
+#   break viewers and scripts): the output contract, for symlink and hard-link trees, which
+#   only a filesystem that holds links carries (checked before hashing);
+# 2 also replaces what FAT, exFAT and Windows refuse in a name (: * ? " < > | and bytes that
+#   are not UTF-8), for --link copy, whose tree may be written to such a drive (a USB stick).
+# A rerun knows an older output's links by the naming it records. str.translate with a
+# table: 10x faster than a per-character generator over 100,000 names.
+_CLEAN = {1: {c: "_" for c in [*range(32), 127, ord("/"), ord("\\")]},
+          2: {c: "_" for c in [*range(32), 127, *map(ord, '/\\"*:<>?|'), *range(0xDC80, 0xDD00)]}}
+
+
+def naming_for(link: str) -> int:
+    """The naming of a tree made with ``--link link`` (see _CLEAN)."""
+    return 2 if link == "copy" else 1
 
 
 HASH_DIGITS = 16  # hex digits of the hash in a link name; the full hash is in summary.json
 
 
-def link_name(path: str, hexhash: str, suffix: str = "", naming: int = LINK_NAMES) -> str:
-    """``<stem>_<hash>[suffix]<ext>``: at most 255 bytes of UTF-8, none of the characters a
-    FAT, exFAT or Windows drive refuses, whatever the hash length (the first 16 hex digits
-    of the hash are enough to tell files apart by eye). ``naming``: an older output's
-    (see LINK_NAMES)."""
+def link_name(path: str, hexhash: str, suffix: str = "", naming: int = 1) -> str:
+    """``<stem>_<hash>[suffix]<ext>``: at most 255 bytes, no separators, whatever the hash
+    length (the first 16 hex digits of the hash are enough to tell files apart by eye);
+    with ``naming`` 2, UTF-8 and nothing a FAT, exFAT or Windows drive refuses (see _CLEAN)."""
     base = os.path.basename(path)
     dot = base.rfind(".")
     stem, ext = (base[:dot], base[dot:]) if dot > 0 else (base, "")
-    table = _CLEAN if naming >= 2 else _CLEAN_1
+    table = _CLEAN[2 if naming >= 2 else 1]
     stem, ext = stem.translate(table), ext.translate(table)
     tail = f"_{hexhash[:HASH_DIGITS]}{suffix}{ext}"
     if stem.isascii() and tail.isascii() and len(stem) + len(tail) <= _NAME_MAX and len(ext) <= 16:
@@ -68,7 +72,7 @@ def recorded_link_names(files: list[str], entry: dict) -> list[str]:
     return unique_link_names(files, entry.get("hashes", []), entry.get("link_names", 1))
 
 
-def unique_link_names(paths: list[str], hexes: list[str], naming: int = LINK_NAMES) -> list[str]:
+def unique_link_names(paths: list[str], hexes: list[str], naming: int = 1) -> list[str]:
     """Link names for files, unique among themselves (case-insensitively, so the tree
     also copies to case-insensitive filesystems). Deterministic for the same input order.
 

@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__
 from .discover import MARKER
 from .errors import EnvironmentFault, MhcError, UsageError, printable
-from .names import LINK_NAMES
+from .names import naming_for
 from .pairs import Edges
 from .sweep import Partition, sweep
 
@@ -219,7 +219,7 @@ def algorithm_entry(c, links_settings, digests: list[str | None], computed: bool
         "name": a.name if a else "combined", "size": a.size if a else 0, "bits": c.max_distance, "unit": c.unit,
         "method": c.method, "settings": _plain(c.settings), "computed_now": computed,
         "link": links_settings.mode, "relative_links": links_settings.relative,
-        "unclustered_links": links_settings.unclustered, "link_names": LINK_NAMES,
+        "unclustered_links": links_settings.unclustered, "link_names": naming_for(links_settings.mode),
         "hashes": c.hexes,
         "joins": {"i": c.joins.i.tolist(), "j": c.joins.j.tolist(), "d": [int(x) for x in c.joins.d]},
         "suggested": c.suggestion.to_dict() if c.suggestion else None,

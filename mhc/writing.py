@@ -270,7 +270,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     folders are kept, changed ones written, the report rebuilt. When nothing in the tree
     changed only ``summary.json``, ``errors.csv`` and ``index.html`` are replaced
     (atomically). Returns True if the tree was rebuilt."""
-    from .names import unique_link_names
+    from .names import naming_for, unique_link_names
     from .report import write_report
     from .summary import algorithm_entry, summary_dict, write_json
 
@@ -281,7 +281,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     for c in result.algorithms:
         mode, relative, unclustered = c.link_settings or (o.link, o.relative_links, not o.no_unclustered_links)
         ls = LinkSettings(mode, relative, unclustered, o.changed_only)
-        names = unique_link_names(files, c.hexes)
+        names = unique_link_names(files, c.hexes, naming_for(mode))
         fd = files_digest(files, names)
         entry = algorithm_entry(c, ls, [folder_digest(fd, p, ls) for p in c.partitions], computed=not c.carried)
         entries[c.key], links[c.key], settings[c.key] = entry, names, ls

@@ -459,32 +459,37 @@ def test_link_names_are_unique_safe_and_round_trip(tmp_path_factory, items):
         f = d / name
         f.write_bytes(b"x")
         paths.append(str(f))
-    links = unique_link_names(paths, [hx for _, hx in items])
-    assert len({n.casefold() for n in links}) == len(links)
-    out = base / "out"
-    out.mkdir()
-    for path, link in zip(paths, links):
-        assert not set(link) & set('/\0\n\\":*?<>|') and link.encode("utf-8")  # (any drive's name)
-        assert len(os.fsencode(link)) <= 255 and link not in (".", "..")
-        os.symlink(path, out / link)
-    for path, link in zip(paths, links):
-        assert os.readlink(out / link) == path and (out / link).read_bytes() == b"x"
+    for naming in (1, 2):  # the links' (1), and a tree of copies' (2: any drive's names)
+        links = unique_link_names(paths, [hx for _, hx in items], naming)
+        assert len({n.casefold() for n in links}) == len(links)
+        out = base / f"out{naming}"
+        out.mkdir()
+        for path, link in zip(paths, links):
+            assert not set(link) & set("/\0\n" if naming == 1 else '/\0\n\\":*?<>|')
+            assert naming == 1 or link.encode("utf-8")
+            assert len(os.fsencode(link)) <= 255 and link not in (".", "..")
+            os.symlink(path, out / link)
+        for path, link in zip(paths, links):
+            assert os.readlink(out / link) == path and (out / link).read_bytes() == b"x"
 
 
 def test_link_name_keeps_stem_and_extension():
     assert link_name("/a/b/IMG 0042.JPG", "c3d1") == "IMG 0042_c3d1.JPG"
     assert link_name("/a/two\nlines.jpg", "00") == "two_lines_00.jpg"
     assert link_name("/a/" + "é" * 200 + ".png", "ab").endswith("_ab.png")
-    # what a FAT, exFAT or Windows drive refuses in a name (a tree copied to one)
-    assert link_name("/a/12:00:00 <draft>?.jpg", "00") == "12_00_00 _draft___00.jpg"
-    assert link_name(os.fsdecode(b"/a/caf\xe9.jpg"), "00") == "caf__00.jpg"
+    assert link_name("/a/12:00:00 <draft>?.jpg", "00") == "12:00:00 <draft>?_00.jpg"  # the original stem
+    # a tree of copies (--link copy, naming 2): nothing a FAT, exFAT or Windows drive refuses
+    assert link_name("/a/12:00:00 <draft>?.jpg", "00", naming=2) == "12_00_00 _draft___00.jpg"
+    assert link_name(os.fsdecode(b"/a/caf\xe9.jpg"), "00", naming=2) == "caf__00.jpg"
 
 
-@pytest.mark.parametrize("change", ["nothing", "a file added"])
-def test_an_output_whose_links_an_older_mhc_named_is_replaced_not_refused(tmp_path, monkeypatch, change):
-    """Link names lost ':' and bytes that are not UTF-8 (LINK_NAMES 2): an output of the
-    older naming must still be known as mhc's, its links by their old names (a rerun after
-    the upgrade refused "117 entries mhc did not make"), whether rewritten or patched."""
+@pytest.mark.parametrize("link, change", [("copy", "nothing"), ("copy", "a file added"),
+                                          ("symlink", "nothing"), ("symlink", "a file added")])
+def test_an_output_whose_links_an_older_mhc_named_is_known_by_those_names(tmp_path, monkeypatch, link, change):
+    """A tree of copies' names lost ':' and bytes that are not UTF-8 (naming 2): an older
+    mhc's tree must still be known as mhc's, its links by their old names (a rerun after the
+    upgrade refused "117 entries mhc did not make"), and renamed; symlink trees keep their
+    names (naming 1, the original stems), whether rewritten or patched."""
     import mhc.names
     import mhc.summary
     from invariants import check
@@ -492,23 +497,25 @@ def test_an_output_whose_links_an_older_mhc_named_is_replaced_not_refused(tmp_pa
     inp, out = tmp_path / "in", tmp_path / "out"
     for k, name in enumerate(["12:00:00.jpg", os.fsdecode(b"caf\xe9.jpg"), "plain.jpg", "other.jpg"]):
         save(photo(k // 2, (160, 120)), inp / name)
-    opts = dict(input=inp, output=out, algorithms=["phash_8", "dhash_8"], cache=tmp_path / "c.sqlite", workers=1)
-    with monkeypatch.context() as m:  # the older mhc: names of naming 1, and no "link_names" written
-        m.setattr(mhc.names, "unique_link_names", lambda p, h, naming=1: unique_link_names(p, h, naming))
-        m.setattr(mhc.summary, "LINK_NAMES", None)
+    opts = dict(input=inp, output=out, algorithms=["phash_8", "dhash_8"], cache=tmp_path / "c.sqlite", workers=1,
+                link=link)
+    with monkeypatch.context() as m:  # the older mhc: names of naming 1 whatever the link, no "link_names" written
+        m.setattr(mhc.names, "unique_link_names", lambda p, h, naming=1: unique_link_names(p, h, 1))
+        m.setattr(mhc.summary, "naming_for", lambda mode: None)
         run(Options(**opts))
     summary = json.loads((out / "summary.json").read_text())
     for entry in summary["algorithms"].values():
         assert entry.pop("link_names") is None
     (out / "summary.json").write_text(json.dumps(summary))
-    assert (out / "phash_8" / "thr_000_unclustered_0" / "001_2" / "12:00:00_cd67ac401f0f69b4.jpg").is_symlink()
+    old_names = sorted(["12:00:00_cd67ac401f0f69b4.jpg", os.fsdecode(b"caf\xe9_cd67ac401f0f69b4.jpg")])
+    assert sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*")) == old_names
     if change == "a file added":
         save(photo(9, (160, 120)), inp / "new.jpg")
     res = run(Options(**opts))
     assert check(out, readable=set(res.files)) == []
-    assert sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*")) == [
-        "12_00_00_cd67ac401f0f69b4.jpg", "caf__cd67ac401f0f69b4.jpg"]
-    assert not any(":" in p.name for p in out.rglob("*"))
+    assert sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*")) == (
+        ["12_00_00_cd67ac401f0f69b4.jpg", "caf__cd67ac401f0f69b4.jpg"] if link == "copy" else old_names)
+    assert any(":" in p.name for p in out.rglob("*")) == (link == "symlink")
 
 
 def test_an_old_tree_being_removed_is_left_to_its_remover(tmp_path):
