@@ -138,9 +138,9 @@ def print_summary(result, console: Console) -> None:
             from .writing import amount, copies_needed, free_space
 
             o = result.options
-            need, copies = map(sum, zip(*(copies_needed([p for p in a.partitions if p.changed or not o.changed_only],
-                                                        result.collection.sizes, not o.no_unclustered_links)
-                                          for a in result.algorithms)))
+            need, copies = copies_needed(((p, not o.no_unclustered_links) for a in result.algorithms
+                                          for p in a.partitions if p.changed or not o.changed_only),
+                                         result.collection.sizes)
             where, free = free_space(Path(os.path.abspath(result.output)))
             console.print(f"--link copy: a new output would take {amount(need)} ({copies} copies: each file once per "
                           f"threshold folder); {where} has {amount(free)} free", highlight=False, markup=False,

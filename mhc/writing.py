@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,14 +219,15 @@ def write_errors_csv(path: Path, errors: list[FileError]) -> None:
             w.writerow([e.path, e.reason])
 
 
-def copies_needed(partitions: list[Partition], sizes: list[int], unclustered: bool) -> tuple[int, int]:
-    """Bytes and files that --link copy writes for these threshold folders: each file once
-    per folder (``unclustered`` False: only the clustered ones)."""
+def copies_needed(folders: Iterable[tuple[Partition, bool]], sizes: list[int]) -> tuple[int, int]:
+    """Bytes and files that --link copy writes for these threshold folders, each given with
+    whether its unclustered files are copied too: each file once per folder."""
     size = np.asarray(sizes, dtype=np.int64)
+    every = int(size.sum())
     need, copies = 0, 0
-    for part in partitions:
+    for part, unclustered in folders:
         if unclustered:  # every file, once
-            need, copies = need + int(size.sum()), copies + len(size)
+            need, copies = need + every, copies + len(size)
         elif part.clusters:  # (one concatenation per folder: a loop over 100,000 clusters took seconds)
             members = np.concatenate(part.clusters)
             need, copies = need + int(size[members].sum()), copies + len(members)
@@ -250,11 +252,8 @@ def _check_room_for_copies(staging: Path, todo: list[FolderPlan], sizes: list[in
     """--link copy holds each file once per threshold folder: refuse, before the first copy,
     a tree the disk cannot hold (it filled the disk after an hour of copying, then was
     thrown away). Kept folders are moved, not copied, and cost nothing."""
-    need, copies = 0, 0
-    for plan in todo:
-        if settings[plan.key].mode == "copy":
-            n, c = copies_needed([part for _, part in plan.write], sizes, settings[plan.key].unclustered)
-            need, copies = need + n, copies + c
+    need, copies = copies_needed(((part, settings[plan.key].unclustered) for plan in todo
+                                  if settings[plan.key].mode == "copy" for _, part in plan.write), sizes)
     if not need:
         return
     _, free = free_space(staging)
