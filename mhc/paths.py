@@ -124,19 +124,22 @@ def _check_links(folder: Path, link: str) -> None:
     from .links import no_links
 
     probe = folder / f".mhc-{link}-probe-{os.getpid()}"
+    target = folder / f"{probe.name}.file"  # (the hard link's: an empty file of mhc's own)
+    made: list[Path] = []  # only these are removed: a name that was there already is not mhc's
     try:
         if link == "symlink":
             os.symlink("mhc", probe)
         else:
-            with open(f"{probe}.file", "x"):
-                pass
-            os.link(f"{probe}.file", probe)
+            target.touch(exist_ok=False)
+            made.append(target)
+            os.link(target, probe)
+        made.append(probe)
     except OSError as e:
         refusal = no_links(e, str(folder), link)
         if refusal is not None:
             raise UsageError(str(refusal)) from None
         # (another fault: the write itself names it)
     finally:
-        for made in (probe, Path(f"{probe}.file")):
+        for path in made:
             with contextlib.suppress(OSError):
-                os.unlink(made)
+                os.unlink(path)

@@ -518,6 +518,24 @@ def test_an_output_whose_links_an_older_mhc_named_is_known_by_those_names(tmp_pa
     assert any(":" in p.name for p in out.rglob("*")) == (link == "symlink")
 
 
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_the_link_probe_removes_only_what_it_made(tmp_path, link):
+    """The check that the output's filesystem holds links makes one beside the output and
+    removes it: a file already there under the probe's names is the user's, and stays."""
+    from mhc.paths import _check_links
+
+    probe = tmp_path / f".mhc-{link}-probe-{os.getpid()}"
+    theirs = [probe, tmp_path / f"{probe.name}.file"]
+    for path in theirs:
+        path.write_text("not mhc's")
+    _check_links(tmp_path, link)
+    assert [p.read_text() for p in theirs] == ["not mhc's"] * 2
+    for path in theirs:
+        path.unlink()
+    _check_links(tmp_path, link)
+    assert list(tmp_path.iterdir()) == []  # what it made, it removed
+
+
 def test_an_old_tree_being_removed_is_left_to_its_remover(tmp_path):
     """Two runs back to back (in one process, as a script calling run() twice does): the
     second run's recovery must neither wait for nor race with the detached remover of the
