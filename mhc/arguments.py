@@ -33,7 +33,13 @@ class _CommandLine:
     def parse_args(self, ctx, args):
         _refuse_empty(self, ctx, args)
         _refuse_bare_folder(self, ctx, args)
-        rest = super().parse_args(ctx, args)
+        try:
+            rest = super().parse_args(ctx, args)
+        except _ClickUsageError as e:
+            # click's parser raises "Option '--labels' requires an argument" without its
+            # context, so the line named `mhc -h` instead of the command's own help
+            e.ctx = e.ctx or ctx
+            raise
         for name, value in ctx.params.items():
             try:
                 ctx.params[name] = home(value)

@@ -118,6 +118,7 @@ def test_missing_input_and_empty_input(tmp_path):
     (["-j", "many"], "Invalid value for '-j' / '--workers'"),
     (["-a"], "Option '-a' requires an argument"),
     (["pairs", "--zzz"], "mhc pairs -h lists the options"),
+    (["evaluate", "out", "--labels"], "Option '--labels' requires an argument; mhc evaluate -h lists the options"),
     (["cache", "frob"], "No such command 'frob'"),
     (["config", "-a", "phash_16"], "No such option: -a here; a run's options go before the command: mhc -a ... config"),
     (["config", "--zz"], "No such option: --zz; mhc config -h lists the options"),
