@@ -169,6 +169,10 @@ def discover(
     def walk(d: str) -> None:
         try:
             st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                # reached again by a real folder: under a followed link to an ancestor of the
+                # input (in/up -> ..), or a bind mount; every file would come out twice
+                return
             seen_dirs.add((st.st_dev, st.st_ino))
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -220,13 +224,9 @@ def discover(
     # scanned directly (in/link -> in/real) adds nothing, and loops end.
     while linked_dirs:
         path = linked_dirs.pop(0)
-        try:
-            st = os.stat(path)
-        except OSError:
+        if not os.path.isdir(path) or os.path.realpath(path) in excluded or is_mhc_folder(path):
             continue
-        if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(path) in excluded or is_mhc_folder(path):
-            continue
-        walk(path)
+        walk(path)  # (which skips a real folder entered already)
     if linked_files:
         _list_links_once(result, linked_files)
     result.files.sort(key=lambda f: f.path)

@@ -223,6 +223,20 @@ def test_follow_symlinks_scans_each_real_folder_once(tmp_path):
     assert plain.files == res.files[:2]
 
 
+def test_a_link_to_a_folder_above_the_input_does_not_scan_the_input_twice(tmp_path):
+    """A followed link to an ancestor (in/up -> the folder that holds in/) leads back into
+    the input by a real folder, not by a link: each file came out twice, a cluster of
+    "copies" of itself at every threshold."""
+    from mhc.discover import discover
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "real" / "a.jpg")
+    os.symlink(tmp_path, inp / "real" / "up")
+    save(photo(2), tmp_path / "beside" / "b.jpg")  # reached only through the link: scanned once
+    found = discover(inp, follow_symlinks=True)
+    assert [f.path for f in found.files] == [str(inp / "real" / "a.jpg"), str(inp / "real" / "up" / "beside" / "b.jpg")]
+
+
 def test_a_symlinked_file_found_by_its_own_path_is_listed_once(tmp_path):
     """A link to a file also found by its own path used to come out as a cluster of two
     "copies" at threshold 0, and the report could mark the link ("a link.jpg" sorts first)
