@@ -91,6 +91,8 @@ class HashedCollection:
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files not media by name, per extension
     excluded: int = 0  # files and folders left out by --exclude
     aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # a symlink -> the file's path listed instead
+    # per file, the index of an earlier listed name of the same file (a hard link), else None
+    same_file_as: list[int | None] = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def crop_matches(self) -> list:
@@ -145,6 +147,12 @@ class HashedCollection:
         info = self.info[i]
         return {"width": info.width, "height": info.height, "bytes": self.sizes[i], "format": info.format,
                 "taken": info.taken, "mtime_ns": self.mtimes[i]}
+
+    def same_file(self, i: int, j: int) -> bool:
+        """Whether files ``i`` and ``j`` are names of one file (hard links): removing one
+        frees no space."""
+        first = lambda k: k if not self.same_file_as or self.same_file_as[k] is None else self.same_file_as[k]  # noqa: E731
+        return first(i) == first(j)
 
     def probable_original(self, members: list[int]) -> int:
         """The member most likely the original (:func:`mhc.identity.original_key`)."""
@@ -321,11 +329,16 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     errors = sorted(found.errors + results.errors, key=lambda e: e.path)
     info = [results.info.get(p, FileInfo()) for p in files]
     stat = {f.path: (f.size, f.mtime_ns) for f in found.files}
+    inode = {f.path: (f.dev, f.ino) for f in found.files}
+    first: dict[tuple[int, int], int] = {}
+    # inode 0: a file system without inode numbers, where (dev, ino) names no file
+    same_file_as = [None if not inode[p][1] or first.setdefault(inode[p], i) == i else first[inode[p]]
+                    for i, p in enumerate(files)]
     return HashedCollection(str(plan.input), files, kinds, errors, results.stats,
                             len(found.files) + len(found.errors), algorithms, info, meta, ssim,
                             [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
                             skipped=dict(found.skipped), excluded=sum(found.excluded.values()),
-                            aliases=dict(found.aliases))
+                            aliases=dict(found.aliases), same_file_as=same_file_as)
 
 
 @contextmanager

@@ -225,7 +225,8 @@ def pairs_command(
             ia, ib = index[a], index[b]
             row = {"path_a": a, "path_b": b, "distance": d, "file_a": collection.facts(ia),
                    "file_b": collection.facts(ib),
-                   "probable_original": collection.files[collection.probable_original([ia, ib])]}
+                   "probable_original": collection.files[collection.probable_original([ia, ib])],
+                   "same_file": collection.same_file(ia, ib)}  # hard links: deleting one frees nothing
             if crops:
                 row["crop"] = crop_area.get((min(ia, ib), max(ia, ib)))
             text = json.dumps(row, indent=1, ensure_ascii=True).replace("\n", "\n ")

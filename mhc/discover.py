@@ -151,7 +151,7 @@ def discover(
     its target came out as a cluster of two "copies", and the report could mark the link
     as the one to keep: deleting the other, the real file, would break the link and lose
     the picture. Hard links stay apart (each is a name of its own; removing one loses
-    nothing), as in fdupes and jdupes.
+    nothing); the collection marks them as one file (``same_file_as``).
     Unreadable folders, dangling symlinks and vanished files become errors; a ``root``
     that is not a folder raises :class:`~mhc.errors.UsageError`.
     """

@@ -99,7 +99,7 @@ class Figures:
                    if thumb else "<div class=missing>no preview</div>")
             static = (f'<a href="{_html(file_url(path))}" title="{_html(path)}">{img}</a>\n<figcaption>'
                       f'<span class=path>{_html(name)}</span><span class=details>{_html(self.details(i))}</span>'
-                      f'{self._crop(i)}')
+                      f'{self._crop(i)}{self._same_file(i)}')
             self._static[(i, rel)] = static
         if original is None or i == original:
             tail = "<span class=badge>probable original</span> " if i == original else ""
@@ -117,9 +117,22 @@ class Figures:
         if not of:
             return ""
         src, area = of
+        return (f'<span class=crop title="{_html(self.files[src])}">crop of {_html(self._name(src))} '
+                f'({area:.0%} of it)</span>')
+
+    def _same_file(self, i: int) -> str:
+        """'same file as NAME' under a hard link of a file listed before it: deleting
+        either name frees no space, which two pictures side by side would not tell."""
+        j = (self.info.get("same_file_as") or [None] * (i + 1))[i]
+        if not isinstance(j, int) or not 0 <= j < len(self.files):  # (an edited summary.json: no note)
+            return ""
+        return (f'<span class=crop title="{_html(self.files[j])}">same file as {_html(self._name(j))} (a hard link: '
+                f'removing one frees no space)</span>')
+
+    def _name(self, i: int) -> str:
+        """A file's path under the input (its full path if it is not under it)."""
         prefix = self.root.rstrip("/") + "/"
-        name = self.files[src][len(prefix):] if self.root and self.files[src].startswith(prefix) else self.files[src]
-        return f'<span class=crop title="{_html(self.files[src])}">crop of {_html(name)} ({area:.0%} of it)</span>'
+        return self.files[i][len(prefix):] if self.root and self.files[i].startswith(prefix) else self.files[i]
 
     def _quoted(self, i: int) -> str:
         q = self._quotes.get(i)

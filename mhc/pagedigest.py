@@ -36,7 +36,7 @@ def file_digests(files: list[str], info: dict, thumbs: dict[str, str]) -> np.nda
     """(n, 8) bytes per file: its path, facts shown under its picture (``info``: the
     ``file_info`` columns of summary.json), and thumbnail."""
     cols = [info.get(k) or [None] * len(files) for k in ("width", "height", "bytes", "format", "taken", "mtime",
-                                                          "crop_of")]
+                                                          "crop_of", "same_file_as")]
     out = np.empty((len(files), 8), dtype=np.uint8)
     for i, f in enumerate(files):
         facts = "\0".join(str(c[i]) for c in cols)

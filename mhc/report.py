@@ -101,7 +101,7 @@ def render_index(summary: dict) -> str:
     c = summary.get("counts", {})
     counts = {"found": c.get("found", len(files)), "decoded": c.get("decoded", 0), "from_cache": c.get("from_cache", 0),
               "failed": c.get("failed", 0), "excluded": c.get("excluded", 0),
-              "aliases": c.get("aliases", 0)}
+              "aliases": c.get("aliases", 0), "hard_links": c.get("hard_links", 0)}
     skipped = c.get("skipped") if isinstance(c.get("skipped"), dict) else {}
     skipped = {ext: n for ext, n in skipped.items() if isinstance(n, int)}  # (an edited summary.json)
     counts["skipped"] = sum(skipped.values())

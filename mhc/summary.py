@@ -253,7 +253,7 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
             "decoded": s.decoded, "from_cache": s.cached, "failed": len(col.errors),
             "hashes_computed": s.computed_by_algo, "hashes_from_cache": s.cached_by_algo,
             "skipped": dict(sorted(col.skipped.items())), "excluded": col.excluded,
-            "aliases": len(col.aliases),
+            "aliases": len(col.aliases), "hard_links": sum(j is not None for j in col.same_file_as),
         },
         "aliases": col.aliases,  # a symlink to a file also found by another path -> that path
         "files": col.files,
@@ -261,6 +261,8 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
         "file_info": {
             "bytes": col.sizes, "mtime": col.mtimes, "width": [i.width for i in info],
             "height": [i.height for i in info], "format": [i.format for i in info], "taken": [i.taken for i in info],
+            # a hard link: the index of the first listed name of the same file (removing one frees nothing)
+            "same_file_as": col.same_file_as or [None] * len(col.files),
         },
         "recommended": result.recommendation.to_dict() if result.recommendation else None,
         "computed_now": [k for k, e in algorithms.items() if e["computed_now"]],

@@ -79,6 +79,15 @@ def print_summary(result, console: Console) -> None:
         console.print(f"{len(aliases)} symlink(s) to files also found by another path: each such file is shown once, "
                       f"under that path (e.g. {printable(link)} -> {printable(target)})", highlight=False,
                       markup=False, soft_wrap=True)
+    same = result.collection.same_file_as
+    linked = [(i, j) for i, j in enumerate(same) if j is not None]
+    if linked:
+        i, j = linked[0]
+        files = result.collection.files
+        console.print(f"{len(linked)} hard link(s): files found under more than one name, each name shown (as "
+                      f"copies); removing a name frees no space (e.g. {printable(files[j])} and {printable(files[i])} "
+                      f"are one file)", highlight=False,
+                      markup=False, soft_wrap=True)
     line = hashes_line(result)
     if line:
         console.print(line, highlight=False)

@@ -262,6 +262,16 @@ def test_a_symlinked_file_found_by_its_own_path_is_listed_once(tmp_path):
     assert not any(n.startswith(("a link", "c2")) for n in names) and any(n.startswith("hard link") for n in names)
     index = " ".join((tmp_path / "out" / "index.html").read_text().split())
     assert "2 symlink(s) to files also found by another path" in index
+    # a hard link is a name of its own, but its "copy" is the same file: said wherever it shows
+    assert summary["counts"]["hard_links"] == 1 and summary["file_info"]["same_file_as"] == [None, None, 1]
+    assert (f"1 hard link(s): files found under more than one name, each name shown (as copies); removing a name "
+            f"frees no space (e.g. {inp / 'hard link.jpg'} and {inp / 'photo.jpg'} are one file)") in text, text
+    assert "1 hard link(s)" in index
+    page = (tmp_path / "out" / "report" / "phash_8" / "thr_000.html").read_text()
+    assert page.count("same file as hard link.jpg (a hard link: removing one frees no space)") == 1
+    r = run_cli("pairs", "-o", str(tmp_path / "out"), "-a", "phash_8", "-t", "0", "-f", "json")
+    rows = {(row["path_a"], row["path_b"]): row["same_file"] for row in json.loads(r.stdout)}
+    assert rows == {(str(inp / "hard link.jpg"), str(inp / "photo.jpg")): True}, r.stdout
 
 
 def test_special_files_and_dotted_names_are_reported_or_hashed(tmp_path):
