@@ -213,9 +213,18 @@ def compute_hashes(
         if len(pending) >= flush_every or time.monotonic() - last_flush > 1.0:
             flush()
 
+    # Hard links (one file, several names: backup snapshots made with rsync --link-dest or
+    # rsnapshot hold every photo once per snapshot) are decoded once; each name gets the
+    # result and its own cache rows. inode 0: a file system without inode numbers.
+    names: dict[tuple[int, int, str], list[MediaFile]] = {}
+    for f in todo:
+        names.setdefault((f.dev, f.ino, f.kind) if f.ino else (0, id(f), f.kind), []).append(f)
+    others = {group[0].path: group[1:] for group in names.values() if len(group) > 1}
     try:
-        for res in run_batches([(f.path, f.kind) for f in todo], work_plan, workers, executor):
+        for res in run_batches([(g[0].path, g[0].kind) for g in names.values()], work_plan, workers, executor):
             take(res)
+            for f in others.get(res.path, ()):
+                take(dataclasses.replace(res, path=f.path))
             report(progress, "hash", done, total)
     finally:
         flush()  # also on Ctrl-C: what was computed is kept

@@ -245,6 +245,32 @@ def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
     assert len(cached.values) + len(cached.failures) == 6 == seen[0]
 
 
+def test_hard_links_are_decoded_once_and_cached_under_each_name(tmp_path, monkeypatch):
+    """A backup made with rsync --link-dest holds each photo once per snapshot, as hard
+    links: one decode serves every name, and each name gets its own cache rows."""
+    from mhc import runner
+
+    inp = tmp_path / "in"
+    a = save(photo(1), inp / "2024" / "a.jpg")
+    os.makedirs(inp / "2025")
+    os.link(a, inp / "2025" / "a.jpg")
+    os.link(a, inp / "2025" / "a again.jpg")
+    d = save(photo(2), inp / "2025" / "d.jpg")
+    calls = []
+    decode = runner.hash_file
+    monkeypatch.setattr(runner, "hash_file", lambda p, plan, kind: calls.append(p) or decode(p, plan, kind))
+    files = discover(inp).files
+    plan = HashPlan.build(parse_algorithms(["phash_8", "dhash_8"]))
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        res = compute_hashes(files, plan, cache, workers=1)
+    assert sorted(calls) == [str(a), str(d)]
+    assert len(res.values) == 4 and res.stats.failed == 0
+    assert res.values[str(inp / "2025" / "a again.jpg")] == res.values[str(a)] != res.values[str(d)]
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        cached = cache.lookup(files, [plan.hkey(x) for x in plan.algorithms], [plan.dkey()])
+    assert {p for p, v in cached.values.items() if len(v) == 2} == {f.path for f in files}
+
+
 def test_cache_keys_do_not_mix_exact_and_fast(corpus, tmp_path):
     fast = run(opts(corpus, tmp_path))
     exact = run(opts(corpus, tmp_path, exact=True))
