@@ -22,10 +22,11 @@ THUMB_SIDE = 200
 THUMB_DIR = Path(".mhc") / "thumbs"
 
 
-def thumb_name(path: str) -> str | None:
-    """File name of ``path``'s thumbnail, from its identity; None if the file is gone."""
+def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
+    """File name of ``path``'s thumbnail, from its identity (``st``: its stat, if known);
+    None if the file is gone."""
     try:
-        st = os.stat(path)
+        st = st or os.stat(path)
     except OSError:
         return None
     key = os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}".encode()
@@ -75,14 +76,26 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     found: dict[str, str] = {}
     todo: list[tuple[str, str, str]] = []
     have = set(os.listdir(tdir))
+    # a hard link shows its file's thumbnail, made once (a tree of hard-linked backup
+    # snapshots would make it once per snapshot); inode 0: no inode numbers there
+    first: dict[tuple[int, int], str] = {}
+    same: dict[str, str] = {}
     for p, kind in zip(files, kinds or ["image"] * len(files)):
-        name = thumb_name(p)
-        if name is None:
+        try:
+            st = os.stat(p)
+        except OSError:
             continue
+        name = thumb_name(p, st)
+        inode = (st.st_dev, st.st_ino)
         if name in have:
             found[p] = str(THUMB_DIR / name)
+        elif st.st_ino and inode in first:
+            same[p] = first[inode]
+            continue
         else:
             todo.append((p, str(tdir / name), kind))
+        if st.st_ino:
+            first.setdefault(inode, p)
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     own = None
     processes = pool_size(workers, len(batches))
@@ -106,4 +119,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
                 own.shutdown(wait=True)
             else:
                 _terminate(own)  # Ctrl-C: stop now, not after the queue
+    for p, q in same.items():
+        if q in found:
+            found[p] = found[q]
     return found

@@ -442,3 +442,25 @@ def test_page_digests_cover_the_code_pages_are_rendered_by():
     assert not missing, missing
     assert {"figures.py", "chart.py"} <= imported
     assert pagedigest.renderer_digest()
+
+
+def test_hard_links_share_one_thumbnail_made_once(tmp_path, monkeypatch):
+    """Every name of a file (hard links: a backup's snapshots) shows the thumbnail made for
+    the first, also when that one was made by an earlier run."""
+    import os
+
+    from mhc import thumbs
+
+    a = save(photo(1), tmp_path / "in" / "a.jpg")
+    os.link(a, tmp_path / "in" / "b.jpg")
+    c = save(photo(2), tmp_path / "in" / "c.jpg")
+    made = []
+    real = thumbs.make_thumb
+    monkeypatch.setattr(thumbs, "make_thumb", lambda p, d, k="image": made.append(p) or real(p, d, k))
+    files = [str(a), str(tmp_path / "in" / "b.jpg"), str(c)]
+    got = thumbs.ensure_thumbs(files, tmp_path / "out", workers=1)
+    assert made == [str(a), str(c)] and got[files[0]] == got[files[1]] != got[files[2]]
+    os.link(a, tmp_path / "in" / "d.jpg")  # a later run: the first name's thumbnail is there already
+    again = thumbs.ensure_thumbs(files + [str(tmp_path / "in" / "d.jpg")], tmp_path / "out", workers=1)
+    assert made == [str(a), str(c)] and again[str(tmp_path / "in" / "d.jpg")] == got[files[0]]
+    assert (tmp_path / "out" / got[files[0]]).stat().st_size > 0
