@@ -104,10 +104,12 @@ class Figures:
         if original is None or i == original:
             tail = "<span class=badge>probable original</span> " if i == original else ""
             return Markup(f"<figure{' class=original' if i == original else ''}>{static}{tail}\n</figcaption></figure>")
+        d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
+        if self._first_name(i) == self._first_name(original):  # one file: "not a duplicate?" makes no sense
+            return Markup(f"<figure>{static}{d}\n</figcaption></figure>")
         # escaping is per piece (the escape of a concatenation is the concatenation of the
         # escapes): each path is quoted and escaped once per report, not once per figure
         ignore = f"mhc ignore {self._flag_html}{self._quoted(original)} {self._quoted(i)}"
-        d = f"<span class=d>distance {distance} to the probable original</span>" if distance is not None else ""
         return Markup(f"<figure>{static}{d}\n<details class=ignore><summary>not a duplicate?</summary>"
                       f"<code>{ignore}</code></details></figcaption></figure>")
 
@@ -120,11 +122,17 @@ class Figures:
         return (f'<span class=crop title="{_html(self.files[src])}">crop of {_html(self._name(src))} '
                 f'({area:.0%} of it)</span>')
 
+    def _first_name(self, i: int) -> int:
+        """The first listed name of file ``i`` (``i`` itself unless it is a hard link of an
+        earlier one)."""
+        j = (self.info.get("same_file_as") or [None] * (i + 1))[i]
+        return j if isinstance(j, int) and 0 <= j < len(self.files) else i  # (an edited summary.json: itself)
+
     def _same_file(self, i: int) -> str:
         """'same file as NAME' under a hard link of a file listed before it: deleting
         either name frees no space, which two pictures side by side would not tell."""
-        j = (self.info.get("same_file_as") or [None] * (i + 1))[i]
-        if not isinstance(j, int) or not 0 <= j < len(self.files):  # (an edited summary.json: no note)
+        j = self._first_name(i)
+        if j == i:
             return ""
         return (f'<span class=crop title="{_html(self.files[j])}">same file as {_html(self._name(j))} (a hard link: '
                 f'removing one frees no space)</span>')

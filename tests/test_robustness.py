@@ -269,6 +269,7 @@ def test_a_symlinked_file_found_by_its_own_path_is_listed_once(tmp_path):
     assert "1 hard link(s)" in index
     page = (tmp_path / "out" / "report" / "phash_8" / "thr_000.html").read_text()
     assert page.count("same file as hard link.jpg (a hard link: removing one frees no space)") == 1
+    assert "mhc ignore" not in page  # "not a duplicate?" of two names of one file: not offered
     r = run_cli("pairs", "-o", str(tmp_path / "out"), "-a", "phash_8", "-t", "0", "-f", "json")
     rows = {(row["path_a"], row["path_b"]): row["same_file"] for row in json.loads(r.stdout)}
     assert rows == {(str(inp / "hard link.jpg"), str(inp / "photo.jpg")): True}, r.stdout
