@@ -207,6 +207,49 @@ def test_hardlink_and_copy_modes(tmp_path):
     assert a.stat().st_nlink == 2
 
 
+def _protected_hardlinks() -> bool:
+    try:
+        return os.geteuid() == 0 and Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _protected_hardlinks(), reason="needs root (to act as another user) and fs.protected_hardlinks")
+def test_a_hard_link_to_another_users_file_names_the_kernels_rule(tmp_path):
+    """Linux refuses a hard link to a file its user neither owns nor may write
+    (fs.protected_hardlinks): the line says so, not only "the filesystem holds none".
+    Root is exempt, so the link is made in a child that has become nobody."""
+    from mhc.errors import MhcError
+    from mhc.links import make_link
+
+    save(photo(1), tmp_path / "in" / "a.jpg")  # root's, 0644
+    (tmp_path / "out").mkdir()
+    os.chown(tmp_path / "out", 65534, 65534)
+    os.chmod(tmp_path, 0o755)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: relative paths from tmp_path, whose parents nobody may not enter
+        try:
+            os.chdir(tmp_path)
+            os.setgid(65534)
+            os.setuid(65534)
+            make_link("in/a.jpg", "out/a.jpg", "hardlink", False)
+            said = "made"
+        except MhcError as e:
+            said = str(e)
+        except BaseException as e:  # noqa: BLE001  (anything else is the test's failure, said)
+            said = f"{type(e).__name__}: {e}"
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        said = f.read()
+    os.waitpid(pid, 0)
+    assert said == ("cannot hard-link in/a.jpg (Operation not permitted): Linux refuses a hard link to another "
+                    "user's file (fs.protected_hardlinks), and some filesystems hold none; use --link copy"), said
+    assert not (tmp_path / "out" / "a.jpg").exists()
+
+
 def test_follow_symlinks_scans_each_real_folder_once(tmp_path):
     inp = tmp_path / "in"
     save(photo(1), inp / "real" / "a.jpg")
