@@ -84,6 +84,13 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str | None
                          f"it; use a name of at most {_NAME_MAX - _SIBLING_EXTRA} bytes")
     if real.exists() and not real.is_dir():
         raise UsageError(f"--output {out} exists and is not a folder; choose another path")
+    # (an output is never inside an input: checked above). Before "not empty": a folder of an
+    # output (-o out/phash_8) was "not made by mhc", which it was
+    owner = enclosing_output(real.parent) if writing else None
+    if owner is not None:
+        raise UsageError(f"--output {out} is inside the mhc output folder {owner}; a folder there would stop "
+                         f"mhc from writing that output again (it replaces only what it made). Choose a folder "
+                         f"outside it, e.g. {owner.parent / real.name}, or -o {owner} to write that output again")
     if real.is_dir() and not (real / MARKER).exists():
         try:
             empty = next(real.iterdir(), None) is None
@@ -97,11 +104,6 @@ def check_output(out: Path, inp: Path, *, writing: bool = True, link: str | None
                          f"folder inside it, e.g. {real / 'mhc-output'}")
     if not writing:
         return
-    owner = enclosing_output(real.parent)  # (an output is never inside an input: checked above)
-    if owner is not None:
-        raise UsageError(f"--output {out} is inside the mhc output folder {owner}; a folder there would stop "
-                         f"mhc from writing that output again (it replaces only what it made). Choose a folder "
-                         f"outside it, e.g. {owner.parent / real.name}")
     parent = real.parent
     while not parent.exists():
         parent = parent.parent

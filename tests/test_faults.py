@@ -117,17 +117,20 @@ def test_cache_in_another_mhc_output_is_refused(photos, tmp_path, where):
     assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-q").returncode == 0  # still writable
 
 
-@pytest.mark.parametrize("where", ["beside its folders", "in a threshold folder"])
+@pytest.mark.parametrize("where", ["beside its folders", "in a threshold folder", "its algorithm folder"])
 def test_output_inside_another_mhc_output_is_refused(photos, tmp_path, where):
     """The same for -o: an output made inside another one was a folder mhc did not make
-    there, and that output's next run was refused."""
+    there, and that output's next run was refused. One of its own folders given (-o
+    out/phash_8) was "not empty and not made by mhc", which it was."""
     other = tmp_path / "other-out"
     assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-t", "0", "-q").returncode == 0
-    nested = other / "mine" if where == "beside its folders" else next((other / "phash_8").iterdir()) / "x"
+    nested = {"beside its folders": other / "mine", "its algorithm folder": other / "phash_8",
+              "in a threshold folder": next((other / "phash_8").iterdir()) / "x"}[where]
     before = tree_digest(other)
     r = run_cli("-i", str(photos), "-o", str(nested), "-a", "phash_8")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"inside the mhc output folder {other}" in r.stderr and f"e.g. {tmp_path / nested.name}" in r.stderr
+    assert f"or -o {other} to write that output again" in r.stderr
     assert tree_digest(other) == before
     assert run_cli("-i", str(photos), "-o", str(other), "-a", "phash_8", "-t", "1", "-q").returncode == 0
 
