@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .discover import MARKER
+from .discover import MARKER, enclosing_output
 from .errors import EnvironmentFault, MhcError, UsageError, printable
 from .names import naming_for
 from .pairs import Edges
@@ -49,6 +49,10 @@ def not_an_output(output: Path, hint: str, why: str | None = None) -> UsageError
     if why is None:
         why = "does not exist" if not output.exists() else "is not a folder" if not output.is_dir() else \
             "has no summary.json"
+        owner = enclosing_output(Path(os.path.realpath(output)).parent) if output.is_dir() else None
+        if owner is not None:  # one of an output's own folders (-o out/phash_8): the output is meant
+            return UsageError(f"{printable(str(output))} is a folder inside the mhc output folder "
+                              f"{printable(str(owner))}; pass the output itself: -o {printable(str(owner))}")
     return UsageError(f"{printable(str(output))} {why}, so it is not an mhc output folder; {hint}")
 
 

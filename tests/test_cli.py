@@ -432,6 +432,12 @@ def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
     # -o of a real output works for every command
     r = run_cli("cache", "info", "-o", str(tmp_path / "real"), env=env)
     assert r.returncode == 0 and r.stdout == before, r.stderr
+    # one of its own folders given: the output is named, not "has no summary.json"
+    for args in (("report",), ("cache", "info"), ("pairs", "-a", "phash_8", "-t", "4")):
+        r = run_cli(*args, "-o", str(tmp_path / "real" / "phash_8"), env=env)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"Error: {tmp_path / 'real' / 'phash_8'} is a folder inside the mhc output folder {tmp_path / 'real'}; "
+            f"pass the output itself: -o {tmp_path / 'real'}"), r.stderr
 
 
 def test_config_prints_toml_that_round_trips(corpus, tmp_path):
