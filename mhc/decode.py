@@ -21,6 +21,7 @@ from .discover import extension
 from .memory import available_memory
 
 # Bump when decoding changes in a way that changes hashes: it is part of every cache key.
+GONE = "file disappeared while scanning"  # (a Dask worker that cannot see the input says this too)
 DECODER_VERSION = "3"  # 3: each algorithm decoded at its own size (decode_variants), grey from colour
 BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
 
@@ -212,7 +213,7 @@ def too_large(w: int, h: int, limit: int) -> DecodeError:
 
 def _access_error(e: OSError) -> DecodeError:
     if isinstance(e, FileNotFoundError):
-        return DecodeError("file disappeared while scanning", cacheable=False)
+        return DecodeError(GONE, cacheable=False)
     if isinstance(e, PermissionError):
         return DecodeError("permission denied", cacheable=False)
     if isinstance(e, IsADirectoryError):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .algorithms import Algorithm
 from .cache import FileInfo, content_sample
-from .decode import DecodeError, DecodeSettings, decode_variants
+from .decode import GONE, DecodeError, DecodeSettings, decode_variants
 from .video import VideoSettings, sample_frames
 
 
@@ -164,7 +164,7 @@ def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
 
 def _os_reason(e: OSError) -> str:
     if isinstance(e, FileNotFoundError):
-        return "file disappeared while scanning"
+        return GONE
     if isinstance(e, PermissionError):
         return "permission denied"
     return f"cannot read file ({e.strerror or e})"

@@ -29,9 +29,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from .cache import Cached, FileInfo, HashCache
-from .decode import too_large
+from .decode import GONE, too_large
 from .discover import MediaFile
-from .errors import FileError
+from .errors import EnvironmentFault, FileError
 from .events import Progress, report
 from .forked import die_with_parent
 from .hashing import FileResult, HashPlan, hash_file
@@ -195,6 +195,11 @@ def compute_hashes(
         nonlocal done
         done += 1
         f = by_path[res.path]
+        if res.error == GONE and executor is not None and os.path.exists(res.path):
+            # hashed elsewhere (--dask): every file would be "gone", and the run would end
+            # with nothing to cluster, exit 0
+            raise EnvironmentFault(f"the hashing workers cannot see {res.path}, which is here: they must see the "
+                                   f"input at the same path (mount it there on every worker), or run without --dask")
         if res.error is not None:
             errors.append(FileError(res.path, res.error))
             stats.failed += 1

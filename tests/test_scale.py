@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -118,6 +123,32 @@ def test_unreachable_dask_scheduler_is_a_clear_error(corpus, tmp_path):
     # said at once ("Connection refused"), not after the client's 20 s of retries ("Timed out ...")
     with pytest.raises(MhcError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:9 \(Connection refused\)"):
         run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], dask="tcp://127.0.0.1:9"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (util-linux)")
+def test_dask_workers_that_cannot_see_the_input_end_the_run_in_one_line(corpus, tmp_path):
+    """A worker on another machine without the input mounted at the same path said "file
+    disappeared while scanning" for every file, and the run ended with nothing to cluster,
+    exit 0. Here a real `dask worker` runs in its own mount namespace, where an empty
+    tmpfs hides the input."""
+    distributed = pytest.importorskip("distributed")
+    from mhc import EnvironmentFault
+
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", f'mount -t tmpfs none "{corpus}" && exec '
+                                   f'"{Path(sys.executable).parent / "dask"}" worker {cluster.scheduler_address} '
+                                   f'--nthreads 1 --no-dashboard'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client.wait_for_workers(1, timeout=60)
+            with pytest.raises(EnvironmentFault, match=r"^the hashing workers cannot see .*, which is here: they must "
+                                                       r"see the input at the same path"):
+                run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], no_cache=True,
+                            dask=cluster.scheduler_address))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
