@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
+    CancelledError,
     Executor,
     Future,
     ProcessPoolExecutor,
@@ -332,6 +333,10 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                         _terminate(ex)
                     ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
                     break
+                except CancelledError:
+                    if own:
+                        raise
+                    raise _lost() from None
                 except Exception as e:  # a distributed executor lost the task (KilledWorker...)
                     if own:
                         raise
@@ -356,12 +361,22 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                 fut.cancel()
 
 
+def _lost() -> EnvironmentFault:
+    """A distributed executor cancelled tasks mhc did not cancel: Dask's client does so for
+    every task when it loses its scheduler (then its futures never finish again)."""
+    return EnvironmentFault("the hashing tasks were cancelled by the executor: the connection to the Dask scheduler "
+                            "was lost (it stopped, or the network failed); the hashes made so far are cached, so run "
+                            "again once it is back")
+
+
 def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> FileResult:
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
     if executor is not None:  # a distributed executor: one task for this one file
         try:
             return executor.submit(hash_batch, [item], plan).result()[0]
+        except CancelledError:
+            raise _lost() from None
         except Exception as e:  # it gave up on it (KilledWorker...)
             return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
     ctx = multiprocessing.get_context(start_method())

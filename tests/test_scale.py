@@ -20,7 +20,7 @@ from mhc.pairs import Edges, iter_pairs
 from mhc.runner import guided_batches
 from mhc.sweep import spanning_forest, sweep
 
-from conftest import run_cli, tree_digest
+from conftest import photo, run_cli, save, tree_digest
 
 sweep_module = importlib.import_module("mhc.sweep")  # mhc.sweep is also the function's name
 
@@ -149,6 +149,48 @@ def test_dask_workers_that_cannot_see_the_input_end_the_run_in_one_line(corpus, 
             worker.terminate()
             worker.wait(30)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_dask_scheduler_that_stops_mid_run_ends_it_in_one_line(tmp_path):
+    """Dask's client cancels every task when it loses its scheduler, and mhc then waited
+    forever on the files it retried one by one. A real scheduler and worker run as
+    processes; the scheduler is killed once the first batch has come back."""
+    pytest.importorskip("distributed")
+    import signal
+    import socket
+
+    from mhc import EnvironmentFault
+
+    for i in range(60):
+        save(photo(i, (1600, 1200)), tmp_path / "in" / f"p{i:02d}.jpg")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dask = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen([dask, "scheduler", "--port", str(port), "--no-dashboard"], **quiet)
+    worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"], **quiet)
+    try:
+        import distributed
+
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+
+        def progress(e):
+            if e.stage == "hash" and e.done >= 1 and scheduler.poll() is None:
+                scheduler.send_signal(signal.SIGKILL)
+                scheduler.wait()
+
+        with pytest.raises(EnvironmentFault, match="^the hashing tasks were cancelled by the executor: the connection "
+                                                   "to the Dask scheduler was lost"):
+            run(Options(input=tmp_path / "in", output=tmp_path / "o", algorithms=["phash_8"], exact=True,
+                        cache=tmp_path / "c.sqlite", dask=address), progress=progress)
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait(30)
+    assert scheduler.returncode == -signal.SIGKILL and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
