@@ -341,6 +341,9 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
                             aliases=dict(found.aliases), same_file_as=same_file_as)
 
 
+DASK_WORKER_WAIT = 30.0  # seconds a scheduler without workers is given for one to join
+
+
 @contextmanager
 def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Executor | None]:
     """The executor to hash on: the caller's, a Dask cluster's (``--dask``), or None (local pool).
@@ -360,6 +363,18 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
     except ValueError as e:  # an address validate() let through that Dask still refuses
         raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None
     try:
+        try:
+            # without workers Dask holds the tasks until one joins: the run waited forever
+            try:
+                client.wait_for_workers(1, timeout=min(2.0, DASK_WORKER_WAIT))
+            except TimeoutError:  # (Dask's WorkerStartTimeoutError is one)
+                log.warning("the Dask scheduler at %s has no workers yet; waiting up to %g s for one to join",
+                            address, DASK_WORKER_WAIT)
+                client.wait_for_workers(1, timeout=max(0.1, DASK_WORKER_WAIT - 2.0))
+        except TimeoutError:
+            raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
+                                   f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
+                                   f"input at the same path, or run without --dask") from None
         yield client.get_executor()
     finally:
         client.close()

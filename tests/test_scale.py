@@ -151,6 +151,21 @@ def test_dask_workers_that_cannot_see_the_input_end_the_run_in_one_line(corpus, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_dask_scheduler_without_workers_is_said_not_waited_on_forever(corpus, tmp_path, monkeypatch, caplog):
+    """Dask holds tasks until a worker joins: with none, the run waited forever."""
+    distributed = pytest.importorskip("distributed")
+    from mhc import EnvironmentFault, collection
+
+    monkeypatch.setattr(collection, "DASK_WORKER_WAIT", 3.0)
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+        with pytest.raises(EnvironmentFault, match=rf"^the Dask scheduler at {cluster.scheduler_address} has no workers "
+                                                   rf"\(none joined in 3 s\); start `dask worker "):
+            run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], no_cache=True,
+                        dask=cluster.scheduler_address))
+    assert "has no workers yet; waiting up to 3 s for one to join" in caplog.text
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_dask_scheduler_that_stops_mid_run_ends_it_in_one_line(tmp_path):
     """Dask's client cancels every task when it loses its scheduler, and mhc then waited
     forever on the files it retried one by one. A real scheduler and worker run as
