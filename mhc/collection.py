@@ -151,8 +151,10 @@ class HashedCollection:
     def same_file(self, i: int, j: int) -> bool:
         """Whether files ``i`` and ``j`` are names of one file (hard links): removing one
         frees no space."""
-        first = lambda k: k if not self.same_file_as or self.same_file_as[k] is None else self.same_file_as[k]  # noqa: E731
-        return first(i) == first(j)
+        if not self.same_file_as:
+            return i == j
+        return (self.same_file_as[i] if self.same_file_as[i] is not None else i) == \
+            (self.same_file_as[j] if self.same_file_as[j] is not None else j)
 
     def probable_original(self, members: list[int]) -> int:
         """The member most likely the original (:func:`mhc.identity.original_key`)."""

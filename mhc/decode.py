@@ -20,8 +20,8 @@ from PIL import Image, ImageOps
 from .discover import extension
 from .memory import available_memory
 
-# Bump when decoding changes in a way that changes hashes: it is part of every cache key.
 GONE = "file disappeared while scanning"  # (a Dask worker that cannot see the input says this too)
+# Bump when decoding changes in a way that changes hashes: it is part of every cache key.
 DECODER_VERSION = "3"  # 3: each algorithm decoded at its own size (decode_variants), grey from colour
 BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
 

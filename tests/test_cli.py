@@ -317,7 +317,9 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     r = run_cli("pairs", "-o", str(out), "-a", "phash_8", "-t", "6", "--format", "json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert rows and set(rows[0]) == {"path_a", "path_b", "distance", "file_a", "file_b", "probable_original"}
+    assert rows and set(rows[0]) == {"path_a", "path_b", "distance", "file_a", "file_b", "probable_original",
+                                     "same_file"}
+    assert not any(x["same_file"] for x in rows)  # (no hard links here)
     assert set(rows[0]["file_a"]) == {"width", "height", "bytes", "format", "taken", "mtime_ns"}
     for x in rows:  # the probable original of a pair is its larger picture
         px = lambda f: f["width"] * f["height"]  # noqa: E731
