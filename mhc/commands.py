@@ -18,7 +18,7 @@ from .cli import _setup_logging, app, command, effective_settings, out, user_err
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .paths import check_path
-from .summary import SummaryDamaged, load, not_an_output
+from .summary import SummaryDamaged, load, not_an_output, original_of
 from .thresholds import one_threshold
 
 cache_app = typer.Typer(cls=FlagHelpGroup, help="Inspect or clear the hash cache.", no_args_is_help=True)
@@ -263,6 +263,13 @@ def ignore_command(
     with user_errors():
         if list_ and (remove or paths):  # `--list --remove A B` did nothing it said
             raise UsageError("--list shows the marked pairs and takes no files and no --remove; run it on its own")
+        if paths and len(paths) == 2:
+            # files picked in an output's cluster folders (a viewer shows those): the originals
+            # they stand for are marked, in the cache that output was made with
+            (a, in_a), (b, in_b) = (original_of(str(p)) for p in paths)
+            paths = [Path(a), Path(b)]
+            if output is None and cache is None:
+                output = in_a or in_b
         path = cache_of(output, cache)
         if list_:
             pairs = []

@@ -180,13 +180,11 @@ def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
 def _originals(out: Path) -> dict[str, dict[str, str]]:
     """Per algorithm folder: link name -> original path (from summary.json, if any)."""
     try:
-        from .names import recorded_link_names
-        from .summary import read_summary
+        from .summary import link_originals
 
-        s = read_summary(out)
+        return link_originals(out)
     except Exception:
         return {}
-    return {key: dict(zip(recorded_link_names(s["files"], e), s["files"])) for key, e in s["algorithms"].items()}
 
 
 def _any_labelled(folders, labels, names, out: Path) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__
 from .discover import MARKER, enclosing_output
 from .errors import EnvironmentFault, MhcError, UsageError, printable
-from .names import naming_for
+from .names import naming_for, recorded_link_names
 from .pairs import Edges
 from .sweep import Partition, sweep
 
@@ -41,6 +41,29 @@ def read_summary(output: str | Path) -> dict:
         raise MhcError(f"{Path(output) / 'summary.json'} was written by another version of mhc (format "
                        f"{doc.get('format', 1)}); run mhc again on this output to rewrite it")
     return doc
+
+
+def link_originals(output: Path) -> dict[str, dict[str, str]]:
+    """Per algorithm folder of an mhc output: each link's name -> the original it stands for
+    (symlinks, hard links and copies alike, named as summary.json records)."""
+    s = read_summary(output)
+    return {key: dict(zip(recorded_link_names(s["files"], e), s["files"])) for key, e in s["algorithms"].items()}
+
+
+def original_of(path: str) -> tuple[str, Path | None]:
+    """The original a file in an mhc output's cluster folder stands for, and that output; a
+    path outside every output is itself (None). A hard link or a copy there is a file of its
+    own, which no run hashes: "not a duplicate" marks on it would never apply."""
+    folder = Path(os.path.realpath(os.path.dirname(os.path.abspath(path))))
+    owner = enclosing_output(folder)
+    if owner is None:
+        return path, None
+    parts = folder.relative_to(owner).parts
+    original = link_originals(owner).get(parts[0], {}).get(os.path.basename(path)) if len(parts) == 3 else None
+    if original is None:
+        raise UsageError(f"{printable(path)} is in the mhc output {printable(str(owner))} but is not one of its "
+                         f"links; give your own files (the report's \"not a duplicate?\" command names them)")
+    return original, owner
 
 
 def not_an_output(output: Path, hint: str, why: str | None = None) -> UsageError:

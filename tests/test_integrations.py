@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 
 import pytest
 from PIL import Image
@@ -106,6 +107,33 @@ def test_ignored_pair_stays_apart_under_complete_linkage(corpus, tmp_path):
     with HashCache(cache) as c:
         c.ignore(small, bright)
     assert not together(run(Options(output=tmp_path / "b", **opts)))
+
+
+@pytest.mark.parametrize("link", ["copy", "hardlink"])
+def test_files_picked_in_an_output_mark_their_originals_in_its_cache(tmp_path, link):
+    """A viewer browsing the output shows its cluster folders, and their paths are the ones a
+    user copies. In a tree of copies or hard links those are files of their own: the mark
+    went, under their names, into the default cache, and no run ever applied it."""
+    a = save(photo(1), tmp_path / "in" / "a.jpg")
+    b = save(photo(1).resize((160, 120)), tmp_path / "in" / "sub" / "b.png")
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    args = ("-i", str(tmp_path / "in"), "-o", str(out), "--cache", str(cache), "--link", link, "-a", "phash_8", "-t",
+            "4", "-q", "--no-report")
+    assert run_cli(*args).returncode == 0
+    (cluster,) = (out / "phash_8" / "thr_004_unclustered_0").glob("001_2")
+    picked = sorted(cluster.iterdir())
+    r = run_cli("ignore", *map(str, picked), env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert r.returncode == 0 and f"(in {cache})" in r.stdout, r.stderr
+    with HashCache(cache) as c:
+        assert c.ignored() == [(str(a), str(b))]
+    assert not (tmp_path / "xdg").exists()  # nothing went to the default cache
+    assert run_cli(*args).returncode == 0
+    assert [p.name for p in (out / "phash_8").iterdir()] == ["thr_004_unclustered_2"]
+    stray = out / "phash_8" / "thr_004_unclustered_2" / "unclustered_2" / "a-copy.jpg"
+    shutil.copy(a, stray)  # a file put there by hand stands for nothing: said, nothing marked
+    r = run_cli("ignore", str(stray), str(b))
+    assert r.returncode == 2 and f"{stray} is in the mhc output {out} but is not one of its links" in r.stderr
+    stray.unlink()
 
 
 @pytest.mark.parametrize("args", [["--list", "--remove"], ["--list", "a.jpg", "b.jpg"]])
