@@ -292,11 +292,13 @@ class HashCache(CacheCommands):
             return out
         valid: set[bytes] = set()
         moved: list[tuple[int, int, int, bytes]] = []
+        known: set[bytes] = set()
         for path, dev, ino, size, mtime, ctime, sample, w, h, fmt, taken in self.db.execute(
                 "SELECT path, dev, ino, size, mtime_ns, ctime_ns, sample, width, height, format, taken FROM files"):
             f = ident.get(path)
             if f is None:
                 continue
+            known.add(path)
             if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
                 self._stale.add(path)
                 continue
@@ -314,17 +316,48 @@ class HashCache(CacheCommands):
             out.info[f.path] = FileInfo(w, h, fmt, taken, sample)
         if moved and self.writable:
             self._write(lambda: self.db.executemany("UPDATE files SET dev=?, ino=?, ctime_ns=? WHERE path=?", moved))
+        source: dict[bytes, tuple[bytes, ...]] = {}  # a known path -> new paths its rows serve
+        if len(known) < len(ident):
+            source = self._twins({p: f for p, f in ident.items() if p not in known}, out)
         keys = sorted(set(hkeys))
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
-            if path in valid:
-                out.values.setdefault(ident[path].path, {})[hkey] = value
+            for p in ((path,) if path in valid else ()) + source.get(path, ()):
+                out.values.setdefault(ident[p].path, {})[hkey] = value
         dk = sorted(set(dkeys))
         for path, dkey, reason in self.db.execute(
                 f"SELECT path, dkey, reason FROM failures WHERE dkey IN ({','.join('?' * len(dk))})", dk):
-            if path in valid:
-                out.failures.setdefault(ident[path].path, {})[dkey] = reason
+            for p in ((path,) if path in valid else ()) + source.get(path, ()):
+                out.failures.setdefault(ident[p].path, {})[dkey] = reason
         return out
+
+    def _twins(self, new: dict[bytes, MediaFile], out: Cached) -> dict[bytes, tuple[bytes, ...]]:
+        """Cached rows that serve files at new paths (moved, renamed, or copied with their
+        mtime: a reorganised library is not hashed again): a known path -> the new paths
+        its rows serve (their facts go into ``out``). The rows are copied to the new paths,
+        so the next run finds them there once the old path's rows are dropped."""
+        from .identity import twins
+
+        found = twins(self.db.execute("SELECT path, size, mtime_ns, sample, width, height, format, taken FROM files"),
+                      {p: (f.path, f.size, _i64(f.mtime_ns)) for p, f in new.items()})
+        source: dict[bytes, tuple[bytes, ...]] = {}
+        for p, (old, _, _, sample, w, h, fmt, taken) in found.items():
+            source[old] = source.get(old, ()) + (p,)
+            out.info[new[p].path] = FileInfo(w, h, fmt, taken, sample)
+
+        def copy() -> None:
+            for p, (old, size, _, sample, w, h, fmt, taken) in found.items():
+                f = new[p]
+                self.db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                (p, _i64(f.dev), _i64(f.ino), size, _i64(f.mtime_ns), _i64(f.ctime_ns), sample,
+                                 w, h, fmt, taken))
+                self.db.execute("INSERT OR REPLACE INTO hashes SELECT ?, hkey, value FROM hashes WHERE path = ?",
+                                (p, old))
+                self.db.execute("INSERT OR REPLACE INTO failures SELECT ?, dkey, reason FROM failures WHERE path = ?",
+                                (p, old))
+        if found and self.writable:
+            self._write(copy)
+        return source
 
     # -- writes ---------------------------------------------------------------
     def store(self, rows: Iterable[tuple[MediaFile, FileInfo | None, dict[str, bytes], tuple[str, str] | None]]) -> None:

@@ -36,6 +36,33 @@ def content_sample(path: str, size: int) -> bytes:
     return h.digest()
 
 
+def twins(rows, new: dict[bytes, tuple[str, int, int]]) -> dict[bytes, tuple]:
+    """Files at new paths that the cache knows under another path: moved or renamed (same
+    inode, new path), or copied with their mtime (``cp -p``, ``rsync -a``). ``rows``: the
+    cache's ``(path, size, mtime, sample, *facts)``; ``new``: path -> (its name as text,
+    size, mtime as stored). A row is a twin when size and mtime agree and the file's sampled
+    digest (:func:`content_sample`) equals the row's; returns new path -> that row. The
+    digest is read only for files that have a candidate, once each."""
+    wanted: dict[tuple[int, int], list[bytes]] = {}
+    for p, (_, size, mtime) in new.items():
+        wanted.setdefault((size, mtime), []).append(p)
+    found: dict[bytes, tuple] = {}
+    digests: dict[bytes, bytes | None] = {}
+    for row in rows:
+        path, size, mtime, sample = row[:4]
+        for p in wanted.get((size, mtime), ()):
+            if p in found or sample is None or path in new:
+                continue
+            if p not in digests:
+                try:
+                    digests[p] = content_sample(new[p][0], size)
+                except OSError:
+                    digests[p] = None
+            if digests[p] == sample:
+                found[p] = row
+    return found
+
+
 def original_key(width: int | None, height: int | None, size: int | None, taken: str | None, mtime_ns: int | None,
                  path: str) -> tuple:
     """Sort key of "probably the original" (smallest first): the largest picture, then the

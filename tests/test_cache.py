@@ -271,6 +271,49 @@ def test_hard_links_are_decoded_once_and_cached_under_each_name(tmp_path, monkey
     assert {p for p, v in cached.values.items() if len(v) == 2} == {f.path for f in files}
 
 
+def test_moved_renamed_and_copied_files_are_not_hashed_again(tmp_path, monkeypatch):
+    """A library reorganised (folders renamed, files moved, copied with cp -p) holds the
+    same files: their hashes are found by size, mtime and the sampled digest, and copied
+    to the new paths. A file of the same size and mtime but other bytes is hashed."""
+    import shutil
+
+    from mhc import runner
+
+    inp = tmp_path / "in"
+    a = save(photo(1), inp / "2019" / "a.jpg")
+    b = save(photo(2), inp / "2019" / "b.png")
+    c = save(photo(3), inp / "c.jpg")
+    plan = HashPlan.build(parse_algorithms(["phash_8", "dhash_8"]))
+
+    def hashed() -> tuple[list[str], dict]:
+        calls = []
+        decode = runner.hash_file
+        monkeypatch.setattr(runner, "hash_file", lambda p, plan, kind: calls.append(p) or decode(p, plan, kind))
+        files = discover(inp).files
+        with HashCache(tmp_path / "c.sqlite") as cache:
+            res = compute_hashes(files, plan, cache, workers=1)
+            cache.forget_missing(str(inp), [f.path for f in files])
+        return sorted(calls), res.values
+
+    first = hashed()[1]
+    os.rename(inp / "2019", inp / "Archive 2019")  # a folder renamed
+    shutil.copy2(c, inp / "c copy.jpg")  # a copy that keeps its mtime
+    other = save(photo(4), inp / "d.jpg")  # a different picture ...
+    with open(other, "r+b") as f:  # ... of c's size and mtime
+        f.truncate(c.stat().st_size)
+    os.utime(other, ns=(c.stat().st_atime_ns, c.stat().st_mtime_ns))
+    calls, values = hashed()
+    assert calls == [str(other)]
+    moved = {str(inp / "Archive 2019" / "a.jpg"): str(a), str(inp / "Archive 2019" / "b.png"): str(b),
+             str(inp / "c copy.jpg"): str(c)}
+    assert all(values[new] == first[old] for new, old in moved.items())
+    with HashCache(tmp_path / "c.sqlite") as cache:  # the new paths have rows of their own, the old ones none
+        cached = cache.lookup(discover(inp).files, [plan.hkey(x) for x in plan.algorithms], [plan.dkey()])
+        assert set(moved) <= set(cached.values) and cached.info[str(inp / "c copy.jpg")].width == 320
+        assert not {str(a), str(b)} & {os.fsdecode(p) for (p,) in cache.db.execute("SELECT path FROM files")}
+    assert hashed()[0] == []  # and a third run hashes nothing
+
+
 def test_cache_keys_do_not_mix_exact_and_fast(corpus, tmp_path):
     fast = run(opts(corpus, tmp_path))
     exact = run(opts(corpus, tmp_path, exact=True))
