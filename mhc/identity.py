@@ -51,7 +51,7 @@ def twins(rows, new: dict[bytes, tuple[str, int, int]]) -> dict[bytes, tuple]:
     for row in rows:
         path, size, mtime, sample = row[:4]
         for p in wanted.get((size, mtime), ()):
-            if p in found or sample is None or path in new:
+            if p in found or sample is None:
                 continue
             if p not in digests:
                 try:

@@ -113,6 +113,7 @@ class HashStats:
     decoded: int = 0
     cached: int = 0
     failed: int = 0
+    shared: int = 0  # of ``decoded``: hard links given the result of another name of their file
     computed_by_algo: dict[str, int] = field(default_factory=dict)
     cached_by_algo: dict[str, int] = field(default_factory=dict)
 
@@ -231,6 +232,7 @@ def compute_hashes(
             take(res)
             for f in others.get(res.path, ()):
                 take(dataclasses.replace(res, path=f.path))
+                stats.shared += res.error is None
             report(progress, "hash", done, total)
     finally:
         flush()  # also on Ctrl-C: what was computed is kept

@@ -19,8 +19,9 @@ def counts_line(result) -> str:
     c = result.collection
     s = c.stats
     kinds = f" ({len(c.files) - c.videos} images, {c.videos} videos)" if c.videos else ""
-    return (f"[bold]{c.found}[/] files found{kinds}: [bold]{s.decoded}[/] decoded, [bold]{s.cached}[/] from the cache, "
-            f"[bold]{len(c.errors)}[/] could not be read  ({result.seconds:.2f} s)")
+    shared = f" ({s.shared} of them hard links of another: read once)" if s.shared else ""
+    return (f"[bold]{c.found}[/] files found{kinds}: [bold]{s.decoded}[/] decoded{shared}, [bold]{s.cached}[/] from the "
+            f"cache, [bold]{len(c.errors)}[/] could not be read  ({result.seconds:.2f} s)")
 
 
 def skipped_line(result) -> str | None:

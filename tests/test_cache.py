@@ -264,7 +264,7 @@ def test_hard_links_are_decoded_once_and_cached_under_each_name(tmp_path, monkey
     with HashCache(tmp_path / "c.sqlite") as cache:
         res = compute_hashes(files, plan, cache, workers=1)
     assert sorted(calls) == [str(a), str(d)]
-    assert len(res.values) == 4 and res.stats.failed == 0
+    assert len(res.values) == 4 and res.stats.failed == 0 and (res.stats.decoded, res.stats.shared) == (4, 2)
     assert res.values[str(inp / "2025" / "a again.jpg")] == res.values[str(a)] != res.values[str(d)]
     with HashCache(tmp_path / "c.sqlite") as cache:
         cached = cache.lookup(files, [plan.hkey(x) for x in plan.algorithms], [plan.dkey()])
