@@ -187,10 +187,12 @@ def _naming_the_file(sources: dict[str, str]) -> Iterator[None]:
         yield
     except UsageError as e:
         flag = re.search(r"(?<![\w-])--([a-z][\w-]*)", str(e))  # the first option the line names
-        name = flag and next((f.name for f, spec, _ in fields() if spec.long == flag.group(1)), None)
-        if name is None or sources.get(name, "default") in ("default", "command line", "environment"):
+        name, spec = next(((f.name, spec) for f, spec, _ in fields() if flag and spec.long == flag.group(1)),
+                          (None, None))
+        where = sources.get(name, "default") if name else "default"
+        if where in ("default", "command line") or (where == "environment" and not spec.envvar):
             raise
-        raise UsageError(f"{e} (set in {sources[name]})") from None
+        raise UsageError(f"{e} (set {f'by {spec.envvar}' if where == 'environment' else f'in {where}'})") from None
 
 
 def options_from(values: dict) -> Options:

@@ -42,6 +42,16 @@ def test_a_list_of_thresholds_makes_exactly_those_folders(tmp_path, where, value
         "thr_000", "thr_002", "thr_004", "thr_010"]
 
 
+def test_a_value_from_an_environment_variable_names_it(tmp_path):
+    """DASK_SCHEDULER set to something else than an address: the line spoke of a --dask
+    never typed."""
+    pytest.importorskip("distributed")
+    save(photo(1, (64, 48)), tmp_path / "in" / "a.jpg")
+    r = run_cli("-n", "-i", str(tmp_path / "in"), "-a", "phash_8", cwd=tmp_path, env={"DASK_SCHEDULER": "scheduler"})
+    assert r.returncode == 2 and r.stderr.strip().startswith("Error: --dask 'scheduler' is not a scheduler address")
+    assert r.stderr.strip().endswith("(set by DASK_SCHEDULER)"), r.stderr
+
+
 def test_a_value_given_on_the_command_line_is_not_blamed_on_mhc_toml(tmp_path):
     (tmp_path / "mhc.toml").write_text('algo = ["phash_8"]\n')
     r = run_cli("-n", "-j", "-2", cwd=tmp_path)
