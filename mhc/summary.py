@@ -273,7 +273,9 @@ def summary_dict(result, algorithms: dict[str, dict]) -> dict:
         "format": FORMAT,
         "input": result.input,
         "output": result.output,
-        "cache": str(result.options.cache_path()) if result.options.cache_path() else None,
+        # absolute: `mhc pairs/ignore -o OUT` and the report's "not a duplicate?" command are
+        # run from any folder (a relative --cache named another file there)
+        "cache": os.path.abspath(result.options.cache_path()) if result.options.cache_path() else None,
         "options": opts,
         "counts": {
             "found": col.found, "images": len(col.files) - col.videos, "videos": col.videos,

@@ -442,6 +442,23 @@ def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
             f"pass the output itself: -o {tmp_path / 'real'}"), r.stderr
 
 
+def test_a_relative_cache_is_recorded_as_the_file_it_named(corpus, tmp_path):
+    """`--cache c.sqlite` was recorded as given: `mhc ignore -o OUT` (or the report's
+    pasted "not a duplicate?" command) run from another folder named another file there."""
+    (tmp_path / "work").mkdir()
+    out = tmp_path / "out"
+    r = run_cli("-i", str(corpus), "-o", str(out), "--cache", "c.sqlite", "-a", "phash_8", "-t", "2", "-q",
+                cwd=tmp_path / "work")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["cache"] == str(tmp_path / "work" / "c.sqlite")
+    a, b = sorted(str(p) for p in corpus.rglob("*.jpg"))[:2]
+    r = run_cli("ignore", a, b, "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0 and f"(in {tmp_path / 'work' / 'c.sqlite'})" in r.stdout, r.stderr
+    assert not (tmp_path / "c.sqlite").exists()
+    page = next((out / "report" / "phash_8").glob("thr_002*.html")).read_text()
+    assert "mhc ignore" in page and f"--cache {tmp_path / 'work' / 'c.sqlite'} " in page
+
+
 def test_config_prints_toml_that_round_trips(corpus, tmp_path):
     import tomllib
 
