@@ -703,7 +703,7 @@ def test_ctrl_c_with_no_cache_does_not_claim_a_cache(tmp_path):
 
     inp = tmp_path / "in"
     for k in range(60):
-        save(photo(k, (1600, 1200)), inp / f"p{k}.png")
+        save(photo(k, (1600, 1200)), inp / f"p{k}.jpg")  # (PNGs took 18 s to write)
     for attempt in range(3):  # hashing must still be running when Ctrl-C comes: else try again
         out_dir = tmp_path / f"o{attempt}"
         p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(out_dir),
