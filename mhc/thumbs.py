@@ -23,13 +23,26 @@ THUMB_DIR = Path(".mhc") / "thumbs"
 
 
 def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
-    """File name of ``path``'s thumbnail, from its identity (``st``: its stat, if known);
-    None if the file is gone."""
+    """File name of ``path``'s thumbnail, from its file's identity (device, inode, size,
+    mtime; ``st``: its stat, if known), so a renamed or moved file, and every hard link of
+    it, keeps one thumbnail; on a filesystem without inode numbers, from its path. None if
+    the file is gone."""
     try:
         st = st or os.stat(path)
     except OSError:
         return None
-    key = os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}".encode()
+    if not st.st_ino:
+        return _path_thumb_name(path, st)
+    return _named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path)
+
+
+def _path_thumb_name(path: str, st: os.stat_result) -> str:
+    """The name by path, size and mtime: every thumbnail's before the inode named them
+    (those made then are still used)."""
+    return _named(os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}".encode(), path)
+
+
+def _named(key: bytes, path: str) -> str:
     if classify(path) == "video":  # a video's frames changed with VIDEO_VERSION (turned upright in 2)
         key += f"|v{VIDEO_VERSION}".encode()
     return hashlib.sha1(key).hexdigest()[:20] + ".jpg"
@@ -76,9 +89,9 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     found: dict[str, str] = {}
     todo: list[tuple[str, str, str]] = []
     have = set(os.listdir(tdir))
-    # a hard link shows its file's thumbnail, made once (a tree of hard-linked backup
-    # snapshots would make it once per snapshot); inode 0: no inode numbers there
-    first: dict[tuple[int, int], str] = {}
+    # hard links share a name (a tree of hard-linked backup snapshots made each thumbnail
+    # once per snapshot): made once, for the first
+    queued: dict[str, str] = {}  # thumbnail name -> the file it is made from
     same: dict[str, str] = {}
     for p, kind in zip(files, kinds or ["image"] * len(files)):
         try:
@@ -86,16 +99,14 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         except OSError:
             continue
         name = thumb_name(p, st)
-        inode = (st.st_dev, st.st_ino)
-        if name in have:
-            found[p] = str(THUMB_DIR / name)
-        elif st.st_ino and inode in first:
-            same[p] = first[inode]
-            continue
+        older = _path_thumb_name(p, st)
+        if name in have or older in have:
+            found[p] = str(THUMB_DIR / (name if name in have else older))
+        elif name in queued:
+            same[p] = queued[name]
         else:
+            queued[name] = p
             todo.append((p, str(tdir / name), kind))
-        if st.st_ino:
-            first.setdefault(inode, p)
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     own = None
     processes = pool_size(workers, len(batches))

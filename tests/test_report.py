@@ -444,9 +444,10 @@ def test_page_digests_cover_the_code_pages_are_rendered_by():
     assert pagedigest.renderer_digest()
 
 
-def test_hard_links_share_one_thumbnail_made_once(tmp_path, monkeypatch):
+def test_a_thumbnail_is_made_once_per_file_hard_links_and_renames_included(tmp_path, monkeypatch):
     """Every name of a file (hard links: a backup's snapshots) shows the thumbnail made for
-    the first, also when that one was made by an earlier run."""
+    the first, also when that one was made by an earlier run; a renamed folder keeps its
+    thumbnails (its hashes come from the cache: its thumbnails were all made again)."""
     import os
 
     from mhc import thumbs
@@ -464,3 +465,13 @@ def test_hard_links_share_one_thumbnail_made_once(tmp_path, monkeypatch):
     again = thumbs.ensure_thumbs(files + [str(tmp_path / "in" / "d.jpg")], tmp_path / "out", workers=1)
     assert made == [str(a), str(c)] and again[str(tmp_path / "in" / "d.jpg")] == got[files[0]]
     assert (tmp_path / "out" / got[files[0]]).stat().st_size > 0
+    # a renamed folder keeps its thumbnails (named by the file, not its path) ...
+    os.rename(tmp_path / "in", tmp_path / "renamed")
+    moved = [f.replace(str(tmp_path / "in"), str(tmp_path / "renamed")) for f in files]
+    assert thumbs.ensure_thumbs(moved, tmp_path / "out", workers=1)[moved[2]] == got[files[2]]
+    # ... and one made before, by path, is still used
+    e = save(photo(5), tmp_path / "renamed" / "e.jpg")
+    older = thumbs._path_thumb_name(str(e), e.stat())
+    shutil.copy(tmp_path / "out" / got[files[2]], tmp_path / "out" / thumbs.THUMB_DIR / older)
+    assert thumbs.ensure_thumbs([str(e)], tmp_path / "out", workers=1)[str(e)] == str(thumbs.THUMB_DIR / older)
+    assert made == [str(a), str(c)]
