@@ -41,6 +41,10 @@ class Figures:
     def __init__(self, summary: dict, thumbs: dict[str, str]):
         self.files = summary["files"]
         self.info = summary.get("file_info") or {}
+        # columns that older summaries (and runs without --crops) lack: filled once, not per
+        # figure (a list of i + 1 Nones for file i made a report quadratic in the files)
+        self.crop_of = self.info.get("crop_of") or [None] * len(self.files)
+        self.same_file_as = self.info.get("same_file_as") or [None] * len(self.files)
         self.rank = original_ranks(summary)
         self.thumbs = thumbs
         self.root = summary.get("input", "")
@@ -115,7 +119,7 @@ class Figures:
 
     def _crop(self, i: int) -> str:
         """'crop of NAME (62 %)' under a picture confirmed as a crop of another (--crops)."""
-        of = (self.info.get("crop_of") or [None] * (i + 1))[i]
+        of = self.crop_of[i]
         if not of:
             return ""
         src, area = of
@@ -125,7 +129,7 @@ class Figures:
     def _first_name(self, i: int) -> int:
         """The first listed name of file ``i`` (``i`` itself unless it is a hard link of an
         earlier one)."""
-        j = (self.info.get("same_file_as") or [None] * (i + 1))[i]
+        j = self.same_file_as[i]
         return j if isinstance(j, int) and 0 <= j < len(self.files) else i  # (an edited summary.json: itself)
 
     def _same_file(self, i: int) -> str:
