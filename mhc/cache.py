@@ -160,12 +160,16 @@ class HashCache(CacheOpening, CacheCommands):
         keys = sorted(set(hkeys))
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
-            for p in ((path,) if path in valid else ()) + source.get(path, ()):
+            if path in valid:
+                out.values.setdefault(ident[path].path, {})[hkey] = value
+            for p in source.get(path, ()):  # (empty on a warm rerun: no tuple built per row)
                 out.values.setdefault(ident[p].path, {})[hkey] = value
         dk = sorted(set(dkeys))
         for path, dkey, reason in self.db.execute(
                 f"SELECT path, dkey, reason FROM failures WHERE dkey IN ({','.join('?' * len(dk))})", dk):
-            for p in ((path,) if path in valid else ()) + source.get(path, ()):
+            if path in valid:
+                out.failures.setdefault(ident[path].path, {})[dkey] = reason
+            for p in source.get(path, ()):
                 out.failures.setdefault(ident[p].path, {})[dkey] = reason
         return out
 
