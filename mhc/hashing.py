@@ -230,12 +230,12 @@ def _hash_pdq(image: Image.Image, algo: Algorithm, plan: HashPlan, values: dict[
 def _thumb_target(path: str, plan: HashPlan) -> tuple[str, DecodeSettings] | None:
     if plan.thumb_dir is None:
         return None
-    from .thumbs import THUMB_SIDE, thumb_name  # here: thumbs imports the runner, which imports this
+    from .thumbs import THUMB_SIDE, thumb_target  # here: thumbs imports the runner, which imports this
 
-    name = thumb_name(path)
-    if name is None or os.path.exists(os.path.join(plan.thumb_dir, name)):
+    dest = thumb_target(plan.thumb_dir, path)
+    if dest is None:
         return None
-    return os.path.join(plan.thumb_dir, name), dataclasses.replace(plan.decode, min_side=THUMB_SIDE, color=True)
+    return dest, dataclasses.replace(plan.decode, min_side=THUMB_SIDE, color=True)
 
 
 def _save_thumb(image: Image.Image, dest: str) -> None:

@@ -36,6 +36,19 @@ def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
     return _named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path)
 
 
+def thumb_target(tdir: str, path: str) -> str | None:
+    """Where ``path``'s thumbnail is made in ``tdir``; None if the file is gone or has one
+    there already (under either name: see :func:`_path_thumb_name`)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    name = os.path.join(tdir, thumb_name(path, st))
+    if os.path.exists(name) or os.path.exists(os.path.join(tdir, _path_thumb_name(path, st))):
+        return None
+    return name
+
+
 def _path_thumb_name(path: str, st: os.stat_result) -> str:
     """The name by path, size and mtime: every thumbnail's before the inode named them
     (those made then are still used)."""
@@ -99,9 +112,10 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         except OSError:
             continue
         name = thumb_name(p, st)
-        older = _path_thumb_name(p, st)
-        if name in have or older in have:
-            found[p] = str(THUMB_DIR / (name if name in have else older))
+        if name in have:
+            found[p] = str(THUMB_DIR / name)
+        elif (older := _path_thumb_name(p, st)) in have:  # (only where the new name is missing)
+            found[p] = str(THUMB_DIR / older)
         elif name in queued:
             same[p] = queued[name]
         else:

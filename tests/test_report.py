@@ -474,4 +474,8 @@ def test_a_thumbnail_is_made_once_per_file_hard_links_and_renames_included(tmp_p
     older = thumbs._path_thumb_name(str(e), e.stat())
     shutil.copy(tmp_path / "out" / got[files[2]], tmp_path / "out" / thumbs.THUMB_DIR / older)
     assert thumbs.ensure_thumbs([str(e)], tmp_path / "out", workers=1)[str(e)] == str(thumbs.THUMB_DIR / older)
+    tdir = str(tmp_path / "out" / thumbs.THUMB_DIR)  # hashing, which makes them from its own decode, makes none
+    assert thumbs.thumb_target(tdir, str(e)) is None and thumbs.thumb_target(tdir, moved[2]) is None
+    f = save(photo(6), tmp_path / "renamed" / "f.jpg")
+    assert thumbs.thumb_target(tdir, str(f)) == os.path.join(tdir, thumbs.thumb_name(str(f)))
     assert made == [str(a), str(c)]
