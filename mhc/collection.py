@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import numbers
-import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -26,13 +25,14 @@ import numpy as np
 from .algorithms import Algorithm, parse_algorithm
 from .cache import FileInfo, HashCache
 from .discover import Discovery, Kind, discover
-from .errors import EnvironmentFault, FileError, MhcError, UsageError
+from .errors import FileError, MhcError, UsageError
 from .events import Progress, report
 from .hashing import HashPlan
 from .metric import HashMetric, MatchOptions, video_codes
-from .options import Options, RunPlan, dask_host_port, validate
+from .options import Options, RunPlan, validate
 from .pairs import pack
 from .runner import HashResults, HashStats, compute_hashes
+from .dask_exec import dask_executor
 
 log = logging.getLogger(__name__)
 
@@ -341,59 +341,3 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
                             [stat[p][0] for p in files], [stat[p][1] for p in files], crop_features,
                             skipped=dict(found.skipped), excluded=sum(found.excluded.values()),
                             aliases=dict(found.aliases), same_file_as=same_file_as)
-
-
-DASK_WORKER_WAIT = 30.0  # seconds a scheduler without workers is given for one to join
-
-
-@contextmanager
-def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Executor | None]:
-    """The executor to hash on: the caller's, a Dask cluster's (``--dask``), or None (local pool).
-
-    Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
-    batches the local pool runs: one code path. Workers must see the files at the same paths."""
-    if executor is not None or not address:
-        yield executor
-        return
-    from distributed import Client  # installed: checked by validate()
-
-    _reachable(address)
-    try:
-        client = Client(address, timeout=20)
-    except (OSError, TimeoutError) as e:
-        raise _unreachable(address, e) from None
-    except ValueError as e:  # an address validate() let through that Dask still refuses
-        raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None
-    try:
-        try:
-            # without workers Dask holds the tasks until one joins: the run waited forever
-            try:
-                client.wait_for_workers(1, timeout=min(2.0, DASK_WORKER_WAIT))
-            except TimeoutError:  # (Dask's WorkerStartTimeoutError is one)
-                log.warning("the Dask scheduler at %s has no workers yet; waiting up to %g s for one to join",
-                            address, DASK_WORKER_WAIT)
-                client.wait_for_workers(1, timeout=max(0.1, DASK_WORKER_WAIT - 2.0))
-        except TimeoutError:
-            raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
-                                   f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
-                                   f"input at the same path, or run without --dask") from None
-        yield client.get_executor()
-    finally:
-        client.close()
-
-
-def _reachable(address: str) -> None:
-    """Say at once that nothing answers at a TCP or TLS address (refused, no such host):
-    Dask's client retries until its timeout, 20 s, in case the scheduler is starting."""
-    host_port = dask_host_port(address)
-    if host_port is None:
-        return
-    try:
-        socket.create_connection(host_port, timeout=5).close()
-    except OSError as e:
-        raise _unreachable(address, e.strerror or e) from None
-
-
-def _unreachable(address: str, why) -> EnvironmentFault:
-    return EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({why}); check the address and that the "
-                            f"scheduler runs, e.g. --dask tcp://scheduler:8786")

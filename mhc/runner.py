@@ -319,7 +319,7 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
             if len(futures) >= n_workers * 4:
                 break
         while futures:
-            finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            finished = _wait_first(list(futures), ex)
             for fut in finished:
                 batch = futures.pop(fut)
                 try:
@@ -363,6 +363,18 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                 fut.cancel()
 
 
+def _wait_first(futures: list[Future], ex: Executor) -> set[Future]:
+    """The futures that are done, once one is. An executor with ``check_workers`` (mhc's
+    Dask executor) is asked every second meanwhile: it ends the run when no worker is left
+    to run them, where Dask itself would wait forever."""
+    check = getattr(ex, "check_workers", None)
+    while True:
+        finished, _ = wait(futures, timeout=None if check is None else 1.0, return_when=FIRST_COMPLETED)
+        if finished:
+            return finished
+        check()
+
+
 def _lost() -> EnvironmentFault:
     """A distributed executor cancelled tasks mhc did not cancel: Dask's client does so for
     every task when it loses its scheduler (then its futures never finish again)."""
@@ -376,7 +388,9 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
     path, kind = item
     if executor is not None:  # a distributed executor: one task for this one file
         try:
-            return executor.submit(hash_batch, [item], plan).result()[0]
+            fut = executor.submit(hash_batch, [item], plan)
+            _wait_first([fut], executor)
+            return fut.result()[0]
         except CancelledError:
             raise _lost() from None
         except Exception as e:  # it gave up on it (KilledWorker...)

@@ -154,9 +154,9 @@ def test_dask_workers_that_cannot_see_the_input_end_the_run_in_one_line(corpus, 
 def test_a_dask_scheduler_without_workers_is_said_not_waited_on_forever(corpus, tmp_path, monkeypatch, caplog):
     """Dask holds tasks until a worker joins: with none, the run waited forever."""
     distributed = pytest.importorskip("distributed")
-    from mhc import EnvironmentFault, collection
+    from mhc import EnvironmentFault, dask_exec
 
-    monkeypatch.setattr(collection, "DASK_WORKER_WAIT", 3.0)
+    monkeypatch.setattr(dask_exec, "DASK_WORKER_WAIT", 3.0)
     with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
         with pytest.raises(EnvironmentFault, match=rf"^the Dask scheduler at {cluster.scheduler_address} has no workers "
                                                    rf"\(none joined in 3 s\); start `dask worker "):
@@ -206,6 +206,48 @@ def test_a_dask_scheduler_that_stops_mid_run_ends_it_in_one_line(tmp_path):
             p.kill()
             p.wait(30)
     assert scheduler.returncode == -signal.SIGKILL and not (tmp_path / "o").exists()
+
+
+def test_a_run_whose_dask_workers_all_leave_ends_in_one_line(tmp_path, monkeypatch, caplog):
+    """Dask holds the tasks of a scheduler left without workers until one joins: a run whose
+    only worker was killed mid-run waited forever. A real worker process (no nanny to restart
+    it) is killed once the first batch has come back."""
+    pytest.importorskip("distributed")
+    import distributed
+
+    from mhc import EnvironmentFault, dask_exec
+
+    monkeypatch.setattr(dask_exec, "DASK_WORKER_WAIT", 2.0)
+    for i in range(36):
+        save(photo(i, (1600, 1200)), tmp_path / "in" / f"p{i:02d}.jpg")
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "worker", address, "--no-nanny",
+                                   "--nthreads", "1", "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with distributed.Client(address, timeout=60) as client:
+                client.wait_for_workers(1, timeout=60)
+
+            def progress(e):
+                if e.stage == "hash" and e.done >= 1 and worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+
+            with pytest.raises(EnvironmentFault, match=rf"^every worker left the Dask scheduler at {address} \(none "
+                                                       rf"for 2 s\); the hashes made so far are cached: start `dask "
+                                                       rf"worker {address}` again"):
+                run(Options(input=tmp_path / "in", output=tmp_path / "o", algorithms=["phash_8"], exact=True,
+                            cache=tmp_path / "c.sqlite", dask=address), progress=progress)
+        finally:
+            worker.kill()
+            worker.wait(30)
+    assert "every worker has left the Dask scheduler" in caplog.text
+    assert not (tmp_path / "o").exists()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:  # the batches finished before the kill were kept
+        assert 1 <= db.execute("SELECT count(*) FROM hashes").fetchone()[0] < 36
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])

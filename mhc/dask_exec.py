@@ -1,0 +1,113 @@
+"""Hashing on a Dask cluster (``--dask ADDRESS``): connecting, and the checks Dask does not make.
+
+Dask holds tasks until a worker can run them, however long that takes: a scheduler that
+never had workers, or whose workers all left (machines switched off, ``dask worker``
+killed), kept a run waiting forever. mhc says so and ends the run instead."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+
+from .errors import EnvironmentFault, UsageError
+from .options import dask_host_port
+
+log = logging.getLogger(__name__)
+
+DASK_WORKER_WAIT = 30.0  # seconds a scheduler without workers is given for one to join
+
+
+@contextmanager
+def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Executor | None]:
+    """The executor to hash on: the caller's, a Dask cluster's (``--dask``), or None (local pool).
+
+    Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
+    batches the local pool runs: one code path. Workers must see the files at the same paths."""
+    if executor is not None or not address:
+        yield executor
+        return
+    from distributed import Client  # installed: checked by validate()
+
+    _reachable(address)
+    try:
+        client = Client(address, timeout=20)
+    except (OSError, TimeoutError) as e:
+        raise _unreachable(address, e) from None
+    except ValueError as e:  # an address validate() let through that Dask still refuses
+        raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None
+    try:
+        try:
+            # without workers Dask holds the tasks until one joins: the run waited forever
+            try:
+                client.wait_for_workers(1, timeout=min(2.0, DASK_WORKER_WAIT))
+            except TimeoutError:  # (Dask's WorkerStartTimeoutError is one)
+                log.warning("the Dask scheduler at %s has no workers yet; waiting up to %g s for one to join",
+                            address, DASK_WORKER_WAIT)
+                client.wait_for_workers(1, timeout=max(0.1, DASK_WORKER_WAIT - 2.0))
+        except TimeoutError:
+            raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
+                                   f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
+                                   f"input at the same path, or run without --dask") from None
+        yield WatchedExecutor(client, address)
+    finally:
+        client.close()
+
+
+class WatchedExecutor(Executor):
+    """Dask's executor, plus :meth:`check_workers`, which the hashing loop calls while it
+    waits: a scheduler left without any worker for ``DASK_WORKER_WAIT`` seconds ends the run."""
+
+    def __init__(self, client, address: str) -> None:
+        self._client = client
+        self._address = address
+        self._executor = client.get_executor()
+        self._alone_since: float | None = None
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait)
+
+    def check_workers(self) -> None:
+        """Raise EnvironmentFault if the scheduler has had no worker for DASK_WORKER_WAIT s."""
+        try:
+            workers = len(self._client.nthreads())
+        except Exception as e:  # the scheduler itself is gone: Dask cancels the tasks, said there
+            log.debug("could not ask the Dask scheduler for its workers: %s", e)
+            return
+        now = time.monotonic()
+        if workers:
+            if self._alone_since is not None:
+                log.info("a worker joined the Dask scheduler at %s; hashing goes on", self._address)
+            self._alone_since = None
+            return
+        if self._alone_since is None:
+            self._alone_since = now
+            log.warning("every worker has left the Dask scheduler at %s; waiting up to %g s for one to join",
+                        self._address, DASK_WORKER_WAIT)
+        elif now - self._alone_since >= DASK_WORKER_WAIT:
+            raise EnvironmentFault(f"every worker left the Dask scheduler at {self._address} (none for "
+                                   f"{DASK_WORKER_WAIT:g} s); the hashes made so far are cached: start `dask worker "
+                                   f"{self._address}` again and rerun, or run without --dask")
+
+
+def _reachable(address: str) -> None:
+    """Say at once that nothing answers at a TCP or TLS address (refused, no such host):
+    Dask's client retries until its timeout, 20 s, in case the scheduler is starting."""
+    host_port = dask_host_port(address)
+    if host_port is None:
+        return
+    try:
+        socket.create_connection(host_port, timeout=5).close()
+    except OSError as e:
+        raise _unreachable(address, e.strerror or e) from None
+
+
+def _unreachable(address: str, why) -> EnvironmentFault:
+    return EnvironmentFault(f"cannot reach the Dask scheduler at {address} ({why}); check the address and that the "
+                            f"scheduler runs, e.g. --dask tcp://scheduler:8786")
