@@ -215,6 +215,11 @@ def suggest_threshold(n: int, joins: Edges, partitions: list[Partition], unit: s
     if n < MIN_FILES or not partitions:
         return None
     ts = [p.threshold for p in partitions]
+    u = "%" if unit == "%" else " bits"
+    if not partitions[-1].clusters:  # every folder the same: said as such, not as "0 clusters" that "hold together"
+        return Suggestion(ts[0], ts[0], None, 0, 0, False,
+                          f"No two files are within {ts[-1]}{u} of each other (the top of the sweep): every folder "
+                          f"holds only unclustered files. Copies further apart would need a longer -t range.")
     step = ts[1] - ts[0] if len(ts) > 1 else 1
     ref = persistent_clusters(n, joins.within(ts[-1]), ts[-1] + step)
     scores = [pair_f1(labels_of(p, n), ref) for p in partitions]
@@ -224,7 +229,6 @@ def suggest_threshold(n: int, joins: Edges, partitions: list[Partition], unit: s
     t = ts[k]
     at = partitions[k]
     top = k == len(ts) - 1
-    u = "%" if unit == "%" else " bits"
     text = (f"At {t}{u} the clusters match the groups that hold together over the widest range of distances "
             f"({len(at.clusters)} clusters, {at.clustered_files} files, the largest {at.largest}).")
     if onset is not None:
@@ -308,6 +312,8 @@ def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 
     if len(voters) < min_voters:
         return {}
     vote = vote or _own_votes(voters, n)
+    if not vote.tt:  # no suggested folder holds a cluster: nothing to agree on
+        return {}
     out = {}
     for c in voters:
         s = c.suggestion
@@ -343,6 +349,12 @@ def recommend(clusterings: list, n: int, max_candidates: int = 2000,
         return Recommendation(c.key, c.suggestion.threshold, 1.0, f"{c.key} is the only algorithm of this run "
                               f"with a suggestion; open its suggested folder.")
     vote = vote or _own_votes(voters, n)
+    if not vote.tt:  # every agreement would be 0: the first would "agree best" with nothing
+        c = voters[0]
+        return Recommendation(c.key, c.suggestion.threshold, 0.0,
+                              f"None of the {len(voters)} algorithms' suggested folders holds a cluster: no copies "
+                              f"were found there, and {c.key} at {c.suggestion.threshold} shows every file "
+                              f"unclustered.")
     cands = [(c, p) for c in voters for p in c.partitions]
     if len(cands) > max_candidates:  # huge sweeps: the suggested folders only
         cands = [(c, c.partition(c.suggestion.threshold)) for c in voters]

@@ -106,3 +106,22 @@ def test_each_algorithm_moves_to_where_the_run_agrees(seed):
     if seed == 2:  # here the noisy hash alone suggests 19 (F1 0.60); the vote moves it to 7 (0.76, its best)
         assert refined["noisy"].threshold < refined["noisy"].own
     assert agree(runs[:2], n) == {}  # two: measured to help as often as to harm, so each keeps its own
+
+
+def test_a_run_where_no_two_files_are_alike_says_so_instead_of_praising_empty_folders():
+    """Strangers only: every folder of the sweep holds only unclustered files. The
+    suggestion said "the clusters match the groups that hold together ... (0 clusters, 0
+    files)", the vote "the 3 algorithms of this run agree (agreement 0.00 of 1)", and "open
+    this first" that its folder "agrees best"."""
+    from mhc.suggest import settle
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 2**63, size=(30, 1), dtype=np.uint64)  # random codes: ~20+ bits apart
+    runs = [_clustering(f"a{k}", codes ^ np.uint64(k), list(range(8))) for k in range(3)]
+    assert all(not c.partitions[-1].clusters for c in runs)
+    assert runs[0].suggestion.explanation.startswith("No two files are within 7 bits of each other")
+    rec = settle(runs, len(codes))
+    for c in runs:
+        assert c.suggestion.own is None and "agree" not in c.suggestion.explanation
+    assert rec.agreement == 0 and rec.explanation.startswith("None of the 3 algorithms' suggested folders holds")
+    assert (rec.key, rec.threshold) == ("a0", 0)
