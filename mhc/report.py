@@ -207,7 +207,8 @@ def _threshold_pages(adir: Path, key: str, e: dict, k: int, parts, figs: Figures
             unclustered_href=(f"../../{urllib.parse.quote(key)}/{urllib.parse.quote(t['folder'])}/{unclustered_name}/"
                               if u1 > u0 else None),
             suggested=sug, suggested_href=page_name(sug, width) if sug is not None else None,
-            above=sug is not None and t["threshold"] > sug and e.get("unit") != "%",
+            # (a page without clusters has nothing to warn about: every file there is unclustered)
+            above=sug is not None and t["threshold"] > sug and e.get("unit") != "%" and t["clusters"] > 0,
             prev={"threshold": ths[k - 1]["threshold"], "href": page_name(ths[k - 1]["threshold"], width)} if k else None,
             next=({"threshold": ths[k + 1]["threshold"], "href": page_name(ths[k + 1]["threshold"], width)}
                   if k + 1 < len(ths) else None),

@@ -376,6 +376,21 @@ def test_a_page_above_the_suggestion_says_so_and_flags_chains(tmp_path, browser)
     assert problems == []
 
 
+def test_no_warning_above_the_suggestion_where_no_two_files_are_alike(tmp_path):
+    """Four unrelated pictures: every folder holds only unclustered files, and pages above
+    the suggestion warned that "clusters here may join pictures that are not copies"."""
+    for k in range(4):
+        save(photo(60 + k), tmp_path / "in" / f"p{k}.jpg")
+    res = run(Options(input=tmp_path / "in", output=tmp_path / "o", algorithms=["phash_8"], thresholds="0:6:3",
+                      workers=1, no_cache=True))
+    a = res.algorithms[0]
+    assert a.suggestion.threshold == 0 and not a.partitions[-1].clusters
+    assert a.suggestion.explanation.startswith("No two files are within 6 bits")
+    for t in (3, 6):
+        page = (tmp_path / "o" / "report" / "phash_8" / f"thr_{t:03d}.html").read_text()
+        assert "unclustered_4" in page and "above the suggested" not in page
+
+
 def test_a_cold_run_makes_thumbnails_from_the_hashing_decode(tmp_path):
     """One decode per file: hashing writes each image's thumbnail, so the report's
     thumbnail stage has nothing left to make; a warm run into a new output (hashes
