@@ -199,6 +199,10 @@ def _select(root: int, n: int, left, right, size, lam, lam_top, min_size) -> lis
     return [_leaves(clusters[c][0], n, left, right) for c in sorted(chosen)]
 
 
+def _counted(k: int, noun: str) -> str:
+    return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
+
+
 # -- per algorithm -----------------------------------------------------------------------------
 def chaining_onset(partitions: list[Partition]) -> int | None:
     """Index of the first threshold at which the largest cluster grows by more than the
@@ -230,7 +234,7 @@ def suggest_threshold(n: int, joins: Edges, partitions: list[Partition], unit: s
     at = partitions[k]
     top = k == len(ts) - 1
     text = (f"At {t}{u} the clusters match the groups that hold together over the widest range of distances "
-            f"({len(at.clusters)} clusters, {at.clustered_files} files, the largest {at.largest}).")
+            f"({_counted(len(at.clusters), 'cluster')}, {at.clustered_files} files, the largest {at.largest}).")
     if onset is not None:
         after = partitions[onset]
         text += (f" From {after.threshold}{u} on, clusters start merging with each other: the largest grows from "
@@ -327,8 +331,9 @@ def agree(clusterings: list, n: int, min_voters: int = 3, max_partitions: int = 
             text = (f"{s.explanation} The {len(voters)} algorithms of this run agree: of {c.key}'s folders this one "
                     f"matches best what their suggestions have in common (agreement {scores[k]:.2f} of 1).")
         else:
+            many = _counted(len(c.partitions[k].clusters), "cluster")
             text = (f"At {t}{u} {c.key}'s clusters match best what the {len(voters)} algorithms' suggestions have in "
-                    f"common (agreement {scores[k]:.2f} of 1; {len(c.partitions[k].clusters)} clusters, the largest "
+                    f"common (agreement {scores[k]:.2f} of 1; {many}, the largest "
                     f"{c.partitions[k].largest}). On its own, {c.key} would suggest {s.threshold}{u}: {s.explanation}")
         out[c.key] = replace(s, threshold=t, own=s.threshold, agreement=round(scores[k], 3),
                              largest_before=c.partitions[k].largest,

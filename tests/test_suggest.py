@@ -125,3 +125,9 @@ def test_a_run_where_no_two_files_are_alike_says_so_instead_of_praising_empty_fo
         assert c.suggestion.own is None and "agree" not in c.suggestion.explanation
     assert rec.agreement == 0 and rec.explanation.startswith("None of the 3 algorithms' suggested folders holds")
     assert (rec.key, rec.threshold) == ("a0", 0)
+
+
+def test_one_group_of_copies_is_one_cluster_in_the_explanation():
+    codes = np.array([[0x0123456789ABCDEF]] * 6, dtype=np.uint64)  # six identical hashes
+    s = _clustering("same", codes, list(range(4))).suggestion
+    assert s.threshold == 0 and "(1 cluster, 6 files, the largest 6)" in s.explanation
