@@ -42,6 +42,11 @@ from .identity import FileInfo, content_sample  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
+def _real(path: bytes) -> bytes:
+    """A path as the "not a duplicate" marks hold it (:meth:`CacheCommands._pair`): its real path."""
+    return os.path.realpath(path)
+
+
 def _i64(v: int) -> int:
     """``v`` as SQLite can store it: INTEGER is signed 64-bit, and an mtime past 2262 in ns (a
     camera's clock, a bad archive: ext4 keeps up to 2446), a timestamp before 1678 or a large
@@ -197,6 +202,16 @@ class HashCache(CacheOpening, CacheCommands):
                                 (p, old))
                 self.db.execute("INSERT OR REPLACE INTO failures SELECT ?, dkey, reason FROM failures WHERE path = ?",
                                 (p, old))
+            # the user's "not a duplicate" marks follow the files (kept by real path: a renamed
+            # folder lost them, and the next run linked what the user had kept apart); the old
+            # paths' marks stay, in case they come back
+            moved: dict[bytes, list[bytes]] = {}
+            for p, row in found.items():
+                moved.setdefault(_real(row[0]), []).append(_real(p))
+            for a, b in self.db.execute("SELECT a, b FROM ignored").fetchall():
+                if a in moved or b in moved:
+                    self.db.executemany("INSERT OR IGNORE INTO ignored VALUES (?, ?)",
+                                        [(min(x, y), max(x, y)) for x in moved.get(a, [a]) for y in moved.get(b, [b])])
         if found and self.writable:
             self._write(copy)
         return source

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from PIL import Image
+from pathlib import Path
 
 from mhc import Options, run
 from mhc.cache import HashCache
@@ -159,3 +160,33 @@ def test_ignoring_a_file_and_itself_is_refused(tmp_path, how):
     r = run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), str(a), str(b))
     assert r.returncode == 2 and "those are the same file" in r.stderr, r.stderr
     assert not (tmp_path / "c.sqlite").exists()
+
+
+def test_not_a_duplicate_marks_follow_a_renamed_folder(tmp_path):
+    """Marks are kept by path: after the user renamed the folder, the next run linked the
+    two pictures they had marked "not a duplicate". The files' cached rows follow them
+    (same size, mtime and sampled content), and now so do their marks."""
+    from PIL import ImageEnhance
+
+    a = photo(7, (320, 240))
+    save(a, tmp_path / "in" / "trip" / "a.jpg")
+    save(ImageEnhance.Brightness(a).enhance(1.15), tmp_path / "in" / "trip" / "a bright.jpg")
+    save(photo(8, (320, 240)), tmp_path / "in" / "other.jpg")
+    cache = tmp_path / "c.sqlite"
+    opts = dict(cache=cache, algorithms=["phash_8"], thresholds="0:10:2", workers=1, no_report=True)
+
+    def together(res, names) -> bool:
+        top = res.algorithms[0].partitions[-1]
+        return any(names <= {Path(res.files[i]).name for i in c} for c in top.clusters)
+
+    assert together(run(Options(input=tmp_path / "in", output=tmp_path / "o1", **opts)), {"a.jpg", "a bright.jpg"})
+    with HashCache(cache) as c:
+        c.ignore(str(tmp_path / "in" / "trip" / "a.jpg"), str(tmp_path / "in" / "trip" / "a bright.jpg"))
+    (tmp_path / "in" / "trip").rename(tmp_path / "in" / "trip 2024")
+    res = run(Options(input=tmp_path / "in", output=tmp_path / "o2", **opts))
+    assert res.stats.decoded == 0  # served from the cache by their twins
+    assert not together(res, {"a.jpg", "a bright.jpg"})
+    with HashCache(cache) as c:
+        assert (str(tmp_path / "in" / "trip 2024" / "a bright.jpg"), str(tmp_path / "in" / "trip 2024" / "a.jpg")) \
+            in c.ignored()
+        assert len(c.ignored()) == 2  # the old one stays (the folder may be renamed back)
