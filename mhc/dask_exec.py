@@ -27,8 +27,12 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
 
     Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
     batches the local pool runs: one code path. Workers must see the files at the same paths."""
-    if executor is not None or not address:
-        yield executor
+    if executor is not None:  # the caller's: a Dask client's executor is watched too
+        client = getattr(executor, "_client", None) if type(executor).__module__.startswith("distributed") else None
+        yield WatchedExecutor(executor, client, client.scheduler.address) if client is not None else executor
+        return
+    if not address:
+        yield None
         return
     from distributed import Client  # installed: checked by validate()
 
@@ -52,7 +56,7 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
             raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
                                    f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
                                    f"input at the same path, or run without --dask") from None
-        yield WatchedExecutor(client, address)
+        yield WatchedExecutor(client.get_executor(), client, address)
     finally:
         client.close()
 
@@ -61,10 +65,10 @@ class WatchedExecutor(Executor):
     """Dask's executor, plus :meth:`check_workers`, which the hashing loop calls while it
     waits: a scheduler left without any worker for ``DASK_WORKER_WAIT`` seconds ends the run."""
 
-    def __init__(self, client, address: str) -> None:
+    def __init__(self, executor: Executor, client, address: str) -> None:
         self._client = client
         self._address = address
-        self._executor = client.get_executor()
+        self._executor = executor
         self._alone_since: float | None = None
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
@@ -88,12 +92,12 @@ class WatchedExecutor(Executor):
             return
         if self._alone_since is None:
             self._alone_since = now
-            log.warning("every worker has left the Dask scheduler at %s; waiting up to %g s for one to join",
+            log.warning("the Dask scheduler at %s has no workers left; waiting up to %g s for one to join",
                         self._address, DASK_WORKER_WAIT)
         elif now - self._alone_since >= DASK_WORKER_WAIT:
-            raise EnvironmentFault(f"every worker left the Dask scheduler at {self._address} (none for "
-                                   f"{DASK_WORKER_WAIT:g} s); the hashes made so far are cached: start `dask worker "
-                                   f"{self._address}` again and rerun, or run without --dask")
+            raise EnvironmentFault(f"the Dask scheduler at {self._address} has had no workers for "
+                                   f"{DASK_WORKER_WAIT:g} s, with files still to hash; the hashes made so far are "
+                                   f"cached: start `dask worker {self._address}` and rerun, or run without --dask")
 
 
 def _reachable(address: str) -> None:

@@ -234,20 +234,35 @@ def test_a_run_whose_dask_workers_all_leave_ends_in_one_line(tmp_path, monkeypat
                     worker.kill()
                     worker.wait()
 
-            with pytest.raises(EnvironmentFault, match=rf"^every worker left the Dask scheduler at {address} \(none "
-                                                       rf"for 2 s\); the hashes made so far are cached: start `dask "
-                                                       rf"worker {address}` again"):
+            with pytest.raises(EnvironmentFault, match=rf"^the Dask scheduler at {address} has had no workers for 2 s, "
+                                                       rf"with files still to hash; the hashes made so far are "
+                                                       rf"cached: start `dask worker {address}` and rerun"):
                 run(Options(input=tmp_path / "in", output=tmp_path / "o", algorithms=["phash_8"], exact=True,
                             cache=tmp_path / "c.sqlite", dask=address), progress=progress)
         finally:
             worker.kill()
             worker.wait(30)
-    assert "every worker has left the Dask scheduler" in caplog.text
+    assert f"the Dask scheduler at {address} has no workers left; waiting up to 2 s" in caplog.text
     assert not (tmp_path / "o").exists()
     import sqlite3
 
     with sqlite3.connect(tmp_path / "c.sqlite") as db:  # the batches finished before the kill were kept
         assert 1 <= db.execute("SELECT count(*) FROM hashes").fetchone()[0] < 36
+
+
+def test_a_dask_executor_passed_to_the_api_is_watched_too(corpus, tmp_path, monkeypatch):
+    """``run(..., executor=client.get_executor())`` on a scheduler without workers waited forever."""
+    distributed = pytest.importorskip("distributed")
+    from mhc import EnvironmentFault, dask_exec
+
+    monkeypatch.setattr(dask_exec, "DASK_WORKER_WAIT", 1.0)
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        with pytest.raises(EnvironmentFault, match=rf"^the Dask scheduler at {cluster.scheduler_address} has had "
+                                                   rf"no workers for 1 s, with files still to hash"):
+            run(Options(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], no_cache=True),
+                executor=client.get_executor())
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
