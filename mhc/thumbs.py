@@ -6,8 +6,12 @@ it until the file changes; the folder moves with the output from run to run.
 from __future__ import annotations
 
 import hashlib
+import logging
+import multiprocessing
 import os
-from concurrent.futures import Executor
+from collections.abc import Iterator
+from concurrent.futures import Executor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from PIL import Image
@@ -15,8 +19,10 @@ from PIL import Image
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
-from .runner import MIN_FILES_FOR_POOL, _terminate, local_executor, pool_size
+from .runner import MIN_FILES_FOR_POOL, _terminate, _worker_init, local_executor, pool_size, start_method
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
+
+log = logging.getLogger(__name__)
 
 THUMB_SIDE = 200
 THUMB_DIR = Path(".mhc") / "thumbs"
@@ -122,29 +128,74 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
             queued[name] = p
             todo.append((p, str(tdir / name), kind))
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
-    own = None
     processes = pool_size(workers, len(batches))
-    if executor is None and len(todo) >= MIN_FILES_FOR_POOL and processes > 1:
+    if executor is not None:
+        results = zip(batches, executor.map(_make_batch, batches))
+    elif len(todo) >= MIN_FILES_FOR_POOL and processes > 1:
         # a pool only when there is enough to make: most reruns find every thumbnail
-        executor = own = local_executor(processes)
-    ok = False
-    try:
-        results = executor.map(_make_batch, batches) if executor is not None else map(_make_batch, batches)
-        done = 0
-        for batch, oks in zip(batches, results):
-            for (p, dest, _), made in zip(batch, oks):
-                if made:
-                    found[p] = str(THUMB_DIR / os.path.basename(dest))
-            done += len(batch)
-            report(progress, "thumbnails", done, len(todo))
-        ok = True
-    finally:
-        if own is not None:
-            if ok:
-                own.shutdown(wait=True)
-            else:
-                _terminate(own)  # Ctrl-C: stop now, not after the queue
+        results = _pooled(batches, processes)
+    else:
+        results = ((b, _make_batch(b)) for b in batches)
+    done = 0
+    for batch, oks in results:
+        for (p, dest, _), made in zip(batch, oks):
+            if made:
+                found[p] = str(THUMB_DIR / os.path.basename(dest))
+        done += len(batch)
+        report(progress, "thumbnails", done, len(todo))
     for p, q in same.items():
         if q in found:
             found[p] = found[q]
     return found
+
+
+def _pooled(batches: list[list], processes: int) -> Iterator[tuple[list, list[bool]]]:
+    """Each batch with its results, made in a local pool, in the order they finish. A
+    worker killed meanwhile (the out-of-memory killer) breaks the pool, which ended the run
+    as "mhc failed unexpectedly": the batches it lost are made again one file per task in a
+    new pool, and what is lost again one file per process (:func:`_alone`). On Ctrl-C
+    (the generator closed) the pool is stopped at once, not after its queue."""
+    for attempt in range(2):
+        ex = local_executor(pool_size(processes, len(batches)))
+        futures = {ex.submit(_make_batch, b): b for b in batches}
+        lost: list[list] = []
+        ok = False
+        try:
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    lost.append(futures[fut])
+                    continue
+                yield futures[fut], res
+            ok = True
+        finally:
+            if ok and not lost:
+                ex.shutdown(wait=True)
+            else:
+                _terminate(ex)
+        if not lost:
+            return
+        log.debug("a thumbnail worker died; %d files are made again apart", sum(map(len, lost)))
+        batches = [[job] for b in lost for job in b]
+    for b in batches:
+        yield b, [_alone(b[0])]
+
+
+def _alone(job: tuple[str, str, str]) -> bool:
+    """One thumbnail in a process of its own: if it dies, only this one is missing."""
+    ctx = multiprocessing.get_context(start_method())
+    proc = ctx.Process(target=_one, args=job, daemon=True)
+    proc.start()
+    proc.join()
+    if proc.exitcode == 0:
+        return os.path.exists(job[1])
+    how = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit status {proc.exitcode}"
+    log.warning("no thumbnail for %s: the process making it died (%s); the report shows \"no preview\"",
+                job[0], how)
+    return False
+
+
+def _one(path: str, dest: str, kind: str) -> None:
+    _worker_init()
+    make_thumb(path, dest, kind)

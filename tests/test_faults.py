@@ -21,7 +21,7 @@ import pytest
 
 from mhc import Options, run
 
-from conftest import ROOT, photo, run_cli, save, tree_digest
+from conftest import ROOT, copy_tree, photo, run_cli, save, tree_digest
 
 
 def _mount(where: Path, size: str, *opts: str) -> None:
@@ -267,12 +267,18 @@ def _workers_of(pid: int) -> list[int]:
     return kids
 
 
-@pytest.fixture
-def many(tmp_path) -> Path:
-    inp = tmp_path / "many"
+@pytest.fixture(scope="module")
+def _many(tmp_path_factory) -> Path:
+    inp = tmp_path_factory.mktemp("many")
     for k in range(60):
         save(photo(k, (900, 700)), inp / f"p{k:02d}.png")
     return inp
+
+
+@pytest.fixture
+def many(_many, tmp_path) -> Path:
+    """60 PNGs, a copy of its own per test (tests replace files in it): made once, 6 s each."""
+    return copy_tree(_many, tmp_path / "many")
 
 
 def test_a_killed_worker_costs_nothing(many, tmp_path):
@@ -342,6 +348,48 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many
                                       "it was skipped"]]
     targets = {os.readlink(x) for x in (tmp_path / "o" / "phash_8").rglob("*") if x.is_symlink()}
     assert len(targets) == 59
+
+
+def test_a_file_that_kills_its_thumbnail_worker_costs_only_its_thumbnail(many, tmp_path):
+    """A killed thumbnail worker broke the report's pool: "mhc failed unexpectedly:
+    BrokenProcessPool", exit 70. The hashes come from the cache here, so every process
+    that opens the file is one making thumbnails: the file gets none (and a warning), the
+    others all do."""
+    killer = many / "p07.png"
+    save(photo(7, (3000, 2400)), killer)  # open long enough to be seen
+    cache = tmp_path / "c.sqlite"
+    assert run_cli("-i", str(many), "-o", str(tmp_path / "warm"), "--cache", str(cache), "-a", "phash_8", "-t", "0",
+                   "--no-report", "-q").returncode == 0
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"), "-a",
+                          "phash_8", "-t", "0", "-j", "2", "--cache", str(cache), "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = []
+    stop = threading.Event()
+
+    def watch() -> None:  # kill any process of the run holding the file open
+        while not stop.is_set():
+            for w in _workers_of(p.pid):
+                with contextlib.suppress(OSError):
+                    for fd in os.listdir(f"/proc/{w}/fd"):
+                        if os.readlink(f"/proc/{w}/fd/{fd}") == str(killer):
+                            os.kill(w, signal.SIGKILL)
+                            kills.append(w)
+                            break
+            time.sleep(0.001)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        out, err = p.communicate(timeout=300)
+    finally:
+        stop.set()
+    assert p.returncode == 0, err
+    assert len(kills) >= 2, kills  # in the pool, again in a new pool or alone
+    assert f"no thumbnail for {killer}: the process making it died (killed by signal 9)" in err
+    thumbs = list((tmp_path / "o" / ".mhc" / "thumbs").iterdir())
+    assert len(thumbs) == 59 and not any(t.name.endswith(".tmp") for t in thumbs)
+    page = (tmp_path / "o" / "report" / "phash_8" / "thr_000.html").read_text()
+    assert page.count("no preview") == 1
 
 
 def test_an_image_too_big_for_memory_is_reported_not_crashed_on(tmp_path):
