@@ -311,11 +311,30 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
     ex = local_executor(workers) if own else executor
     futures: dict[Future, list] = {}
     finished_ok = False
+
+    def broken() -> None:
+        # a worker died (out-of-memory killer, a signal): every batch in flight is lost;
+        # their files are retried one by one later, the rest go to a new pool
+        nonlocal ex, own
+        for batch in futures.values():
+            suspects.extend(batch)
+        futures.clear()
+        if own:
+            _terminate(ex)
+        ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
+
+    def submit(batch: list) -> None:
+        try:
+            futures[ex.submit(hash_batch, batch, plan)] = batch
+        except BrokenProcessPool:  # it broke since the last wait (a worker killed at once): the
+            broken()  # batch was never run, so it is not a suspect; it goes to the new pool
+            futures[ex.submit(hash_batch, batch, plan)] = batch
+
     it = iter(batches)
     try:
         # a bounded number of batches in flight: memory stays flat for huge inputs
         for b in it:
-            futures[ex.submit(hash_batch, b, plan)] = b
+            submit(b)
             if len(futures) >= n_workers * 4:
                 break
         while futures:
@@ -325,15 +344,8 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                 try:
                     results = fut.result()
                 except BrokenProcessPool:
-                    # a worker died (out-of-memory killer, a signal): every batch in flight is
-                    # lost; their files are retried one by one later, the rest go to a new pool
                     suspects += batch
-                    for other in futures:
-                        suspects += futures[other]
-                    futures.clear()
-                    if own:
-                        _terminate(ex)
-                    ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
+                    broken()
                     break
                 except CancelledError:
                     if own:
@@ -350,7 +362,7 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
                 nxt = next(it, None)
                 if nxt is None:
                     break
-                futures[ex.submit(hash_batch, nxt, plan)] = nxt
+                submit(nxt)
         finished_ok = True
     finally:
         if own:

@@ -155,12 +155,17 @@ def _pooled(batches: list[list], processes: int) -> Iterator[tuple[list, list[bo
     as "mhc failed unexpectedly": the batches it lost are made again one file per task in a
     new pool, and what is lost again one file per process (:func:`_alone`). On Ctrl-C
     (the generator closed) the pool is stopped at once, not after its queue."""
-    for attempt in range(2):
+    for _ in range(2):
         ex = local_executor(pool_size(processes, len(batches)))
-        futures = {ex.submit(_make_batch, b): b for b in batches}
+        futures: dict = {}
         lost: list[list] = []
         ok = False
         try:
+            for b in batches:
+                try:
+                    futures[ex.submit(_make_batch, b)] = b
+                except BrokenProcessPool:  # a worker died at once: the rest are made again below
+                    lost.append(b)
             for fut in as_completed(futures):
                 try:
                     res = fut.result()

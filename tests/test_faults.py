@@ -392,6 +392,30 @@ def test_a_file_that_kills_its_thumbnail_worker_costs_only_its_thumbnail(many, t
     assert page.count("no preview") == 1
 
 
+def test_a_pool_that_broke_before_a_batch_was_handed_to_it_is_replaced(tmp_path):
+    """A worker killed right after the pool started (or while results were being taken)
+    made the pool refuse the next batch: "mhc failed unexpectedly: BrokenProcessPool",
+    exit 70. Here the hashing loop is handed a pool already broken by kill -9."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mhc import HashPlan, parse_algorithms
+    from mhc.runner import local_executor, run_batches
+
+    items = [(str(save(photo(i, (200, 150)), tmp_path / f"p{i:02d}.jpg")), "image") for i in range(30)]
+    ex = local_executor(2)
+    ex.submit(os.getpid).result()  # its workers have started
+    for proc in list(ex._processes.values()):
+        proc.kill()
+    end = time.monotonic() + 20
+    with pytest.raises(BrokenProcessPool):  # once the pool has noticed, it refuses every batch
+        while time.monotonic() < end:
+            ex.submit(os.getpid)
+            time.sleep(0.05)
+    results = list(run_batches(items, HashPlan.build(parse_algorithms(["phash_8"])), 2, ex))
+    assert sorted(r.path for r in results) == sorted(p for p, _ in items)
+    assert all(r.error is None and r.values for r in results)
+
+
 def test_an_image_too_big_for_memory_is_reported_not_crashed_on(tmp_path):
     """The memory guard: a 10000x10000 RGBA PNG (a few kB on disk) under a 1.5 GB address-space limit."""
     from PIL import Image
