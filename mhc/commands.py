@@ -54,14 +54,21 @@ def _cache_in(doc: dict) -> Path:
     return Path(recorded) if isinstance(recorded, str) and recorded else default_cache_path()
 
 
-def cache_of(output: Optional[Path], cache: Optional[Path]) -> Path:
+def cache_of(output: Optional[Path], cache: Optional[Path], *, hashes: bool = False) -> Path:
     """The cache to use: --cache, else the one ``output`` recorded, else the default. An
     ``output`` the user named must be an mhc output: taking the default cache for a mistyped
-    one would show, clear or mark the wrong cache."""
+    one would show, clear or mark the wrong cache. ``hashes``: the command is about the
+    cache's hashes (info, clear), so an output made with --no-cache, which has none, is
+    refused (its "not a duplicate" marks are in the default cache, as that run read them)."""
     if cache is not None:
         check_path("--cache", cache)
         return cache
-    return _cache_in(_summary_of(output, CACHE_HINT) if output is not None else {})
+    doc = _summary_of(output, CACHE_HINT) if output is not None else {}
+    if hashes and "cache" in doc and doc["cache"] is None:
+        raise UsageError(f"{output} was made with --no-cache, so no hash cache belongs to it (clearing or showing "
+                         f"the default one would be about other runs); give --cache FILE, e.g. --cache "
+                         f"{default_cache_path()}")
+    return _cache_in(doc)
 
 
 @command(cache_app, "info")
@@ -71,7 +78,7 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     Example: mhc cache info
     """
     with user_errors():
-        path = cache_of(output, cache)
+        path = cache_of(output, cache, hashes=True)
     if not path.exists():
         out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False, soft_wrap=True)
         return
@@ -110,7 +117,7 @@ def cache_clear(output: Optional[Path] = OutputOption, cache: Optional[Path] = C
     Example: mhc cache clear
     """
     with user_errors():
-        path = cache_of(output, cache)
+        path = cache_of(output, cache, hashes=True)
     if not path.exists():
         out.print(f"no cache at {path}", highlight=False, markup=False, soft_wrap=True)
         return

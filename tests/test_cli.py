@@ -910,3 +910,23 @@ def test_exclude_says_which_pattern_matched_nothing_and_takes_a_dot_slash(nas_fo
     assert "'./phone/cache'" not in r.stderr  # it matched
     files = json.loads((tmp_path / "out" / "summary.json").read_text())["files"]
     assert not any("/phone/cache/" in f for f in files) and any("@eaDir" in f for f in files)
+
+
+def test_cache_commands_refuse_an_output_made_without_a_cache(tmp_path):
+    """`mhc cache clear -o OUT` for an output made with --no-cache cleared the default cache,
+    which held other runs' hashes."""
+    for k in range(3):
+        save(photo(k), tmp_path / "in" / f"p{k}.jpg")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert run_cli("-i", str(tmp_path / "in"), "-o", str(tmp_path / "cached"), "-a", "phash_8", "-q",
+                   env=env).returncode == 0
+    assert run_cli("-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-a", "phash_8", "--no-cache", "-q",
+                   env=env).returncode == 0
+    before = run_cli("cache", "info", env=env).stdout
+    assert "3 files" in before
+    for sub in ("clear", "info"):
+        r = run_cli("cache", sub, "-o", str(tmp_path / "o"), env=env)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "was made with --no-cache, so no hash cache belongs to it" in r.stderr
+    assert run_cli("cache", "info", env=env).stdout == before  # nothing cleared
+    assert "3 files" in run_cli("cache", "info", "-o", str(tmp_path / "cached"), env=env).stdout
