@@ -10,22 +10,12 @@ its process there is reported.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    CancelledError,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    wait,
-)
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
@@ -34,8 +24,8 @@ from .decode import GONE, too_large
 from .discover import MediaFile
 from .errors import EnvironmentFault, FileError
 from .events import Progress, report
-from .forked import die_with_parent
 from .hashing import FileResult, HashPlan, hash_file
+from .pool import MIN_FILES_FOR_POOL, local_executor, pool_size, start_method, terminate, wait_first, worker_init
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +33,6 @@ log = logging.getLogger(__name__)
 def hash_batch(items: list[tuple[str, str]], plan: HashPlan) -> list[FileResult]:
     """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead)."""
     return [hash_file(p, plan, kind) for p, kind in items]
-
-
-def _worker_init() -> None:
-    # Ctrl-C and a closed terminal's SIGHUP (both sent to the whole foreground group) are
-    # handled once, by the main process, which then stops the pool; SIGTERM (which the
-    # pool's own shutdown sends) ends a worker at once, whatever the command line made of it
-    # in the main process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # If the main process is killed (kill -9), take the workers down with it (Linux).
-    die_with_parent()
 
 
 def warm(plan: HashPlan, videos: bool = False) -> None:
@@ -69,39 +47,6 @@ def warm(plan: HashPlan, videos: bool = False) -> None:
         a.hash_image(Image.new("RGB" if a.needs_color else "L", (a.min_side, a.min_side)))
     if videos:
         import av  # noqa: F401
-
-
-def start_method() -> str:
-    """``fork`` on Linux: workers start in milliseconds, and a script that calls mhc at
-    its top level works as written (spawn and forkserver re-run the calling script in
-    every worker, which needs an ``if __name__ == "__main__"`` guard). Workers only decode
-    and hash, never touching the parent's threads or open databases. Elsewhere (macOS,
-    Windows, where fork is unsafe or missing) ``spawn``."""
-    return "fork" if sys.platform.startswith("linux") else "spawn"
-
-
-PROCESSES_PER_CPU = 4  # at most this many workers per CPU, whatever -j asks
-
-
-def pool_size(workers: int, tasks: int, *, warn: bool = False) -> int:
-    """How many processes a local pool of ``workers`` (0: one per CPU) starts for ``tasks``.
-
-    Never more than the tasks, nor than 4 per CPU: decoding is CPU-bound, and Python's pool
-    forks all its processes at once, so ``-j 100000`` forked until the machine ran out (and
-    a Ctrl-C in the middle could hang on a half-made worker). ``warn``: say so above the cap."""
-    cpus = os.cpu_count() or 1
-    wanted = workers or cpus
-    if warn and wanted > PROCESSES_PER_CPU * cpus:
-        log.warning("-j %d: at most %d processes are started (%d per CPU on %d CPUs): hashing is CPU-bound",
-                    wanted, PROCESSES_PER_CPU * cpus, PROCESSES_PER_CPU, cpus)
-    return max(1, min(wanted, PROCESSES_PER_CPU * cpus, tasks))
-
-
-def local_executor(workers: int, max_tasks: int | None = None) -> ProcessPoolExecutor:
-    """A local process pool of ``workers`` processes (see :func:`start_method`, :func:`pool_size`)."""
-    kw = {"max_tasks_per_child": max_tasks} if max_tasks else {}
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method()),
-                               initializer=_worker_init, **kw)
 
 
 @dataclass
@@ -130,7 +75,6 @@ class HashResults:
 
 
 # Below this many files to decode, a process pool costs more than it saves.
-MIN_FILES_FOR_POOL = 24
 
 
 def compute_hashes(
@@ -320,7 +264,7 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
             suspects.extend(batch)
         futures.clear()
         if own:
-            _terminate(ex)
+            terminate(ex)
         ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
 
     def submit(batch: list) -> None:
@@ -338,7 +282,7 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
             if len(futures) >= n_workers * 4:
                 break
         while futures:
-            finished = _wait_first(list(futures), ex)
+            finished = wait_first(list(futures), ex)
             for fut in finished:
                 batch = futures.pop(fut)
                 try:
@@ -369,22 +313,10 @@ def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[F
             if finished_ok:
                 ex.shutdown(wait=True)
             else:
-                _terminate(ex)
+                terminate(ex)
         else:
             for fut in futures:
                 fut.cancel()
-
-
-def _wait_first(futures: list[Future], ex: Executor) -> set[Future]:
-    """The futures that are done, once one is. An executor with ``check_workers`` (mhc's
-    Dask executor) is asked every second meanwhile: it ends the run when no worker is left
-    to run them, where Dask itself would wait forever."""
-    check = getattr(ex, "check_workers", None)
-    while True:
-        finished, _ = wait(futures, timeout=None if check is None else 1.0, return_when=FIRST_COMPLETED)
-        if finished:
-            return finished
-        check()
 
 
 def _lost() -> EnvironmentFault:
@@ -399,9 +331,13 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
     if executor is not None:  # a distributed executor: one task for this one file
+        fut = executor.submit(hash_batch, [item], plan)
+        try:  # (no worker left ends the run: not this file's fault)
+            wait_first([fut], executor)
+        except BaseException:
+            fut.cancel()
+            raise
         try:
-            fut = executor.submit(hash_batch, [item], plan)
-            _wait_first([fut], executor)
             return fut.result()[0]
         except CancelledError:
             raise _lost() from None
@@ -427,21 +363,6 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
 
 
 def _one(send, item: tuple[str, str], plan: HashPlan) -> None:
-    _worker_init()
+    worker_init()
     send.send(hash_batch([item], plan)[0])
     send.close()
-
-
-def _terminate(ex: ProcessPoolExecutor) -> None:
-    """Stop a local pool now: on Ctrl-C, workers must not finish their queue first."""
-    procs = list((getattr(ex, "_processes", None) or {}).values())
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=5)
-    # With the workers gone, the pool's manager thread fails the pending futures and ends;
-    # joining it here keeps interpreter shutdown from writing to its closed wake-up pipe.
-    # Futures are deliberately not cancelled first: on Python 3.11 the manager thread then
-    # raises InvalidStateError while failing them (fixed in 3.12).
-    ex.shutdown(wait=True)

@@ -19,7 +19,7 @@ from PIL import Image
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
-from .runner import MIN_FILES_FOR_POOL, _terminate, _worker_init, local_executor, pool_size, start_method
+from .pool import MIN_FILES_FOR_POOL, local_executor, pool_size, start_method, terminate, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _pooled(batches: list[list], processes: int) -> Iterator[tuple[list, list[bo
             if ok and not lost:
                 ex.shutdown(wait=True)
             else:
-                _terminate(ex)
+                terminate(ex)
         if not lost:
             return
         log.debug("a thumbnail worker died; %d files are made again apart", sum(map(len, lost)))
@@ -202,5 +202,5 @@ def _alone(job: tuple[str, str, str]) -> bool:
 
 
 def _one(path: str, dest: str, kind: str) -> None:
-    _worker_init()
+    worker_init()
     make_thumb(path, dest, kind)

@@ -399,7 +399,8 @@ def test_a_pool_that_broke_before_a_batch_was_handed_to_it_is_replaced(tmp_path)
     from concurrent.futures.process import BrokenProcessPool
 
     from mhc import HashPlan, parse_algorithms
-    from mhc.runner import local_executor, run_batches
+    from mhc.pool import local_executor
+    from mhc.runner import run_batches
 
     items = [(str(save(photo(i, (200, 150)), tmp_path / f"p{i:02d}.jpg")), "image") for i in range(30)]
     ex = local_executor(2)

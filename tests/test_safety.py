@@ -702,7 +702,7 @@ def test_interrupt_while_the_report_renders_beside_the_links(many_small, tmp_pat
 def test_a_pool_never_forks_more_than_4_processes_per_cpu(corpus, tmp_path):
     """Python's pool forks all its processes at once: -j 100000 forked until the machine
     ran out, and a SIGTERM in the middle hung on a half-made worker. Capped, with one line."""
-    from mhc.runner import PROCESSES_PER_CPU, pool_size
+    from mhc.pool import PROCESSES_PER_CPU, pool_size
 
     cpus = os.cpu_count() or 1
     assert pool_size(0, 10_000) == cpus and pool_size(3, 2) == 2 and pool_size(5, 0) == 1

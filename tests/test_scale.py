@@ -265,6 +265,23 @@ def test_a_dask_executor_passed_to_the_api_is_watched_too(corpus, tmp_path, monk
     assert not (tmp_path / "o").exists()
 
 
+def test_a_file_retried_alone_on_dask_does_not_take_the_missing_workers_for_its_fault(tmp_path, monkeypatch):
+    """A file whose batch Dask gave up on (KilledWorker) is retried as a task of its own;
+    with no worker left, that said "the decoder died (EnvironmentFault)" of the file, after
+    the full wait, file after file, instead of ending the run."""
+    distributed = pytest.importorskip("distributed")
+    from mhc import EnvironmentFault, HashPlan, dask_exec, parse_algorithms
+    from mhc.runner import _alone
+
+    monkeypatch.setattr(dask_exec, "DASK_WORKER_WAIT", 1.0)
+    item = (str(save(photo(1), tmp_path / "p.jpg")), "image")
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        with dask_exec.dask_executor(None, client.get_executor()) as ex:
+            with pytest.raises(EnvironmentFault, match="has had no workers for 1 s"):
+                _alone(item, HashPlan.build(parse_algorithms(["phash_8"])), ex)
+
+
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
 def test_a_dask_address_that_is_not_one_is_refused_before_scanning(corpus, tmp_path, address):
     pytest.importorskip("distributed")
