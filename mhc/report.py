@@ -286,14 +286,16 @@ def metric_measure(result) -> Measure:
 
 
 def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0,
-                 reuse: Reuse | None = None) -> None:
+                 reuse: Reuse | None = None) -> set[str]:
     """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
     made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
-    (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs."""
+    (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs. Returns the names of
+    the thumbnails the report uses (the others can go once it is in place)."""
     from .thumbs import ensure_thumbs
 
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
+    return {os.path.basename(t) for t in thumbs.values()}
 
 
 def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
@@ -302,7 +304,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
     from .discover import MARKER
     from .output import OutputFolder
     from .summary import read_summary, write_json
-    from .thumbs import ensure_thumbs
+    from .thumbs import ensure_thumbs, prune_thumbs
 
     out = Path(os.path.abspath(output))
     summary = read_summary(out)
@@ -319,4 +321,5 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
             if entry.name not in ("index.html", "report", "summary.json", MARKER):
                 of.keep(entry.name)
         of.commit()
+        prune_thumbs(of.out, {os.path.basename(t) for t in thumbs.values()})
     return out / "index.html"

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -19,6 +19,7 @@ from PIL import Image
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
+from .ownership import _THUMB
 from .pool import MIN_FILES_FOR_POOL, local_executor, pool_size, start_method, terminate, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 THUMB_SIDE = 200
 THUMB_DIR = Path(".mhc") / "thumbs"
+# Written into every thumbnail (a JPEG comment): what proves a file in .mhc/thumbs is one mhc
+# made, before :func:`prune_thumbs` removes it (mhc never deletes a file it did not create)
+THUMB_MARK = b"mhc report thumbnail"
 
 
 def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
@@ -76,7 +80,7 @@ def save_thumb(im: Image.Image, dest: str) -> None:
     # level of Lanczos over all of it (a tenth of the hashing work per file, saved)
     im = im.resize((max(1, round(w * k)), max(1, round(h * k))), Image.LANCZOS, reducing_gap=1.0)
     tmp = dest + ".tmp"
-    im.convert("RGB").save(tmp, "JPEG", quality=80)
+    im.convert("RGB").save(tmp, "JPEG", quality=80, comment=THUMB_MARK)
     os.replace(tmp, dest)
 
 
@@ -147,6 +151,35 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         if q in found:
             found[p] = found[q]
     return found
+
+
+def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
+    """Remove from ``home/.mhc/thumbs`` the thumbnails not named in ``keep`` (those of files
+    changed, moved out of the input or deleted since they were made: the folder grew with
+    every edit), and half-written ones a killed worker left. Only files mhc provably made
+    go: named as it names them, holding its :data:`THUMB_MARK`; older thumbnails, made
+    before the mark, stay. Returns how many were removed."""
+    tdir = home / THUMB_DIR
+    keep = set(keep)
+    removed = 0
+    try:
+        entries = list(os.scandir(tdir))
+    except OSError:
+        return 0
+    for e in entries:
+        if e.name in keep or not _THUMB.match(e.name) or not e.is_file(follow_symlinks=False):
+            continue
+        try:
+            with open(e.path, "rb") as f:
+                head = f.read(256)  # the comment follows the JPEG's first segment
+            if head.startswith(b"\xff\xd8") and THUMB_MARK in head:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:  # (a read-only output: they stay)
+            continue
+    if removed:
+        log.info("removed %d thumbnails of files no longer in the input (or changed)", removed)
+    return removed
 
 
 def _pooled(batches: list[list], processes: int) -> Iterator[tuple[list, list[bool]]]:

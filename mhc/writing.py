@@ -318,7 +318,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         for fix in fixes:
             queue_repair(of, key, fix, files, links[key], settings[key].relative)
     n_links = sum(len(files) * len(p.write) + sum(len(m) for pt, _ in p.patches for _, m in pt.fresh) for p in todo)
-    maker = None
+    maker, used_thumbs = None, None
     if (forked.available() and FORK_MIN_LINKS <= n_links <= FORK_MAX_LINKS and len(files) <= FORK_MAX_FILES
             and not o.no_report):
         # the links in a child while this process renders the report (see mhc.forked); not for
@@ -331,8 +331,8 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     try:
         try:
             if not o.no_report:  # first: it records each page's digest in the summary
-                write_report(staging, of.mhc_home(), summary, result, progress=progress, workers=o.workers,
-                             reuse=_page_reuse(of, previous))
+                used_thumbs = write_report(staging, of.mhc_home(), summary, result, progress=progress,
+                                           workers=o.workers, reuse=_page_reuse(of, previous))
             write_json(staging / "summary.json", summary)
             write_errors_csv(staging / "errors.csv", result.errors)
         except OSError as e:
@@ -353,6 +353,10 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     # after every change of the commit, and only here, where the kept folders were checked
     # (not in `mhc report`, which keeps them unchecked): what changes later is not mhc's
     stamp(of.out)
+    if used_thumbs is not None:  # once the new report is in place (the old one used them until now)
+        from .thumbs import prune_thumbs
+
+        prune_thumbs(of.out, used_thumbs)
     return True
 
 

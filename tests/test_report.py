@@ -417,6 +417,30 @@ def test_a_cold_run_makes_thumbnails_from_the_hashing_decode(tmp_path):
     assert len(list((tmp_path / "warm" / ".mhc" / "thumbs").glob("*.jpg"))) == 7
 
 
+def test_thumbnails_of_changed_and_deleted_files_are_removed_and_nothing_else(tmp_path):
+    """.mhc/thumbs grew with every edit and deletion in the input (a thumbnail is named by
+    the file's identity). Those mhc provably made (its name, its mark) and no longer used
+    go once the new report is in place; anything else there stays."""
+    inp = tmp_path / "in"
+    for i in range(4):
+        save(photo(i), inp / f"{i}.jpg")
+    opts = Options(input=inp, output=tmp_path / "o", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    run(opts)
+    tdir = tmp_path / "o" / ".mhc" / "thumbs"
+    first = {t.name for t in tdir.iterdir()}
+    assert len(first) == 4
+    mine = tdir / "0123456789abcdef0123.jpg"  # named like a thumbnail, but not one mhc made
+    save(photo(7, (64, 48)), mine)
+    save(photo(8), inp / "1.jpg")  # edited: a new thumbnail
+    (inp / "2.jpg").unlink()
+    run(opts)
+    now = {t.name for t in tdir.iterdir()}
+    assert mine.name in now  # (a file of another shape there is refused before a run)
+    assert len(now - {mine.name}) == 3 and len(now & first) == 2
+    pages = "".join(p.read_text() for p in (tmp_path / "o" / "report" / "phash_8").glob("*.html"))
+    assert all(n in pages for n in now - {mine.name})
+
+
 def test_a_huge_cluster_shows_its_first_files_and_links_to_its_folder(tmp_path, monkeypatch):
     """A cluster larger than CLUSTER_SHOWN (a chain above the suggestion) shows that many
     pictures, then says how many more and links to its folder."""
