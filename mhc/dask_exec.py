@@ -27,9 +27,13 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
 
     Dask's own ``concurrent.futures`` interface (``Client.get_executor``) runs the same
     batches the local pool runs: one code path. Workers must see the files at the same paths."""
-    if executor is not None:  # the caller's: a Dask client's executor is watched too
+    if executor is not None:  # the caller's: a Dask client's executor is checked and watched too
         client = getattr(executor, "_client", None) if type(executor).__module__.startswith("distributed") else None
-        yield WatchedExecutor(executor, client, client.scheduler.address) if client is not None else executor
+        if client is None:
+            yield executor
+            return
+        same_mhc(client, client.scheduler.address)
+        yield WatchedExecutor(executor, client, client.scheduler.address)
         return
     if not address:
         yield None
@@ -56,9 +60,73 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
             raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
                                    f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
                                    f"input at the same path, or run without --dask") from None
+        same_mhc(client, address)
         yield WatchedExecutor(client.get_executor(), client, address)
     finally:
         client.close()
+
+
+def code_identity() -> dict[str, str]:
+    """What decides the hashes a worker computes: mhc's version, the decoders' versions
+    (part of every cache key) and the libraries that decode and hash."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .crops import VERSION as CROPS_VERSION
+    from .decode import DECODER_VERSION
+    from .video import VIDEO_VERSION
+
+    out = {"mhc": __version__, "decoder": DECODER_VERSION, "video decoder": VIDEO_VERSION, "crops": str(CROPS_VERSION)}
+    for lib in _LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "missing"
+    return out
+
+
+_LIBRARIES = ("Pillow", "ImageHash", "numpy", "scipy", "av")
+_CODE = ("mhc", "decoder", "video decoder", "crops")
+
+
+def same_mhc(client, address: str) -> None:
+    """Refuse workers that would hash with other code than this mhc's: the results are
+    cached under this mhc's keys, so a worker without mhc, or with another version of it,
+    would make the cache lie (and one without mhc died on every task, leaving the scheduler
+    without workers). A different version of a decoding library is said, not refused."""
+    import importlib.util
+
+    try:
+        specs = client.run(importlib.util.find_spec, "mhc")  # (a stdlib function: no mhc needed there)
+    except Exception as e:  # noqa: BLE001 - a worker that fails to answer: its tasks will say more
+        log.debug("could not ask the Dask workers for mhc: %s", e)
+        return
+    lacking = sorted(w for w, spec in specs.items() if spec is None)
+    if lacking:
+        raise EnvironmentFault(f"{_workers(lacking)} of the Dask scheduler at {address} cannot import mhc; install "
+                               f"it there (version {code_identity()['mhc']}, as here), or run without --dask")
+    here = code_identity()
+    try:
+        theirs = client.run(code_identity)
+    except Exception as e:  # noqa: BLE001
+        log.debug("could not ask the Dask workers for their mhc version: %s", e)
+        return
+    for worker, ident in sorted(theirs.items()):
+        code = [f"{k} {ident.get(k)} (here {here[k]})" for k in _CODE if ident.get(k) != here[k]]
+        if code:
+            raise EnvironmentFault(f"the Dask worker {worker} runs another mhc: {', '.join(code)}; its hashes would "
+                                   f"be cached as this mhc's: install the same mhc on every worker, or run without "
+                                   f"--dask")
+        libs = [f"{k} {ident.get(k)} (here {here[k]})" for k in _LIBRARIES if ident.get(k) != here[k]]
+        if libs:
+            log.warning("the Dask worker %s decodes with other libraries: %s; its hashes may differ slightly from "
+                        "this machine's", worker, ", ".join(libs))
+
+
+def _workers(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"the worker {names[0]}"
+    return f"{len(names)} workers ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
 
 
 class WatchedExecutor(Executor):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import networkx as nx
@@ -280,6 +281,54 @@ def test_a_file_retried_alone_on_dask_does_not_take_the_missing_workers_for_its_
         with dask_exec.dask_executor(None, client.get_executor()) as ex:
             with pytest.raises(EnvironmentFault, match="has had no workers for 1 s"):
                 _alone(item, HashPlan.build(parse_algorithms(["phash_8"])), ex)
+
+
+def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing(corpus, tmp_path):
+    """A worker without mhc died on every task (it cannot unpickle them), and one with
+    another mhc would hash with other code under this mhc's cache keys. Real worker
+    processes: one that cannot import mhc (no site-packages' .pth files), one whose mhc says
+    another version (a --preload script)."""
+    distributed = pytest.importorskip("distributed")
+    import site
+
+    from mhc import EnvironmentFault
+
+    dask = str(Path(sys.executable).parent / "dask")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    opts = dict(input=corpus, output=tmp_path / "o", algorithms=["phash_8"], no_cache=True)
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        address = cluster.scheduler_address
+        env = dict(os.environ, PYTHONPATH=site.getsitepackages()[0])
+        worker = subprocess.Popen([sys.executable, "-S", "-m", "distributed.cli.dask_worker", address, "--nthreads",
+                                   "1", "--no-dashboard"], env=env, **quiet)
+        try:
+            client.wait_for_workers(1, timeout=60)
+            first = set(client.nthreads())
+            with pytest.raises(EnvironmentFault, match=rf"^the worker tcp://\S+ of the Dask scheduler at {address} "
+                                                       rf"cannot import mhc; install it there \(version "):
+                run(Options(**opts, dask=address))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        (tmp_path / "older.py").write_text("import mhc\nmhc.__version__ = '0.0.1'\n")
+        worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--preload",
+                                   str(tmp_path / "older.py")], **quiet)
+        try:
+            end = time.monotonic() + 60
+            while not (len(client.nthreads()) == 1 and not set(client.nthreads()) & first):  # the new one alone
+                assert time.monotonic() < end
+                time.sleep(0.1)
+            import mhc
+
+            with pytest.raises(EnvironmentFault, match=rf"^the Dask worker tcp://\S+ runs another mhc: mhc 0\.0\.1 "
+                                                       rf"\(here {mhc.__version__}\); its hashes would be cached as "
+                                                       rf"this mhc's"):
+                run(Options(**opts, dask=address))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
