@@ -42,6 +42,7 @@ from .identity import FileInfo, content_sample  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
+
 def _real(path: bytes) -> bytes:
     """A path as the "not a duplicate" marks hold it (:meth:`CacheCommands._pair`): its real path."""
     return os.path.realpath(path)

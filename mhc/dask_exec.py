@@ -2,7 +2,9 @@
 
 Dask holds tasks until a worker can run them, however long that takes: a scheduler that
 never had workers, or whose workers all left (machines switched off, ``dask worker``
-killed), kept a run waiting forever. mhc says so and ends the run instead."""
+killed), kept a run waiting forever. mhc says so and ends the run instead. And Dask runs
+whatever code a worker has: a worker without mhc died on every task, and one with another
+mhc would hash with other code under this mhc's cache keys; both are refused first."""
 
 from __future__ import annotations
 
