@@ -313,6 +313,31 @@ def test_a_killed_worker_costs_nothing(many, tmp_path):
     assert len(seen) <= 8, len(seen)
 
 
+@contextlib.contextmanager
+def _killing_whoever_opens(path: Path, pid: int):
+    """Kill (SIGKILL, as the out-of-memory killer does) every child of ``pid`` that holds
+    ``path`` open, until the block ends; yields the list of the pids killed."""
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for w in _workers_of(pid):
+                with contextlib.suppress(OSError):
+                    for fd in os.listdir(f"/proc/{w}/fd"):
+                        if os.readlink(f"/proc/{w}/fd/{fd}") == str(path):
+                            os.kill(w, signal.SIGKILL)
+                            kills.append(w)
+                            break
+            time.sleep(0.001)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+
+
 def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many, tmp_path):
     """Something (the kernel's out-of-memory killer, here this test) kills every process that
     opens one file: that file is reported, all others are hashed."""
@@ -321,26 +346,8 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many
     p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"), "-a",
                           "phash_8", "--exact", "-j", "2", "--no-report", "--no-cache", "-q"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kills = []
-    stop = threading.Event()
-
-    def watch() -> None:  # kill any worker holding the file open
-        while not stop.is_set():
-            for w in _workers_of(p.pid):
-                with contextlib.suppress(OSError):
-                    for fd in os.listdir(f"/proc/{w}/fd"):
-                        if os.readlink(f"/proc/{w}/fd/{fd}") == str(killer):
-                            os.kill(w, signal.SIGKILL)
-                            kills.append(w)
-                            break
-            time.sleep(0.001)
-
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    try:
+    with _killing_whoever_opens(killer, p.pid) as kills:
         out, err = p.communicate(timeout=300)
-    finally:
-        stop.set()
     assert p.returncode == 0, err
     assert len(kills) >= 2, kills  # killed in the pool, then again when retried alone
     rows = list(csv.reader((tmp_path / "o" / "errors.csv").open()))
@@ -363,26 +370,8 @@ def test_a_file_that_kills_its_thumbnail_worker_costs_only_its_thumbnail(many, t
     p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(many), "-o", str(tmp_path / "o"), "-a",
                           "phash_8", "-t", "0", "-j", "2", "--cache", str(cache), "-q"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kills = []
-    stop = threading.Event()
-
-    def watch() -> None:  # kill any process of the run holding the file open
-        while not stop.is_set():
-            for w in _workers_of(p.pid):
-                with contextlib.suppress(OSError):
-                    for fd in os.listdir(f"/proc/{w}/fd"):
-                        if os.readlink(f"/proc/{w}/fd/{fd}") == str(killer):
-                            os.kill(w, signal.SIGKILL)
-                            kills.append(w)
-                            break
-            time.sleep(0.001)
-
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    try:
+    with _killing_whoever_opens(killer, p.pid) as kills:
         out, err = p.communicate(timeout=300)
-    finally:
-        stop.set()
     assert p.returncode == 0, err
     assert len(kills) >= 2, kills  # in the pool, again in a new pool or alone
     assert f"no thumbnail for {killer}: the process making it died (killed by signal 9)" in err
