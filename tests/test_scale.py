@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,11 +285,12 @@ def test_a_file_retried_alone_on_dask_does_not_take_the_missing_workers_for_its_
                 _alone(item, HashPlan.build(parse_algorithms(["phash_8"])), ex)
 
 
-def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing(corpus, tmp_path):
+def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing(corpus, tmp_path, caplog):
     """A worker without mhc died on every task (it cannot unpickle them), and one with
     another mhc would hash with other code under this mhc's cache keys. Real worker
     processes: one that cannot import mhc (no site-packages' .pth files), one whose mhc says
-    another version (a --preload script)."""
+    another version (a --preload script); one whose Pillow says another version is only
+    warned about."""
     distributed = pytest.importorskip("distributed")
     import site
 
@@ -328,7 +331,28 @@ def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing
         finally:
             worker.terminate()
             worker.wait(30)
-    assert not (tmp_path / "o").exists()
+        assert not (tmp_path / "o").exists()
+        second = set(client.nthreads()) | first
+        (tmp_path / "pillow.py").write_text(  # (Dask may import a preload twice: patched once)
+            "import importlib.metadata as m\nversion = getattr(m, 'real_version', m.version)\nm.real_version = version\n"
+            "m.version = lambda name: '9.0.0' if name == 'Pillow' else version(name)\n")
+        worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--preload",
+                                   str(tmp_path / "pillow.py")], **quiet)
+        try:
+            end = time.monotonic() + 60
+            while not (len(client.nthreads()) == 1 and not set(client.nthreads()) & second):
+                assert time.monotonic() < end
+                time.sleep(0.1)
+            with caplog.at_level(logging.WARNING):
+                res = run(Options(**opts, dask=address))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert res.stats.decoded == len(res.files)  # another library's version is said, not refused
+    import PIL
+
+    assert re.search(rf"the Dask worker tcp://\S+ decodes with other libraries: Pillow 9\.0\.0 \(here "
+                     rf"{re.escape(PIL.__version__)}\); its hashes may differ slightly", caplog.text)
 
 
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
