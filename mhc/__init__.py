@@ -14,21 +14,38 @@ Each stage is also callable alone: :func:`discover`, :func:`compute_hashes`,
 __version__ = "0.2.0"
 
 
-def _cap_blas_threads() -> None:
+MIN_ADDRESS_SPACE = 256 << 20  # below this mhc cannot start (measured under ulimit -v: see below)
+
+
+def _check_address_space() -> None:
     # Under an address-space limit (ulimit -v: batch schedulers, shared hosts), OpenBLAS'
     # start-up (numpy's and scipy's, when they are imported below) reserves a 32 MB buffer
     # per core, and when that fails it retries forever, at 100% CPU and deaf to Ctrl-C and
     # SIGTERM (OpenMathLib/OpenBLAS#5289): at `ulimit -v 300000` on 2 cores mhc hung at
     # import. mhc's parallelism is its own processes and its matrices are tiny, so one BLAS
     # thread costs nothing; the user's own OPENBLAS_NUM_THREADS is left as it is.
+    # Below MIN_ADDRESS_SPACE even that is not enough: importing Pillow failed (a traceback,
+    # under ~220 MB), scipy's OpenBLAS still spun forever (~220-250 MB), or a thread could not
+    # start ("mhc failed unexpectedly", 240 MB); 253 MB ends a run on its first large decode.
+    # Refused at once instead, before any of those imports.
     import os
     import resource
+    import sys
 
-    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if soft < MIN_ADDRESS_SPACE:
+        problem = (f"mhc needs at least {MIN_ADDRESS_SPACE >> 20} MB of address space, and ulimit -v allows this "
+                   f"process {soft >> 20} MB; raise the limit (e.g. ulimit -v unlimited) and run again")
+        if os.path.basename(sys.argv[0]) in ("mhc", "cluster.py"):  # the command line: one line, exit 3
+            sys.stderr.write(f"Error: {problem}\n")  # (nothing else is loaded yet to say it)
+            raise SystemExit(3)
+        raise ImportError(problem, name="mhc")
 
 
-_cap_blas_threads()
+_check_address_space()
 
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms  # noqa: E402
 from .cache import HashCache  # noqa: E402

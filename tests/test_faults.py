@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,6 +405,22 @@ def test_a_pool_that_broke_before_a_batch_was_handed_to_it_is_replaced(tmp_path)
     results = list(run_batches(items, HashPlan.build(parse_algorithms(["phash_8"])), 2, ex))
     assert sorted(r.path for r in results) == sorted(p for p, _ in items)
     assert all(r.error is None and r.values for r in results)
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_an_address_space_too_small_to_start_is_one_line_not_a_hang(photos, tmp_path):
+    """Under ulimit -v 200 MB importing mhc's libraries spun forever in OpenBLAS' start-up
+    (deaf to signals), and lower it failed with a traceback: refused before those imports."""
+    limit = ["prlimit", "--as=200000000"]
+    for cmd in ([str(Path(sys.executable).parent / "mhc")], [sys.executable, str(ROOT / "cluster.py")]):
+        r = subprocess.run([*limit, *cmd, "-i", str(photos), "-o", str(tmp_path / "o")], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 3 and r.stderr == ("Error: mhc needs at least 256 MB of address space, and ulimit -v "
+                                                  "allows this process 190 MB; raise the limit (e.g. ulimit -v "
+                                                  "unlimited) and run again\n"), (cmd, r.stderr)
+    r = subprocess.run([*limit, sys.executable, "-c", "import mhc"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.splitlines()[-1].startswith("ImportError: mhc needs at least 256 MB")
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_image_too_big_for_memory_is_reported_not_crashed_on(tmp_path):
