@@ -294,8 +294,16 @@ def write_report(staging: Path, home: Path, summary: dict, result=None, *, progr
     from .thumbs import ensure_thumbs
 
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
+    _record_thumbs(summary, thumbs)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
     return {os.path.basename(t) for t in thumbs.values()}
+
+
+def _record_thumbs(summary: dict, thumbs: dict[str, str]) -> None:
+    """Each file's thumbnail name in summary.json: `mhc report` finds them there for files
+    it cannot reach (the input moved or unmounted), since the name comes from the file."""
+    summary.setdefault("file_info", {})["thumb"] = [os.path.basename(thumbs[f]) if f in thumbs else None
+                                                    for f in summary["files"]]
 
 
 def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
@@ -314,12 +322,16 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
                     summary["input"], out)
     with OutputFolder(out, Path(summary["input"])) as of:  # (read_summary checked it is there)
         staging = of.stage()
-        thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers)
+        recorded = (summary.get("file_info") or {}).get("thumb") or []
+        thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers,
+                               recorded=recorded)
+        _record_thumbs(summary, thumbs)
         build_report(staging, summary, thumbs)
         write_json(staging / "summary.json", summary)  # with the new pages' digests
         for entry in os.scandir(of.out):
             if entry.name not in ("index.html", "report", "summary.json", MARKER):
                 of.keep(entry.name)
         of.commit()
-        prune_thumbs(of.out, {os.path.basename(t) for t in thumbs.values()})
+        # (the thumbnails summary.json named stay, whether or not their files can be reached now)
+        prune_thumbs(of.out, {os.path.basename(t) for t in thumbs.values()} | {t for t in recorded if t})
     return out / "index.html"

@@ -103,10 +103,13 @@ def _make_batch(jobs: list[tuple[str, str, str]]) -> list[bool]:
 
 
 def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = None, workers: int = 0,
-                  executor: Executor | None = None, progress: Progress | None = None) -> dict[str, str]:
+                  executor: Executor | None = None, progress: Progress | None = None,
+                  recorded: list[str | None] | None = None) -> dict[str, str]:
     """Thumbnails for ``files`` under ``home/.mhc/thumbs``, made where missing (on
-    ``executor``, or a local pool of ``workers`` when there are many). Returns path ->
-    thumbnail path relative to the output folder."""
+    ``executor``, or a local pool of ``workers`` when there are many). ``recorded``: each
+    file's thumbnail name as summary.json recorded it, used for a file that cannot be
+    reached now (its input moved or unmounted: the name comes from the file's identity).
+    Returns path -> thumbnail path relative to the output folder."""
     tdir = home / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
     found: dict[str, str] = {}
@@ -116,10 +119,12 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     # once per snapshot): made once, for the first
     queued: dict[str, str] = {}  # thumbnail name -> the file it is made from
     same: dict[str, str] = {}
-    for p, kind in zip(files, kinds or ["image"] * len(files)):
+    for i, (p, kind) in enumerate(zip(files, kinds or ["image"] * len(files))):
         try:
             st = os.stat(p)
         except OSError:
+            if recorded and recorded[i] in have:
+                found[p] = str(THUMB_DIR / recorded[i])
             continue
         name = thumb_name(p, st)
         if name in have:

@@ -296,6 +296,9 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         for key, e in summary["algorithms"].items():  # the pages stay: so do their digests
             if prev_algos[key].get("pages") is not None:
                 e["pages"] = prev_algos[key]["pages"]
+        thumb = ((previous or {}).get("file_info") or {}).get("thumb")  # ... and the thumbnails they show
+        if thumb is not None and previous.get("files") == summary["files"]:
+            summary["file_info"]["thumb"] = thumb
         of.replace_file("errors.csv", lambda p: write_errors_csv(p, result.errors))
         of.replace_file("summary.json", lambda p: write_json(p, summary))
         if not o.no_report:

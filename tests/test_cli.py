@@ -359,10 +359,17 @@ def test_report_of_an_output_whose_input_moved_says_where_the_links_point(corpus
     inp = shutil.copytree(corpus, tmp_path / "in")
     out = tmp_path / "o"
     assert run_cli("-i", str(inp), "-o", str(out), "-a", "phash_8", "-q").returncode == 0
+    assert run_cli("-i", str(inp), "-o", str(out), "-a", "phash_8", "-q").returncode == 0  # (nothing changed)
+    thumbs = sorted(p.name for p in (out / ".mhc" / "thumbs").iterdir())
     inp.rename(tmp_path / "moved")
     r = run_cli("report", "-o", str(out))
     assert r.returncode == 0 and (out / "index.html").is_file(), r.stderr
     assert f"the input {inp} this output was made from is gone" in r.stderr and f"-o {out}" in r.stderr
+    # "thumbnails still show": found by the names summary.json records (they come from the
+    # files, which cannot be reached now), and none removed as unused
+    assert sorted(p.name for p in (out / ".mhc" / "thumbs").iterdir()) == thumbs
+    pages = [p.read_text() for p in (out / "report" / "phash_8").glob("*.html")]
+    assert pages and not any("no preview" in page for page in pages)
 
 
 def test_a_reader_that_stops_early_ends_quietly_with_status_1(corpus, tmp_path):
