@@ -1,4 +1,5 @@
-"""Local process pools: how many processes, how they start, how they stop.
+"""Local process pools: how many processes, how they start and stop, and running batches
+through them (or a distributed executor) so that a dead worker costs only what it was doing.
 
 Shared by hashing (:mod:`mhc.runner`) and the report's thumbnails (:mod:`mhc.thumbs`).
 """
@@ -9,8 +10,12 @@ import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
+from .errors import EnvironmentFault
 from .forked import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -90,3 +95,105 @@ def terminate(ex: ProcessPoolExecutor) -> None:
     # Futures are deliberately not cancelled first: on Python 3.11 the manager thread then
     # raises InvalidStateError while failing them (fixed in 3.12).
     ex.shutdown(wait=True)
+
+
+def in_pools(task: Callable[[list], list], batches: list[list], workers: int, executor: Executor | None,
+             n_workers: int, alone: Callable[[Any], Any]) -> Iterator[tuple[list, list]]:
+    """Each batch with ``task(batch)``'s results (one per item), in completion order, run on
+    ``executor`` or in local pools of ``workers`` processes, at most ``n_workers`` x 4 batches
+    in flight. A worker that dies (the kernel's out-of-memory killer, a signal) loses the
+    batches in flight: their items are retried one per task in a new pool, those lost again
+    one per process: ``alone(item)`` gives that item's result (and says why it has none).
+    Shared by hashing and the report's thumbnails. The generator closed early (Ctrl-C) stops
+    a local pool at once, not after its queue."""
+    suspects: list = []
+    yield from _pooled(task, batches, workers, executor, n_workers, suspects)
+    if suspects and executor is None:
+        # Most suspects were only in flight beside the item that killed the worker. Straight
+        # to one process each, they cost a process start apiece, one after another: 45 s
+        # instead of 22-25 for one kill -9 in a 407-file run (2 workers; docs/benchmarks.md),
+        # and minutes with many workers (up to workers x 4 x 32 files). One item per task in
+        # a pool instead: a death then loses only the single items in flight, and only they
+        # go on alone.
+        again: list = []
+        yield from _pooled(task, [[item] for item in suspects], workers, None, n_workers, again)
+        suspects = again
+    for item in suspects:
+        yield [item], [alone(item)]
+
+
+def _pooled(task, batches, workers, executor, n_workers, suspects) -> Iterator[tuple[list, list]]:
+    own = executor is None
+    ex = local_executor(workers) if own else executor
+    futures: dict[Future, list] = {}
+    finished_ok = False
+
+    def broken() -> None:
+        # a worker died (out-of-memory killer, a signal): every batch in flight is lost;
+        # their files are retried one by one later, the rest go to a new pool
+        nonlocal ex, own
+        for batch in futures.values():
+            suspects.extend(batch)
+        futures.clear()
+        if own:
+            terminate(ex)
+        ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
+
+    def submit(batch: list) -> None:
+        try:
+            futures[ex.submit(task, batch)] = batch
+        except BrokenProcessPool:  # it broke since the last wait (a worker killed at once): the
+            broken()  # batch was never run, so it is not a suspect; it goes to the new pool
+            futures[ex.submit(task, batch)] = batch
+
+    it = iter(batches)
+    try:
+        # a bounded number of batches in flight: memory stays flat for huge inputs
+        for b in it:
+            submit(b)
+            if len(futures) >= n_workers * 4:
+                break
+        while futures:
+            finished = wait_first(list(futures), ex)
+            for fut in finished:
+                batch = futures.pop(fut)
+                try:
+                    results = fut.result()
+                except BrokenProcessPool:
+                    suspects += batch
+                    broken()
+                    break
+                except CancelledError:
+                    if own:
+                        raise
+                    raise lost() from None
+                except Exception as e:  # a distributed executor lost the task (KilledWorker...)
+                    if own:
+                        raise
+                    log.debug("batch failed on the executor (%s); retrying its files one by one", e)
+                    suspects += batch
+                    continue
+                yield batch, results
+            while len(futures) < n_workers * 4:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                submit(nxt)
+        finished_ok = True
+    finally:
+        if own:
+            if finished_ok:
+                ex.shutdown(wait=True)
+            else:
+                terminate(ex)
+        else:
+            for fut in futures:
+                fut.cancel()
+
+
+def lost() -> EnvironmentFault:
+    """A distributed executor cancelled tasks mhc did not cancel: Dask's client does so for
+    every task when it loses its scheduler (then its futures never finish again)."""
+    return EnvironmentFault("the hashing tasks were cancelled by the executor: the connection to the Dask scheduler "
+                            "was lost (it stopped, or the network failed); the hashes made so far are cached, so run "
+                            "again once it is back")

@@ -10,13 +10,13 @@ its process there is reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import CancelledError, Executor
 from dataclasses import dataclass, field
 
 from .cache import Cached, FileInfo, HashCache
@@ -25,7 +25,7 @@ from .discover import MediaFile
 from .errors import EnvironmentFault, FileError
 from .events import Progress, report
 from .hashing import FileResult, HashPlan, hash_file
-from .pool import MIN_FILES_FOR_POOL, local_executor, pool_size, start_method, terminate, wait_first, worker_init
+from .pool import MIN_FILES_FOR_POOL, in_pools, lost, pool_size, start_method, wait_first, worker_init
 
 log = logging.getLogger(__name__)
 
@@ -218,20 +218,11 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
             yield hash_file(p, plan, kind)
         return
     n_workers = workers if executor is None else max(workers, 2)
-    batches = guided_batches(items, n_workers)
-    suspects: list[tuple[str, str]] = []
-    yield from _pooled(batches, plan, workers, executor, n_workers, suspects)
-    if suspects and executor is None:
-        # Most suspects were only in flight beside the file that killed the worker. Straight
-        # to one process each, they cost a process start apiece, one after another: 45 s
-        # instead of 22-25 for one kill -9 in a 407-file run (2 workers; docs/benchmarks.md),
-        # and minutes with many workers (up to workers x 4 x 32 files). One file per task in a pool instead: a
-        # death then loses only the single files in flight, and only they go on alone.
-        again: list[tuple[str, str]] = []
-        yield from _pooled([[item] for item in suspects], plan, workers, None, n_workers, again)
-        suspects = again
-    for item in suspects:
-        yield _alone(item, plan, executor)
+    if executor is None:
+        warm(plan, any(kind == "video" for _, kind in items))
+    for _, results in in_pools(functools.partial(hash_batch, plan=plan), guided_batches(items, n_workers), workers,
+                               executor, n_workers, lambda item: _alone(item, plan, executor)):
+        yield from results
 
 
 def guided_batches(items: list, n_workers: int, most: int = 32) -> list[list]:
@@ -248,85 +239,6 @@ def guided_batches(items: list, n_workers: int, most: int = 32) -> list[list]:
     return out
 
 
-def _pooled(batches, plan, workers, executor, n_workers, suspects) -> Iterator[FileResult]:
-    own = executor is None
-    if own:
-        warm(plan, any(kind == "video" for b in batches for _, kind in b))
-    ex = local_executor(workers) if own else executor
-    futures: dict[Future, list] = {}
-    finished_ok = False
-
-    def broken() -> None:
-        # a worker died (out-of-memory killer, a signal): every batch in flight is lost;
-        # their files are retried one by one later, the rest go to a new pool
-        nonlocal ex, own
-        for batch in futures.values():
-            suspects.extend(batch)
-        futures.clear()
-        if own:
-            terminate(ex)
-        ex, own = local_executor(workers), True  # never reuse a broken pool, ours or not
-
-    def submit(batch: list) -> None:
-        try:
-            futures[ex.submit(hash_batch, batch, plan)] = batch
-        except BrokenProcessPool:  # it broke since the last wait (a worker killed at once): the
-            broken()  # batch was never run, so it is not a suspect; it goes to the new pool
-            futures[ex.submit(hash_batch, batch, plan)] = batch
-
-    it = iter(batches)
-    try:
-        # a bounded number of batches in flight: memory stays flat for huge inputs
-        for b in it:
-            submit(b)
-            if len(futures) >= n_workers * 4:
-                break
-        while futures:
-            finished = wait_first(list(futures), ex)
-            for fut in finished:
-                batch = futures.pop(fut)
-                try:
-                    results = fut.result()
-                except BrokenProcessPool:
-                    suspects += batch
-                    broken()
-                    break
-                except CancelledError:
-                    if own:
-                        raise
-                    raise _lost() from None
-                except Exception as e:  # a distributed executor lost the task (KilledWorker...)
-                    if own:
-                        raise
-                    log.debug("batch failed on the executor (%s); retrying its files one by one", e)
-                    suspects += batch
-                    continue
-                yield from results
-            while len(futures) < n_workers * 4:
-                nxt = next(it, None)
-                if nxt is None:
-                    break
-                submit(nxt)
-        finished_ok = True
-    finally:
-        if own:
-            if finished_ok:
-                ex.shutdown(wait=True)
-            else:
-                terminate(ex)
-        else:
-            for fut in futures:
-                fut.cancel()
-
-
-def _lost() -> EnvironmentFault:
-    """A distributed executor cancelled tasks mhc did not cancel: Dask's client does so for
-    every task when it loses its scheduler (then its futures never finish again)."""
-    return EnvironmentFault("the hashing tasks were cancelled by the executor: the connection to the Dask scheduler "
-                            "was lost (it stopped, or the network failed); the hashes made so far are cached, so run "
-                            "again once it is back")
-
-
 def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> FileResult:
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
@@ -340,7 +252,7 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
         try:
             return fut.result()[0]
         except CancelledError:
-            raise _lost() from None
+            raise lost() from None
         except Exception as e:  # it gave up on it (KilledWorker...)
             return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
     ctx = multiprocessing.get_context(start_method())

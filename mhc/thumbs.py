@@ -9,9 +9,8 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from pathlib import Path
 
 from PIL import Image
@@ -20,7 +19,7 @@ from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
 from .ownership import _THUMB
-from .pool import MIN_FILES_FOR_POOL, local_executor, pool_size, start_method, terminate, worker_init
+from .pool import MIN_FILES_FOR_POOL, in_pools, pool_size, start_method, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         results = zip(batches, executor.map(_make_batch, batches))
     elif len(todo) >= MIN_FILES_FOR_POOL and processes > 1:
         # a pool only when there is enough to make: most reruns find every thumbnail
-        results = _pooled(batches, processes)
+        results = in_pools(_make_batch, batches, processes, None, processes, _alone)
     else:
         results = ((b, _make_batch(b)) for b in batches)
     done = 0
@@ -185,44 +184,6 @@ def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
     if removed:
         log.info("removed %d thumbnails of files no longer in the input (or changed)", removed)
     return removed
-
-
-def _pooled(batches: list[list], processes: int) -> Iterator[tuple[list, list[bool]]]:
-    """Each batch with its results, made in a local pool, in the order they finish. A
-    worker killed meanwhile (the out-of-memory killer) breaks the pool, which ended the run
-    as "mhc failed unexpectedly": the batches it lost are made again one file per task in a
-    new pool, and what is lost again one file per process (:func:`_alone`). On Ctrl-C
-    (the generator closed) the pool is stopped at once, not after its queue."""
-    for _ in range(2):
-        ex = local_executor(pool_size(processes, len(batches)))
-        futures: dict = {}
-        lost: list[list] = []
-        ok = False
-        try:
-            for b in batches:
-                try:
-                    futures[ex.submit(_make_batch, b)] = b
-                except BrokenProcessPool:  # a worker died at once: the rest are made again below
-                    lost.append(b)
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except BrokenProcessPool:
-                    lost.append(futures[fut])
-                    continue
-                yield futures[fut], res
-            ok = True
-        finally:
-            if ok and not lost:
-                ex.shutdown(wait=True)
-            else:
-                terminate(ex)
-        if not lost:
-            return
-        log.debug("a thumbnail worker died; %d files are made again apart", sum(map(len, lost)))
-        batches = [[job] for b in lost for job in b]
-    for b in batches:
-        yield b, [_alone(b[0])]
 
 
 def _alone(job: tuple[str, str, str]) -> bool:
