@@ -103,11 +103,11 @@ def same_mhc(client, address: str) -> None:
     except Exception as e:  # noqa: BLE001 - a worker that fails to answer: its tasks will say more
         log.debug("could not ask the Dask workers for mhc: %s", e)
         return
+    here = code_identity()
     lacking = sorted(w for w, spec in specs.items() if spec is None)
     if lacking:
         raise EnvironmentFault(f"{_workers(lacking)} of the Dask scheduler at {address} cannot import mhc; install "
-                               f"it there (version {code_identity()['mhc']}, as here), or run without --dask")
-    here = code_identity()
+                               f"it there (version {here['mhc']}, as here), or run without --dask")
     try:
         theirs = client.run(code_identity)
     except Exception as e:  # noqa: BLE001
