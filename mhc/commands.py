@@ -143,6 +143,8 @@ def report_command(
 
     _setup_logging(False)
     with user_errors(output=True):
+        if workers < 0:  # (as a run refuses it: pool sizes took -1 for one process)
+            raise UsageError(f"--workers must be 0 (all cores) or more, not {workers}")
         check_path("-o/--output", output)
         page = rebuild_report(output, workers=workers)
     out.print(f"report: {page}", highlight=False, markup=False, soft_wrap=True)

@@ -937,3 +937,9 @@ def test_cache_commands_refuse_an_output_made_without_a_cache(tmp_path):
         assert "was made with --no-cache, so no hash cache belongs to it" in r.stderr
     assert run_cli("cache", "info", env=env).stdout == before  # nothing cleared
     assert "3 files" in run_cli("cache", "info", "-o", str(tmp_path / "cached"), env=env).stdout
+
+
+def test_report_refuses_a_negative_number_of_workers(tmp_path):
+    """`mhc report -j -1` was taken as one process; a run refuses it."""
+    r = run_cli("report", "-o", str(tmp_path / "missing"), "-j", "-1")
+    assert r.returncode == 2 and r.stderr == "Error: --workers must be 0 (all cores) or more, not -1\n", r.stderr
