@@ -251,8 +251,12 @@ def pairs_command(
             try:
                 w = csv.writer(raw, lineterminator="\n")  # for cut, awk and sort, not the RFC's CRLF
                 w.writerow(["path_a", "path_b", "distance"])
+                # ... but read on a terminal, a name's control bytes (ESC [ ...) would recolour
+                # or rewrite it as `ls` guards against: there names are shown escaped, as in
+                # every other line mhc prints
+                shown = printable if buffer.isatty() else str
                 for a, b, d in pairs:
-                    w.writerow([a, b, d])
+                    w.writerow([shown(a), shown(b), d])
             finally:
                 raw.detach()  # sys.stdout keeps the buffer
 

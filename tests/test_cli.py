@@ -406,6 +406,36 @@ def test_pairs_csv_names_a_file_whose_name_is_not_utf8_by_its_own_bytes(tmp_path
     assert loop.stdout == b"both found at 0\n", loop
 
 
+def test_pairs_csv_on_a_terminal_shows_control_bytes_of_names_escaped(tmp_path):
+    """A name holding ESC [ 2 J (clear screen) or a colour went to the terminal raw and acted
+    there; on a terminal (a real pty) it is shown escaped, piped it stays the name's bytes."""
+    import pty
+    inp = tmp_path / "in"
+    save(photo(7), inp / "plain.jpg")
+    shutil.copy(inp / "plain.jpg", inp / "evil \x1b[2J\x1b[31mred.jpg")
+    assert run_cli("-i", str(inp), "-o", str(tmp_path / "o"), "-a", "phash_8", "-q").returncode == 0
+    args = [sys.executable, str(ROOT / "cluster.py"), "pairs", "-o", str(tmp_path / "o"), "-a", "phash_8", "-t", "0"]
+    main, sub = pty.openpty()
+    try:
+        p = subprocess.run(args, stdout=sub, stderr=subprocess.PIPE, timeout=300)
+        os.close(sub)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the writer is gone and everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+    assert p.returncode == 0, p.stderr
+    assert b"\x1b" not in seen and b"evil \\x1b[2J\\x1b[31mred.jpg" in seen, seen
+    piped = subprocess.run(args, capture_output=True, timeout=300)
+    assert b"evil \x1b[2J\x1b[31mred.jpg" in piped.stdout, piped.stdout
+
+
 def test_commands_name_an_output_that_is_not_one(corpus, tmp_path):
     """An -o that mhc did not write is the user's mistake to name. Falling back on the
     defaults papered over it: `pairs` blamed data/images, which the user never mentioned,
