@@ -27,7 +27,7 @@ from .clustering import (
 )
 from .collection import HashedCollection, collect, find_media, hash_plan
 from .discover import Discovery
-from .errors import FileError, UsageError
+from .errors import EnvironmentFault, FileError, UsageError
 from .events import Progress
 from .hashing import HashPlan
 from .metric import MatchOptions
@@ -120,6 +120,8 @@ def _write(of: OutputFolder, plan: RunPlan, progress: Progress | None, executor:
     with of:
         found = _find(plan, progress)
         previous = of.previous_summary()
+        if previous is None:
+            _check_room_before_hashing(plan, found)
         carried, dropped = carried_entries(previous, plan)
         collection = collect(plan, progress=progress, executor=executor, found=found,
                              hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
@@ -132,6 +134,27 @@ def _write(of: OutputFolder, plan: RunPlan, progress: Progress | None, executor:
         result.recommendation = settle(clusterings, len(collection.files))
         result.written = write_output(of, result, previous, progress)
     return result
+
+
+def _check_room_before_hashing(plan: RunPlan, found: Discovery) -> None:
+    """A new tree of copies (--link copy, unclustered files too) holds every file once per
+    threshold folder: known before hashing, save for the files that turn out unreadable.
+    The exact check comes before the first copy (``writing``), but only after hashing, which
+    takes hours on a large collection; a tree that would not fit even if half the bytes were
+    unreadable is refused here instead. (A rerun moves its unchanged folders: not checked.)"""
+    from .writing import amount, free_space
+
+    o = plan.options
+    if o.link != "copy" or o.no_unclustered_links or o.changed_only or o.method != "sweep":
+        return
+    folders = sum(len(plan.thresholds[a.key]) for a in plan.algorithms)
+    need = sum(f.size for f in found.files) * folders
+    where, free = free_space(Path(os.path.abspath(plan.output)))
+    if need / 2 > free:
+        raise EnvironmentFault(f"--link copy would copy about {amount(need)} ({len(found.files)} files once in each "
+                               f"of {folders} threshold folders) and {where} has {amount(free)} free; use symlinks "
+                               f"(the default), fewer thresholds (-t), or --no-unclustered-links (refused before "
+                               f"hashing)")
 
 
 def _find(plan: RunPlan, progress: Progress | None) -> Discovery:

@@ -515,20 +515,24 @@ def test_impossible_outputs_are_refused_before_hashing(photos, tmp_path, case):
 
 @pytest.mark.parametrize("unclustered", ["linked", "--no-unclustered-links"])
 def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path, small_disk, unclustered):
-    """--link copy holds each file once per threshold folder (20 for phash_8): it copied
-    until the disk was full, then threw the copies away."""
+    """--link copy holds each file once per threshold folder: it copied until the disk was
+    full, then threw the copies away. (Here the tree is 1.5 times the 3 MB disk: too close
+    to refuse before hashing, see the next test.)"""
     inp = tmp_path / "big photos"
     for g in range(4):  # each with a copy, and one alone: unclustered at every threshold
         save(photo(g, (640, 480)), inp / f"p{g}.jpg", quality=95)
         save(photo(g, (640, 480)), inp / f"p{g} copy.jpg", quality=95)
     save(photo(9, (64, 48)), inp / "alone.jpg")
     alone = (inp / "alone.jpg").stat().st_size
-    need = (sum(p.stat().st_size for p in inp.iterdir()) - (alone if unclustered != "linked" else 0)) * 20
-    assert need > 3 * 2**20  # more than the 3 MB disk holds
+    total = sum(p.stat().st_size for p in inp.iterdir())
+    folders = max(2, round(4.5 * 2**20 / total))
+    need = (total - (alone if unclustered != "linked" else 0)) * folders
+    assert 3 * 2**20 < need <= 5.5 * 2**20  # more than the 3 MB disk holds, less than twice
     r = run_cli("-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
-                "-a", "phash_8", "--link", "copy", *([unclustered] if unclustered != "linked" else []))
+                "-a", "phash_8", "-t", f"0:{folders - 1}:1", "--link", "copy",
+                *([unclustered] if unclustered != "linked" else []))
     assert r.returncode == 3, r.stderr
-    copies = 20 * (9 if unclustered == "linked" else 8)
+    copies = folders * (9 if unclustered == "linked" else 8)
     line = r.stderr.splitlines()[-1]
     assert line.startswith(f"Error: --link copy would copy {need / 2**20:.1f} MB ({copies} copies: each file once per "
                            f"threshold folder) and {small_disk} has "), line
@@ -538,6 +542,35 @@ def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path,
     r = run_cli("-q", "-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(tmp_path / "c.sqlite"),
                 "-a", "phash_8")  # the hashes were kept: the symlinks' run is the advice taken
     assert r.returncode == 0, r.stderr
+
+
+def test_a_tree_of_copies_far_beyond_the_disk_is_refused_before_hashing(tmp_path, small_disk):
+    """Copies of every file in each of 20 threshold folders, 6 times the disk: refused after
+    hashing, that was hours lost on a large collection to learn what the sizes said at once."""
+    inp = tmp_path / "big photos"
+    for g in range(5):
+        save(photo(g, (640, 480)), inp / f"p{g}.jpg", quality=95)
+    total = sum(p.stat().st_size for p in inp.iterdir())
+    assert total * 20 > 2 * 3 * 2**20  # more than twice what the 3 MB disk holds
+    cache = tmp_path / "c.sqlite"
+    r = run_cli("-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(cache), "-a", "phash_8",
+                "--link", "copy")
+    assert r.returncode == 3, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: --link copy would copy about {total * 20 / 2**20:.1f} MB (5 files once in each "
+                           f"of 20 threshold folders) and {small_disk} has "), line
+    assert line.endswith("(refused before hashing)") and "Hashing" not in r.stderr, r.stderr
+    info = run_cli("cache", "info", "--cache", str(cache))
+    assert not cache.exists() or " 0 hashes" in info.stdout, info.stdout  # nothing was hashed
+    assert os.listdir(small_disk) == []
+    # symlinks (the advice) are not checked: the same run goes through
+    r = run_cli("-q", "-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(cache), "-a", "phash_8")
+    assert r.returncode == 0, r.stderr
+    # ... and a rerun into that output as copies is left to the exact check after hashing
+    r = run_cli("-i", str(inp), "-o", str(small_disk / "clusters"), "--cache", str(cache), "-a", "phash_8",
+                "--link", "copy")
+    assert r.returncode == 3 and "(refused before hashing)" not in r.stderr, r.stderr
+    assert "copies: each file once per threshold folder" in " ".join(r.stderr.split()), r.stderr
 
 
 def test_a_dry_run_says_how_much_a_tree_of_copies_would_take(photos, tmp_path):
