@@ -17,7 +17,9 @@ guessed. Each distinct pair of distinct files is sent once, in batches, to
 duplicates"); failed requests are retried with backoff, and after several batches fail in a
 row the push stops. A refusal after some batches were sent (the key deleted meanwhile) stops
 the push too, with the count of what was sent; a file that cannot be read any more is listed
-with the reason and its pairs are not sent.
+with the reason and its pairs are not sent. A flood of pairs (see :func:`flood`) is refused
+before the client is asked about any file, and when the file sizes alone show it, before any
+file is read.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import hashlib
 import http.client
 import json
 import logging
+import os
 import re
 import ssl
 import time
@@ -259,16 +262,41 @@ def _refusal(code: int, error: str, method: str, path: str) -> MhcError:
     return UsageError(f"the Hydrus client refused {method} {path} ({code}: {error})")
 
 
-def flood(pairs: int, files: int) -> UsageError | None:
+def flood(pairs: int, files: int, at_least: bool = False) -> UsageError | None:
     """The refusal of a push of ``pairs`` distinct pairs among ``files`` files, if that is
     more than FLOOD_PER_FILE per file (and more than FLOOD_FLOOR): past where copies lie, a
-    threshold links mostly strangers. None if the push looks like copies."""
+    threshold links mostly strangers. None if the push looks like copies. ``at_least``: the
+    count is a lower bound (see :func:`distinct_by_size`)."""
     if pairs <= FLOOD_FLOOR or pairs <= FLOOD_PER_FILE * files:
         return None
-    return UsageError(f"{pairs:,} distinct pairs among {files:,} files ({pairs / max(files, 1):.0f} per file): "
+    return UsageError(f"{'at least ' if at_least else ''}{pairs:,} distinct pairs among {files:,} files "
+                      f"({'over ' if at_least else ''}{pairs / max(files, 1):.0f} per file): "
                       f"copies give a few per file, so most of these would be strangers, each kept by Hydrus as a "
                       f"potential duplicate to review; choose a lower -t (see the run's threshold folders), check "
                       f"with --dry-run, or pass --force to send them")
+
+
+def distinct_by_size(pairs: Iterable[tuple[str, str, int]]) -> int:
+    """A lower bound of the distinct pairs of distinct files, from sizes alone: identical
+    copies have one size, so each distinct pair of different sizes stands for at least one
+    pair of different SHA-256s. Costs a stat per file, where the exact count reads every
+    byte of every paired file (an hour on a large collection, before a flood was refused)."""
+    size: dict[str, int | None] = {}
+
+    def of(path: str) -> int | None:
+        if path not in size:
+            try:
+                size[path] = os.stat(path).st_size
+            except OSError:  # read (and reported) with the others below
+                size[path] = None
+        return size[path]
+
+    seen = set()
+    for a, b, _ in pairs:
+        sa, sb = of(a), of(b)
+        if sa is not None and sb is not None and sa != sb:
+            seen.add((sa, sb) if sa < sb else (sb, sa))
+    return len(seen)
 
 
 def distinct_pairs(pairs: Iterable[tuple[str, str, int]], digest: dict[str, str]) -> tuple[list[tuple[str, str]], int]:
@@ -297,6 +325,10 @@ def push_pairs(pairs: list[tuple[str, str, int]], client: HydrusClient, *, batch
     if batch < 1:
         raise UsageError(f"--batch must be 1 or more pairs per request, not {batch}")
     result = PushResult(pairs=len(pairs), dry_run=dry_run)
+    if files is not None and not force and not dry_run and flood(len(pairs), files):  # (a dry run gives the count)
+        too_many = flood(distinct_by_size(pairs), files, at_least=True)
+        if too_many:
+            raise too_many
     paths = sorted({p for a, b, _ in pairs for p in (a, b)})
     digest, unreadable = {}, {}
     for p in paths:

@@ -402,3 +402,32 @@ def test_identical_copies_do_not_count_towards_a_flood(tmp_path):
         r = push(h, inp, "-t", "64")
         assert r.returncode == 0, r.stderr
         assert received(h) == [] and "1128 pair(s) not sent twice" in " ".join(r.stdout.split())
+
+
+def test_a_flood_is_refused_from_the_sizes_before_any_file_is_read(tmp_path, monkeypatch):
+    """The exact count of distinct pairs reads every paired file whole (SHA-256): on a large
+    collection an hour, only to refuse. Files of different sizes cannot be identical, so
+    when the sizes alone show a flood it is refused before one byte is read."""
+    import mhc.hydrus as hydrus
+
+    inp = tmp_path / "crowd"
+    inp.mkdir()
+    for i in range(60):  # a comment 100 bytes longer each: 60 sizes of file
+        photo(900 + i, (64, 48)).save(inp / f"p{i:02}.jpg", quality=90, comment=b"x" * (1 + 100 * i))
+    assert len({p.stat().st_size for p in inp.iterdir()}) == 60
+    collection = hash_folder(inp, ["phash_8"], cache=None)
+    pairs = collection.pairs("phash_8", 64)
+    assert len(pairs) == 1770
+
+    def read(path):
+        raise AssertionError(f"{path} was read")
+    monkeypatch.setattr(hydrus, "sha256_of", read)
+    client = hydrus.HydrusClient("http://127.0.0.1:9", "0" * 64, retries=0)  # never asked: nothing listens there
+    with pytest.raises(hydrus.UsageError, match=r"^at least 1,770 distinct pairs among 60 files \(over 30 per file\)"):
+        hydrus.push_pairs(pairs, client, files=60)
+    # the bound is a bound: 40 byte-identical copies of one file add no distinct pair
+    first = inp / "p00.jpg"
+    for i in range(40):
+        shutil.copy(first, inp / f"same {i}.jpg")
+    grown = hash_folder(inp, ["phash_8"], cache=None)
+    assert hydrus.distinct_by_size(grown.pairs("phash_8", 64)) == 1770
