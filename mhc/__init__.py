@@ -39,7 +39,8 @@ def _check_address_space() -> None:
     if soft < MIN_ADDRESS_SPACE:
         problem = (f"mhc needs at least {MIN_ADDRESS_SPACE >> 20} MB of address space, and ulimit -v allows this "
                    f"process {soft >> 20} MB; raise the limit (e.g. ulimit -v unlimited) and run again")
-        if os.path.basename(sys.argv[0]) in ("mhc", "cluster.py"):  # the command line: one line, exit 3
+        # the command line: one line, exit 3 (`python -m mhc` imports this while sys.argv[0] is "-m")
+        if os.path.basename(sys.argv[0]) in ("mhc", "cluster.py", "-m"):
             sys.stderr.write(f"Error: {problem}\n")  # (nothing else is loaded yet to say it)
             raise SystemExit(3)
         raise ImportError(problem, name="mhc")

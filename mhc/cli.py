@@ -388,7 +388,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _unexpected(e)
     return rv if isinstance(rv, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

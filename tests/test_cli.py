@@ -99,6 +99,19 @@ def test_algorithms_may_be_listed_in_one_option(corpus, tmp_path):
     assert list(summary["algorithms"]) == ["phash_8", "dhash_8", "whash_8"]
 
 
+def test_python_m_mhc_is_the_mhc_command(tmp_path):
+    """`python -m mhc` (a Python whose scripts are not on PATH) said "'mhc' is a package and
+    cannot be directly executed"; it is the command, options, errors and exit statuses alike."""
+    m = [sys.executable, "-m", "mhc"]
+    r = subprocess.run([*m, "--version"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("mhc "), r.stderr
+    r = subprocess.run([*m, "-i", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    r = subprocess.run([*m, "pairs", "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "Usage: mhc pairs" in r.stdout, r.stderr
+
+
 def test_missing_input_and_empty_input(tmp_path):
     r = run_cli("-i", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
