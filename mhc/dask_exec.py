@@ -68,17 +68,41 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
         client.close()
 
 
-def code_identity() -> dict[str, str]:
-    """What decides the hashes a worker computes: mhc's version, the decoders' versions
-    (part of every cache key) and the libraries that decode and hash."""
-    from importlib.metadata import PackageNotFoundError, version
-
+def code_version() -> dict[str, str]:
+    """mhc's version and its decoders' (part of every cache key): a process whose differ
+    makes hashes that must not be cached under this mhc's keys."""
     from . import __version__
     from .crops import VERSION as CROPS_VERSION
     from .decode import DECODER_VERSION
     from .video import VIDEO_VERSION
 
-    out = {"mhc": __version__, "decoder": DECODER_VERSION, "video decoder": VIDEO_VERSION, "crops": str(CROPS_VERSION)}
+    return {"mhc": __version__, "decoder": DECODER_VERSION, "video decoder": VIDEO_VERSION, "crops": str(CROPS_VERSION)}
+
+
+def other_code(expected: dict[str, str]) -> EnvironmentFault | None:
+    """The refusal for a worker whose :func:`code_version` is not ``expected`` (the
+    submitter's), naming the worker when Dask runs it; None if it is the same."""
+    here = code_version()
+    if here == expected:
+        return None
+    where = "a hashing process"
+    try:
+        from distributed import get_worker
+
+        where = f"the Dask worker {get_worker().address}"
+    except (ImportError, ValueError):  # not on a Dask worker
+        pass
+    code = ", ".join(f"{k} {here.get(k)} (expected {v})" for k, v in expected.items() if here.get(k) != v)
+    return EnvironmentFault(f"{where} runs another mhc: {code}; its hashes would be cached as this mhc's: install "
+                            f"the same mhc on every worker, or run without --dask")
+
+
+def code_identity() -> dict[str, str]:
+    """What decides the hashes a worker computes: mhc's version, the decoders' versions
+    (part of every cache key) and the libraries that decode and hash."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = code_version()
     for lib in _LIBRARIES:
         try:
             out[lib] = version(lib)

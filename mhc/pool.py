@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .errors import EnvironmentFault
+from .errors import EnvironmentFault, MhcError
 from .forked import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ def _pooled(task, batches, workers, executor, n_workers, suspects) -> Iterator[t
                     if own:
                         raise
                     raise lost() from None
+                except MhcError:  # the task's own refusal (a worker running other code): the run's
+                    raise
                 except Exception as e:  # a distributed executor lost the task (KilledWorker...)
                     if own:
                         raise

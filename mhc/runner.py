@@ -20,9 +20,10 @@ from concurrent.futures import CancelledError, Executor
 from dataclasses import dataclass, field
 
 from .cache import Cached, FileInfo, HashCache
+from .dask_exec import code_version, other_code
 from .decode import GONE, too_large
 from .discover import MediaFile
-from .errors import EnvironmentFault, FileError
+from .errors import EnvironmentFault, FileError, MhcError
 from .events import Progress, report
 from .hashing import FileResult, HashPlan, hash_file
 from .pool import MIN_FILES_FOR_POOL, in_pools, lost, pool_size, start_method, wait_first, worker_init
@@ -30,8 +31,15 @@ from .pool import MIN_FILES_FOR_POOL, in_pools, lost, pool_size, start_method, w
 log = logging.getLogger(__name__)
 
 
-def hash_batch(items: list[tuple[str, str]], plan: HashPlan) -> list[FileResult]:
-    """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead)."""
+def hash_batch(items: list[tuple[str, str]], plan: HashPlan, expect: dict[str, str] | None = None) -> list[FileResult]:
+    """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead).
+    ``expect``: the submitter's :func:`~mhc.dask_exec.code_version`; a worker running
+    other code raises EnvironmentFault instead of hashing (Dask workers are checked when a
+    run starts, but one may join later)."""
+    if expect is not None:
+        refusal = other_code(expect)
+        if refusal is not None:
+            raise refusal
     return [hash_file(p, plan, kind) for p, kind in items]
 
 
@@ -220,7 +228,10 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
     n_workers = workers if executor is None else max(workers, 2)
     if executor is None:
         warm(plan, any(kind == "video" for _, kind in items))
-    for _, results in in_pools(functools.partial(hash_batch, plan=plan), guided_batches(items, n_workers), workers,
+    # an executor's workers are not this process's forks: each batch checks its worker's code
+    expect = code_version() if executor is not None else None
+    for _, results in in_pools(functools.partial(hash_batch, plan=plan, expect=expect),
+                               guided_batches(items, n_workers), workers,
                                executor, n_workers, lambda item: _alone(item, plan, executor)):
         yield from results
 
@@ -243,7 +254,7 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
     if executor is not None:  # a distributed executor: one task for this one file
-        fut = executor.submit(hash_batch, [item], plan)
+        fut = executor.submit(hash_batch, [item], plan, code_version())
         try:  # (no worker left ends the run: not this file's fault)
             wait_first([fut], executor)
         except BaseException:
@@ -253,6 +264,8 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
             return fut.result()[0]
         except CancelledError:
             raise lost() from None
+        except MhcError:  # a worker running other code (hash_batch): not this file's fault
+            raise
         except Exception as e:  # it gave up on it (KilledWorker...)
             return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
     ctx = multiprocessing.get_context(start_method())

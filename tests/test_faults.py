@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mhc import Options, run
+import mhc
+from mhc import EnvironmentFault, HashCache, Options, run
 
 from conftest import ROOT, copy_tree, photo, run_cli, save, tree_digest
 
@@ -405,6 +406,30 @@ def test_a_pool_that_broke_before_a_batch_was_handed_to_it_is_replaced(tmp_path)
     results = list(run_batches(items, HashPlan.build(parse_algorithms(["phash_8"])), 2, ex))
     assert sorted(r.path for r in results) == sorted(p for p, _ in items)
     assert all(r.error is None and r.values for r in results)
+
+
+def _other_mhc() -> None:  # a pool worker's initializer: this process runs "another" mhc
+    import mhc
+    mhc.__version__ = "0.0.1"
+
+
+def test_an_executor_whose_workers_run_another_mhc_hashes_nothing_into_the_cache(photos, tmp_path):
+    """An executor passed to mhc.run() runs processes mhc did not fork (Dask workers, a
+    pool started elsewhere): one running another mhc would hash with other code under this
+    mhc's cache keys. Each batch checks its worker's code: refused, and nothing cached."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cache = tmp_path / "c.sqlite"
+    with ProcessPoolExecutor(2, initializer=_other_mhc) as pool:
+        with pytest.raises(EnvironmentFault, match=rf"^a hashing process runs another mhc: mhc 0\.0\.1 \(expected "
+                                                   rf"{re.escape(mhc.__version__)}\); its hashes would be cached"):
+            run(Options(input=photos, output=tmp_path / "o", algorithms=["phash_8"], cache=cache), executor=pool)
+    with HashCache(cache) as c:
+        assert c.info().hashes == 0
+    assert not (tmp_path / "o").exists()
+    with ProcessPoolExecutor(2) as pool:  # the same mhc: hashed on it, and cached
+        res = run(Options(input=photos, output=tmp_path / "o", algorithms=["phash_8"], cache=cache), executor=pool)
+    assert res.stats.decoded == len(res.files) == 6
 
 
 @pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")

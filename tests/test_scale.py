@@ -328,6 +328,19 @@ def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing
                                                        rf"\(here {mhc.__version__}\); its hashes would be cached as "
                                                        rf"this mhc's"):
                 run(Options(**opts, dask=address))
+            # a worker that joins after that check is met by each task's own: the batch is
+            # refused, not hashed, and so is a file retried alone
+            from mhc.algorithms import parse_algorithms
+            from mhc.hashing import HashPlan
+            from mhc.runner import _alone, run_batches
+
+            items = [(str(f), "image") for f in sorted(corpus.rglob("*.jpg"))[:6]]
+            plan = HashPlan.build(parse_algorithms(["phash_8"]))
+            other = rf"^the Dask worker tcp://\S+ runs another mhc: mhc 0\.0\.1 \(expected {mhc.__version__}\)"
+            with pytest.raises(EnvironmentFault, match=other):
+                list(run_batches(items, plan, 1, client.get_executor()))
+            with pytest.raises(EnvironmentFault, match=other):
+                _alone(items[0], plan, client.get_executor())
         finally:
             worker.terminate()
             worker.wait(30)
