@@ -299,9 +299,14 @@ def ignore_command(
             raise UsageError("give exactly two files: mhc ignore FILE_A FILE_B (or --list)")
         a, b = (str(p) for p in paths)
         if not remove:
+            from .discover import classify
+
             for p in (a, b):
                 if not os.path.isfile(p):
                     raise UsageError(f"{p} is not a file")
+                if classify(os.path.basename(p)) is None:  # a typo: no run ever hashes it, the mark would do nothing
+                    raise UsageError(f"{printable(p)} is not an image or video by its extension, so no run clusters "
+                                     f"it; give two pictures or videos (.jpg, .png, .heic, .mp4, ...)")
             if os.path.samefile(a, b):  # one path, a symlink to the other, or two hard links of one file
                 raise UsageError("those are the same file (one name, or two links to it); give two different files")
         check_cache(path)

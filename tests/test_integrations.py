@@ -162,6 +162,19 @@ def test_ignoring_a_file_and_itself_is_refused(tmp_path, how):
     assert not (tmp_path / "c.sqlite").exists()
 
 
+def test_ignoring_a_file_no_run_hashes_is_refused(tmp_path):
+    """`mhc ignore a.jpg notes.txt` (a slip of tab completion) was "marked": a mark no run
+    ever reads. Refused by the extension, as a run would skip the file; nothing written."""
+    a = save(photo(1, (64, 48)), tmp_path / "a.jpg")
+    (tmp_path / "a.jpg.txt").write_text("notes")
+    r = run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), str(a), str(tmp_path / "a.jpg.txt"))
+    assert r.returncode == 2 and r.stderr.startswith(f"Error: {tmp_path / 'a.jpg.txt'} is not an image or video by "
+                                                     f"its extension"), r.stderr
+    assert not (tmp_path / "c.sqlite").exists()
+    b = save(photo(2, (64, 48)), tmp_path / "b.PNG")  # any case, as a run reads it
+    assert run_cli("ignore", "--cache", str(tmp_path / "c.sqlite"), str(a), str(b)).returncode == 0
+
+
 def test_not_a_duplicate_marks_follow_a_renamed_folder(tmp_path):
     """Marks are kept by path: after the user renamed the folder, the next run linked the
     two pictures they had marked "not a duplicate". The files' cached rows follow them
