@@ -85,16 +85,16 @@ def other_code(expected: dict[str, str]) -> EnvironmentFault | None:
     here = code_version()
     if here == expected:
         return None
-    where = "a hashing process"
+    where, fix = "a hashing process", "start the executor's processes with this mhc"
     try:
         from distributed import get_worker
 
         where = f"the Dask worker {get_worker().address}"
+        fix = "install the same mhc on every worker, or run without --dask"
     except (ImportError, ValueError):  # not on a Dask worker
         pass
     code = ", ".join(f"{k} {here.get(k)} (expected {v})" for k, v in expected.items() if here.get(k) != v)
-    return EnvironmentFault(f"{where} runs another mhc: {code}; its hashes would be cached as this mhc's: install "
-                            f"the same mhc on every worker, or run without --dask")
+    return EnvironmentFault(f"{where} runs another mhc: {code}; its hashes would be cached as this mhc's: {fix}")
 
 
 def code_identity() -> dict[str, str]:

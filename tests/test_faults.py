@@ -421,8 +421,9 @@ def test_an_executor_whose_workers_run_another_mhc_hashes_nothing_into_the_cache
 
     cache = tmp_path / "c.sqlite"
     with ProcessPoolExecutor(2, initializer=_other_mhc) as pool:
-        with pytest.raises(EnvironmentFault, match=rf"^a hashing process runs another mhc: mhc 0\.0\.1 \(expected "
-                                                   rf"{re.escape(mhc.__version__)}\); its hashes would be cached"):
+        said = (rf"^a hashing process runs another mhc: mhc 0\.0\.1 \(expected {re.escape(mhc.__version__)}\); its "
+                rf"hashes would be cached as this mhc's: start the executor's processes with this mhc$")
+        with pytest.raises(EnvironmentFault, match=said):
             run(Options(input=photos, output=tmp_path / "o", algorithms=["phash_8"], cache=cache), executor=pool)
     with HashCache(cache) as c:
         assert c.info().hashes == 0
