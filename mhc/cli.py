@@ -388,3 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _unexpected(e)
     return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # python -m mhc.cli: run the real module (this copy, __main__, has no subcommands)
+    from mhc.cli import main as _main
+
+    sys.exit(_main())
