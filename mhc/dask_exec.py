@@ -83,18 +83,30 @@ def other_code(expected: dict[str, str]) -> EnvironmentFault | None:
     """The refusal for a worker whose :func:`code_version` is not ``expected`` (the
     submitter's), naming the worker when Dask runs it; None if it is the same."""
     here = code_version()
-    if here == expected:
+    if here == expected:  # (every batch asks: the common case first)
         return None
     where, fix = "a hashing process", "start the executor's processes with this mhc"
     try:
         from distributed import get_worker
 
-        where = f"the Dask worker {get_worker().address}"
-        fix = "install the same mhc on every worker, or run without --dask"
+        where, fix = f"the Dask worker {get_worker().address}", _DASK_FIX
     except (ImportError, ValueError):  # not on a Dask worker
         pass
-    code = ", ".join(f"{k} {here.get(k)} (expected {v})" for k, v in expected.items() if here.get(k) != v)
-    return EnvironmentFault(f"{where} runs another mhc: {code}; its hashes would be cached as this mhc's: {fix}")
+    return _another_mhc(where, here, expected, "expected", fix)
+
+
+_DASK_FIX = "install the same mhc on every worker, or run without --dask"
+
+
+def _another_mhc(where: str, theirs: dict[str, str], ours: dict[str, str], word: str,
+                 fix: str) -> EnvironmentFault | None:
+    """The refusal of a worker (``where``) whose :func:`code_version` ``theirs`` differs
+    from ``ours``, each difference said as "mhc 0.0.1 (here 0.2.0)"; None if none does."""
+    code = [f"{k} {theirs.get(k)} ({word} {v})" for k, v in ours.items() if theirs.get(k) != v]
+    if not code:
+        return None
+    return EnvironmentFault(f"{where} runs another mhc: {', '.join(code)}; its hashes would be cached as this "
+                            f"mhc's: {fix}")
 
 
 def code_identity() -> dict[str, str]:
@@ -112,7 +124,6 @@ def code_identity() -> dict[str, str]:
 
 
 _LIBRARIES = ("Pillow", "ImageHash", "numpy", "scipy", "av")
-_CODE = ("mhc", "decoder", "video decoder", "crops")
 
 
 def same_mhc(client, address: str) -> None:
@@ -137,12 +148,11 @@ def same_mhc(client, address: str) -> None:
     except Exception as e:  # noqa: BLE001
         log.debug("could not ask the Dask workers for their mhc version: %s", e)
         return
+    mine = {k: here[k] for k in code_version()}  # (the part of here's identity in the cache keys)
     for worker, ident in sorted(theirs.items()):
-        code = [f"{k} {ident.get(k)} (here {here[k]})" for k in _CODE if ident.get(k) != here[k]]
-        if code:
-            raise EnvironmentFault(f"the Dask worker {worker} runs another mhc: {', '.join(code)}; its hashes would "
-                                   f"be cached as this mhc's: install the same mhc on every worker, or run without "
-                                   f"--dask")
+        refusal = _another_mhc(f"the Dask worker {worker}", ident, mine, "here", _DASK_FIX)
+        if refusal is not None:
+            raise refusal
         libs = [f"{k} {ident.get(k)} (here {here[k]})" for k in _LIBRARIES if ident.get(k) != here[k]]
         if libs:
             log.warning("the Dask worker %s decodes with other libraries: %s; its hashes may differ slightly from "
