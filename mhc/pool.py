@@ -80,6 +80,9 @@ def wait_first(futures: list[Future], ex: Executor) -> set[Future]:
         check()
 
 
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's exit code as words: "killed by signal 9", "exit status 1"."""
+    return f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit status {exitcode}"
 
 
 def terminate(ex: ProcessPoolExecutor) -> None:

@@ -26,7 +26,7 @@ from .discover import MediaFile
 from .errors import EnvironmentFault, FileError, MhcError
 from .events import Progress, report
 from .hashing import FileResult, HashPlan, hash_file
-from .pool import MIN_FILES_FOR_POOL, in_pools, lost, pool_size, start_method, wait_first, worker_init
+from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, lost, pool_size, start_method, wait_first, worker_init
 
 log = logging.getLogger(__name__)
 
@@ -277,9 +277,7 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
         return receive.recv()
     except EOFError:  # the process died before it could answer
         proc.join()
-        code = proc.exitcode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        return FileResult(path, error=DIED.format(how=how), cacheable=False)
+        return FileResult(path, error=DIED.format(how=how_it_ended(proc.exitcode)), cacheable=False)
     finally:
         receive.close()
         if proc.is_alive():

@@ -19,7 +19,7 @@ from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
 from .ownership import _THUMB
-from .pool import MIN_FILES_FOR_POOL, in_pools, pool_size, start_method, worker_init
+from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, pool_size, start_method, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
@@ -194,9 +194,8 @@ def _alone(job: tuple[str, str, str]) -> bool:
     proc.join()
     if proc.exitcode == 0:
         return os.path.exists(job[1])
-    how = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit status {proc.exitcode}"
     log.warning("no thumbnail for %s: the process making it died (%s); the report shows \"no preview\"",
-                job[0], how)
+                job[0], how_it_ended(proc.exitcode))
     return False
 
 
