@@ -4,7 +4,8 @@ Dask holds tasks until a worker can run them, however long that takes: a schedul
 never had workers, or whose workers all left (machines switched off, ``dask worker``
 killed), kept a run waiting forever. mhc says so and ends the run instead. And Dask runs
 whatever code a worker has: a worker without mhc died on every task, and one with another
-mhc would hash with other code under this mhc's cache keys; both are refused first."""
+mhc would hash with other code under this mhc's cache keys; both are refused first, and a
+worker that joins later is refused by each task's own check (:func:`other_code`)."""
 
 from __future__ import annotations
 

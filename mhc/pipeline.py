@@ -142,7 +142,7 @@ def _check_room_before_hashing(plan: RunPlan, found: Discovery) -> None:
     The exact check comes before the first copy (``writing``), but only after hashing, which
     takes hours on a large collection; a tree that would not fit even if half the bytes were
     unreadable is refused here instead. (A rerun moves its unchanged folders: not checked.)"""
-    from .writing import amount, free_space
+    from .writing import FEWER_COPIES, amount, free_space
 
     o = plan.options
     if o.link != "copy" or o.no_unclustered_links or o.changed_only or o.method != "sweep":
@@ -152,9 +152,8 @@ def _check_room_before_hashing(plan: RunPlan, found: Discovery) -> None:
     where, free = free_space(Path(os.path.abspath(plan.output)))
     if need / 2 > free:
         raise EnvironmentFault(f"--link copy would copy about {amount(need)} ({len(found.files)} files once in each "
-                               f"of {folders} threshold folders) and {where} has {amount(free)} free; use symlinks "
-                               f"(the default), fewer thresholds (-t), or --no-unclustered-links (refused before "
-                               f"hashing)")
+                               f"of {folders} threshold folders) and {where} has {amount(free)} free; {FEWER_COPIES} "
+                               f"(refused before hashing)")
 
 
 def _find(plan: RunPlan, progress: Progress | None) -> Discovery:

@@ -82,9 +82,6 @@ class HashResults:
     stats: HashStats
 
 
-# Below this many files to decode, a process pool costs more than it saves.
-
-
 def compute_hashes(
     files: list[MediaFile],
     plan: HashPlan,

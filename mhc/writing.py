@@ -234,6 +234,9 @@ def copies_needed(folders: Iterable[tuple[Partition, bool]], sizes: list[int]) -
     return need, copies
 
 
+FEWER_COPIES = "use symlinks (the default), fewer thresholds (-t), or --no-unclustered-links"  # a tree too large
+
+
 def amount(n: int) -> str:
     """Bytes as people read them: 12.1 MB, 3.4 GB."""
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
@@ -259,8 +262,7 @@ def _check_room_for_copies(staging: Path, todo: list[FolderPlan], sizes: list[in
     _, free = free_space(staging)
     if need > free:
         raise EnvironmentFault(f"--link copy would copy {amount(need)} ({copies} copies: each file once per threshold "
-                               f"folder) and {staging.parent} has {amount(free)} free; use symlinks (the default), "
-                               f"fewer thresholds (-t), or --no-unclustered-links")
+                               f"folder) and {staging.parent} has {amount(free)} free; {FEWER_COPIES}")
 
 
 # -- a run's output ----------------------------------------------------------------------
