@@ -572,8 +572,9 @@ def test_copies_the_disk_cannot_hold_are_refused_before_the_first_copy(tmp_path,
 
 
 def test_a_tree_of_copies_far_beyond_the_disk_is_refused_before_hashing(tmp_path, small_disk):
-    """Copies of every file in each of 20 threshold folders, 6 times the disk: refused after
-    hashing, that was hours lost on a large collection to learn what the sizes said at once."""
+    """Copies of every file in each of 20 threshold folders, over twice the disk: refused
+    only after hashing, that was hours lost on a large collection to learn what the file
+    sizes said at once."""
     inp = tmp_path / "big photos"
     for g in range(5):
         save(photo(g, (640, 480)), inp / f"p{g}.jpg", quality=95)
