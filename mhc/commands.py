@@ -14,7 +14,7 @@ import typer
 from .algorithms import parse_algorithm
 from .arguments import FlagHelpGroup
 from .cache import HashCache, older_version
-from .cli import _setup_logging, app, command, effective_settings, out, user_errors
+from .cli import _setup_logging, app, command, effective_settings, err, out, user_errors
 from .errors import UsageError, printable
 from .options import default_cache_path
 from .paths import check_path
@@ -150,15 +150,16 @@ def report_command(
     out.print(f"report: {page}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _pairs_sources(input: Optional[Path], output: Optional[Path],
-                   cache: Optional[Path]) -> tuple[Path, Path, list]:
-    """The input, the cache and the --exclude patterns of ``mhc pairs``: -i and --cache,
-    else what OUTPUT's summary.json recorded (read once; its patterns when its input is
-    used), else data/images and the default cache. Without -o, data/output is looked in if
-    it is an mhc output; an -o that is not one is a mistake to name, not to paper over with
-    the defaults."""
-    if input is not None and cache is not None:
-        return input, cache, []
+def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path],
+                   need_doc: bool = False) -> tuple[Path, Path, list, dict]:
+    """The input, the cache and the --exclude patterns of ``mhc pairs``, and OUTPUT's
+    summary.json (read once; ``{}`` when there is none): -i and --cache, else what the
+    summary recorded (its patterns when its input is used), else data/images and the
+    default cache. Without -o, data/output is looked in if it is an mhc output; an -o that
+    is not one is a mistake to name, not to paper over with the defaults. ``need_doc``:
+    read the summary even when -i and --cache are given (for the folder to open first)."""
+    if input is not None and cache is not None and not need_doc:
+        return input, cache, [], {}
     if output is None:
         try:
             doc = json.loads(Path("data/output/summary.json").read_text(encoding="utf-8"))
@@ -179,14 +180,58 @@ def _pairs_sources(input: Optional[Path], output: Optional[Path],
             input = Path("data/images")
         else:
             raise UsageError(f"{printable(str(output))}/summary.json names no input; pass -i/--input FOLDER")
-    return input, cache if cache is not None else _cache_in(doc), patterns
+    return input, cache if cache is not None else _cache_in(doc), patterns, doc
+
+
+def _folder_to_list(doc: dict, where: str, algo: Optional[str], threshold: Optional[str]) -> tuple[str, str, str]:
+    """-a and -t of ``mhc pairs`` when one or both are left out, from the output's
+    summary.json ``doc``: without -a, the folder it says to open first (its algorithm at
+    -t, when given); with -a alone, the folder it suggests for that algorithm. Returns them
+    and a line saying which folder that is."""
+    entries = doc.get("algorithms") if isinstance(doc.get("algorithms"), dict) else {}
+    if not entries:
+        raise UsageError(f"pass -a/--algo and -t/--threshold, or -o an output folder mhc wrote ({where} has no "
+                         "folders of a finished run to take the one to open first from)")
+    rec = doc.get("recommended") if isinstance(doc.get("recommended"), dict) else {}
+    first = None
+    if algo is None:
+        if isinstance(rec.get("key"), str) and isinstance(rec.get("threshold"), int):
+            algo, first = rec["key"], rec["threshold"]
+        elif len(entries) == 1:
+            algo = next(iter(entries))
+        else:
+            raise UsageError(f"{where} names no folder to open first; pass -a/--algo NAME_SIZE")
+        entry = entries.get(algo) if isinstance(entries.get(algo), dict) else {}
+        if algo.startswith("combined_"):
+            raise UsageError(f"the folder to open first in {where} is {printable(algo)} (combined evidence of "
+                             "--require), whose links mhc pairs does not list; pass -a/--algo and -t/--threshold")
+        if entry.get("method") != "sweep":
+            raise UsageError(f"{where} was clustered by {printable(str(entry.get('method')))}, without thresholds; "
+                             "pass -a/--algo and -t/--threshold")
+    key = parse_algorithm(algo).key
+    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    if threshold is not None:
+        return key, threshold, f"mhc pairs: {key} at {threshold}, the algorithm {where} says to open first"
+    if first is not None:
+        return key, str(first), f"mhc pairs: {key} at {first} bits, the folder {where} says to open first"
+    suggested = entry.get("suggested") if isinstance(entry.get("suggested"), dict) else {}
+    t = suggested.get("threshold")
+    if not entry:
+        raise UsageError(f"{where} has no {key} folder; pass -t/--threshold BITS, or -a one of "
+                         f"{', '.join(printable(k) for k in entries)}")
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise UsageError(f"{where} suggests no threshold for {key}; pass -t/--threshold BITS")
+    return key, str(t), f"mhc pairs: {key} at {t} bits, the folder {where} suggests for {key}"
 
 
 @command(app, "pairs")
 def pairs_command(
-    algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
-    threshold: str = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance, in bits or percent of "
-                                  "the hash's bits (inclusive): 20 or 10%.", metavar="BITS"),
+    algo: Optional[str] = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: "
+                                       "the one of OUTPUT's folder to open first).", metavar="NAME_SIZE"),
+    threshold: Optional[str] = typer.Option(None, "-t", "--threshold", help="Largest Hamming distance, in bits or "
+                                            "percent of the hash's bits (inclusive): 20 or 10% (default: the threshold "
+                                            "of OUTPUT's folder to open first, or the one it suggests for -a).",
+                                            metavar="BITS"),
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input and cache are "
@@ -209,6 +254,8 @@ def pairs_command(
     distance; JSON adds file_a and file_b (width, height, bytes, format, taken, mtime_ns) and
     probable_original (the larger, less compressed, older of the two).
 
+    Without -a and -t, the pairs of the folder OUTPUT says to open first (stderr says which).
+
     Example: mhc pairs -o data/output -a phash_16 -t 20 --format json > pairs.json
     """
     from .collection import hash_folder
@@ -219,8 +266,21 @@ def pairs_command(
         require_stdout()  # the pairs go there: a closed one is said before hashing, which may take hours
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
+        if algo is not None:
+            parse_algorithm(algo)  # a typo is said before the summary is read
+        guess = algo is None or threshold is None
+        folder, cache_path, recorded, doc = _pairs_sources(input, output, cache, need_doc=guess)
+        if guess:
+            where = printable(str(output)) if output is not None else "data/output"
+            algo, threshold, said = _folder_to_list(doc, where, algo, threshold)
+            entry = doc["algorithms"].get(algo)
+            made = entry.get("settings") if isinstance(entry, dict) and isinstance(entry.get("settings"), dict) else {}
+            missing = [flag for flag, on, name in (("--isometric", isometric, "isometric"), ("--crops", crops, "crops"))
+                       if made.get(name) is True and not on]
+            if missing:
+                said += f" (made with {' '.join(missing)}: add it for the same links)"
+            err.print(said, highlight=False, markup=False, soft_wrap=True)
         bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
-        folder, cache_path, recorded = _pairs_sources(input, output, cache)
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops,
                                  exclude=list(exclude or recorded))
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)

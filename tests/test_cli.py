@@ -345,6 +345,43 @@ def test_pairs_takes_the_input_from_the_output_folder(corpus, tmp_path):
     assert csv_out.startswith(b"path_a,path_b,distance\n") and b"\r" not in csv_out  # lines for cut and awk
 
 
+def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_open_first(corpus, tmp_path):
+    """`mhc pairs -o OUT` alone: the pairs of OUT's "open this first" folder (stderr says
+    which, and that OUT was made with --isometric the command lacks); -a alone: the folder
+    OUT suggests for it; -t alone: the algorithm to open first. Without an output to read
+    it from, or one with no such folder, one line that says to pass -a and -t."""
+    work = tmp_path / "work"
+    out = work / "data" / "output"
+    assert run_cli("-i", str(corpus), "-o", str(out), "-a", "phash_8,dhash_8", "--isometric", "-q").returncode == 0
+    doc = json.loads((out / "summary.json").read_text())
+    key, t = doc["recommended"]["key"], doc["recommended"]["threshold"]
+    r = run_cli("pairs", cwd=work)  # data/output, as a run from here writes it
+    assert r.returncode == 0 and r.stderr == (f"mhc pairs: {key} at {t} bits, the folder data/output says to open "
+                                              "first (made with --isometric: add it for the same links)\n"), r.stderr
+    same = run_cli("pairs", "-o", str(out), "-a", key, "-t", str(t))
+    assert r.stdout == same.stdout and r.stdout.count("\n") > 1  # some pairs, and the same ones
+    s = doc["algorithms"]["dhash_8"]["suggested"]["threshold"]
+    r = run_cli("pairs", "-o", str(out), "-a", "dhash_8", "--isometric", "--format", "json")
+    assert r.returncode == 0 and r.stderr == f"mhc pairs: dhash_8 at {s} bits, the folder {out} suggests for dhash_8\n"
+    assert r.stdout == run_cli("pairs", "-o", str(out), "-a", "dhash_8", "-t", str(s), "--isometric", "--format",
+                               "json").stdout
+    r = run_cli("pairs", "-o", str(out), "-t", "0", "--isometric")
+    assert r.returncode == 0 and r.stderr.startswith(f"mhc pairs: {key} at 0, the algorithm {out} says to open first")
+    # the three wrong things: an algorithm the output has no folder of, no output here, an
+    # output clustered without thresholds
+    r = run_cli("pairs", "-o", str(out), "-a", "phash_16")
+    assert r.returncode == 2 and r.stderr == (f"Error: {out} has no phash_16 folder; pass -t/--threshold BITS, or -a "
+                                              "one of phash_8, dhash_8\n"), r.stderr
+    r = run_cli("pairs", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("Error: pass -a/--algo and -t/--threshold, or -o an output "
+                                                     "folder mhc wrote (data/output has no") and r.stdout == ""
+    assert run_cli("-i", str(corpus), "-o", str(tmp_path / "h"), "-a", "phash_8", "--method", "hdbscan",
+                   "-q").returncode == 0
+    r = run_cli("pairs", "-o", str(tmp_path / "h"))
+    assert r.returncode == 2 and r.stderr == (f"Error: {tmp_path / 'h'} was clustered by hdbscan, without "
+                                              "thresholds; pass -a/--algo and -t/--threshold\n"), r.stderr
+
+
 def test_pairs_takes_a_threshold_in_bits_or_percent_and_checks_it_before_hashing(corpus, tmp_path):
     cache = tmp_path / "c.sqlite"
     common = ("pairs", "-i", str(corpus), "-o", str(tmp_path / "none"), "--cache", str(cache), "-a", "phash_8")
