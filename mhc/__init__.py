@@ -39,11 +39,28 @@ def _check_address_space() -> None:
     if soft < MIN_ADDRESS_SPACE:
         problem = (f"mhc needs at least {MIN_ADDRESS_SPACE >> 20} MB of address space, and ulimit -v allows this "
                    f"process {soft >> 20} MB; raise the limit (e.g. ulimit -v unlimited) and run again")
-        # the command line: one line, exit 3 (`python -m mhc` imports this while sys.argv[0] is "-m")
-        if os.path.basename(sys.argv[0]) in ("mhc", "cluster.py", "-m"):
+        # the command line: one line, exit 3
+        if _run_as_command(sys):
             sys.stderr.write(f"Error: {problem}\n")  # (nothing else is loaded yet to say it)
             raise SystemExit(3)
         raise ImportError(problem, name="mhc")
+
+
+def _run_as_command(sys) -> bool:
+    """Whether mhc is imported by the ``mhc`` command (the console script, ./cluster.py or
+    ``python -m mhc``), under whatever name it was called: a link named otherwise to the
+    console script is still the command."""
+    import os
+
+    if os.path.basename(sys.argv[0]) in ("mhc", "cluster.py", "-m"):  # (python -m: argv[0] is "-m" while it imports)
+        return True
+    # ... else by what the running script says: both scripts import the command line's main
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        with open(path, "rb") as f:
+            return b"from mhc.cli import main" in f.read(8192)
+    except (OSError, TypeError):  # (an interactive Python, or python -c: no script)
+        return False
 
 
 _check_address_space()

@@ -438,8 +438,10 @@ def test_an_address_space_too_small_to_start_is_one_line_not_a_hang(photos, tmp_
     """Under ulimit -v 200 MB importing mhc's libraries spun forever in OpenBLAS' start-up
     (deaf to signals), and lower it failed with a traceback: refused before those imports."""
     limit = ["prlimit", "--as=200000000"]
+    renamed = tmp_path / "media-dedupe"  # the console script through a link of another name: still the command
+    renamed.symlink_to(Path(sys.executable).parent / "mhc")
     for cmd in ([str(Path(sys.executable).parent / "mhc")], [sys.executable, str(ROOT / "cluster.py")],
-                [sys.executable, "-m", "mhc"]):
+                [sys.executable, "-m", "mhc"], [str(renamed)]):
         r = subprocess.run([*limit, *cmd, "-i", str(photos), "-o", str(tmp_path / "o")], capture_output=True,
                            text=True, timeout=60, cwd=ROOT)
         assert r.returncode == 3 and r.stderr == ("Error: mhc needs at least 256 MB of address space, and ulimit -v "
