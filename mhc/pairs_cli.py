@@ -137,6 +137,7 @@ def pairs_command(
             parse_algorithm(algo)  # a typo is said before the summary is read
         guess = algo is None or threshold is None
         folder, cache_path, recorded, doc = _pairs_sources(input, output, cache, need_doc=guess)
+        said = None
         if guess:
             where = printable(str(output)) if output is not None else "data/output"
             algo, threshold, said = _folder_to_list(doc, where, algo, threshold)
@@ -146,8 +147,9 @@ def pairs_command(
                        if made.get(name) is True and not on]
             if missing:
                 said += f" (made with {' '.join(missing)}: add it for the same links)"
-            err.print(said, highlight=False, markup=False, soft_wrap=True)
         bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
+        if said:  # (after the checks: a refusal is its one line alone)
+            err.print(said, highlight=False, markup=False, soft_wrap=True)
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops,
                                  exclude=list(exclude or recorded))
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)

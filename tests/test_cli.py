@@ -367,6 +367,9 @@ def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_ope
                                "json").stdout
     r = run_cli("pairs", "-o", str(out), "-t", "0", "--isometric")
     assert r.returncode == 0 and r.stderr.startswith(f"mhc pairs: {key} at 0, the algorithm {out} says to open first")
+    r = run_cli("pairs", "-o", str(out), "-t", "99")  # refused: its one line alone, not after the one of the folder
+    assert r.returncode == 2 and r.stderr == (f"Error: -t 99: {key} has 64 bits; use at most 64, or a percentage up to "
+                                              "100%\n"), r.stderr
     # the three wrong things: an algorithm the output has no folder of, no output here, an
     # output clustered without thresholds
     r = run_cli("pairs", "-o", str(out), "-a", "phash_16")
