@@ -17,18 +17,25 @@ app.add_typer(hydrus_app, name="hydrus")
 
 @command(hydrus_app, "push")
 def hydrus_push(
-    algo: str = typer.Option(..., "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16).", metavar="NAME_SIZE"),
-    threshold: str = typer.Option(..., "-t", "--threshold", help="Largest Hamming distance, in bits or percent of "
-                                  "the hash's bits (inclusive): 20 or 10%.", metavar="BITS"),
+    algo: Optional[str] = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: "
+                                       "the one of OUTPUT's folder to open first).", metavar="NAME_SIZE"),
+    threshold: Optional[str] = typer.Option(None, "-t", "--threshold", help="Largest Hamming distance, in bits or "
+                                            "percent of the hash's bits (inclusive): 20 or 10% (default: the threshold "
+                                            "of OUTPUT's folder to open first, or the one it suggests for -a).",
+                                            metavar="BITS"),
     api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address "
                                 "(http:// or https://).", metavar="URL"),
     api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key (64 hex characters) "
                                 "with the permissions 'search for and fetch files' and 'edit file relationships'; "
                                 "checked before any hashing.", metavar="KEY"),
-    input: Path = typer.Option(Path("data/images"), "-i", "--input", help="Folder of media (the files Hydrus holds, "
-                               "or copies of them: files are matched by SHA-256).", metavar="FOLDER"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: your user cache folder's).",
-                                         metavar="FILE"),
+    input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (the files Hydrus holds, or "
+                                         "copies of them: files are matched by SHA-256; default: the input OUTPUT was "
+                                         "made from, else data/images).", metavar="FOLDER"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input, cache and "
+                                          "--exclude patterns are used (default: data/output, if there is one).",
+                                          metavar="FOLDER"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: the one OUTPUT was made "
+                                         "with, else your user cache folder's).", metavar="FILE"),
     batch: int = typer.Option(100, "--batch", help="Pairs per request (1 or more).", metavar="N"),
     retries: int = typer.Option(3, "--retries", help="Tries again after a failed request, waiting 1, 2, 4... s "
                                 "(0 or more).", metavar="N"),
@@ -44,7 +51,8 @@ def hydrus_push(
                                "refused by default, as a threshold that loose links mostly strangers.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
-                                                "as mhc --exclude; repeatable.", metavar="GLOB"),
+                                                "as mhc --exclude; repeatable (default: the patterns OUTPUT was made "
+                                                "with, when its input is used).", metavar="GLOB"),
 ) -> None:
     """Send the pairs of one threshold to Hydrus as potential duplicates (by SHA-256).
 
@@ -54,11 +62,15 @@ def hydrus_push(
     the mark of a threshold past where copies lie, is refused unless --force (exit status 2).
     Exit status 1 if some pairs could not be sent.
 
-    Example: mhc hydrus push -a phash_16 -t 12 --api-key 0123abcd... --dry-run
+    Without -a and -t, the pairs of the folder OUTPUT says to open first (the first line says
+    which).
+
+    Example: mhc hydrus push -o data/output -a phash_16 -t 12 --api-key 0123abcd... --dry-run
     """
     from .collection import collect
     from .hydrus import HydrusClient, push_pairs
     from .options import Options, validate
+    from .pairs_cli import which_pairs
     from .thresholds import one_threshold
 
     _setup_logging(False)
@@ -69,9 +81,13 @@ def hydrus_push(
             raise UsageError(f"--retries must be 0 or more, not {retries}")
         # the algorithm, input, cache and threshold before the client (what hash_folder would
         # check, once): a typo is said without a network round trip
-        plan = validate(Options(input=input, algorithms=[algo], cache=cache, workers=workers,
-                                exclude=list(exclude or [])), outputs=False)
+        folder, cache, recorded, algo, threshold, said = which_pairs(input, output, cache, algo, threshold,
+                                                                     "mhc hydrus push", {})
+        plan = validate(Options(input=folder, algorithms=[algo], cache=cache, workers=workers,
+                                exclude=list(exclude or recorded)), outputs=False)
         threshold = one_threshold(threshold, plan.algorithms[0])
+        if said:
+            out.print(said, highlight=False, markup=False, soft_wrap=True)
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = collect(plan)

@@ -6,7 +6,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import typer
 
@@ -78,9 +78,9 @@ def _folder_to_list(doc: dict, where: str, algo: Optional[str], threshold: Optio
     key = parse_algorithm(algo).key
     entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
     if threshold is not None:
-        return key, threshold, f"mhc pairs: {key} at {threshold}, the algorithm {where} says to open first"
+        return key, threshold, f"{key} at {threshold}, the algorithm {where} says to open first"
     if first is not None:
-        return key, str(first), f"mhc pairs: {key} at {first} bits, the folder {where} says to open first"
+        return key, str(first), f"{key} at {first} bits, the folder {where} says to open first"
     suggested = entry.get("suggested") if isinstance(entry.get("suggested"), dict) else {}
     t = suggested.get("threshold")
     if not entry:
@@ -88,7 +88,41 @@ def _folder_to_list(doc: dict, where: str, algo: Optional[str], threshold: Optio
                          f"{', '.join(printable(k) for k in entries)}")
     if isinstance(t, bool) or not isinstance(t, int):
         raise UsageError(f"{where} suggests no threshold for {key}; pass -t/--threshold BITS")
-    return key, str(t), f"mhc pairs: {key} at {t} bits, the folder {where} suggests for {key}"
+    return key, str(t), f"{key} at {t} bits, the folder {where} suggests for {key}"
+
+
+class Chosen(NamedTuple):
+    input: Path
+    cache: Path
+    exclude: list  # the patterns OUTPUT was made with, when its input is used
+    algo: str
+    threshold: str
+    said: Optional[str]  # which folder -a and -t were taken from, when they were
+
+
+def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[Path], algo: Optional[str],
+                threshold: Optional[str], command: str, flags: dict[str, bool]) -> Chosen:
+    """What ``mhc pairs`` and ``mhc hydrus push`` list: the files, the cache and the folder
+    (-a, -t; from the output when left out: see :func:`_folder_to_list`). ``flags``: the
+    command's own settings among isometric and crops (those it lacks are not offered)."""
+    if algo is not None:
+        parse_algorithm(algo)  # a typo is said before the summary is read
+    guess = algo is None or threshold is None
+    folder, cache_path, recorded, doc = _pairs_sources(input, output, cache, need_doc=guess)
+    said = None
+    if guess:
+        where = printable(str(output)) if output is not None else "data/output"
+        algo, threshold, said = _folder_to_list(doc, where, algo, threshold)
+        said = f"{command}: {said}"
+        entry = doc["algorithms"].get(algo)
+        made = entry.get("settings") if isinstance(entry, dict) and isinstance(entry.get("settings"), dict) else {}
+        missing = [name for name, on in flags.items() if made.get(name) is True and not on]
+        if missing:
+            said += f" (made with {' '.join('--' + m for m in missing)}: add it for the same links)"
+        lacking = [name for name in ("isometric", "crops") if name not in flags and made.get(name) is True]
+        if lacking:
+            said += f" (made with {' '.join('--' + m for m in lacking)}, whose pairs {command} does not list)"
+    return Chosen(folder, cache_path, recorded, algo, threshold, said)
 
 
 @command(app, "pairs")
@@ -133,20 +167,8 @@ def pairs_command(
         require_stdout()  # the pairs go there: a closed one is said before hashing, which may take hours
         if fmt not in ("csv", "json"):
             raise UsageError(f"--format must be csv or json, not {fmt!r}")
-        if algo is not None:
-            parse_algorithm(algo)  # a typo is said before the summary is read
-        guess = algo is None or threshold is None
-        folder, cache_path, recorded, doc = _pairs_sources(input, output, cache, need_doc=guess)
-        said = None
-        if guess:
-            where = printable(str(output)) if output is not None else "data/output"
-            algo, threshold, said = _folder_to_list(doc, where, algo, threshold)
-            entry = doc["algorithms"].get(algo)
-            made = entry.get("settings") if isinstance(entry, dict) and isinstance(entry.get("settings"), dict) else {}
-            missing = [flag for flag, on, name in (("--isometric", isometric, "isometric"), ("--crops", crops, "crops"))
-                       if made.get(name) is True and not on]
-            if missing:
-                said += f" (made with {' '.join(missing)}: add it for the same links)"
+        folder, cache_path, recorded, algo, threshold, said = which_pairs(
+            input, output, cache, algo, threshold, "mhc pairs", {"isometric": isometric, "crops": crops})
         bits = one_threshold(threshold, parse_algorithm(algo))  # before hashing, which may take hours
         if said:  # (after the checks: a refusal is its one line alone)
             err.print(said, highlight=False, markup=False, soft_wrap=True)

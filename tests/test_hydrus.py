@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -65,8 +66,8 @@ def push(hub, photos, *args, key=KEY, env=None):
     return run_cli(*cmd)
 
 
-def expected(photos, skip=()) -> set[tuple[str, str]]:
-    pairs = hash_folder(photos, ["phash_8"], workers=1).pairs("phash_8", 8)
+def expected(photos, skip=(), threshold=8) -> set[tuple[str, str]]:
+    pairs = hash_folder(photos, ["phash_8"], workers=1).pairs("phash_8", threshold)
     out = set()
     for a, b, _ in pairs:
         ha, hb = sha(a), sha(b)
@@ -88,6 +89,25 @@ def test_sends_each_distinct_pair_of_distinct_files_once(hub, photos):
     assert all(x["relationship"] == 0 and x["delete_a"] is False and x["delete_b"] is False
                for x in hub.state.received)
     assert "not sent twice: identical copies" in " ".join(r.stdout.split())
+
+
+def test_an_output_folder_gives_the_files_the_cache_and_the_folder_to_open_first(hub, photos, tmp_path):
+    """`mhc hydrus push -o OUT`: OUT's input, cache and --exclude patterns, and without -a/-t
+    the folder OUT says to open first, named on the first line."""
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    assert run_cli("-i", str(photos), "-o", str(out), "-a", "phash_8", "--cache", str(cache), "--exclude",
+                   "*small.jpg", "-q").returncode == 0
+    doc = json.loads((out / "summary.json").read_text())
+    t = (doc["recommended"] or {}).get("threshold", doc["algorithms"]["phash_8"]["suggested"]["threshold"])
+    r = run_cli("hydrus", "push", "-o", str(out), "--api-url", hub.url, "--api-key", KEY)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"mhc hydrus push: phash_8 at {t} bits, the folder {out} ")
+    small = {sha(p) for p in photos.glob("*small.jpg")}
+    want = {(a, b) for a, b in expected(photos, threshold=t) if a not in small and b not in small}
+    assert want and set(received(hub)) == want  # the recorded --exclude applies
+    assert f"sent {len(want)} as potential duplicates" in " ".join(r.stdout.split())
+    r = run_cli("hydrus", "push", "-o", str(tmp_path), "--api-url", hub.url, "--api-key", KEY)  # not an output
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not an mhc output folder" in r.stderr, r.stderr
 
 
 def test_excluded_files_are_not_sent(hub, photos):
