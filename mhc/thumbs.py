@@ -32,35 +32,45 @@ THUMB_MARK = b"mhc report thumbnail"
 
 
 def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
-    """File name of ``path``'s thumbnail, from its file's identity (device, inode, size,
-    mtime; ``st``: its stat, if known), so a renamed or moved file, and every hard link of
-    it, keeps one thumbnail; on a filesystem without inode numbers, from its path. None if
-    the file is gone."""
+    """File name of ``path``'s thumbnail, from its file's identity (inode, size, mtime;
+    ``st``: its stat, if known), so a renamed or moved file, and every hard link of it, keeps
+    one thumbnail; on a filesystem without inode numbers, from its path. None if the file is
+    gone."""
     try:
         st = st or os.stat(path)
     except OSError:
         return None
     if not st.st_ino:
         return _path_thumb_name(path, st)
-    return _named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path)
+    # Not the device number, though inode numbers are unique only within one filesystem: a
+    # USB disk or a loop device gets another number when mounted again (disks plugged in
+    # another order), and then a rerun with one new file made every thumbnail again (a second
+    # decode of the whole collection). Two files of two filesystems would share a thumbnail
+    # only with the same inode, size and mtime to the nanosecond.
+    return _named(f"inode|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path)
 
 
 def thumb_target(tdir: str, path: str) -> str | None:
     """Where ``path``'s thumbnail is made in ``tdir``; None if the file is gone or has one
-    there already (under either name: see :func:`_path_thumb_name`)."""
+    there already (under its name or an older one: see :func:`_older_names`)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
     name = os.path.join(tdir, thumb_name(path, st))
-    if os.path.exists(name) or os.path.exists(os.path.join(tdir, _path_thumb_name(path, st))):
+    if os.path.exists(name) or any(os.path.exists(os.path.join(tdir, n)) for n in _older_names(path, st)):
         return None
     return name
 
 
+def _older_names(path: str, st: os.stat_result) -> tuple[str, ...]:
+    """The names older mhc gave ``path``'s thumbnail (those it made are still used): with the
+    device number (up to 0.2.0), and by path, size and mtime (before the inode named them)."""
+    return (_named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path),
+            _path_thumb_name(path, st))
+
+
 def _path_thumb_name(path: str, st: os.stat_result) -> str:
-    """The name by path, size and mtime: every thumbnail's before the inode named them
-    (those made then are still used)."""
     return _named(os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}".encode(), path)
 
 
@@ -128,7 +138,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         name = thumb_name(p, st)
         if name in have:
             found[p] = str(THUMB_DIR / name)
-        elif (older := _path_thumb_name(p, st)) in have:  # (only where the new name is missing)
+        elif older := next((n for n in _older_names(p, st) if n in have), None):  # (only where the name is missing)
             found[p] = str(THUMB_DIR / older)
         elif name in queued:
             same[p] = queued[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -518,3 +519,75 @@ def test_a_thumbnail_is_made_once_per_file_hard_links_and_renames_included(tmp_p
     f = save(photo(6), tmp_path / "renamed" / "f.jpg")
     assert thumbs.thumb_target(tdir, str(f)) == os.path.join(tdir, thumbs.thumb_name(str(f)))
     assert made == [str(a), str(c)]
+    # one named with its device number (mhc up to 0.2.0) is used too, by both
+    st = f.stat()
+    with_device = thumbs._named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), str(f))
+    shutil.copy(tmp_path / "out" / got[files[2]], tmp_path / "out" / thumbs.THUMB_DIR / with_device)
+    assert thumbs.thumb_target(tdir, str(f)) is None
+    assert thumbs.ensure_thumbs([str(f)], tmp_path / "out", workers=1)[str(f)] == str(thumbs.THUMB_DIR / with_device)
+    assert made == [str(a), str(c)]
+
+
+def test_a_thumbnail_name_does_not_depend_on_the_device_number(tmp_path):
+    """A USB disk or a loop device gets another device number when mounted again: with it
+    in the names, a rerun with one new file made every thumbnail again."""
+    import os
+
+    from mhc import thumbs
+
+    f = save(photo(1), tmp_path / "a.jpg")
+    st = f.stat()
+    fields = list(st)
+    fields[2] = st.st_dev + 17  # st_dev, in os.stat_result's order
+    elsewhere = os.stat_result(fields, {"st_mtime_ns": st.st_mtime_ns})
+    assert elsewhere.st_dev != st.st_dev and elsewhere.st_ino == st.st_ino
+    assert thumbs.thumb_name(str(f), elsewhere) == thumbs.thumb_name(str(f), st)
+    fields[1] = st.st_ino + 1  # ... the inode, size and mtime do
+    assert thumbs.thumb_name(str(f), os.stat_result(fields, {"st_mtime_ns": st.st_mtime_ns})) != thumbs.thumb_name(
+        str(f), st)
+
+
+@pytest.mark.skipif(not (shutil.which("losetup") and shutil.which("mkfs.ext4") and hasattr(os, "geteuid")
+                         and os.geteuid() == 0), reason="needs root, losetup and mkfs.ext4")
+def test_a_disk_mounted_again_under_another_device_keeps_its_thumbnails(tmp_path):
+    """The real thing: a filesystem image mounted through one loop device, then another
+    (another device number, as a USB disk plugged in after another one), and a file added."""
+    import subprocess
+
+    img, mnt = tmp_path / "disk.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", str(img)], check=True)
+    devices: list[str] = []
+
+    def mount() -> None:
+        dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        devices.append(dev)
+        subprocess.run(["mount", dev, str(mnt)], check=True)
+
+    try:
+        try:
+            mount()
+        except subprocess.CalledProcessError:
+            pytest.skip("this machine cannot mount a loop device")
+        for i in range(3):
+            save(photo(i), mnt / "photos" / f"p{i}.jpg")
+        first_dev = (mnt / "photos" / "p0.jpg").stat().st_dev
+        out = tmp_path / "out"
+        args = ("-i", str(mnt / "photos"), "-o", str(out), "-a", "phash_8", "--cache", str(tmp_path / "c.sqlite"), "-q")
+        assert run_cli(*args).returncode == 0
+        tdir = out / ".mhc" / "thumbs"
+        before = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
+        subprocess.run(["umount", str(mnt)], check=True)
+        mount()  # through a second loop device (the first still held): another device number
+        assert (mnt / "photos" / "p0.jpg").stat().st_dev != first_dev
+        save(photo(9), mnt / "photos" / "new.jpg")
+        assert run_cli(*args).returncode == 0
+        after = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
+        assert len(after) == len(before) + 1 and all(after.get(n) == t for n, t in before.items())
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        for dev in devices:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
