@@ -70,7 +70,7 @@ def hydrus_push(
     from .collection import collect
     from .hydrus import HydrusClient, push_pairs
     from .options import Options, validate
-    from .pairs_cli import which_pairs
+    from .pairs_cli import unread, which_pairs
     from .thresholds import one_threshold
 
     _setup_logging(False)
@@ -101,6 +101,8 @@ def hydrus_push(
     if result.collapsed:
         out.print(f"{result.collapsed} pair(s) not sent twice: identical copies (one SHA-256) or repeats",
                   highlight=False)
+    for line in unread(collection.errors, "their pairs were not sent"):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.unknown_files:
         out.print(f"{len(result.unknown_files)} file(s) the client does not hold (their pairs were not sent):",
                   highlight=False)

@@ -125,6 +125,21 @@ def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[P
     return Chosen(folder, cache_path, recorded, algo, threshold, said)
 
 
+SHOWN_UNREAD = 10
+
+
+def unread(errors: list, consequence: str, command: str = "") -> list[str]:
+    """Lines naming the files that could not be used (path: reason), the first
+    :data:`SHOWN_UNREAD` of them: without them a file missing from the pairs went unnoticed."""
+    if not errors:
+        return []
+    lines = [f"{command + ': ' if command else ''}{len(errors)} file(s) could not be used; {consequence}:"]
+    lines += [f"  {printable(e.path)}: {e.reason}" for e in errors[:SHOWN_UNREAD]]
+    if len(errors) > SHOWN_UNREAD:
+        lines.append(f"  ... and {len(errors) - SHOWN_UNREAD} more (a run lists them all in its errors.csv)")
+    return lines
+
+
 @command(app, "pairs")
 def pairs_command(
     algo: Optional[str] = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: "
@@ -175,6 +190,8 @@ def pairs_command(
         collection = hash_folder(folder, [algo], cache=cache_path, workers=workers, isometric=isometric, crops=crops,
                                  exclude=list(exclude or recorded))
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)
+    for line in unread(collection.errors, "their pairs are not listed", "mhc pairs"):  # on stderr: stdout is the pairs'
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":
         index = {f: i for i, f in enumerate(collection.files)}

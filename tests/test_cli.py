@@ -356,13 +356,17 @@ def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_ope
     doc = json.loads((out / "summary.json").read_text())
     key, t = doc["recommended"]["key"], doc["recommended"]["threshold"]
     r = run_cli("pairs", cwd=work)  # data/output, as a run from here writes it
-    assert r.returncode == 0 and r.stderr == (f"mhc pairs: {key} at {t} bits, the folder data/output says to open "
-                                              "first (made with --isometric: add it for the same links)\n"), r.stderr
+    broken = corpus / "misc" / "broken.jpg"  # (and the file that could not be used, with its reason)
+    assert r.returncode == 0 and r.stderr.splitlines() == [
+        f"mhc pairs: {key} at {t} bits, the folder data/output says to open first (made with --isometric: add it "
+        "for the same links)", "mhc pairs: 1 file(s) could not be used; their pairs are not listed:",
+        f"  {broken}: corrupt JPEG data: the header is an image's but the rest cannot be decoded"], r.stderr
     same = run_cli("pairs", "-o", str(out), "-a", key, "-t", str(t))
     assert r.stdout == same.stdout and r.stdout.count("\n") > 1  # some pairs, and the same ones
     s = doc["algorithms"]["dhash_8"]["suggested"]["threshold"]
     r = run_cli("pairs", "-o", str(out), "-a", "dhash_8", "--isometric", "--format", "json")
-    assert r.returncode == 0 and r.stderr == f"mhc pairs: dhash_8 at {s} bits, the folder {out} suggests for dhash_8\n"
+    assert r.returncode == 0 and r.stderr.splitlines()[0] == f"mhc pairs: dhash_8 at {s} bits, the folder {out} " \
+                                                             "suggests for dhash_8"
     assert r.stdout == run_cli("pairs", "-o", str(out), "-a", "dhash_8", "-t", str(s), "--isometric", "--format",
                                "json").stdout
     r = run_cli("pairs", "-o", str(out), "-t", "0", "--isometric")
@@ -383,6 +387,23 @@ def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_ope
     r = run_cli("pairs", "-o", str(tmp_path / "h"))
     assert r.returncode == 2 and r.stderr == (f"Error: {tmp_path / 'h'} was clustered by hdbscan, without "
                                               "thresholds; pass -a/--algo and -t/--threshold\n"), r.stderr
+
+
+def test_pairs_names_the_files_that_could_not_be_used_on_stderr(tmp_path):
+    """The pairs go to stdout for a script; which files have none because they could not be
+    read goes to stderr, the first ten by name with the reason."""
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    save(photo(1).resize((160, 120)), inp / "b.jpg")
+    for i in range(12):
+        (inp / f"note{i:02}.jpg").write_text("not a picture")
+    r = run_cli("pairs", "-i", str(inp), "--cache", str(tmp_path / "c.sqlite"), "-a", "phash_8", "-t", "8", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.splitlines() == ["path_a,path_b,distance",
+                                                           f"{inp / 'a.jpg'},{inp / 'b.jpg'},0"], r.stdout
+    assert r.stderr.splitlines() == ["mhc pairs: 12 file(s) could not be used; their pairs are not listed:",
+                                     *(f"  {inp / f'note{i:02}.jpg'}: not an image: the file holds text"
+                                       for i in range(10)),
+                                     "  ... and 2 more (a run lists them all in its errors.csv)"], r.stderr
 
 
 def test_pairs_takes_a_threshold_in_bits_or_percent_and_checks_it_before_hashing(corpus, tmp_path):

@@ -110,6 +110,17 @@ def test_an_output_folder_gives_the_files_the_cache_and_the_folder_to_open_first
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not an mhc output folder" in r.stderr, r.stderr
 
 
+def test_files_that_cannot_be_used_are_named_with_their_reason(hub, photos):
+    """Not a pair silently missing: the file and why, as a run says it."""
+    (photos / "notes.jpg").write_text("a shopping list")
+    r = push(hub, photos)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = lines.index("1 file(s) could not be used; their pairs were not sent:")
+    assert lines[at + 1] == f"  {photos / 'notes.jpg'}: not an image: the file holds text"
+    assert set(received(hub)) == expected(photos)
+
+
 def test_excluded_files_are_not_sent(hub, photos):
     r = push(hub, photos, "--exclude", "*small.jpg")
     assert r.returncode == 0, r.stderr
