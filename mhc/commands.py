@@ -217,7 +217,8 @@ def evaluate_command(
     """Precision, recall and F1 of every threshold folder against a labelled sample, best last.
 
     Pairs of files in the same cluster are predicted duplicates; pairs with the same label
-    are true ones. Files missing from the labels are ignored.
+    are true ones. Files missing from the labels are ignored; labelled files missing from
+    the output are named.
 
     Example: mhc evaluate data/output --labels my-sample.csv
     """
@@ -240,6 +241,9 @@ def evaluate_command(
                   "group", highlight=False, markup=False, soft_wrap=True)
     elif rows:
         out.print(f"best F1 = {rows[-1].f1:.4f} at {rows[-1].folder}", highlight=False, markup=False, soft_wrap=True)
+    if rows.unscored:  # (a typo in a path, or a file that could not be read: the scores leave it out)
+        out.print(f"{len(rows.unscored)} labelled file(s) are not in this output (not scored), e.g. "
+                  f"{printable(rows.unscored[0])}", highlight=False, markup=False, soft_wrap=True)
 
 
 @command(app, "config")

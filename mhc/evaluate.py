@@ -4,7 +4,8 @@ Labels map files to groups; two files with the same group are true duplicates. A
 a JSON object ``{path: group}``, a corpus ``labels.json`` (``{"files": {path: {"group":
 ...}}}``), a CSV with ``path,group`` columns, or a folder holding one sub-folder per group
 (files directly in it are singletons). Relative paths are relative to the labels file (or
-folder). Files in the output but not in the labels are ignored.
+folder). Files in the output but not in the labels are ignored; labelled files not in the
+output are left out of the scores, and named.
 """
 from __future__ import annotations
 
@@ -103,9 +104,28 @@ def threshold_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def score_folder(folder: Path, labels: dict[str, str | None], originals: dict[str, str] | None = None) -> Score:
+class Scores(list):
+    """:class:`Score` rows, best F1 last; ``unscored``: labelled files that are in no folder
+    of the output (not in its input, or could not be read), left out of every score."""
+
+    unscored: list[str]
+
+    def __init__(self, rows, unscored: list[str]):
+        super().__init__(rows)
+        self.unscored = unscored
+
+
+def score_folder(folder: Path, labels: dict[str, str | None], originals: dict[str, str] | None = None,
+                 known: set[str] | frozenset = frozenset()) -> Score:
     """Pairwise scores of one threshold folder. ``originals``: link name -> original file,
-    for trees made of copies or hard links (``--link copy|hardlink``)."""
+    for trees made of copies or hard links (``--link copy|hardlink``). ``known``: labelled
+    files of the output; one that is not in this folder is unclustered in it, unlinked
+    (``--no-unclustered-links``): left out, it would drop its true pairs from the recall."""
+    return _score(str(folder), _members(folder, labels, originals), labels, known)
+
+
+def _members(folder: Path, labels: dict[str, str | None], originals: dict[str, str] | None) -> dict[str, tuple]:
+    """Labelled file in ``folder`` -> its cluster (a singleton gets one of its own)."""
     assign: dict[str, tuple] = {}
     n = 0
     for sub in sorted(folder.iterdir()):
@@ -121,8 +141,15 @@ def score_folder(folder: Path, labels: dict[str, str | None], originals: dict[st
                 continue
             n += 1
             assign[real] = ("s", n) if single else ("c", sub.name)
+    return assign
+
+
+def _score(folder: str, assign: dict[str, tuple], labels: dict[str, str | None], known) -> Score:
+    missing = [f for f in known if f not in assign]
+    if missing:
+        assign = {**assign, **{f: ("u", f) for f in missing}}
     p, r, f1, pp, tt = pair_scores(assign, labels)
-    return Score(str(folder), p, r, f1, pp, tt)
+    return Score(folder, p, r, f1, pp, tt)
 
 
 def pair_scores(assign: dict, groups: dict) -> tuple[float, float, float, int, int]:
@@ -151,9 +178,10 @@ def _cluster_folders(names: list[str]) -> bool:
     return all(CLUSTER_FOLDER.match(n) for n in names if not n.startswith("."))
 
 
-def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
-    """Scores of every threshold folder under ``output``, best F1 last. Copies and hard
-    links are mapped back to their originals through the output's summary.json."""
+def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
+    """Scores of every threshold folder under ``output``, best F1 last (``.unscored``: the
+    labelled files that are not in the output). Copies and hard links are mapped back to
+    their originals through the output's summary.json."""
     given = Path(output)
     if not given.is_dir():
         raise UsageError(f"{given} is not a folder; pass an mhc output folder")
@@ -168,13 +196,32 @@ def evaluate(output: str | Path, labels_path: str | Path) -> list[Score]:
     # a threshold folder alone is named (and its copies mapped) from the output it lies in
     top = out if folders != [out] else enclosing_output(out) or out.parent
     names = _originals(top)
-    scores = [score_folder(f, labels, names.get(f.relative_to(top).parts[0])) for f in folders]
-    if not any(s.true or s.predicted for s in scores) and not _any_labelled(folders, labels, names, top):
+    algo = [f.relative_to(top).parts[0] if f != top else "" for f in folders]
+    members = [_members(f, labels, names.get(a)) for f, a in zip(folders, algo)]
+    # the labelled files of the output: those its summary.json lists, and those any folder of
+    # the same algorithm holds (a tree without a summary)
+    files = _output_files(top) & labels.keys()
+    seen: dict[str, set[str]] = {}
+    for a, m in zip(algo, members):
+        seen.setdefault(a, set()).update(m)
+    present = files.union(*seen.values())
+    if not present:
         raise UsageError(f"no file in {given} is one of the labelled files in {labels_path}; check the labels' "
                          f"paths (relative ones are relative to the labels file)")
-    for s in scores:
-        object.__setattr__(s, "folder", os.path.relpath(s.folder, top))
-    return sorted(scores, key=lambda s: (s.f1, s.folder))
+    scores = [_score(os.path.relpath(f, top), m, labels, files | seen[a]) for f, a, m in zip(folders, algo, members)]
+    return Scores(sorted(scores, key=lambda s: (s.f1, s.folder)), sorted(labels.keys() - present))
+
+
+def _output_files(out: Path) -> set[str]:
+    """Real paths of the files an mhc output's summary.json lists (empty without one)."""
+    try:
+        from .summary import load
+
+        doc = load(out)
+    except Exception:  # (damaged, unreadable: the folders alone say what they hold)
+        return set()
+    files = doc.get("files") if isinstance(doc, dict) else None
+    return {os.path.realpath(f) for f in files if isinstance(f, str)} if isinstance(files, list) else set()
 
 
 def _originals(out: Path) -> dict[str, dict[str, str]]:
@@ -185,15 +232,3 @@ def _originals(out: Path) -> dict[str, dict[str, str]]:
         return link_originals(out)
     except Exception:
         return {}
-
-
-def _any_labelled(folders, labels, names, out: Path) -> bool:
-    for f in folders:
-        originals = names.get(Path(f).relative_to(out).parts[0], {})
-        for sub in Path(f).iterdir():
-            if sub.is_dir():
-                for e in os.scandir(sub):
-                    real = os.path.realpath(e.path if e.is_symlink() else originals.get(e.name, e.path))
-                    if real in labels:
-                        return True
-    return False

@@ -211,6 +211,31 @@ def test_report_shows_isometric_distances(tmp_path):
     assert re.search(r"distance [012] to the probable original", page), page
 
 
+def test_evaluate_scores_files_left_unlinked_as_unclustered_and_names_labelled_files_not_there(corpus, tmp_path):
+    """With --no-unclustered-links an unclustered file is in no folder of its threshold: left
+    out, its true pairs fell out of the recall (a threshold that clustered nothing scored
+    recall 1). Labelled files the output does not hold (a typo, a file that could not be
+    read) are named, not silently dropped."""
+    from mhc.evaluate import evaluate
+
+    labels = tmp_path / "labels.json"
+    truth = {str(corpus / f): f"g{g}" for g in range(4) for f in (
+        f"group{g}/original.jpg", f"group{g}/small.jpg", f"edits/g{g} recompressed.jpg", f"edits/g{g}_bright.png")}
+    truth.update({str(corpus / "misc" / f"unrelated {u}.jpg"): None for u in range(3)})
+    truth.update({str(corpus / "misc" / "broken.jpg"): None, str(corpus / "misc" / "typo.jpg"): "g0"})
+    labels.write_text(json.dumps(truth))
+    scores = {}
+    for name, extra in (("linked", []), ("unlinked", ["--no-unclustered-links"])):
+        assert run_cli("-q", "-i", str(corpus), "-o", str(tmp_path / name), "-a", "phash_8", *extra).returncode == 0
+        scores[name] = evaluate(tmp_path / name, labels)
+    assert scores["unlinked"] == scores["linked"]  # the same rows: folder, precision, recall, F1, pair counts
+    assert min(r.recall for r in scores["unlinked"]) < 1 and all(r.true == 24 for r in scores["unlinked"])
+    assert scores["unlinked"].unscored == [str(corpus / "misc" / "broken.jpg"), str(corpus / "misc" / "typo.jpg")]
+    r = run_cli("evaluate", str(tmp_path / "unlinked"), "--labels", str(labels))
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == (
+        f"2 labelled file(s) are not in this output (not scored), e.g. {corpus / 'misc' / 'broken.jpg'}"), r.stdout
+
+
 @pytest.mark.parametrize("mode", ["copy", "hardlink"])
 def test_evaluate_maps_copies_back_to_their_originals(tmp_path, mode):
     inp = tmp_path / "in"
