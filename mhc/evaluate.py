@@ -188,13 +188,18 @@ def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
     out = given.resolve()
     labels = load_labels(labels_path)
     folders = threshold_folders(out)
+    owner = enclosing_output(out)
+    if owner is not None:  # ... and those with no link at all (nothing clustered, --no-unclustered-links)
+        recorded = _recorded_folders(owner)
+        folders = sorted(set(folders) | {f for f in recorded if f == out or out in f.parents})
     if not folders:
         if any(e.is_symlink() or e.is_file() for e in os.scandir(out)):  # a cluster folder, opened in a viewer
             raise UsageError(f"{given} is a folder of links, not of clusters; pass the threshold folder it lies in "
                              f"({given.parent}) or the output folder")
         raise UsageError(f"{given} holds no threshold folders of links; pass an mhc output folder")
-    # a threshold folder alone is named (and its copies mapped) from the output it lies in
-    top = out if folders != [out] else enclosing_output(out) or out.parent
+    # a folder of an output (an algorithm's, a threshold's) is named (and its copies mapped)
+    # from the output it lies in
+    top = owner or (out if folders != [out] else out.parent)
     names = _originals(top)
     algo = [f.relative_to(top).parts[0] if f != top else "" for f in folders]
     members = [_members(f, labels, names.get(a)) for f, a in zip(folders, algo)]
@@ -210,6 +215,23 @@ def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
                          f"paths (relative ones are relative to the labels file)")
     scores = [_score(os.path.relpath(f, top), m, labels, files | seen[a]) for f, a, m in zip(folders, algo, members)]
     return Scores(sorted(scores, key=lambda s: (s.f1, s.folder)), sorted(labels.keys() - present))
+
+
+def _recorded_folders(out: Path) -> set[Path]:
+    """The threshold folders an mhc output's summary.json records that are there."""
+    try:
+        from .summary import load
+
+        doc = load(out)
+    except Exception:  # (damaged, unreadable: the folders alone say what they hold)
+        return set()
+    found = set()
+    for key, entry in ((doc or {}).get("algorithms") or {}).items():
+        for t in (entry.get("thresholds") or []) if isinstance(entry, dict) else []:
+            folder = out / key / t["folder"] if isinstance(t, dict) and isinstance(t.get("folder"), str) else None
+            if folder is not None and folder.is_dir():
+                found.add(folder)
+    return found
 
 
 def _output_files(out: Path) -> set[str]:

@@ -231,9 +231,29 @@ def test_evaluate_scores_files_left_unlinked_as_unclustered_and_names_labelled_f
     assert scores["unlinked"] == scores["linked"]  # the same rows: folder, precision, recall, F1, pair counts
     assert min(r.recall for r in scores["unlinked"]) < 1 and all(r.true == 24 for r in scores["unlinked"])
     assert scores["unlinked"].unscored == [str(corpus / "misc" / "broken.jpg"), str(corpus / "misc" / "typo.jpg")]
+    assert evaluate(tmp_path / "unlinked" / "phash_8", labels) == scores["unlinked"]  # an algorithm's folder alone
     r = run_cli("evaluate", str(tmp_path / "unlinked"), "--labels", str(labels))
     assert r.returncode == 0 and r.stdout.splitlines()[-1] == (
         f"2 labelled file(s) are not in this output (not scored), e.g. {corpus / 'misc' / 'broken.jpg'}"), r.stdout
+
+
+def test_evaluate_scores_a_threshold_folder_that_holds_no_link(tmp_path):
+    """Nothing clustered at a threshold and --no-unclustered-links: its folder holds only an
+    empty unclustered folder. It was missing from the table, and refused when given alone."""
+    from mhc.evaluate import evaluate
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    save(photo(2), inp / "b.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,group\n{inp / 'a.jpg'},A\n{inp / 'b.jpg'},A\n")
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(inp), "-o", str(out), "-a", "phash_8", "-t", "0,64",
+                   "--no-unclustered-links").returncode == 0
+    rows = evaluate(out, labels)
+    assert [(r.folder, r.recall, r.true) for r in rows] == [("phash_8/thr_000_unclustered_2", 0.0, 1),
+                                                            ("phash_8/thr_064_unclustered_0", 1.0, 1)]
+    assert evaluate(out / "phash_8" / "thr_000_unclustered_2", labels) == rows[:1]
 
 
 @pytest.mark.parametrize("mode", ["copy", "hardlink"])
