@@ -106,6 +106,12 @@ def test_an_output_folder_gives_the_files_the_cache_and_the_folder_to_open_first
     want = {(a, b) for a, b in expected(photos, threshold=t) if a not in small and b not in small}
     assert want and set(received(hub)) == want  # the recorded --exclude applies
     assert f"sent {len(want)} as potential duplicates" in " ".join(r.stdout.split())
+    # made with --isometric, which a push does not have: said, not silently other pairs
+    assert run_cli("-i", str(photos), "-o", str(tmp_path / "iso"), "-a", "phash_8", "--cache", str(cache),
+                   "--isometric", "-q").returncode == 0
+    r = run_cli("hydrus", "push", "-o", str(tmp_path / "iso"), "--api-url", hub.url, "--api-key", KEY, "--dry-run")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].endswith(
+        "(made with --isometric, whose pairs mhc hydrus push does not list)"), r.stdout
     r = run_cli("hydrus", "push", "-o", str(tmp_path), "--api-url", hub.url, "--api-key", KEY)  # not an output
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not an mhc output folder" in r.stderr, r.stderr
 
