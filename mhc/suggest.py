@@ -230,6 +230,10 @@ def suggest_threshold(n: int, joins: Edges, partitions: list[Partition], unit: s
     persist = int(np.argmax(scores))
     onset = chaining_onset(partitions)
     k = persist if onset is None else min(persist, onset - 1)
+    while k > 0 and not partitions[k].changed:
+        # the lowest threshold of the same clusters: the one folder --changed-only writes (a
+        # suggestion just below the onset was often one it never made)
+        k -= 1
     t = ts[k]
     at = partitions[k]
     top = k == len(ts) - 1

@@ -41,6 +41,12 @@ def check(out: Path, *, readable: set[str], kinds: dict[str, str] | None = None,
         expected = {t["folder"] for t in entry["thresholds"] if t["written"]}
         if on_disk != expected:
             say(f"{key}: folders on disk {sorted(on_disk ^ expected)[:3]} differ from summary.json")
+        suggested = (entry.get("suggested") or {}).get("threshold")
+        rec = s.get("recommended") or {}
+        for what, thr in (("suggested", suggested), ("open-first", rec.get("threshold") if rec.get("key") == key
+                                                     else None)):
+            if thr is not None and not any(t["threshold"] == thr and t["written"] for t in entry["thresholds"]):
+                say(f"{key}: the {what} threshold {thr} has no folder")  # (--changed-only wrote another)
         prev_groups = None
         for t, p in zip(entry["thresholds"], parts):
             # summary's counts agree with its own clusters

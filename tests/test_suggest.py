@@ -49,6 +49,23 @@ def test_the_suggestion_lands_between_copies_and_look_alikes(seed):
     assert "clusters start merging" in s.explanation or s.top_of_range
 
 
+@pytest.mark.parametrize("seed", [3, 5, 9, 13, 18])
+def test_the_suggestion_is_the_lowest_threshold_of_its_clusters(seed):
+    """Just below the chaining onset the clusters are often those of a lower threshold too;
+    the suggestion names the lowest, the one folder --changed-only writes (it named one
+    that run never made)."""
+    codes, _ = collection(seed, lookalike_bits=5)
+    n = len(codes)
+    ts = list(range(20))
+    joins = spanning_forest(n, iter_pairs(codes, max(ts)))
+    parts = list(sweep(n, joins, ts))
+    s = suggest_threshold(n, joins, parts)
+    k = ts.index(s.threshold)
+    assert parts[k].changed and s.chaining is not None and s.threshold < s.chaining
+    later = [p for p in parts[k + 1:] if p.threshold < s.chaining]
+    assert later and all(not p.changed for p in later[:1])  # (the same clusters go on above it: the case at hand)
+
+
 def test_a_sweep_that_never_chains_says_it_is_the_top_of_the_range():
     codes, truth = collection(1, lookalike_bits=30, strangers=10)
     n = len(codes)
