@@ -664,6 +664,19 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     assert (said or ("not a text file" if labels.startswith("a photo") else "holds no labels")) in r.stderr
 
 
+def test_evaluate_refuses_an_output_folder_as_labels(corpus, tmp_path):
+    """`mhc evaluate out --labels out`: every file labelled by the folder it lies in (an
+    algorithm's name), an F1 that meant nothing; a threshold folder as labels would make its
+    unclustered files one group."""
+    out = tmp_path / "out"
+    assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8").returncode == 0
+    folder = next((out / "phash_8").iterdir())
+    for labels, where in ((out, "an mhc output folder"), (folder, f"inside the mhc output folder {out}")):
+        r = run_cli("evaluate", str(out), "--labels", str(labels))
+        assert r.returncode == 2 and r.stderr == (f"Error: --labels {labels} is {where}, not labels: give your own "
+                                                  "grouping (CSV path,group, JSON, or a folder of groups)\n"), r.stderr
+
+
 def test_evaluate_reads_labels_a_spreadsheet_wrote_and_names_that_are_not_utf8(tmp_path):
     """Excel's "CSV UTF-8" starts with a byte-order mark (its header was taken for a file),
     and a name that is not UTF-8 is written in errors.csv as its own bytes: the labels may
