@@ -198,7 +198,9 @@ def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
         recorded = _recorded_folders(owner)
         folders = sorted(set(folders) | {f for f in recorded if f == out or out in f.parents})
     if not folders:
-        if any(e.is_symlink() or e.is_file() for e in os.scandir(out)):  # a cluster folder, opened in a viewer
+        _not_the_input(given, out, owner, labels)
+        # a cluster folder, opened in a viewer (links; in an output made with --link copy, files)
+        if any(e.is_symlink() or (owner is not None and e.is_file()) for e in os.scandir(out)):
             raise UsageError(f"{given} is a folder of links, not of clusters; pass the threshold folder it lies in "
                              f"({given.parent}) or the output folder")
         raise UsageError(f"{given} holds no threshold folders of links; pass an mhc output folder")
@@ -216,10 +218,18 @@ def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
         seen.setdefault(a, set()).update(m)
     present = files.union(*seen.values())
     if not present:
+        _not_the_input(given, out, owner, labels)
         raise UsageError(f"no file in {given} is one of the labelled files in {labels_path}; check the labels' "
                          f"paths (relative ones are relative to the labels file)")
     scores = [_score(os.path.relpath(f, top), m, labels, files | seen[a]) for f, a, m in zip(folders, algo, members)]
     return Scores(sorted(scores, key=lambda s: (s.f1, s.folder)), sorted(labels.keys() - present))
+
+
+def _not_the_input(given: Path, out: Path, owner: Path | None, labels: dict) -> None:
+    """Refuse the input given as the output (outside every mhc output, holding labelled files)."""
+    if owner is None and any(f.startswith(str(out) + os.sep) for f in labels):
+        raise UsageError(f"{given} holds the labelled files themselves: it is the input, not an output; pass the "
+                         f"folder an mhc run wrote (its -o/--output)")
 
 
 def _recorded_folders(out: Path) -> set[Path]:

@@ -675,6 +675,15 @@ def test_evaluate_refuses_an_output_folder_as_labels(corpus, tmp_path):
         r = run_cli("evaluate", str(out), "--labels", str(labels))
         assert r.returncode == 2 and r.stderr == (f"Error: --labels {labels} is {where}, not labels: give your own "
                                                   "grouping (CSV path,group, JSON, or a folder of groups)\n"), r.stderr
+    # ... and the other way round: the input (or a folder of it) given as the output
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,group\n{corpus / 'group0' / 'original.jpg'},A\n{corpus / 'group0' / 'small.jpg'},A\n")
+    r = run_cli("evaluate", str(corpus), "--labels", str(labels))
+    assert r.returncode == 2 and r.stderr == (f"Error: {corpus} holds the labelled files themselves: it is the input, "
+                                              "not an output; pass the folder an mhc run wrote (its -o/--output)\n")
+    r = run_cli("evaluate", str(corpus / "misc"), "--labels", str(labels))
+    assert r.returncode == 2 and r.stderr == (f"Error: {corpus / 'misc'} holds no threshold folders of links; pass an "
+                                              "mhc output folder\n"), r.stderr
 
 
 def test_evaluate_reads_labels_a_spreadsheet_wrote_and_names_that_are_not_utf8(tmp_path):
