@@ -20,6 +20,7 @@ any other file: a ``--cache`` path holding something else is refused before any 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -268,6 +269,27 @@ class HashCache(CacheOpening, CacheCommands):
                     self.db.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
             self._write(write)
         return len(gone)
+
+    # -- the outputs made with this cache (where their report thumbnails lie) ------------------
+    MAX_OUTPUTS = 8
+
+    def outputs(self) -> list[str]:
+        """The output folders of runs with this cache, most recent first (see
+        :meth:`remember_output`)."""
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'outputs'").fetchone()
+            value = json.loads(row[0]) if row else []
+        except (sqlite3.Error, ValueError):
+            return []
+        return [o for o in value if isinstance(o, str)] if isinstance(value, list) else []
+
+    def remember_output(self, out: str) -> None:
+        """Note that ``out`` shows this cache's files: a new output takes the thumbnails it
+        lacks from the others' instead of decoding every file again. Best effort (a cache
+        that cannot be written remembers nothing)."""
+        value = json.dumps([out] + [o for o in self.outputs() if o != out][:self.MAX_OUTPUTS - 1])
+        if not self.newer:
+            self._write(lambda: self.db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (value,)))
 
     def _write(self, fn) -> bool:
         """Run ``fn`` in one transaction; on a write fault (disk full, read-only, I/O) the

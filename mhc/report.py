@@ -291,9 +291,10 @@ def write_report(staging: Path, home: Path, summary: dict, result=None, *, progr
     made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
     (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs. Returns the names of
     the thumbnails the report uses (the others can go once it is in place)."""
-    from .thumbs import ensure_thumbs
+    from .thumbs import ensure_thumbs, thumb_donors
 
-    thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress)
+    thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress,
+                           donors=thumb_donors(summary.get("cache"), summary["output"]))
     _record_thumbs(summary, thumbs)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
     return {os.path.basename(t) for t in thumbs.values()}
@@ -312,7 +313,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
     from .discover import MARKER
     from .output import OutputFolder
     from .summary import read_summary, write_json
-    from .thumbs import ensure_thumbs, prune_thumbs
+    from .thumbs import ensure_thumbs, prune_thumbs, thumb_donors
 
     out = Path(os.path.abspath(output))
     summary = read_summary(out)
@@ -324,7 +325,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
         staging = of.stage()
         recorded = (summary.get("file_info") or {}).get("thumb") or []
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers,
-                               recorded=recorded)
+                               recorded=recorded, donors=thumb_donors(summary.get("cache"), out))
         _record_thumbs(summary, thumbs)
         build_report(staging, summary, thumbs)
         write_json(staging / "summary.json", summary)  # with the new pages' digests

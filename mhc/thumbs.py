@@ -9,6 +9,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import shutil
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -113,11 +114,13 @@ def _make_batch(jobs: list[tuple[str, str, str]]) -> list[bool]:
 
 def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = None, workers: int = 0,
                   executor: Executor | None = None, progress: Progress | None = None,
-                  recorded: list[str | None] | None = None) -> dict[str, str]:
+                  recorded: list[str | None] | None = None, donors: Iterable[Path] = ()) -> dict[str, str]:
     """Thumbnails for ``files`` under ``home/.mhc/thumbs``, made where missing (on
     ``executor``, or a local pool of ``workers`` when there are many). ``recorded``: each
     file's thumbnail name as summary.json recorded it, used for a file that cannot be
     reached now (its input moved or unmounted: the name comes from the file's identity).
+    ``donors``: thumbnail folders of other outputs (:func:`thumb_donors`), where a missing
+    thumbnail is taken from (linked, else copied) before one is made.
     Returns path -> thumbnail path relative to the output folder."""
     tdir = home / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,8 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         else:
             queued[name] = p
             todo.append((p, str(tdir / name), kind))
+    if todo and donors:
+        todo = _take_from(donors, todo, found)
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     processes = pool_size(workers, len(batches))
     if executor is not None:
@@ -167,6 +172,86 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     return found
 
 
+def thumb_donors(cache: str | None, out: str | Path) -> list[Path]:
+    """The thumbnail folders of the other outputs made with the hash cache ``cache``, most
+    recent first: a new output (or one whose thumbnails were removed) takes them from there
+    instead of decoding every file again (a 12 MP photo: ~10 ms each)."""
+    if not cache or not os.path.exists(cache):
+        return []
+    from .cache import HashCache
+
+    try:
+        with HashCache(cache, readonly=True, quiet=True) as c:
+            outputs = c.outputs()
+    except Exception:  # noqa: BLE001 - a cache that cannot be read gives no donors, and nothing else
+        return []
+    here = os.path.realpath(out)
+    return [Path(o) / THUMB_DIR for o in outputs if os.path.realpath(o) != here and (Path(o) / THUMB_DIR).is_dir()]
+
+
+def _take_from(donors: Iterable[Path], todo: list[tuple[str, str, str]], found: dict[str, str]) -> list:
+    """Thumbnails of ``todo`` that a donor folder holds, linked into place (else copied),
+    recorded in ``found``; returns the rest of ``todo``. Only files mhc provably made are
+    taken (named as it names them, holding its mark), under their name or an older one."""
+    listed = []
+    for d in donors:
+        try:
+            listed.append((d, set(os.listdir(d))))
+        except OSError:
+            continue
+    rest = []
+    for job in todo:
+        p, dest, _ = job
+        try:
+            st = os.stat(p)
+        except OSError:
+            rest.append(job)
+            continue
+        names = (os.path.basename(dest), *_older_names(p, st))
+        src = next((d / n for d, have in listed for n in names if n in have and _is_ours(d / n)), None)
+        if src is None or not _place(src, dest):
+            rest.append(job)
+            continue
+        found[p] = str(THUMB_DIR / os.path.basename(dest))
+    if len(rest) < len(todo):
+        log.info("%d thumbnails taken from other outputs of the same cache", len(todo) - len(rest))
+    return rest
+
+
+def _is_ours(path: Path) -> bool:
+    """A thumbnail mhc made: a JPEG that holds :data:`THUMB_MARK` (the comment follows the
+    JPEG's first segment)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"\xff\xd8") and THUMB_MARK in head
+
+
+def _place(src: Path, dest: str) -> bool:
+    """``src`` at ``dest``: a hard link (no room taken; each output removes its own name
+    only), else a copy written whole."""
+    try:
+        os.link(src, dest)
+        return True
+    except FileExistsError:
+        return True
+    except OSError:
+        pass
+    tmp = dest + ".tmp"
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
 def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
     """Remove from ``home/.mhc/thumbs`` the thumbnails not named in ``keep`` (those of files
     changed, moved out of the input or deleted since they were made: the folder grew with
@@ -184,9 +269,7 @@ def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
         if e.name in keep or not _THUMB.match(e.name) or not e.is_file(follow_symlinks=False):
             continue
         try:
-            with open(e.path, "rb") as f:
-                head = f.read(256)  # the comment follows the JPEG's first segment
-            if head.startswith(b"\xff\xd8") and THUMB_MARK in head:
+            if _is_ours(Path(e.path)):
                 os.unlink(e.path)
                 removed += 1
         except OSError:  # (a read-only output: they stay)
