@@ -287,9 +287,15 @@ class HashCache(CacheOpening, CacheCommands):
         """Note that ``out`` shows this cache's files: a new output takes the thumbnails it
         lacks from the others' instead of decoding every file again. Best effort (a cache
         that cannot be written remembers nothing)."""
-        value = json.dumps([out] + [o for o in self.outputs() if o != out][:self.MAX_OUTPUTS - 1])
-        if not self.newer:
-            self._write(lambda: self.db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (value,)))
+        known = self.outputs()
+        if not self.writable or self.newer or known[:1] == [out]:  # (a rerun into the same output writes nothing)
+            return
+        value = json.dumps([out] + [o for o in known if o != out][:self.MAX_OUTPUTS - 1])
+        try:  # not through _write: a cache that cannot be written is said once, by what it fails to save
+            with self._transaction():
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('outputs', ?)", (value,))
+        except sqlite3.Error:
+            pass
 
     def _write(self, fn) -> bool:
         """Run ``fn`` in one transaction; on a write fault (disk full, read-only, I/O) the
