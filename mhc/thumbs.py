@@ -190,7 +190,10 @@ def thumb_donors(cache: str | None, out: str | Path, input: str | None = None) -
     except Exception:  # noqa: BLE001 - a cache that cannot be read gives no donors, and nothing else
         return []
     here = os.path.realpath(out)
-    return [Path(o) / THUMB_DIR for o in outputs if os.path.realpath(o) != here and (Path(o) / THUMB_DIR).is_dir()]
+    # not an output inside the input (an older run's, kept among the photos): a hard link to
+    # its thumbnail would change that file's link count and ctime, and mhc never writes there
+    return [Path(o) / THUMB_DIR for o in outputs if os.path.realpath(o) != here and (Path(o) / THUMB_DIR).is_dir()
+            and not (input is not None and inside(Path(o), Path(input)))]
 
 
 def _take_from(donors: Iterable[Path], todo: list[tuple[str, str, str]], found: dict[str, str]) -> list:

@@ -456,6 +456,16 @@ def test_a_new_output_takes_its_thumbnails_from_the_other_outputs_of_its_cache(t
     shutil.rmtree(tmp_path / "third" / ".mhc" / "thumbs")
     rebuild_report(tmp_path / "third")
     assert made == [] and len(list((tmp_path / "third" / ".mhc" / "thumbs").iterdir())) == 5
+    # an output inside the next run's input (an older run's, among the photos) gives none:
+    # a link to its files would change them (their link count and ctime)
+    lib = tmp_path / "lib"
+    shutil.copytree(inp, lib / "photos")
+    run(Options(output=lib / "old", **{**o, "input": lib / "photos"}))
+    old = {p: p.stat().st_nlink for p in (lib / "old" / ".mhc" / "thumbs").iterdir()}
+    made.clear()
+    run(Options(output=tmp_path / "fifth", **{**o, "input": lib}))
+    assert set(old.values()) == {1} and all(p.stat().st_nlink == 1 for p in old)
+    assert len(made) == 5  # (made: the one output that has them lies in the input)
 
 
 def test_thumbnails_of_changed_and_deleted_files_are_removed_and_nothing_else(tmp_path):
