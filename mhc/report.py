@@ -294,7 +294,7 @@ def write_report(staging: Path, home: Path, summary: dict, result=None, *, progr
     from .thumbs import ensure_thumbs, thumb_donors
 
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress,
-                           donors=thumb_donors(summary.get("cache"), summary["output"], summary.get("input")))
+                           donors=lambda: thumb_donors(summary.get("cache"), summary["output"], summary.get("input")))
     _record_thumbs(summary, thumbs)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
     return {os.path.basename(t) for t in thumbs.values()}
@@ -325,7 +325,8 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
         staging = of.stage()
         recorded = (summary.get("file_info") or {}).get("thumb") or []
         thumbs = ensure_thumbs(summary["files"], of.out, kinds=summary.get("kinds"), workers=workers,
-                               recorded=recorded, donors=thumb_donors(summary.get("cache"), out, summary.get("input")))
+                               recorded=recorded,
+                               donors=lambda: thumb_donors(summary.get("cache"), out, summary.get("input")))
         _record_thumbs(summary, thumbs)
         build_report(staging, summary, thumbs)
         write_json(staging / "summary.json", summary)  # with the new pages' digests

@@ -10,7 +10,9 @@ import logging
 import multiprocessing
 import os
 import shutil
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -114,13 +116,14 @@ def _make_batch(jobs: list[tuple[str, str, str]]) -> list[bool]:
 
 def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = None, workers: int = 0,
                   executor: Executor | None = None, progress: Progress | None = None,
-                  recorded: list[str | None] | None = None, donors: Iterable[Path] = ()) -> dict[str, str]:
+                  recorded: list[str | None] | None = None,
+                  donors: Callable[[], list[tuple[Path, set[str]]]] | None = None) -> dict[str, str]:
     """Thumbnails for ``files`` under ``home/.mhc/thumbs``, made where missing (on
     ``executor``, or a local pool of ``workers`` when there are many). ``recorded``: each
     file's thumbnail name as summary.json recorded it, used for a file that cannot be
     reached now (its input moved or unmounted: the name comes from the file's identity).
-    ``donors``: thumbnail folders of other outputs (:func:`thumb_donors`), where a missing
-    thumbnail is taken from (linked, else copied) before one is made.
+    ``donors``: called when thumbnails are missing, the thumbnail folders of other outputs
+    (:func:`thumb_donors`), where they are taken from (linked, else copied) before any is made.
     Returns path -> thumbnail path relative to the output folder."""
     tdir = home / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
@@ -148,8 +151,8 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         else:
             queued[name] = p
             todo.append((p, str(tdir / name), kind))
-    if todo and donors:
-        todo = _take_from(donors, todo, found)
+    if todo and donors is not None:
+        todo = _take_from(donors(), todo, found)
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     processes = pool_size(workers, len(batches))
     if executor is not None:
@@ -172,12 +175,15 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     return found
 
 
-def thumb_donors(cache: str | None, out: str | Path, input: str | None = None) -> list[Path]:
-    """The thumbnail folders of the other outputs made with the hash cache ``cache``, most
-    recent first: a new output (or one whose thumbnails were removed) takes them from there
-    instead of decoding every file again (a 12 MP photo: ~10 ms each). ``input``: the
-    output's input (a cache inside it is read without SQLite's -shm file: nothing is written
-    there)."""
+DONOR_WAIT = 5.0  # seconds for looking at the other outputs: one on a share that stopped answering is passed over
+
+
+def thumb_donors(cache: str | None, out: str | Path, input: str | None = None) -> list[tuple[Path, set[str]]]:
+    """The thumbnail folders of the other outputs made with the hash cache ``cache`` (most
+    recent first), each with the names it holds: a new output (or one whose thumbnails were
+    removed) takes them from there instead of decoding every file again (a 12 MP photo:
+    ~15 ms). ``input``: the output's input (a cache inside it is read without SQLite's -shm
+    file: nothing is written there; an output inside it gives nothing)."""
     if not cache or not os.path.exists(cache):
         return []
     from .cache import HashCache
@@ -190,22 +196,36 @@ def thumb_donors(cache: str | None, out: str | Path, input: str | None = None) -
     except Exception:  # noqa: BLE001 - a cache that cannot be read gives no donors, and nothing else
         return []
     here = os.path.realpath(out)
-    # not an output inside the input (an older run's, kept among the photos): a hard link to
-    # its thumbnail would change that file's link count and ctime, and mhc never writes there
-    return [Path(o) / THUMB_DIR for o in outputs if os.path.realpath(o) != here and (Path(o) / THUMB_DIR).is_dir()
-            and not (input is not None and inside(Path(o), Path(input)))]
+    seen: dict[int, tuple[Path, set[str]]] = {}
+
+    def look(k: int, o: str) -> None:
+        try:
+            # not an output inside the input (an older run's, kept among the photos): a hard
+            # link to its thumbnail would change that file's link count and ctime
+            if os.path.realpath(o) != here and not (input is not None and inside(Path(o), Path(input))):
+                seen[k] = (Path(o) / THUMB_DIR, set(os.listdir(Path(o) / THUMB_DIR)))
+        except OSError:
+            pass
+
+    # The outputs are paths of earlier runs, perhaps on a share that no longer answers (a
+    # hard NFS mount blocks every stat): each is looked at in a thread of its own, and none
+    # is waited for past DONOR_WAIT (those not seen by then give nothing).
+    threads = [threading.Thread(target=look, args=(k, o), name="mhc thumbnail donor", daemon=True)
+               for k, o in enumerate(outputs)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + DONOR_WAIT
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        log.info("passed over outputs that did not answer within %.0f s for their thumbnails", DONOR_WAIT)
+    return [seen[k] for k in sorted(dict(seen))]  # (most recent first; a copy: late threads may still add)
 
 
-def _take_from(donors: Iterable[Path], todo: list[tuple[str, str, str]], found: dict[str, str]) -> list:
+def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, str]], found: dict[str, str]) -> list:
     """Thumbnails of ``todo`` that a donor folder holds, linked into place (else copied),
     recorded in ``found``; returns the rest of ``todo``. Only files mhc provably made are
     taken (named as it names them, holding its mark), under their name or an older one."""
-    listed = []
-    for d in donors:
-        try:
-            listed.append((d, set(os.listdir(d))))
-        except OSError:
-            continue
     rest = []
     for job in todo:
         p, dest, _ = job
@@ -215,7 +235,7 @@ def _take_from(donors: Iterable[Path], todo: list[tuple[str, str, str]], found: 
             rest.append(job)
             continue
         names = (os.path.basename(dest), *_older_names(p, st))
-        src = next((d / n for d, have in listed for n in names if n in have and _is_ours(d / n)), None)
+        src = next((d / n for d, have in donors for n in names if n in have and _is_ours(d / n)), None)
         if src is None or not _place(src, dest):
             rest.append(job)
             continue

@@ -468,6 +468,38 @@ def test_a_new_output_takes_its_thumbnails_from_the_other_outputs_of_its_cache(t
     assert len(made) == 5  # (made: the one output that has them lies in the input)
 
 
+def test_an_output_that_does_not_answer_is_passed_over_for_thumbnails(tmp_path, monkeypatch):
+    """The outputs the cache remembers may lie on a share that stopped answering (a hard
+    NFS mount blocks every stat): the run does not wait on one past DONOR_WAIT."""
+    import threading
+    import time
+
+    from mhc import thumbs
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    o = dict(input=inp, cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    for name in ("answers", "hangs"):
+        run(Options(output=tmp_path / name, **o))
+    release = threading.Event()
+    real = os.listdir
+
+    def listdir(path="."):
+        if "hangs" in str(path):
+            release.wait(60)  # (as a dead mount: no answer)
+        return real(path)
+
+    monkeypatch.setattr(thumbs, "DONOR_WAIT", 0.5)
+    monkeypatch.setattr(os, "listdir", listdir)
+    try:
+        t0 = time.monotonic()
+        donors = thumbs.thumb_donors(str(tmp_path / "c.sqlite"), tmp_path / "new", str(inp))
+        assert time.monotonic() - t0 < 5
+        assert [d for d, _ in donors] == [tmp_path / "answers" / thumbs.THUMB_DIR]
+    finally:
+        release.set()
+
+
 def test_thumbnails_of_changed_and_deleted_files_are_removed_and_nothing_else(tmp_path):
     """.mhc/thumbs grew with every edit and deletion in the input (a thumbnail is named by
     the file's identity). Those mhc provably made (its name, its mark) and no longer used
