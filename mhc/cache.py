@@ -4,9 +4,10 @@ Per file the ``files`` table keeps its identity (device, inode, size, mtime, cti
 digest of a few sampled blocks) and facts about it (pixel size, format, date taken);
 ``hashes`` holds one row per (file, hash key) and ``failures`` the files that cannot be
 decoded. A file's rows are trusted while its identity holds: size and mtime must match;
-when only device, inode or ctime moved (a copy over it with ``touch -r``, a rename swap,
-``chmod``, a restore from backup) the sampled digest decides, so a warm rerun reads no
-file content at all and a changed file is never served a stale hash.
+when inode or ctime moved (a copy over it with ``touch -r``, a rename swap, ``chmod``, a
+restore from backup) the sampled digest decides, so a warm rerun reads no file content at
+all and a changed file is never served a stale hash. The device number alone may move (a
+disk mounted again): it is recorded anew.
 
 Only failures about the content are cached (undecodable, truncated, not an image); a
 failure about access (permission, I/O, a dead worker) or about an option (--max-pixels)
@@ -147,8 +148,14 @@ class HashCache(CacheOpening, CacheCommands):
             if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
                 self._stale.add(path)
                 continue
-            if ((f.dev, f.ino, f.ctime_ns) != (dev, ino, ctime)
-                    and (_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns)) != (dev, ino, ctime)):
+            if (f.ino, f.ctime_ns) == (ino, ctime) or (_i64(f.ino), _i64(f.ctime_ns)) == (ino, ctime):
+                # The device number alone moved: a disk mounted again (a USB disk plugged in after
+                # another, a loop device). Reading every file's sample then took 10 seeks a file
+                # (hours for an external disk of photos); a different file with the same inode,
+                # ctime to the nanosecond, size and mtime is not a case to read for.
+                if _i64(f.dev) != dev and f.dev != dev:
+                    moved.append((_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns), path))
+            else:
                 try:
                     same = sample is not None and content_sample(f.path, f.size) == sample
                 except OSError:

@@ -179,3 +179,50 @@ def gone_soon(folder: Path, pattern: str, timeout: float = 20) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+class LoopDisk:
+    """A real ext4 filesystem in an image file, mounted at ``mnt`` through a loop device;
+    :meth:`remount` mounts it again through another loop device (the first still held), so
+    its files get another device number, as a USB disk plugged in after another one."""
+
+    def __init__(self, root: Path):
+        self.img, self.mnt = root / "disk.img", root / "mnt"
+        self.mnt.mkdir()
+        with open(self.img, "wb") as f:
+            f.truncate(64 << 20)
+        subprocess.run(["mkfs.ext4", "-q", str(self.img)], check=True)
+        self.devices: list[str] = []
+        self._mount()
+
+    def _mount(self) -> None:
+        dev = subprocess.run(["losetup", "-f", "--show", str(self.img)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        self.devices.append(dev)
+        subprocess.run(["mount", dev, str(self.mnt)], check=True)
+
+    def remount(self) -> None:
+        subprocess.run(["umount", str(self.mnt)], check=True)
+        self._mount()
+
+    def close(self) -> None:
+        subprocess.run(["umount", str(self.mnt)], capture_output=True)
+        for dev in self.devices:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path):
+    """A :class:`LoopDisk` (root, losetup and mkfs.ext4 needed: skipped without them)."""
+    if not (shutil.which("losetup") and shutil.which("mkfs.ext4") and os.geteuid() == 0):
+        pytest.skip("needs root, losetup and mkfs.ext4")
+    (tmp_path / "disk").mkdir()
+    try:
+        disk = LoopDisk(tmp_path / "disk")
+    except subprocess.CalledProcessError:
+        pytest.skip("this machine cannot mount a loop device")
+    try:
+        yield disk
+    finally:
+        disk.close()
+

@@ -448,6 +448,35 @@ def test_content_change_keeping_size_and_mtime_is_noticed(tmp_path):
     assert run(Options(**o)).stats.decoded == 0
 
 
+def test_a_disk_mounted_again_under_another_device_reads_no_file(loop_disk, tmp_path, monkeypatch):
+    """A disk mounted again gets another device number (a USB disk plugged in after
+    another): every file's sample was read to confirm it (about ten seeks a file, hours on
+    an external disk of photos). Same inode, ctime, size and mtime: trusted as it is; a file
+    changed meanwhile (its ctime moved) is still read and, changed, hashed again."""
+    import mhc.cache
+
+    photos = loop_disk.mnt / "photos"
+    for i in range(3):
+        save(photo(i), photos / f"p{i}.bmp")  # (BMPs of one size: one byte size)
+    o = dict(input=photos, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    first = run(Options(**o))
+    hexes = dict(zip(first.files, first.algorithms[0].hexes))
+    first_dev = (photos / "p0.bmp").stat().st_dev
+    loop_disk.remount()
+    assert (photos / "p0.bmp").stat().st_dev != first_dev
+    st = (photos / "p2.bmp").stat()  # p1 copied over p2, p2's times put back (cp p1 p2; touch -r)
+    (photos / "p2.bmp").write_bytes((photos / "p1.bmp").read_bytes())
+    os.utime(photos / "p2.bmp", ns=(st.st_atime_ns, st.st_mtime_ns))
+    read = []
+    real = mhc.cache.content_sample
+    monkeypatch.setattr(mhc.cache, "content_sample", lambda p, n: read.append(os.path.basename(p)) or real(p, n))
+    again = run(Options(**o))
+    assert read == ["p2.bmp"] and again.stats.decoded == 1
+    assert dict(zip(again.files, again.algorithms[0].hexes))[str(photos / "p2.bmp")] == hexes[str(photos / "p1.bmp")]
+    read.clear()
+    assert run(Options(**o)).stats.decoded == 0 and read == []  # the new device number was recorded
+
+
 def test_a_hash_does_not_depend_on_the_other_algorithms_computed_with_it(tmp_path):
     """The cache keeps one value per file and algorithm, so that value must be what the
     algorithm computes alone: a shared decode at the largest algorithm's size used to move

@@ -629,47 +629,21 @@ def test_a_thumbnail_name_does_not_depend_on_the_device_number(tmp_path):
         str(f), st)
 
 
-@pytest.mark.skipif(not (shutil.which("losetup") and shutil.which("mkfs.ext4") and hasattr(os, "geteuid")
-                         and os.geteuid() == 0), reason="needs root, losetup and mkfs.ext4")
-def test_a_disk_mounted_again_under_another_device_keeps_its_thumbnails(tmp_path):
+def test_a_disk_mounted_again_under_another_device_keeps_its_thumbnails(loop_disk, tmp_path):
     """The real thing: a filesystem image mounted through one loop device, then another
     (another device number, as a USB disk plugged in after another one), and a file added."""
-    import subprocess
-
-    img, mnt = tmp_path / "disk.img", tmp_path / "mnt"
-    mnt.mkdir()
-    with open(img, "wb") as f:
-        f.truncate(64 << 20)
-    subprocess.run(["mkfs.ext4", "-q", str(img)], check=True)
-    devices: list[str] = []
-
-    def mount() -> None:
-        dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        devices.append(dev)
-        subprocess.run(["mount", dev, str(mnt)], check=True)
-
-    try:
-        try:
-            mount()
-        except subprocess.CalledProcessError:
-            pytest.skip("this machine cannot mount a loop device")
-        for i in range(3):
-            save(photo(i), mnt / "photos" / f"p{i}.jpg")
-        first_dev = (mnt / "photos" / "p0.jpg").stat().st_dev
-        out = tmp_path / "out"
-        args = ("-i", str(mnt / "photos"), "-o", str(out), "-a", "phash_8", "--cache", str(tmp_path / "c.sqlite"), "-q")
-        assert run_cli(*args).returncode == 0
-        tdir = out / ".mhc" / "thumbs"
-        before = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
-        subprocess.run(["umount", str(mnt)], check=True)
-        mount()  # through a second loop device (the first still held): another device number
-        assert (mnt / "photos" / "p0.jpg").stat().st_dev != first_dev
-        save(photo(9), mnt / "photos" / "new.jpg")
-        assert run_cli(*args).returncode == 0
-        after = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
-        assert len(after) == len(before) + 1 and all(after.get(n) == t for n, t in before.items())
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
-        for dev in devices:
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
+    mnt = loop_disk.mnt
+    for i in range(3):
+        save(photo(i), mnt / "photos" / f"p{i}.jpg")
+    first_dev = (mnt / "photos" / "p0.jpg").stat().st_dev
+    out = tmp_path / "out"
+    args = ("-i", str(mnt / "photos"), "-o", str(out), "-a", "phash_8", "--cache", str(tmp_path / "c.sqlite"), "-q")
+    assert run_cli(*args).returncode == 0
+    tdir = out / ".mhc" / "thumbs"
+    before = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
+    loop_disk.remount()
+    assert (mnt / "photos" / "p0.jpg").stat().st_dev != first_dev
+    save(photo(9), mnt / "photos" / "new.jpg")
+    assert run_cli(*args).returncode == 0
+    after = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
+    assert len(after) == len(before) + 1 and all(after.get(n) == t for n, t in before.items())
