@@ -50,6 +50,10 @@ def hydrus_push(
     force: bool = typer.Option(False, "--force", help="Send even more than 10 distinct pairs per file (and over 1,000): "
                                "refused by default, as a threshold that loose links mostly strangers.", metavar=""),
     workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
+    isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
+                                   metavar=""),
+    crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
+                               "too.", metavar=""),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
                                                 "as mhc --exclude; repeatable (default: the patterns OUTPUT was made "
                                                 "with, when its input is used).", metavar="GLOB"),
@@ -81,17 +85,17 @@ def hydrus_push(
             raise UsageError(f"--retries must be 0 or more, not {retries}")
         # the algorithm, input, cache and threshold before the client (what hash_folder would
         # check, once): a typo is said without a network round trip
-        folder, cache, recorded, algo, threshold, said = which_pairs(input, output, cache, algo, threshold,
-                                                                     "mhc hydrus push", {})
-        plan = validate(Options(input=folder, algorithms=[algo], cache=cache, workers=workers,
-                                exclude=list(exclude or recorded)), outputs=False)
+        folder, cache, recorded, algo, threshold, said = which_pairs(
+            input, output, cache, algo, threshold, "mhc hydrus push", {"isometric": isometric, "crops": crops})
+        plan = validate(Options(input=folder, algorithms=[algo], cache=cache, workers=workers, isometric=isometric,
+                                crops=crops, exclude=list(exclude or recorded)), outputs=False)
         threshold = one_threshold(threshold, plan.algorithms[0])
         if said:
             out.print(said, highlight=False, markup=False, soft_wrap=True)
         client = HydrusClient(api_url, api_key, retries=retries, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
         client.verify()  # before any hashing: a key that cannot do the job fails now
         collection = collect(plan)
-        pairs = collection.pairs(algo, threshold)
+        pairs = collection.pairs(algo, threshold, isometric=isometric, crops=crops)
         result = push_pairs(pairs, client, batch=batch, dry_run=dry_run, files=len(collection.files), force=force)
     verb = "would send" if dry_run else "sent"
     out.print(f"{result.pairs} pairs within {threshold} bits: {result.distinct} distinct pairs of files the client "

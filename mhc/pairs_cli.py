@@ -104,7 +104,7 @@ def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[P
                 threshold: Optional[str], command: str, flags: dict[str, bool]) -> Chosen:
     """What ``mhc pairs`` and ``mhc hydrus push`` list: the files, the cache and the folder
     (-a, -t; from the output when left out: see :func:`_folder_to_list`). ``flags``: the
-    command's own settings among isometric and crops (those it lacks are not offered)."""
+    command's --isometric and --crops (an output made with one the command lacks is said)."""
     if algo is not None:
         parse_algorithm(algo)  # a typo is said before the summary is read
     guess = algo is None or threshold is None
@@ -119,9 +119,6 @@ def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[P
         missing = [name for name, on in flags.items() if made.get(name) is True and not on]
         if missing:
             said += f" (made with {' '.join('--' + m for m in missing)}: add it for the same links)"
-        lacking = [name for name in ("isometric", "crops") if name not in flags and made.get(name) is True]
-        if lacking:
-            said += f" (made with {' '.join('--' + m for m in lacking)}, whose pairs {command} does not list)"
     return Chosen(folder, cache_path, recorded, algo, threshold, said)
 
 

@@ -106,12 +106,12 @@ def test_an_output_folder_gives_the_files_the_cache_and_the_folder_to_open_first
     want = {(a, b) for a, b in expected(photos, threshold=t) if a not in small and b not in small}
     assert want and set(received(hub)) == want  # the recorded --exclude applies
     assert f"sent {len(want)} as potential duplicates" in " ".join(r.stdout.split())
-    # made with --isometric, which a push does not have: said, not silently other pairs
+    # made with --isometric: said when the push lacks it, and with it the mirrored copies go too
     assert run_cli("-i", str(photos), "-o", str(tmp_path / "iso"), "-a", "phash_8", "--cache", str(cache),
                    "--isometric", "-q").returncode == 0
     r = run_cli("hydrus", "push", "-o", str(tmp_path / "iso"), "--api-url", hub.url, "--api-key", KEY, "--dry-run")
     assert r.returncode == 0 and r.stdout.splitlines()[0].endswith(
-        "(made with --isometric, whose pairs mhc hydrus push does not list)"), r.stdout
+        "(made with --isometric: add it for the same links)"), r.stdout
     r = run_cli("hydrus", "push", "-o", str(tmp_path), "--api-url", hub.url, "--api-key", KEY)  # not an output
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not an mhc output folder" in r.stderr, r.stderr
 
@@ -125,6 +125,25 @@ def test_files_that_cannot_be_used_are_named_with_their_reason(hub, photos):
     at = lines.index("1 file(s) could not be used; their pairs were not sent:")
     assert lines[at + 1] == f"  {photos / 'notes.jpg'}: not an image: the file holds text"
     assert set(received(hub)) == expected(photos)
+
+
+def test_isometric_sends_mirrored_copies_too(tmp_path):
+    """As `mhc pairs --isometric` lists them: a mirrored copy is a pair only with it."""
+    from PIL import Image
+
+    inp = tmp_path / "in"
+    base = photo(23, (320, 240))
+    save(base, inp / "a.png")
+    save(base.transpose(Image.Transpose.FLIP_LEFT_RIGHT), inp / "a mirrored.png")
+    save(photo(24, (320, 240)), inp / "other.png")
+    with client_holding(inp) as h:
+        plain = run_cli("hydrus", "push", "-a", "phash_8", "-t", "4", "-i", str(inp), "--api-url", h.url,
+                        "--api-key", KEY)
+        assert plain.returncode == 0 and received(h) == [], plain.stdout
+        iso = run_cli("hydrus", "push", "-a", "phash_8", "-t", "4", "-i", str(inp), "--api-url", h.url,
+                      "--api-key", KEY, "--isometric")
+        assert iso.returncode == 0, iso.stderr
+        assert received(h) == [tuple(sorted((sha(inp / "a.png"), sha(inp / "a mirrored.png"))))]
 
 
 def test_excluded_files_are_not_sent(hub, photos):
