@@ -9,6 +9,7 @@ import typer
 from .arguments import FlagHelpGroup
 from .cli import _setup_logging, app, command, out, user_errors
 from .errors import EXIT_PARTIAL, UsageError, printable
+from .pairs_cli import AlgoOption, IsometricOption, ThresholdOption, WorkersOption, unread, which_pairs
 
 hydrus_app = typer.Typer(cls=FlagHelpGroup, help="Hydrus Network: send pairs to a running client as potential "
                          "duplicates.", no_args_is_help=True)
@@ -17,12 +18,8 @@ app.add_typer(hydrus_app, name="hydrus")
 
 @command(hydrus_app, "push")
 def hydrus_push(
-    algo: Optional[str] = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: "
-                                       "the one of OUTPUT's folder to open first).", metavar="NAME_SIZE"),
-    threshold: Optional[str] = typer.Option(None, "-t", "--threshold", help="Largest Hamming distance, in bits or "
-                                            "percent of the hash's bits (inclusive): 20 or 10% (default: the threshold "
-                                            "of OUTPUT's folder to open first, or the one it suggests for -a).",
-                                            metavar="BITS"),
+    algo: Optional[str] = AlgoOption,
+    threshold: Optional[str] = ThresholdOption,
     api_url: str = typer.Option("http://127.0.0.1:45869", "--api-url", help="The Hydrus client's API address "
                                 "(http:// or https://).", metavar="URL"),
     api_key: str = typer.Option(..., "--api-key", envvar="HYDRUS_API_KEY", help="An access key (64 hex characters) "
@@ -49,9 +46,8 @@ def hydrus_push(
                                  "nothing.", metavar=""),
     force: bool = typer.Option(False, "--force", help="Send even more than 10 distinct pairs per file (and over 1,000): "
                                "refused by default, as a threshold that loose links mostly strangers.", metavar=""),
-    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
-    isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
-                                   metavar=""),
+    workers: int = WorkersOption,
+    isometric: bool = IsometricOption,
     crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
                                "too.", metavar=""),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
@@ -74,7 +70,6 @@ def hydrus_push(
     from .collection import collect
     from .hydrus import HydrusClient, push_pairs
     from .options import Options, validate
-    from .pairs_cli import unread, which_pairs
     from .thresholds import one_threshold
 
     _setup_logging(False)

@@ -17,6 +17,17 @@ from .errors import UsageError, printable
 from .thresholds import one_threshold
 
 
+# the options mhc pairs and mhc hydrus push share (one folder's pairs, from the cache)
+AlgoOption = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: the one of "
+                          "OUTPUT's folder to open first).", metavar="NAME_SIZE")
+ThresholdOption = typer.Option(None, "-t", "--threshold", help="Largest Hamming distance, in bits or percent of the "
+                               "hash's bits (inclusive): 20 or 10% (default: the threshold of OUTPUT's folder to open "
+                               "first, or the one it suggests for -a).", metavar="BITS")
+WorkersOption = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N")
+IsometricOption = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
+                               metavar="")
+
+
 def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path],
                    need_doc: bool = False) -> tuple[Path, Path, list, dict]:
     """The input, the cache and the --exclude patterns of ``mhc pairs``, and OUTPUT's
@@ -139,21 +150,16 @@ def unread(errors: list, consequence: str, command: str = "") -> list[str]:
 
 @command(app, "pairs")
 def pairs_command(
-    algo: Optional[str] = typer.Option(None, "-a", "--algo", help="One algorithm, NAME_SIZE (e.g. phash_16; default: "
-                                       "the one of OUTPUT's folder to open first).", metavar="NAME_SIZE"),
-    threshold: Optional[str] = typer.Option(None, "-t", "--threshold", help="Largest Hamming distance, in bits or "
-                                            "percent of the hash's bits (inclusive): 20 or 10% (default: the threshold "
-                                            "of OUTPUT's folder to open first, or the one it suggests for -a).",
-                                            metavar="BITS"),
+    algo: Optional[str] = AlgoOption,
+    threshold: Optional[str] = ThresholdOption,
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input and cache are "
                                           "used (default: data/output, if there is one).", metavar="FOLDER"),
     cache: Optional[Path] = CacheOption,
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json.", metavar="csv|json"),
-    workers: int = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N"),
-    isometric: bool = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
-                                   metavar=""),
+    workers: int = WorkersOption,
+    isometric: bool = IsometricOption,
     crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
                                "too, at distance 0; JSON adds crop (share of the source's area).", metavar=""),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
