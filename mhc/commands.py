@@ -80,6 +80,7 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
         check_cache(path)
     with user_errors(), HashCache(path, readonly=True, strict=True) as c:
         info = c.info()
+        outputs = c.outputs()
     out.print(f"cache {info.path}: {info.files} files, {info.hashes} hashes, {info.failures} failures, "
               f"{info.ignored} pairs marked not duplicates, {info.bytes / 1e6:.1f} MB", highlight=False, markup=False,
               soft_wrap=True)
@@ -89,6 +90,9 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
         stale += n if old else 0
         out.print(f"  {k}: {n}{'  (an older mhc decoded these; no longer read)' if old else ''}", highlight=False,
                   markup=False)
+    if outputs:  # (a new output takes its thumbnails from theirs)
+        out.print(f"outputs made with it, most recent first: {', '.join(printable(o) for o in outputs)}",
+                  highlight=False, markup=False, soft_wrap=True)
     if stale:
         out.print(f"{stale} hashes were made by an older mhc and are no longer read; each file's are dropped when it "
                   f"is hashed again (on the next run that sees it), or all at once by mhc cache clear", highlight=False,

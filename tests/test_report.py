@@ -445,6 +445,8 @@ def test_a_new_output_takes_its_thumbnails_from_the_other_outputs_of_its_cache(t
     assert made == [fake] and set(second) == set(first)
     assert all(second[n] == first[n] for n in first if n != fake)  # linked, not copied: no room taken
     assert thumbs._is_ours(tmp_path / "second" / ".mhc" / "thumbs" / fake)
+    info = run_cli("cache", "info", "--cache", str(tmp_path / "c.sqlite"))  # where they come from, said
+    assert f"outputs made with it, most recent first: {tmp_path / 'second'}, {tmp_path / 'first'}\n" in info.stdout
     shutil.rmtree(tmp_path / "first")
     assert all(thumbs._is_ours(p) for p in (tmp_path / "second" / ".mhc" / "thumbs").iterdir())
     made.clear()
