@@ -1,4 +1,5 @@
-"""``mhc pairs``: the command-line side of :meth:`mhc.collection.HashedCollection.pairs`."""
+"""``mhc pairs``: the command-line side of :meth:`mhc.collection.HashedCollection.pairs`
+(and what it shares with ``mhc hydrus push``: the options, and which folder's pairs)."""
 from __future__ import annotations
 
 import csv
@@ -30,11 +31,12 @@ IsometricOption = typer.Option(False, "--isometric", help="Rotated and mirrored 
 
 def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path],
                    need_doc: bool = False) -> tuple[Path, Path, list, dict]:
-    """The input, the cache and the --exclude patterns of ``mhc pairs``, and OUTPUT's
-    summary.json (read once; ``{}`` when there is none): -i and --cache, else what the
-    summary recorded (its patterns when its input is used), else data/images and the
-    default cache. Without -o, data/output is looked in if it is an mhc output; an -o that
-    is not one is a mistake to name, not to paper over with the defaults. ``need_doc``:
+    """The input, the cache and the --exclude patterns of ``mhc pairs`` (and ``mhc hydrus
+    push``), and OUTPUT's summary.json (read once; ``{}`` when there is none): -i and
+    --cache, else what the summary recorded (its patterns when its input is used), else
+    data/images and the default cache. Without -o, data/output is looked in if it is an mhc
+    output; an -o that is not one is a mistake to name, not to paper over with the defaults.
+    ``need_doc``:
     read the summary even when -i and --cache are given (for the folder to open first)."""
     if input is not None and cache is not None and not need_doc:
         return input, cache, [], {}
@@ -82,7 +84,7 @@ def _folder_to_list(doc: dict, where: str, algo: Optional[str], threshold: Optio
         entry = entries.get(algo) if isinstance(entries.get(algo), dict) else {}
         if algo.startswith("combined_"):
             raise UsageError(f"the folder to open first in {where} is {printable(algo)} (combined evidence of "
-                             "--require), whose links mhc pairs does not list; pass -a/--algo and -t/--threshold")
+                             "--require), not the pairs of one algorithm; pass -a/--algo and -t/--threshold")
         if entry.get("method") != "sweep":
             raise UsageError(f"{where} was clustered by {printable(str(entry.get('method')))}, without thresholds; "
                              "pass -a/--algo and -t/--threshold")
@@ -129,7 +131,8 @@ def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[P
         made = entry.get("settings") if isinstance(entry, dict) and isinstance(entry.get("settings"), dict) else {}
         missing = [name for name, on in flags.items() if made.get(name) is True and not on]
         if missing:
-            said += f" (made with {' '.join('--' + m for m in missing)}: add it for the same links)"
+            said += f" (made with {' '.join('--' + m for m in missing)}: add {'it' if len(missing) == 1 else 'them'} " \
+                    "for the same links)"
     return Chosen(folder, cache_path, recorded, algo, threshold, said)
 
 
