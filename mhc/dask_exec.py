@@ -175,6 +175,10 @@ class WatchedExecutor(Executor):
         self._address = address
         self._executor = executor
         self._alone_since: float | None = None
+        try:  # the workers the start check (same_mhc) saw: each that joins later is checked on its own
+            self._checked = set(client.nthreads())
+        except Exception:  # noqa: BLE001 - then every worker is checked at the first look
+            self._checked = set()
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._executor.submit(fn, *args, **kwargs)
@@ -183,12 +187,16 @@ class WatchedExecutor(Executor):
         self._executor.shutdown(wait=wait)
 
     def check_workers(self) -> None:
-        """Raise EnvironmentFault if the scheduler has had no worker for DASK_WORKER_WAIT s."""
+        """Raise EnvironmentFault if the scheduler has had no worker for DASK_WORKER_WAIT s,
+        or a worker that joined since the start cannot import mhc."""
         try:
-            workers = len(self._client.nthreads())
+            names = set(self._client.nthreads())
         except Exception as e:  # the scheduler itself is gone: Dask cancels the tasks, said there
             log.debug("could not ask the Dask scheduler for its workers: %s", e)
             return
+        if names - self._checked:
+            self._check_joined(sorted(names - self._checked))
+        workers = len(names)
         now = time.monotonic()
         if workers:
             if self._alone_since is not None:
@@ -203,6 +211,25 @@ class WatchedExecutor(Executor):
             raise EnvironmentFault(f"the Dask scheduler at {self._address} has had no workers for "
                                    f"{DASK_WORKER_WAIT:g} s, with files still to hash; the hashes made so far are "
                                    f"cached: start `dask worker {self._address}` and rerun, or run without --dask")
+
+
+    def _check_joined(self, new: list[str]) -> None:
+        """A worker without mhc that joins during the run cannot unpickle a task, so each
+        task's own check never runs there: its tasks went from worker to worker until Dask
+        gave up on them (KilledWorker), slowly and without a word on the cause."""
+        import importlib.util
+
+        self._checked.update(new)
+        try:
+            specs = self._client.run(importlib.util.find_spec, "mhc", workers=new)  # (stdlib: no mhc needed)
+        except Exception as e:  # noqa: BLE001 - gone already, or not answering: its tasks will say more
+            log.debug("could not ask the Dask workers %s for mhc: %s", new, e)
+            return
+        lacking = sorted(w for w, spec in specs.items() if spec is None)
+        if lacking:
+            raise EnvironmentFault(f"{_workers(lacking)}, which joined the Dask scheduler at {self._address} during "
+                                   f"the run, cannot import mhc; install it there (version {code_identity()['mhc']}, "
+                                   f"as here) and run again, or run without --dask")
 
 
 def _reachable(address: str) -> None:

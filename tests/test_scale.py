@@ -368,6 +368,41 @@ def test_dask_workers_without_mhc_or_with_another_mhc_are_refused_before_hashing
                      rf"{re.escape(PIL.__version__)}\); its hashes may differ slightly", caplog.text)
 
 
+def test_a_worker_without_mhc_that_joins_during_the_run_is_said(tmp_path):
+    """The start check asks the workers there are; one without mhc that joins later cannot
+    unpickle a task (each task's own check never runs there): its tasks wandered from worker
+    to worker until Dask gave up (KilledWorker). The watch asks each worker that joins."""
+    distributed = pytest.importorskip("distributed")
+    import site
+
+    from mhc import EnvironmentFault, dask_exec
+
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": tmp_path}
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        address = cluster.scheduler_address
+        good = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "worker", address, "--nthreads", "1",
+                                 "--no-dashboard"], **quiet)
+        bad = None
+        try:
+            client.wait_for_workers(1, timeout=60)
+            with dask_exec.dask_executor(None, client.get_executor()) as ex:
+                ex.check_workers()  # the worker of the start check: nothing to say
+                env = dict(os.environ, PYTHONPATH=site.getsitepackages()[0])  # (-S: no .pth, no mhc)
+                bad = subprocess.Popen([sys.executable, "-S", "-m", "distributed.cli.dask_worker", address,
+                                        "--nthreads", "1", "--no-dashboard"], env=env, **quiet)
+                client.wait_for_workers(2, timeout=60)
+                with pytest.raises(EnvironmentFault, match=rf"^the worker tcp://\S+, which joined the Dask scheduler "
+                                                           rf"at {address} during the run, cannot import mhc; install "
+                                                           rf"it there \(version "):
+                    ex.check_workers()
+        finally:
+            for p in (good, bad):
+                if p is not None:
+                    p.terminate()
+                    p.wait(30)
+
+
 @pytest.mark.parametrize("address", ["local", "scheduler", "tcp://scheduler:port"])
 def test_a_dask_address_that_is_not_one_is_refused_before_scanning(corpus, tmp_path, address):
     pytest.importorskip("distributed")
