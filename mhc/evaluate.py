@@ -194,13 +194,15 @@ def evaluate(output: str | Path, labels_path: str | Path) -> Scores:
     labels = load_labels(labels_path)
     folders = threshold_folders(out)
     owner = enclosing_output(out)
+    recorded: set[Path] = set()
     if owner is not None:  # ... and those with no link at all (nothing clustered, --no-unclustered-links)
         recorded = _recorded_folders(owner)
         folders = sorted(set(folders) | {f for f in recorded if f == out or out in f.parents})
     if not folders:
         _not_the_input(given, out, owner, labels)
         # a cluster folder, opened in a viewer (links; in an output made with --link copy, files)
-        if any(e.is_symlink() or (owner is not None and e.is_file()) for e in os.scandir(out)):
+        if out.parent in recorded or any(e.is_symlink() or (owner is not None and e.is_file())
+                                         for e in os.scandir(out)):
             raise UsageError(f"{given} is a folder of links, not of clusters; pass the threshold folder it lies in "
                              f"({given.parent}) or the output folder")
         raise UsageError(f"{given} holds no threshold folders of links; pass an mhc output folder")

@@ -254,6 +254,11 @@ def test_evaluate_scores_a_threshold_folder_that_holds_no_link(tmp_path):
     assert [(r.folder, r.recall, r.true) for r in rows] == [("phash_8/thr_000_unclustered_2", 0.0, 1),
                                                             ("phash_8/thr_064_unclustered_0", 1.0, 1)]
     assert evaluate(out / "phash_8" / "thr_000_unclustered_2", labels) == rows[:1]
+    from mhc import UsageError
+
+    with pytest.raises(UsageError, match="unclustered_2 is a folder of links, not of clusters; pass the threshold "
+                                         "folder it lies in"):  # (its empty unclustered folder, given)
+        evaluate(out / "phash_8" / "thr_000_unclustered_2" / "unclustered_2", labels)
 
 
 @pytest.mark.parametrize("mode", ["copy", "hardlink"])
