@@ -40,7 +40,7 @@ from .cache_open import SCHEMA_VERSION, CacheOpening  # noqa: F401  (SCHEMA_VERS
 from .cache_user import CacheCommands, CacheInfo  # noqa: F401  (CacheInfo re-exported)
 from .discover import MediaFile
 from .errors import EnvironmentFault
-from .identity import FileInfo, content_sample  # noqa: F401  (re-exported)
+from .identity import FileInfo, content_sample, inodes_made_up  # noqa: F401  (FileInfo, content_sample re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,16 @@ class HashCache(CacheOpening, CacheCommands):
             if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
                 self._stale.add(path)
                 continue
-            if (f.ino, f.ctime_ns) == (ino, ctime) or (_i64(f.ino), _i64(f.ctime_ns)) == (ino, ctime):
+            remounted = _i64(f.dev) != dev and f.dev != dev
+            if (((f.ino, f.ctime_ns) == (ino, ctime) or (_i64(f.ino), _i64(f.ctime_ns)) == (ino, ctime))
+                    and not (remounted and inodes_made_up(f.path))):
                 # The device number alone moved: a disk mounted again (a USB disk plugged in after
                 # another, a loop device). Every file's sample was read then: 10 reads a file, each
                 # a seek on a spinning disk (an estimate, not measured: some 2 hours for 100,000
                 # photos on a USB hard disk). A different file with the same inode, ctime to the
-                # nanosecond, size and mtime is not a case to read for.
-                if _i64(f.dev) != dev and f.dev != dev:
+                # nanosecond, size and mtime is not a case to read for; but where inode numbers
+                # are made up at each mount (FAT, exFAT, FUSE) the same one says nothing.
+                if remounted:
                     moved.append((_i64(f.dev), _i64(f.ino), _i64(f.ctime_ns), path))
             else:
                 try:

@@ -2,8 +2,51 @@
 a cheap digest of its content to confirm its identity."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from dataclasses import dataclass
+
+
+# Filesystems whose inode numbers are made up at each mount, in the order files are looked up
+# (the FAT and exFAT drivers', and FUSE's by default: exfat-fuse, ntfs-3g, sshfs): after a
+# remount another file of the same size and mtime (pictures of one size copied in one second)
+# may have a file's inode number, so there the inode tells nothing about which file is which.
+# By statfs(2)'s f_type (linux/magic.h): MSDOS_SUPER_MAGIC, EXFAT_SUPER_MAGIC, FUSE_SUPER_MAGIC.
+_MADE_UP_INODES = {0x4D44, 0x2011BAB0, 0x65735546}
+
+
+@functools.lru_cache(maxsize=1)
+def _statfs():
+    """libc's statfs(2), or None (not Linux): Python's os.statvfs has no filesystem type."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.statfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+    return fn
+
+
+def inodes_made_up(path: str) -> bool:
+    """Whether the filesystem holding ``path`` makes its inode numbers up at each mount (one
+    statfs call: asked of every file, never remembered, since a device number is given to
+    another filesystem once the first is unmounted). False where that cannot be told."""
+    import ctypes
+
+    fn = _statfs()
+    if fn is None:
+        return False
+    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on x86-64): f_type comes first, a long
+    if fn(os.fsencode(path), buf) != 0:
+        return False
+    return (ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF) in _MADE_UP_INODES
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from PIL import Image
 from .decode import DecodeError, DecodeSettings, open_image
 from .discover import classify
 from .events import Progress, report
+from .identity import inodes_made_up
 from .ownership import _THUMB
 from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, pool_size, start_method, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
@@ -34,16 +35,17 @@ THUMB_DIR = Path(".mhc") / "thumbs"
 THUMB_MARK = b"mhc report thumbnail"
 
 
-def thumb_name(path: str, st: os.stat_result | None = None) -> str | None:
+def thumb_name(path: str, st: os.stat_result | None = None, *, made_up: bool | None = None) -> str | None:
     """File name of ``path``'s thumbnail, from its file's identity (inode, size, mtime;
     ``st``: its stat, if known), so a renamed or moved file, and every hard link of it, keeps
-    one thumbnail; on a filesystem without inode numbers, from its path. None if the file is
-    gone."""
+    one thumbnail; on a filesystem without inode numbers, or that makes them up at each mount
+    (``made_up``, if known: see :func:`~mhc.identity.inodes_made_up`), from its path. None if
+    the file is gone."""
     try:
         st = st or os.stat(path)
     except OSError:
         return None
-    if not st.st_ino:
+    if not st.st_ino or (inodes_made_up(path) if made_up is None else made_up):
         return _path_thumb_name(path, st)
     # Not the device number, though inode numbers are unique only within one filesystem: a
     # USB disk or a loop device gets another number when mounted again (disks plugged in
@@ -66,9 +68,12 @@ def thumb_target(tdir: str, path: str) -> str | None:
     return name
 
 
-def _older_names(path: str, st: os.stat_result) -> tuple[str, ...]:
+def _older_names(path: str, st: os.stat_result, made_up: bool | None = None) -> tuple[str, ...]:
     """The names older mhc gave ``path``'s thumbnail (those it made are still used): with the
-    device number (up to 0.2.0), and by path, size and mtime (before the inode named them)."""
+    device number (up to 0.2.0), and by path, size and mtime (before the inode named them).
+    None where inode numbers are made up: a name by inode there may be another file's."""
+    if inodes_made_up(path) if made_up is None else made_up:
+        return ()
     return (_named(f"inode|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}".encode(), path),
             _path_thumb_name(path, st))
 
@@ -133,6 +138,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     # hard links share a name (a tree of hard-linked backup snapshots made each thumbnail
     # once per snapshot): made once, for the first
     queued: dict[str, str] = {}  # thumbnail name -> the file it is made from
+    made_up: dict[int, bool] = {}  # device -> its inode numbers are made up at each mount
     same: dict[str, str] = {}
     for i, (p, kind) in enumerate(zip(files, kinds or ["image"] * len(files))):
         try:
@@ -141,10 +147,12 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
             if recorded and recorded[i] in have:
                 found[p] = str(THUMB_DIR / recorded[i])
             continue
-        name = thumb_name(p, st)
+        if st.st_dev not in made_up:  # (one statfs per filesystem, not per file)
+            made_up[st.st_dev] = inodes_made_up(p)
+        name = thumb_name(p, st, made_up=made_up[st.st_dev])
         if name in have:
             found[p] = str(THUMB_DIR / name)
-        elif older := next((n for n in _older_names(p, st) if n in have), None):  # (only where the name is missing)
+        elif older := next((n for n in _older_names(p, st, made_up[st.st_dev]) if n in have), None):  # (if missing)
             found[p] = str(THUMB_DIR / older)
         elif name in queued:
             same[p] = queued[name]

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,16 +183,18 @@ def gone_soon(folder: Path, pattern: str, timeout: float = 20) -> bool:
 
 
 class LoopDisk:
-    """A real ext4 filesystem in an image file, mounted at ``mnt`` through a loop device;
-    :meth:`remount` mounts it again through another loop device (the first still held), so
-    its files get another device number, as a USB disk plugged in after another one."""
+    """A real filesystem in an image file (ext4, or exFAT through FUSE as a USB drive's),
+    mounted at ``mnt`` through a loop device; :meth:`remount` mounts it again through
+    another loop device (the first still held), so its files get another device number, as
+    a USB disk plugged in after another one (on exFAT, other inode numbers too)."""
 
-    def __init__(self, root: Path):
-        self.img, self.mnt = root / "disk.img", root / "mnt"
+    def __init__(self, root: Path, kind: str = "ext4"):
+        self.img, self.mnt, self.kind = root / "disk.img", root / "mnt", kind
         self.mnt.mkdir()
         with open(self.img, "wb") as f:
             f.truncate(64 << 20)
-        subprocess.run(["mkfs.ext4", "-q", str(self.img)], check=True)
+        mkfs = ["mkfs.ext4", "-q"] if kind == "ext4" else ["mkfs.exfat"]
+        subprocess.run([*mkfs, str(self.img)], check=True, capture_output=True)
         self.devices: list[str] = []
         self._mount()
 
@@ -199,30 +202,50 @@ class LoopDisk:
         dev = subprocess.run(["losetup", "-f", "--show", str(self.img)], capture_output=True, text=True,
                              check=True).stdout.strip()
         self.devices.append(dev)
-        subprocess.run(["mount", dev, str(self.mnt)], check=True)
+        mount = ["mount"] if self.kind == "ext4" else ["mount.exfat-fuse"]
+        subprocess.run([*mount, dev, str(self.mnt)], check=True, capture_output=True)
+
+    def _umount(self) -> bool:
+        for _ in range(50):  # (an old tree's remover, a detached process, may still be at work there)
+            if subprocess.run(["umount", str(self.mnt)], capture_output=True).returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
 
     def remount(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], check=True)
+        assert self._umount(), f"{self.mnt} stayed busy"
         self._mount()
 
     def close(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], capture_output=True)
+        if not self._umount():
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
         for dev in self.devices:
             subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
-@pytest.fixture
-def loop_disk(tmp_path: Path):
-    """A :class:`LoopDisk` (root, losetup and mkfs.ext4 needed: skipped without them)."""
-    if not (shutil.which("losetup") and shutil.which("mkfs.ext4") and os.geteuid() == 0):
-        pytest.skip("needs root, losetup and mkfs.ext4")
+def _loop_disk(tmp_path: Path, kind: str):
+    tools = ["losetup", "mkfs.ext4"] if kind == "ext4" else ["losetup", "mkfs.exfat", "mount.exfat-fuse"]
+    if not (all(shutil.which(t) for t in tools) and os.geteuid() == 0):
+        pytest.skip(f"needs root and {', '.join(tools)}")
     (tmp_path / "disk").mkdir()
     try:
-        disk = LoopDisk(tmp_path / "disk")
+        disk = LoopDisk(tmp_path / "disk", kind)
     except subprocess.CalledProcessError:
-        pytest.skip("this machine cannot mount a loop device")
+        pytest.skip(f"this machine cannot mount an {kind} loop device")
     try:
         yield disk
     finally:
         disk.close()
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path):
+    """An ext4 :class:`LoopDisk` (root, losetup and mkfs.ext4 needed: skipped without them)."""
+    yield from _loop_disk(tmp_path, "ext4")
+
+
+@pytest.fixture
+def exfat_disk(tmp_path: Path):
+    """An exFAT :class:`LoopDisk` through FUSE (root, losetup, mkfs.exfat, mount.exfat-fuse)."""
+    yield from _loop_disk(tmp_path, "exfat")
 

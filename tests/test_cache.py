@@ -477,6 +477,29 @@ def test_a_disk_mounted_again_under_another_device_reads_no_file(loop_disk, tmp_
     assert run(Options(**o)).stats.decoded == 0 and read == []  # the new device number was recorded
 
 
+def test_on_exfat_a_remount_does_not_vouch_for_a_file(exfat_disk, tmp_path):
+    """exFAT makes inode numbers up at each mount (and its ctime is its mtime): after a
+    remount the same inode number says nothing, so a file copied over with its times put
+    back is read and hashed again, not served the old file's hashes."""
+    photos = exfat_disk.mnt / "photos"
+    for i in range(3):
+        save(photo(i), photos / f"p{i}.bmp")  # (BMPs of one size: one byte size)
+        os.utime(photos / f"p{i}.bmp", (1_700_000_000, 1_700_000_000))
+    o = dict(input=photos, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    first = run(Options(**o))
+    hexes = dict(zip(first.files, first.algorithms[0].hexes))
+    before = {p.name: (p.stat().st_ino, p.stat().st_ctime_ns) for p in sorted(photos.iterdir())}
+    exfat_disk.remount()
+    for i in range(3):  # looked up in the first mount's order: the same inode numbers again
+        os.stat(photos / f"p{i}.bmp")
+    (photos / "p2.bmp").write_bytes((photos / "p1.bmp").read_bytes())  # cp p1 p2; touch -r
+    os.utime(photos / "p2.bmp", (1_700_000_000, 1_700_000_000))
+    after = {p.name: (p.stat().st_ino, p.stat().st_ctime_ns) for p in sorted(photos.iterdir())}
+    assert after["p2.bmp"] == before["p2.bmp"]  # (the case at hand: nothing in the stat tells)
+    again = run(Options(**o))
+    assert dict(zip(again.files, again.algorithms[0].hexes))[str(photos / "p2.bmp")] == hexes[str(photos / "p1.bmp")]
+
+
 def test_a_hash_does_not_depend_on_the_other_algorithms_computed_with_it(tmp_path):
     """The cache keeps one value per file and algorithm, so that value must be what the
     algorithm computes alone: a shared decode at the largest algorithm's size used to move

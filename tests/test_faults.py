@@ -785,32 +785,10 @@ def test_running_out_of_memory_outside_a_decode_is_one_line(monkeypatch, capsys)
 
 
 @pytest.fixture
-def exfat_drive(tmp_path):
+def exfat_drive(exfat_disk):
     """A real 64 MB exFAT filesystem (a USB drive's), through FUSE: it holds no symlinks
     (ENOSYS), nor hard links, nor ':' or non-UTF-8 bytes in a name."""
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.skip("mounting an exFAT image through FUSE needs root and /dev/fuse")
-    image, drive = tmp_path / "usb.img", tmp_path / "usb"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    drive.mkdir()
-    made = subprocess.run(["mkfs.exfat", str(image)], capture_output=True, text=True)
-    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
-    if made.returncode or loop.returncode:
-        pytest.skip(f"cannot make an exFAT image here: {made.stderr.strip() or loop.stderr.strip()}")
-    device = loop.stdout.strip()
-    mounted = subprocess.run(["mount.exfat-fuse", device, str(drive)], capture_output=True, text=True)
-    if mounted.returncode:
-        subprocess.run(["losetup", "-d", device], capture_output=True)
-        pytest.skip(f"cannot mount exFAT through FUSE here: {mounted.stderr.strip()}")
-    yield drive
-    for _ in range(50):  # the old tree's remover (a detached process) may still be at work on it
-        if subprocess.run(["umount", str(drive)], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        subprocess.run(["umount", "-l", str(drive)], capture_output=True)
-    subprocess.run(["losetup", "-d", device], capture_output=True)
+    return exfat_disk.mnt
 
 
 def test_an_output_on_a_drive_without_symlinks_is_refused_before_hashing_and_copies_work(

@@ -631,6 +631,36 @@ def test_a_thumbnail_name_does_not_depend_on_the_device_number(tmp_path):
         str(f), st)
 
 
+def test_on_exfat_each_file_keeps_its_own_thumbnail_across_mounts(exfat_disk, tmp_path):
+    """exFAT (a USB drive's) makes its inode numbers up at each mount, in the order files are
+    looked up: named by inode, size and mtime, pictures of one size written in one second
+    swapped thumbnails after a remount (the report showed one file's picture under another's
+    name). There they are named by path."""
+    from PIL import Image
+
+    from mhc.identity import inodes_made_up
+
+    photos = exfat_disk.mnt / "photos"
+    assert inodes_made_up(str(exfat_disk.mnt)) and not inodes_made_up(str(tmp_path))  # (statfs' f_type)
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 40)]
+    for i, c in enumerate(colours):  # BMPs of one size: one byte size; one second of mtime
+        save(Image.new("RGB", (320, 240), c), photos / f"p{i}.bmp")
+        os.utime(photos / f"p{i}.bmp", (1_700_000_000, 1_700_000_000))
+    o = dict(input=photos, output=tmp_path / "out", cache=tmp_path / "c.sqlite", algorithms=["phash_8"], workers=1)
+    run(Options(**o))
+    exfat_disk.remount()
+    for i in reversed(range(len(colours))):  # looked up in another order: other inode numbers
+        os.stat(photos / f"p{i}.bmp")
+    save(photo(9), photos / "new.jpg")  # (a change: the report's thumbnails are looked up again)
+    run(Options(**o))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    thumb = dict(zip(summary["files"], summary["file_info"]["thumb"]))
+    for i, c in enumerate(colours):
+        with Image.open(tmp_path / "out" / ".mhc" / "thumbs" / thumb[str(photos / f"p{i}.bmp")]) as im:
+            got = im.convert("RGB").resize((1, 1)).getpixel((0, 0))
+        assert max(abs(a - b) for a, b in zip(got, c)) < 30, (i, got, c)
+
+
 def test_a_disk_mounted_again_under_another_device_keeps_its_thumbnails(loop_disk, tmp_path):
     """The real thing: a filesystem image mounted through one loop device, then another
     (another device number, as a USB disk plugged in after another one), and a file added."""
