@@ -212,7 +212,6 @@ class WatchedExecutor(Executor):
                                    f"{DASK_WORKER_WAIT:g} s, with files still to hash; the hashes made so far are "
                                    f"cached: start `dask worker {self._address}` and rerun, or run without --dask")
 
-
     def _check_joined(self, new: list[str]) -> None:
         """A worker without mhc that joins during the run cannot unpickle a task, so each
         task's own check never runs there: its tasks went from worker to worker until Dask
