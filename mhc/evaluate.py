@@ -38,8 +38,9 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
         raise UsageError(f"--labels {p} does not exist")
     base = p if p.is_dir() else p.parent
     raw: dict[str, str | None] = {}
-    if p.is_dir() and (owner := enclosing_output(p.resolve())) is not None:
-        # (`mhc evaluate out --labels out`: scored against its own folders, an F1 that meant nothing)
+    if (owner := enclosing_output(p.resolve() if p.is_dir() else p.resolve().parent)) is not None:
+        # (`mhc evaluate out --labels out`: scored against its own folders, an F1 that meant
+        # nothing; `--labels out/summary.json`: its options read as groups)
         where = "an mhc output folder" if owner == p.resolve() else f"inside the mhc output folder {owner}"
         raise UsageError(f"--labels {p} is {where}, not labels: give your own grouping (CSV path,group, JSON, or a "
                          f"folder of groups)")

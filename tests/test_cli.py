@@ -671,7 +671,8 @@ def test_evaluate_refuses_an_output_folder_as_labels(corpus, tmp_path):
     out = tmp_path / "out"
     assert run_cli("-q", "-i", str(corpus), "-o", str(out), "-a", "phash_8").returncode == 0
     folder = next((out / "phash_8").iterdir())
-    for labels, where in ((out, "an mhc output folder"), (folder, f"inside the mhc output folder {out}")):
+    for labels, where in ((out, "an mhc output folder"), (folder, f"inside the mhc output folder {out}"),
+                          (out / "summary.json", f"inside the mhc output folder {out}")):
         r = run_cli("evaluate", str(out), "--labels", str(labels))
         assert r.returncode == 2 and r.stderr == (f"Error: --labels {labels} is {where}, not labels: give your own "
                                                   "grouping (CSV path,group, JSON, or a folder of groups)\n"), r.stderr
