@@ -9,7 +9,8 @@ import typer
 from .arguments import FlagHelpGroup
 from .cli import _setup_logging, app, command, out, user_errors
 from .errors import EXIT_PARTIAL, UsageError, printable
-from .pairs_cli import AlgoOption, IsometricOption, ThresholdOption, WorkersOption, unread, which_pairs
+from .pairs_cli import (AlgoOption, ExcludeOption, IsometricOption, SourceOption, ThresholdOption, WorkersOption,
+                        unread, which_pairs)
 
 hydrus_app = typer.Typer(cls=FlagHelpGroup, help="Hydrus Network: send pairs to a running client as potential "
                          "duplicates.", no_args_is_help=True)
@@ -28,9 +29,7 @@ def hydrus_push(
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (the files Hydrus holds, or "
                                          "copies of them: files are matched by SHA-256; default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input, cache and "
-                                          "--exclude patterns are used (default: data/output, if there is one).",
-                                          metavar="FOLDER"),
+    output: Optional[Path] = SourceOption,
     cache: Optional[Path] = typer.Option(None, "--cache", help="Hash cache file (default: the one OUTPUT was made "
                                          "with, else your user cache folder's).", metavar="FILE"),
     batch: int = typer.Option(100, "--batch", help="Pairs per request (1 or more).", metavar="N"),
@@ -50,9 +49,7 @@ def hydrus_push(
     isometric: bool = IsometricOption,
     crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
                                "too.", metavar=""),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
-                                                "as mhc --exclude; repeatable (default: the patterns OUTPUT was made "
-                                                "with, when its input is used).", metavar="GLOB"),
+    exclude: Optional[list[str]] = ExcludeOption,
 ) -> None:
     """Send the pairs of one threshold to Hydrus as potential duplicates (by SHA-256).
 

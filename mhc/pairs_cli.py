@@ -27,6 +27,11 @@ ThresholdOption = typer.Option(None, "-t", "--threshold", help="Largest Hamming 
 WorkersOption = typer.Option(0, "-j", "--workers", help="Hashing processes for files not in the cache.", metavar="N")
 IsometricOption = typer.Option(False, "--isometric", help="Rotated and mirrored copies count as pairs too.",
                                metavar="")
+SourceOption = typer.Option(None, "-o", "--output", help="An output folder: its input, cache and --exclude patterns "
+                            "are used (default: data/output, if there is one).", metavar="FOLDER")
+ExcludeOption = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, as mhc --exclude; "
+                             "repeatable (default: the patterns OUTPUT was made with, when its input is used).",
+                             metavar="GLOB")
 
 
 def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optional[Path],
@@ -157,17 +162,14 @@ def pairs_command(
     threshold: Optional[str] = ThresholdOption,
     input: Optional[Path] = typer.Option(None, "-i", "--input", help="Folder of media (default: the input OUTPUT was "
                                          "made from, else data/images).", metavar="FOLDER"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="An output folder: its input and cache are "
-                                          "used (default: data/output, if there is one).", metavar="FOLDER"),
+    output: Optional[Path] = SourceOption,
     cache: Optional[Path] = CacheOption,
     fmt: str = typer.Option("csv", "--format", "-f", help="csv or json.", metavar="csv|json"),
     workers: int = WorkersOption,
     isometric: bool = IsometricOption,
     crops: bool = typer.Option(False, "--crops", help="Crops (and copies) confirmed by their pixels count as pairs "
                                "too, at distance 0; JSON adds crop (share of the source's area).", metavar=""),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files and folders matching GLOB, "
-                                                "as mhc --exclude (default: the patterns OUTPUT was made with, when "
-                                                "its input is used).", metavar="GLOB"),
+    exclude: Optional[list[str]] = ExcludeOption,
 ) -> None:
     """Print every pair of similar files with its distance, closest first (for your own scripts).
 
