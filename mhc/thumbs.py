@@ -62,8 +62,9 @@ def thumb_target(tdir: str, path: str) -> str | None:
         st = os.stat(path)
     except OSError:
         return None
-    name = os.path.join(tdir, thumb_name(path, st))
-    if os.path.exists(name) or any(os.path.exists(os.path.join(tdir, n)) for n in _older_names(path, st)):
+    made_up = inodes_made_up(path)  # (once for both names)
+    name = os.path.join(tdir, thumb_name(path, st, made_up=made_up))
+    if os.path.exists(name) or any(os.path.exists(os.path.join(tdir, n)) for n in _older_names(path, st, made_up)):
         return None
     return name
 
