@@ -33,6 +33,11 @@ system-test-deps:
 run: setup
 	$(PY) cluster.py $(ARGS)
 
+# Two test processes (pytest-xdist): most of the suite's time is mhc's own start-up in the
+# subprocesses it drives, so two halve it even on two cores (11.5 min -> 7 min here).
+# `make test PYTEST_ARGS="-n 0 -x"` runs it in one process.
+PYTEST_ARGS ?= -n 2
+
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
