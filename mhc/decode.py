@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from .discover import extension
 from .memory import available_memory
+from .signatures import image_signature, video_signature, with_article
 
 GONE = "file disappeared while scanning"  # (a Dask worker that cannot see the input says this too)
 # Bump when decoding changes in a way that changes hashes: it is part of every cache key.
@@ -275,53 +276,6 @@ def _check_memory(im: Image.Image) -> None:
         raise DecodeError(f"needs about {need / 2**30:.1f} GB of memory to decode ({w}x{h} pixels), more than the "
                           f"{free / 2**30:.1f} GB available; free memory, use -j 1, or skip it with --max-pixels",
                           cacheable=False)
-
-
-_SIGNATURES = [
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WEBP"),
-]
-
-
-# Brands of ISO base media files that hold pictures (HEIF, AVIF), not a video
-_PICTURE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
-
-
-def image_signature(head: bytes, *, strict: bool = False) -> str | None:
-    """The image format a file's first bytes (``head``, 16 are enough) announce, else None.
-    ``strict``: only signatures no video container shares: not BMP's two bytes, and RIFF only
-    with WEBP at bytes 8-12 (AVI is RIFF too)."""
-    for magic, fmt in _SIGNATURES:
-        if head.startswith(magic):
-            if strict and (fmt == "BMP" or (fmt == "WEBP" and head[8:12] != b"WEBP")):
-                return None
-            return fmt
-    if head[4:8] == b"ftyp" and head[8:12] in _PICTURE_BRANDS:
-        return "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIF"
-    return None
-
-
-_VIDEO_SIGNATURES = [
-    (b"\x1aE\xdf\xa3", "WebM/Matroska"), (b"FLV\x01", "FLV"), (b"OggS", "Ogg"),
-    (b"0&\xb2u\x8ef\xcf\x11", "ASF/WMV"), (b"\x00\x00\x01\xba", "MPEG"),
-]
-
-
-def video_signature(head: bytes) -> str | None:
-    """The video container a file's first bytes (``head``, 16 are enough) announce, else
-    None (HEIF and AVIF pictures share MP4's box format; their brand tells them apart)."""
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return None if brand in _PICTURE_BRANDS else "QuickTime" if brand == b"qt  " else "MP4"
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "AVI"
-    return next((fmt for magic, fmt in _VIDEO_SIGNATURES if head.startswith(magic)), None)
-
-
-def with_article(fmt: str) -> str:
-    """``an MP4``, ``an AVIF``, ``a JPEG``, ``a WebM/Matroska``: by how the format's name
-    (of those above) is said."""
-    return f"{'an' if fmt[0] in 'AEIOFM' else 'a'} {fmt}"
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import DecodeError, image_signature, with_article
+from .decode import DecodeError
+from .signatures import image_signature, with_article
 from .discover import extension
 
 log = logging.getLogger(__name__)

@@ -297,7 +297,7 @@ def test_a_phone_video_with_a_rotation_flag_matches_its_upright_copy(tmp_path):
 def test_a_heif_or_avif_picture_is_not_taken_for_an_mp4(tmp_path):
     """HEIF and AVIF pictures are ISO media files, as MP4 is: only their brand tells them
     apart. A damaged AVIF is a damaged picture, an AVIF under .mp4 a picture misnamed."""
-    from mhc.decode import image_signature, video_signature
+    from mhc.signatures import image_signature, video_signature
 
     inp = tmp_path / "in"
     inp.mkdir()
