@@ -153,9 +153,13 @@ def parse_algorithm(spec: str) -> Algorithm:
     """
     if not isinstance(spec, str):  # parse_algorithm(8) from Python: not an AttributeError inside
         raise UsageError(f"algorithm {spec!r} is not NAME_SIZE text; write for example 'phash_16'")
-    text = spec.strip().lower()
+    text = spec.strip(", \t\n").lower()  # "phash_8," as a run's list of one is read
     m = _SPEC.match(text)
     known = ", ".join(NAMES + tuple(ALIASES))
+    listed = re.split(r"[,\s]+", text)
+    if not m and len(listed) > 1:  # a run takes a list; mhc pairs and hydrus push one algorithm at a time
+        raise UsageError(f"one algorithm here, not a list ({spec!r}); run the command once per algorithm, "
+                         f"e.g. -a {listed[0]}")
     if not m:
         raise UsageError(
             f"algorithm {spec!r} is not NAME_SIZE; write for example -a phash_16 "

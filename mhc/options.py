@@ -290,6 +290,9 @@ def parse_verify(spec: str) -> float:
 
 def parse_require(spec: str) -> tuple[Algorithm, int]:
     """``phash_16:30`` -> (algorithm, threshold in bits)."""
+    if "," in spec:  # -a takes a list; --require is given once per algorithm
+        raise UsageError(f"--require {spec!r}: one NAME_SIZE:BITS each; repeat it: --require phash_8:10 "
+                         f"--require dhash_8:8")
     name, _, value = spec.partition(":")
     algo = parse_algorithm(name)
     try:

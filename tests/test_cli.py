@@ -73,6 +73,8 @@ def test_dry_run_prints_and_writes_nothing(corpus, tmp_path):
         (["-a", "phash_8", "-t", "0:10:0"], "STEP must be positive"),
         (["-a", "phash_8", "-t", "0:100:0"], "'0:100:0': STEP"),  # not rich's emoji for :100:
         (["-a", "phash_8", "-a", ","], "algorithm ',' is not NAME_SIZE"),
+        (["--require", "phash_8,dhash_8:8", "--require", "ahash_8:3"], "one NAME_SIZE:BITS each; repeat it"),
+        (["--require", "phash_8:8,dhash_8:8"], "one NAME_SIZE:BITS each; repeat it"),
         (["--preset", "nope"], "unknown preset"),
         (["-j", "-3"], "--workers"),
         (["--link", "teleport"], "--link must be one of"),
@@ -89,6 +91,22 @@ def test_bad_options_are_refused_clearly(corpus, tmp_path, args, message):
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", [["pairs", "-t", "4"], ["hydrus", "push", "-t", "4", "--dry-run"]])
+def test_commands_of_one_algorithm_say_so_for_a_list(corpus, tmp_path, command):
+    """A run's -a takes a list; pairs and hydrus push take one, and said of "phash_8,dhash_8"
+    that it "is not NAME_SIZE", as if the names were wrong. A run's list of one
+    ("phash_8,") is one algorithm there too."""
+    cache = str(tmp_path / "c.sqlite")
+    env = {"HYDRUS_API_KEY": "0" * 64}
+    for listed in ("phash_8,dhash_8", "phash_8 dhash_8", "phash_8, dhash_8,"):
+        r = run_cli(*command, "-i", str(corpus), "--cache", cache, "-a", listed, env=env)
+        assert r.returncode == 2 and r.stderr == (f"Error: one algorithm here, not a list ({listed!r}); run the "
+                                                  f"command once per algorithm, e.g. -a phash_8\n"), r.stderr
+    assert not (tmp_path / "c.sqlite").exists()  # refused before hashing
+    r = run_cli("pairs", "-t", "4", "-i", str(corpus), "--cache", cache, "-a", "phash_8,")
+    assert r.returncode == 0 and r.stdout.startswith("path_a,path_b,distance"), r.stderr
 
 
 def test_algorithms_may_be_listed_in_one_option(corpus, tmp_path):
