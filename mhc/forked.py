@@ -19,6 +19,11 @@ from collections.abc import Callable
 from .errors import EnvironmentFault, MhcError
 
 
+class Died(EnvironmentFault):
+    """The child ended without finishing or saying why: killed by a signal (the kernel's
+    out-of-memory killer, a stray ``kill -9``), or it exited on its own."""
+
+
 def available() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork")
 
@@ -64,8 +69,7 @@ class Forked:
             raise _rebuilt(pickle.loads(b"".join(chunks)))
         if status != 0:
             how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {os.WEXITSTATUS(status)}"
-            raise EnvironmentFault(f"the process making the output's links ended unexpectedly ({how}); "
-                                   f"the previous output is unchanged; run again")
+            raise Died(f"the process making the output's links ended unexpectedly ({how})")
 
     def stop(self) -> None:
         """Kill the child (if still running) and reap it: nothing writes after this returns."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ from .output import OutputFolder
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .repair import Repair, check_kept, queue_repair, restore_renamed, stamp, written_at
 from .sweep import Partition
+
+log = logging.getLogger(__name__)
 
 FORK_MIN_LINKS, FORK_MAX_LINKS, FORK_MAX_FILES = 2_000, 200_000, 20_000  # links made in a forked child (mhc.forked)
 
@@ -343,7 +347,15 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         except OSError as e:
             raise fault(e, "cannot write the output") from None
         if maker is not None:
-            maker.wait()
+            try:
+                maker.wait()
+            except forked.Died as e:
+                # Its folders are all new, in mhc's own staging folder (the kept ones are only
+                # moved in at the commit): remade here, the run goes on rather than ending.
+                log.warning("%s; made the links in this process instead", e)
+                for plan in todo:
+                    shutil.rmtree(staging / plan.key, ignore_errors=True)
+                make_folders(staging, todo, files, links, settings, progress)
             folders = sum(len(p.write) + len(p.patches) for p in todo)
             report(progress, "write", folders, folders)
     finally:

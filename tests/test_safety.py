@@ -1,7 +1,9 @@
 """Interruptions, concurrent runs and parsing: the output is always whole, never mixed."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 import os
 import signal
@@ -669,6 +671,44 @@ def test_links_made_aside_give_the_same_tree(corpus, tmp_path, monkeypatch):
     assert len(links) > 50
     assert links == {k: v for k, v in here.items() if v.startswith("link:")}
     assert {k for k, v in aside.items() if v == "dir"} == {k for k, v in here.items() if v == "dir"}
+
+
+def test_a_killed_link_writer_costs_the_run_nothing(corpus, tmp_path, monkeypatch, caplog):
+    """The child making the links killed half-way (the out-of-memory killer, a stray kill -9)
+    ended the run: exit 3, "run again". Its folders are all new, in mhc's staging folder, so
+    they are made again in the run's own process, beside the folders kept from the last run."""
+    import mhc.forked
+    import mhc.writing
+
+    if not mhc.forked.available():
+        pytest.skip("fork is used on Linux only")
+    parent, real = os.getpid(), mhc.writing.make_folders
+
+    def dies_half_way(staging, plans, files, *rest, **kw):
+        if os.getpid() != parent:  # in the child: half the first plan's folders, then killed
+            plan = plans[0]
+            real(staging, [dataclasses.replace(plan, write=plan.write[:len(plan.write) // 2], patches=[])],
+                 files, *rest, **kw)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(staging, plans, files, *rest, **kw)
+
+    monkeypatch.setattr(mhc.writing, "FORK_MIN_LINKS", 1)
+    o = dict(input=corpus, thresholds="0:12:2", workers=1)
+    for out in (tmp_path / "aside", tmp_path / "here"):
+        run(Options(output=out, algorithms=["phash_8"], **o))
+    monkeypatch.setattr(mhc.writing, "make_folders", dies_half_way)
+    with caplog.at_level(logging.WARNING):
+        run(Options(output=tmp_path / "aside", algorithms=["phash_8", "dhash_8"], **o))  # phash_8's folders kept
+    assert [r.getMessage() for r in caplog.records] == [
+        "the process making the output's links ended unexpectedly (signal 9); made the links in this process instead"]
+    monkeypatch.setattr(mhc.writing, "FORK_MAX_LINKS", 0)  # the same run, links made in this process
+    run(Options(output=tmp_path / "here", algorithms=["phash_8", "dhash_8"], **o))
+    aside, here = tree_digest(tmp_path / "aside"), tree_digest(tmp_path / "here")
+    links = {k: v for k, v in aside.items() if v.startswith("link:")}
+    assert len([k for k in links if k.startswith("dhash_8")]) > 50
+    assert links == {k: v for k, v in here.items() if v.startswith("link:")}
+    assert {k for k, v in aside.items() if v == "dir"} == {k for k, v in here.items() if v == "dir"}
+    assert not list(tmp_path.glob(".aside.mhc-staging-*"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
