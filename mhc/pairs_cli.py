@@ -15,7 +15,7 @@ from .algorithms import parse_algorithm
 from .cli import _setup_logging, app, command, err, user_errors
 from .commands import CACHE_HINT, CacheOption, _cache_in, _summary_of
 from .errors import UsageError, printable
-from .thresholds import one_threshold
+from .thresholds import one_threshold, one_threshold_form
 
 
 # the options mhc pairs and mhc hydrus push share (one folder's pairs, from the cache)
@@ -125,6 +125,8 @@ def which_pairs(input: Optional[Path], output: Optional[Path], cache: Optional[P
     command's --isometric and --crops (an output made with one the command lacks is said)."""
     if algo is not None:
         parse_algorithm(algo)  # a typo is said before the summary is read
+    if threshold is not None:
+        one_threshold_form(threshold)  # (its range is checked once the algorithm is known)
     guess = algo is None or threshold is None
     folder, cache_path, recorded, doc = _pairs_sources(input, output, cache, need_doc=guess)
     said = None

@@ -117,13 +117,20 @@ def parse_thresholds(spec: str | None, algo: Algorithm) -> list[int]:
     return values
 
 
-def one_threshold(spec: str, algo: Algorithm) -> int:
-    """One threshold (``-t`` of ``pairs`` and ``hydrus push``): bits, or a percentage of
-    the hash's bits converted as a sweep's is (``10%`` of 64 bits is 6)."""
+def one_threshold_form(spec: str) -> re.Match:
+    """Check the form of one threshold (bits or a percentage; its range needs the algorithm:
+    :func:`one_threshold`), so a typo is said before anything is looked up."""
     m = re.fullmatch(r"\s*(\d+)(%?)\s*", spec)
     if not m:
         raise UsageError(f"-t {spec!r} is not one threshold; write bits (-t 20) or percent of the hash's bits "
                          f"(-t 10%)")
+    return m
+
+
+def one_threshold(spec: str, algo: Algorithm) -> int:
+    """One threshold (``-t`` of ``pairs`` and ``hydrus push``): bits, or a percentage of
+    the hash's bits converted as a sweep's is (``10%`` of 64 bits is 6)."""
+    m = one_threshold_form(spec)
     if int(m.group(1)) > (100 if m.group(2) else algo.bits):
         raise UsageError(f"-t {spec.strip()}: {algo.key} has {algo.bits} bits; use at most {algo.bits}, or a "
                          f"percentage up to 100%")

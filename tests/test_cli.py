@@ -400,6 +400,11 @@ def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_ope
     r = run_cli("pairs", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("Error: pass -a/--algo and -t/--threshold, or -o an output "
                                                      "folder mhc wrote (data/output has no") and r.stdout == ""
+    for typo in ("-1", "x", "1.5"):  # a -t of the wrong form is said as such, with or without an output
+        for where in (["-o", str(out)], []):
+            r = run_cli("pairs", *where, "-t", typo, cwd=tmp_path)
+            assert r.returncode == 2 and r.stderr == (f"Error: -t {typo!r} is not one threshold; write bits (-t 20) "
+                                                      f"or percent of the hash's bits (-t 10%)\n"), r.stderr
     assert run_cli("-i", str(corpus), "-o", str(tmp_path / "h"), "-a", "phash_8", "--method", "hdbscan",
                    "-q").returncode == 0
     r = run_cli("pairs", "-o", str(tmp_path / "h"))
