@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -461,14 +462,17 @@ def test_link_names_are_unique_safe_and_round_trip(tmp_path_factory, items):
         f = d / name
         f.write_bytes(b"x")
         paths.append(str(f))
-    for naming in (1, 2):  # the links' (1), and a tree of copies' (2: any drive's names)
+    for naming in (1, 2, 3, 4):  # the links' (1, 3), and a tree of copies' (2, 4: any drive's names)
         links = unique_link_names(paths, [hx for _, hx in items], naming)
         assert len({n.casefold() for n in links}) == len(links)
+        if naming >= 3:  # one name on a Mac's filesystem is one name here too
+            assert len({unicodedata.normalize("NFD", unicodedata.normalize("NFD", n).casefold())
+                        for n in links}) == len(links), links
         out = base / f"out{naming}"
         out.mkdir()
         for path, link in zip(paths, links):
-            assert not set(link) & set("/\0\n" if naming == 1 else '/\0\n\\":*?<>|')
-            assert naming == 1 or link.encode("utf-8")
+            assert not set(link) & set("/\0\n" if naming in (1, 3) else '/\0\n\\":*?<>|')
+            assert naming in (1, 3) or link.encode("utf-8")
             assert len(os.fsencode(link)) <= 255 and link not in (".", "..")
             os.symlink(path, out / link)
         for path, link in zip(paths, links):
@@ -518,6 +522,44 @@ def test_an_output_whose_links_an_older_mhc_named_is_known_by_those_names(tmp_pa
     assert sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*")) == (
         ["12_00_00_cd67ac401f0f69b4.jpg", "caf__cd67ac401f0f69b4.jpg"] if link == "copy" else old_names)
     assert any(":" in p.name for p in out.rglob("*")) == (link == "symlink")
+
+
+@pytest.mark.parametrize("link", ["symlink", "copy"])
+def test_names_that_differ_only_in_unicode_normalization_get_two_link_names(tmp_path, monkeypatch, link):
+    """A Mac writes "café" with a combining accent, most other systems precomposed: two
+    copies of one picture under the two names got link names that macOS's filesystems (APFS,
+    HFS+) hold as one, so the second could not be made there. An output an older mhc named
+    is rewritten under the new names, not refused."""
+    import mhc.names
+    import mhc.summary
+    import mhc.writing
+    from invariants import check
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    composed, decomposed = "caf\u00e9.jpg", "cafe\u0301.jpg"
+    save(photo(1, (160, 120)), inp / "from linux" / composed)
+    save(photo(1, (160, 120)), inp / "from a mac" / decomposed)
+    save(photo(2, (160, 120)), inp / "other.jpg")
+    opts = dict(input=inp, output=out, algorithms=["phash_8"], cache=tmp_path / "c.sqlite", workers=1, link=link)
+    older = {"symlink": 1, "copy": 2}[link]
+    with monkeypatch.context() as m:  # the older mhc: namings 1 and 2
+        m.setattr(mhc.summary, "naming_for", lambda mode: older)
+        m.setattr(mhc.names, "naming_for", lambda mode: older)
+        run(Options(**opts))
+    cluster = lambda: sorted(p.name for p in (out / "phash_8").glob("thr_000_*/001_2/*"))
+    before = [unicodedata.normalize("NFC", n) for n in cluster()]  # one name on a Mac
+    assert len(before) == 2 and before[0] == before[1] and before[0].startswith("caf\u00e9_"), before
+    res = run(Options(**opts))
+    assert check(out, readable=set(res.files)) == []
+    names = cluster()
+    assert len({unicodedata.normalize("NFC", n) for n in names}) == 2, names
+    assert json.loads((out / "summary.json").read_text())["algorithms"]["phash_8"]["link_names"] == older + 2
+    (folder,) = (out / "phash_8").glob("thr_000_*/001_2")
+    originals = {str(inp / "from linux" / composed), str(inp / "from a mac" / decomposed)}
+    if link == "symlink":
+        assert {os.readlink(folder / n) for n in names} == originals
+    else:
+        assert sorted((folder / n).read_bytes() for n in names) == sorted(Path(o).read_bytes() for o in originals)
 
 
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
