@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import unicodedata
 import urllib.parse
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def check(out: Path, *, readable: set[str], kinds: dict[str, str] | None = None,
     for key, entry in s["algorithms"].items():
         names = recorded_link_names(files, entry)
         original = dict(zip(names, files))
+        folded = {unicodedata.normalize("NFD", unicodedata.normalize("NFD", n).casefold()) for n in names}
+        if entry.get("link_names", 1) >= 3 and len(folded) != len(names):
+            say(f"{key}: two link names are one on a case- or normalization-insensitive filesystem")
         mode = entry.get("link", "symlink")
         max_size = entry["settings"].get("max_cluster_size")
         cross_media = entry["settings"].get("cross_media", False)
