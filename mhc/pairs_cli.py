@@ -74,9 +74,12 @@ def _folder_to_list(doc: dict, where: str, algo: Optional[str], threshold: Optio
     -t, when given); with -a alone, the folder it suggests for that algorithm. Returns them
     and a line saying which folder that is."""
     entries = doc.get("algorithms") if isinstance(doc.get("algorithms"), dict) else {}
-    if not entries:
-        raise UsageError(f"pass -a/--algo and -t/--threshold, or -o an output folder mhc wrote ({where} has no "
-                         "folders of a finished run to take the one to open first from)")
+    if not entries:  # (naming only what is missing: the user gave the other)
+        what, taken = (("-t/--threshold BITS too", "the threshold it suggests for that algorithm") if algo is not None
+                       else ("-a/--algo NAME_SIZE too", "the algorithm to open first") if threshold is not None
+                       else ("-a/--algo and -t/--threshold", "the one to open first"))
+        raise UsageError(f"pass {what}, or -o an output folder mhc wrote ({where} has no folders of a finished run "
+                         f"to take {taken} from)")
     rec = doc.get("recommended") if isinstance(doc.get("recommended"), dict) else {}
     first = None
     if algo is None:

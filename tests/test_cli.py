@@ -400,11 +400,17 @@ def test_pairs_without_algo_or_threshold_lists_the_folder_the_output_says_to_ope
     r = run_cli("pairs", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("Error: pass -a/--algo and -t/--threshold, or -o an output "
                                                      "folder mhc wrote (data/output has no") and r.stdout == ""
-    for typo in ("-1", "x", "1.5"):  # a -t of the wrong form is said as such, with or without an output
-        for where in (["-o", str(out)], []):
-            r = run_cli("pairs", *where, "-t", typo, cwd=tmp_path)
-            assert r.returncode == 2 and r.stderr == (f"Error: -t {typo!r} is not one threshold; write bits (-t 20) "
-                                                      f"or percent of the hash's bits (-t 10%)\n"), r.stderr
+    for given, said in ((["-a", "phash_8"], "pass -t/--threshold BITS too, or -o an output folder mhc wrote "
+                                            "(data/output has no folders of a finished run to take the threshold it "
+                                            "suggests for that algorithm from)"),
+                        (["-t", "4"], "pass -a/--algo NAME_SIZE too, or -o an output folder mhc wrote (data/output "
+                                      "has no folders of a finished run to take the algorithm to open first from)")):
+        r = run_cli("pairs", *given, cwd=tmp_path)  # what is missing is named, not what was given
+        assert r.returncode == 2 and r.stderr == f"Error: {said}\n", r.stderr
+    for typo, where in (("-1", ["-o", str(out)]), ("x", []), ("1.5", [])):  # a -t of the wrong form is said as
+        r = run_cli("pairs", *where, "-t", typo, cwd=tmp_path)                 # such, with or without an output
+        assert r.returncode == 2 and r.stderr == (f"Error: -t {typo!r} is not one threshold; write bits (-t 20) "
+                                                  f"or percent of the hash's bits (-t 10%)\n"), r.stderr
     assert run_cli("-i", str(corpus), "-o", str(tmp_path / "h"), "-a", "phash_8", "--method", "hdbscan",
                    "-q").returncode == 0
     r = run_cli("pairs", "-o", str(tmp_path / "h"))
