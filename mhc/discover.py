@@ -234,6 +234,48 @@ def discover(
     return result
 
 
+def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, int]]:
+    """For each filesystem ``files`` lie on, its highest folder from ``root`` down (the
+    input itself, or a disk mounted inside it), with its (device, inode). See :func:`gone_disks`."""
+    tops: dict[str, tuple[int, int]] = {}
+    devices: set[int] = set()
+    for f in files:
+        if f.dev in devices:
+            continue
+        devices.add(f.dev)
+        folder = str(root)
+        try:
+            parts = Path(os.path.relpath(os.path.dirname(f.path), folder)).parts
+        except ValueError:
+            continue
+        for part in ("", *parts):  # from the root down: a stat per level, once per device
+            folder = os.path.join(folder, part) if part else folder
+            try:
+                st = os.stat(folder)
+            except OSError:
+                break
+            if st.st_dev == f.dev:
+                tops[folder] = (st.st_dev, st.st_ino)
+                break
+    return tops
+
+
+def gone_disks(tops: dict[str, tuple[int, int]]) -> list[str]:
+    """The folders of :func:`disk_tops` that are no longer there or are another folder: the
+    disk under them was unmounted (unplugged, a network share dropped) or the folder was
+    moved or replaced. Files that "disappeared" from such a folder did not disappear."""
+    gone = []
+    for folder, ident in tops.items():
+        try:
+            st = os.stat(folder)
+        except OSError:
+            gone.append(folder)
+            continue
+        if (st.st_dev, st.st_ino) != ident:
+            gone.append(folder)
+    return gone
+
+
 def _list_links_once(result: Discovery, links: list[MediaFile]) -> None:
     """Add to ``result.files`` each symlinked file not found by another path; record the
     others in ``result.aliases``, mapped to the link's own target where that was found

@@ -830,3 +830,65 @@ def test_hard_links_on_a_drive_without_them_are_refused_before_hashing(tmp_path,
         f"them; use --link copy"), r.stderr
     assert "Hashing" not in r.stderr and not cache.exists()
     assert sorted(os.listdir(exfat_drive)) == ["DCIM"] and tree_digest(photos) == before  # no probe left behind
+
+
+def _going_away(when_hashing: callable):
+    """A progress callback that calls ``when_hashing`` once, at the first file hashed."""
+    done = []
+
+    def progress(e):
+        if e.stage == "hash" and not done:
+            done.append(1)
+            when_hashing()
+    return progress
+
+
+def test_an_input_folder_that_goes_away_during_the_run_leaves_the_output_as_it_was(tmp_path):
+    """A USB disk unplugged, a share dropped, the folder moved while hashing: every file not
+    read yet "disappeared", and the run replaced a whole output with a tree of the rest,
+    exit status 0. It stops before writing now, in one line; the rerun, once the folder is
+    back, takes what was hashed from the cache. Files deleted one by one are not this."""
+    inp, out, cache = tmp_path / "in", tmp_path / "out", tmp_path / "c.sqlite"
+    for k in range(24):
+        save(photo(k, (200, 150)), inp / f"p{k:02}.jpg")
+    o = dict(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:8:4", workers=1)
+    run(Options(**o))
+    before = tree_digest(out)
+
+    def move_away():
+        inp.rename(tmp_path / "moved")
+        inp.mkdir()
+    with pytest.raises(EnvironmentFault) as e:
+        run(Options(**{**o, "algorithms": ["phash_8", "dhash_8"]}), progress=_going_away(move_away),
+            background_cleanup=False)
+    m = re.fullmatch(rf"the input folder {re.escape(str(inp))} was unmounted, moved or replaced during the run "
+                     r"\((\d+) file\(s\) could not be read after it went\); the previous output is unchanged and "
+                     r"the hashes computed are kept in the cache: run again once it is back", str(e.value))
+    assert m and 0 < int(m[1]) <= 24, str(e.value)
+    assert tree_digest(out) == before
+    inp.rmdir()
+    (tmp_path / "moved").rename(inp)
+    assert run(Options(**{**o, "algorithms": ["phash_8", "dhash_8"]})).stats.decoded == int(m[1])
+    # files deleted during the run (the folder stays): the run goes on without them, as before
+    gone = [inp / "p03.jpg", inp / "p20.jpg"]
+    res = run(Options(**{**o, "algorithms": ["ahash_8"]}), progress=_going_away(lambda: [p.unlink() for p in gone]))
+    assert {str(p) for p in gone} <= {f.path for f in res.collection.errors}
+    assert len(res.files) == 22
+
+
+def test_a_disk_unmounted_inside_the_input_during_the_run_leaves_the_output_as_it_was(loop_disk, tmp_path):
+    """The same for a disk mounted inside the input (-i /media/me, the USB disk at
+    /media/me/USB): the input folder stays, the disk's folder is another (empty) one."""
+    inp, out = loop_disk.mnt.parent, tmp_path / "out"
+    for k in range(24):
+        save(photo(k, (200, 150)), loop_disk.mnt / f"p{k:02}.jpg")
+    save(photo(99, (200, 150)), inp / "beside.jpg")
+    o = dict(input=inp, output=out, algorithms=["phash_8"], thresholds="0:8:4", workers=1, no_cache=True)
+    run(Options(**o))
+    before = tree_digest(out)
+    unmount = lambda: subprocess.run(["umount", "-l", str(loop_disk.mnt)], check=True)  # (-l: files open stay open)
+    with pytest.raises(EnvironmentFault, match=rf"^the disk mounted at {re.escape(str(loop_disk.mnt))} was unmounted, "
+                       r"moved or replaced during the run \(\d+ file\(s\) could not be read after it went\); the "
+                       r"previous output is unchanged: run again once it is back$"):
+        run(Options(**{**o, "algorithms": ["dhash_8"]}), progress=_going_away(unmount), background_cleanup=False)
+    assert tree_digest(out) == before
