@@ -248,6 +248,8 @@ def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, in
             parts = Path(os.path.relpath(os.path.dirname(f.path), folder)).parts
         except ValueError:
             continue
+        if parts[:1] == ("..",):  # (not found under the input: nothing of the input's to watch)
+            continue
         for part in ("", *parts):  # from the root down: a stat per level, once per device
             folder = os.path.join(folder, part) if part else folder
             try:
