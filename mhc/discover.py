@@ -237,6 +237,8 @@ def discover(
 def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, int]]:
     """For each filesystem ``files`` lie on, its highest folder from ``root`` down (the
     input itself, or a disk mounted inside it), with its (device, inode). See :func:`gone_disks`."""
+    from .identity import inodes_made_up
+
     tops: dict[str, tuple[int, int]] = {}
     devices: set[int] = set()
     for f in files:
@@ -257,7 +259,8 @@ def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, in
             except OSError:
                 break
             if st.st_dev == f.dev:
-                tops[folder] = (st.st_dev, st.st_ino)
+                # (inode 0: FAT, exFAT and FUSE number folders anew when they forget them)
+                tops[folder] = (st.st_dev, 0 if inodes_made_up(folder) else st.st_ino)
                 break
     return tops
 
@@ -273,7 +276,7 @@ def gone_disks(tops: dict[str, tuple[int, int]]) -> list[str]:
         except OSError:
             gone.append(folder)
             continue
-        if (st.st_dev, st.st_ino) != ident:
+        if st.st_dev != ident[0] or ident[1] and st.st_ino != ident[1]:
             gone.append(folder)
     return gone
 

@@ -217,7 +217,7 @@ class LoopDisk:
         self._mount()
 
     def close(self) -> None:
-        if not self._umount():
+        if os.path.ismount(self.mnt) and not self._umount():  # (a test may have unmounted it)
             subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
         for dev in self.devices:
             subprocess.run(["losetup", "-d", dev], capture_output=True)

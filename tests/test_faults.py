@@ -876,9 +876,12 @@ def test_an_input_folder_that_goes_away_during_the_run_leaves_the_output_as_it_w
     assert len(res.files) == 22
 
 
-def test_a_disk_unmounted_inside_the_input_during_the_run_leaves_the_output_as_it_was(loop_disk, tmp_path):
+@pytest.mark.parametrize("disk", ["loop_disk", "exfat_disk"])
+def test_a_disk_unmounted_inside_the_input_during_the_run_leaves_the_output_as_it_was(request, tmp_path, disk):
     """The same for a disk mounted inside the input (-i /media/me, the USB disk at
-    /media/me/USB): the input folder stays, the disk's folder is another (empty) one."""
+    /media/me/USB): the input folder stays, the disk's folder is another (empty) one. (On
+    exFAT, through FUSE, folders' inode numbers are made up: the device number tells.)"""
+    loop_disk = request.getfixturevalue(disk)
     inp, out = loop_disk.mnt.parent, tmp_path / "out"
     for k in range(24):
         save(photo(k, (200, 150)), loop_disk.mnt / f"p{k:02}.jpg")
