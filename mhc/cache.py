@@ -268,12 +268,17 @@ class HashCache(CacheOpening, CacheCommands):
                 self.db.executemany(f"DELETE FROM {table} WHERE path = ? AND {column} = ?", old)
 
     def forget_missing(self, root: str, present: Iterable[str]) -> int:
-        """Drop rows of files under ``root`` that are not in ``present`` (deleted files)."""
+        """Drop rows of files under ``root`` that are not in ``present`` and were deleted:
+        the nearest folder above them that is there is on their filesystem. Files of a disk
+        not mounted now (a USB disk inside the input, unplugged for this run) keep their
+        hashes: the folder it is mounted on lies on another filesystem."""
         if not self.writable:
             return 0
         keep = {os.fsencode(p) for p in present}
         prefix = os.fsencode(os.path.join(os.path.abspath(root), ""))
-        gone = [(p,) for (p,) in self.db.execute("SELECT path FROM files") if p.startswith(prefix) and p not in keep]
+        devices: dict[bytes, int | None] = {}  # folder -> device of its nearest existing folder
+        gone = [(p,) for p, dev in self.db.execute("SELECT path, dev FROM files")
+                if p.startswith(prefix) and p not in keep and _device_above(p, devices) == dev]
         if gone:
             def write() -> None:
                 for table in ("files", "hashes", "failures"):
@@ -343,3 +348,16 @@ class HashCache(CacheOpening, CacheCommands):
                 pass
             raise
         self.db.execute("COMMIT")
+
+
+def _device_above(path: bytes, memo: dict[bytes, int | None]) -> int | None:
+    """The device of the nearest folder above ``path`` that exists (None if none can be
+    read), remembered per folder in ``memo``."""
+    folder = os.path.dirname(path)
+    if folder not in memo:
+        try:
+            memo[folder] = os.stat(folder).st_dev
+        except OSError:
+            up = os.path.dirname(folder)
+            memo[folder] = None if up == folder else _device_above(folder, memo)
+    return memo[folder]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -475,6 +476,33 @@ def test_a_disk_mounted_again_under_another_device_reads_no_file(loop_disk, tmp_
     assert dict(zip(again.files, again.algorithms[0].hexes))[str(photos / "p2.bmp")] == hexes[str(photos / "p1.bmp")]
     read.clear()
     assert run(Options(**o)).stats.decoded == 0 and read == []  # the new device number was recorded
+
+
+def test_a_disk_not_mounted_for_one_run_keeps_its_hashes(loop_disk, tmp_path):
+    """A run over a folder with a disk mounted inside it (-i /media/me, the USB disk at
+    /media/me/USB) while the disk is unplugged: its files were dropped from the cache as
+    deleted, and every one was decoded again once it was back (hours for a disk of photos).
+    They stay now; files deleted for real (here, or with their folder) still go."""
+    inp, usb = loop_disk.mnt.parent, loop_disk.mnt
+    for i in range(3):
+        save(photo(i, (160, 120)), usb / "trip" / f"p{i}.jpg")
+    save(photo(7, (160, 120)), usb / "top.jpg")  # (right under the mount point, which stays as a folder)
+    save(photo(8, (160, 120)), inp / "beside.jpg")
+    save(photo(9, (160, 120)), inp / "old" / "deleted with its folder.jpg")
+    save(photo(10, (160, 120)), inp / "deleted.jpg")
+    cache = tmp_path / "c.sqlite"
+    o = dict(input=inp, output=tmp_path / "out", cache=cache, algorithms=["phash_8"], workers=1)
+    assert len(run(Options(**o)).files) == 7
+    cached = lambda: {os.fsdecode(bytes(r[0])) for r in sqlite3.connect(cache).execute("SELECT path FROM hashes")}
+    assert len(cached()) == 7
+    assert loop_disk._umount()  # unplugged
+    (inp / "deleted.jpg").unlink()
+    shutil.rmtree(inp / "old")
+    assert run(Options(**o)).files == [str(inp / "beside.jpg")]
+    assert cached() == {str(inp / "beside.jpg"), str(usb / "top.jpg"), *(str(usb / "trip" / f"p{i}.jpg") for i in range(3))}
+    loop_disk._mount()  # plugged in again (another loop device: another device number)
+    again = run(Options(**o))
+    assert len(again.files) == 5 and again.stats.decoded == 0
 
 
 def test_on_exfat_a_remount_does_not_vouch_for_a_file(exfat_disk, tmp_path):
