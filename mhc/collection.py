@@ -24,8 +24,9 @@ import numpy as np
 
 from .algorithms import Algorithm, parse_algorithm
 from .cache import FileInfo, HashCache
-from .discover import Discovery, Kind, discover
-from .errors import FileError, MhcError, UsageError
+from .decode import GONE
+from .discover import Discovery, Kind, discover, disk_tops, gone_disks
+from .errors import EnvironmentFault, FileError, MhcError, UsageError, printable
 from .events import Progress, report
 from .hashing import HashPlan
 from .metric import HashMetric, MatchOptions, video_codes
@@ -251,19 +252,39 @@ def hash_folder(folder: str | Path, algorithms: Iterable[str] | None = None, *, 
 
 
 def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Executor | None = None,
-            found: Discovery | None = None, hplan: HashPlan | None = None) -> HashedCollection:
+            found: Discovery | None = None, hplan: HashPlan | None = None, for_run: bool = False) -> HashedCollection:
     """Discover and hash the files of a validated run (``hplan``: hash more than the run's
-    own algorithms, e.g. those of folders kept from earlier runs)."""
+    own algorithms, e.g. those of folders kept from earlier runs). Raises EnvironmentFault
+    when the input's disk went away during the hashing (``for_run``: say that the output
+    was left as it was)."""
     o = plan.options
     found = found or find_media(plan, progress)
     hplan = hplan or hash_plan(plan)
+    tops = disk_tops(plan.input, found.files)
     with open_cache(plan) as cache, dask_executor(o.dask, executor) as ex:
         results = compute_hashes(found.files, hplan, cache, workers=o.workers, executor=ex, progress=progress)
         if hplan.thumb_dir is not None and plan.output is not None:  # (a run that makes a report)
             cache.remember_output(str(plan.output))
         if not o.exclude:  # files left out by --exclude are not gone: their hashes stay
             cache.forget_missing(str(plan.input), [f.path for f in found.files])
+    _check_disks_stayed(tops, results.errors, plan, for_run)
     return build(plan, found, results, hplan)
+
+
+def _check_disks_stayed(tops: dict[str, tuple[int, int]], errors: list[FileError], plan: RunPlan,
+                        for_run: bool) -> None:
+    """Files that "disappeared" because their disk went away during the hashing (a USB disk
+    unplugged, a network share dropped, the input folder moved) would make a collection, and
+    a run's tree, of the files read before, with nothing to say it is not whole: refused."""
+    lost = sum(e.reason == GONE for e in errors)
+    went = gone_disks(tops) if lost else []
+    if went:
+        where = "the input folder" if went[0] == str(plan.input) else "the disk mounted at"
+        done = "the previous output is unchanged" if for_run else "the files read were not used"
+        kept = " and the hashes computed are kept in the cache" if plan.cache is not None else ""
+        raise EnvironmentFault(f"{where} {printable(went[0])} was unmounted, moved or replaced during the run "
+                               f"({lost} file(s) could not be read after it went); {done}{kept}: run again once "
+                               f"it is back")
 
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:

@@ -26,9 +26,8 @@ from .clustering import (
     sweep_algorithm,
 )
 from .collection import HashedCollection, collect, find_media, hash_plan
-from .decode import GONE
-from .discover import Discovery, disk_tops, gone_disks
-from .errors import EnvironmentFault, FileError, UsageError, printable
+from .discover import Discovery
+from .errors import EnvironmentFault, FileError, UsageError
 from .events import Progress
 from .hashing import HashPlan
 from .metric import MatchOptions
@@ -93,7 +92,7 @@ def run(options: Options, *, progress: Progress | None = None, executor: Executo
     plan = validate(options)
     if options.dry_run:
         found = _find(plan, progress)
-        collection = collect(plan, progress=progress, executor=executor, found=found)
+        collection = collect(plan, progress=progress, executor=executor, found=found, for_run=True)
         result = RunResult(str(plan.input), str(plan.output), collection, cluster_all(collection, plan, progress),
                            options)
         result.recommendation = settle(result.algorithms, len(collection.files))
@@ -120,15 +119,13 @@ def _write(of: OutputFolder, plan: RunPlan, progress: Progress | None, executor:
     options = plan.options
     with of:
         found = _find(plan, progress)
-        tops = disk_tops(plan.input, found.files)
         previous = of.previous_summary()
         if previous is None:
             _check_room_before_hashing(plan, found)
         carried, dropped = carried_entries(previous, plan)
         collection = collect(plan, progress=progress, executor=executor, found=found,
                              hplan=dataclasses.replace(_with_carried(hash_plan(plan), carried),
-                                                       thumb_dir=_thumb_dir(of, options)))
-        _check_disks_stayed(tops, collection, plan)
+                                                       thumb_dir=_thumb_dir(of, options)), for_run=True)
         forests = ForestCache(f"{plan.cache}.forests") if plan.cache is not None else None
         collection.match_cache = forests  # a rerun reads its confirmed crops instead of verifying again
         clusterings = cluster_all(collection, plan, progress, forests, previous)
@@ -137,21 +134,6 @@ def _write(of: OutputFolder, plan: RunPlan, progress: Progress | None, executor:
         result.recommendation = settle(clusterings, len(collection.files))
         result.written = write_output(of, result, previous, progress)
     return result
-
-
-def _check_disks_stayed(tops: dict[str, tuple[int, int]], collection: HashedCollection, plan: RunPlan) -> None:
-    """Files that "disappeared" because their disk went away during the hashing (a USB disk
-    unplugged, a network share dropped, the input folder moved) would leave a tree without
-    them in place of a whole one, and an exit status that says all went well: the run stops
-    before writing instead (what was hashed is in the cache)."""
-    lost = sum(e.reason == GONE for e in collection.errors)
-    went = gone_disks(tops) if lost else []
-    if went:
-        where = "the input folder" if went[0] == str(plan.input) else "the disk mounted at"
-        kept = " and the hashes computed are kept in the cache" if plan.cache is not None else ""
-        raise EnvironmentFault(f"{where} {printable(went[0])} was unmounted, moved or replaced during the run "
-                               f"({lost} file(s) could not be read after it went); the previous output is "
-                               f"unchanged{kept}: run again once it is back")
 
 
 def _check_room_before_hashing(plan: RunPlan, found: Discovery) -> None:

@@ -869,6 +869,12 @@ def test_an_input_folder_that_goes_away_during_the_run_leaves_the_output_as_it_w
     inp.rmdir()
     (tmp_path / "moved").rename(inp)
     assert run(Options(**{**o, "algorithms": ["phash_8", "dhash_8"]})).stats.decoded == int(m[1])
+    # the library's hash_folder (mhc pairs, mhc hydrus push) refuses the same way
+    with pytest.raises(EnvironmentFault, match=r"\(\d+ file\(s\) could not be read after it went\); the files read "
+                       r"were not used: run again once it is back$"):
+        mhc.hash_folder(inp, ["ahash_8"], no_cache=True, workers=1, progress=_going_away(move_away))
+    inp.rmdir()
+    (tmp_path / "moved").rename(inp)
     # files deleted during the run (the folder stays): the run goes on without them, as before
     gone = [inp / "p03.jpg", inp / "p20.jpg"]
     res = run(Options(**{**o, "algorithms": ["ahash_8"]}), progress=_going_away(lambda: [p.unlink() for p in gone]))
