@@ -8,6 +8,7 @@ and the output folder itself are never scanned, even inside the input.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -245,15 +246,13 @@ def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, in
         if f.dev in devices:
             continue
         devices.add(f.dev)
-        folder = str(root)
         try:
-            parts = Path(os.path.relpath(os.path.dirname(f.path), folder)).parts
+            parts = Path(os.path.relpath(os.path.dirname(f.path), root)).parts
         except ValueError:
             continue
         if parts[:1] == ("..",):  # (not found under the input: nothing of the input's to watch)
             continue
-        for part in ("", *parts):  # from the root down: a stat per level, once per device
-            folder = os.path.join(folder, part) if part else folder
+        for folder in itertools.accumulate(parts, os.path.join, initial=str(root)):  # from the root down
             try:
                 st = os.stat(folder)
             except OSError:

@@ -41,8 +41,8 @@ def _pairs_sources(input: Optional[Path], output: Optional[Path], cache: Optiona
     --cache, else what the summary recorded (its patterns when its input is used), else
     data/images and the default cache. Without -o, data/output is looked in if it is an mhc
     output; an -o that is not one is a mistake to name, not to paper over with the defaults.
-    ``need_doc``:
-    read the summary even when -i and --cache are given (for the folder to open first)."""
+    ``need_doc``: read the summary even when -i and --cache are given (for the folder to open
+    first)."""
     if input is not None and cache is not None and not need_doc:
         return input, cache, [], {}
     if output is None:

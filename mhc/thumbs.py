@@ -161,7 +161,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
             queued[name] = p
             todo.append((p, str(tdir / name), kind))
     if todo and donors is not None:
-        todo = _take_from(donors(), todo, found)
+        todo = _take_from(donors(), todo, found, made_up)
     batches = [todo[i:i + 16] for i in range(0, len(todo), 16)]
     processes = pool_size(workers, len(batches))
     if executor is not None:
@@ -231,10 +231,12 @@ def thumb_donors(cache: str | None, out: str | Path, input: str | None = None) -
     return [seen[k] for k in sorted(dict(seen))]  # (most recent first; a copy: late threads may still add)
 
 
-def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, str]], found: dict[str, str]) -> list:
+def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, str]], found: dict[str, str],
+               made_up: dict[int, bool]) -> list:
     """Thumbnails of ``todo`` that a donor folder holds, linked into place (else copied),
     recorded in ``found``; returns the rest of ``todo``. Only files mhc provably made are
-    taken (named as it names them, holding its mark), under their name or an older one."""
+    taken (named as it names them, holding its mark), under their name or an older one.
+    ``made_up``: device -> inode numbers made up (as :func:`ensure_thumbs` found them)."""
     rest = []
     for job in todo:
         p, dest, _ = job
@@ -243,7 +245,7 @@ def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, s
         except OSError:
             rest.append(job)
             continue
-        names = (os.path.basename(dest), *_older_names(p, st))
+        names = (os.path.basename(dest), *_older_names(p, st, made_up.get(st.st_dev)))
         src = next((d / n for d, have in donors for n in names if n in have and _is_ours(d / n)), None)
         if src is None or not _place(src, dest):
             rest.append(job)
