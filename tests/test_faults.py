@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -832,7 +833,7 @@ def test_hard_links_on_a_drive_without_them_are_refused_before_hashing(tmp_path,
     assert sorted(os.listdir(exfat_drive)) == ["DCIM"] and tree_digest(photos) == before  # no probe left behind
 
 
-def _going_away(when_hashing: callable):
+def _going_away(when_hashing: Callable[[], object]):
     """A progress callback that calls ``when_hashing`` once, at the first file hashed."""
     done = []
 
