@@ -24,7 +24,7 @@ import numpy as np
 
 from .algorithms import Algorithm, parse_algorithm
 from .cache import FileInfo, HashCache
-from .decode import GONE
+from .decode import GONE, UNREADABLE
 from .discover import Discovery, Kind, discover, disk_tops, gone_disks
 from .errors import EnvironmentFault, FileError, MhcError, UsageError, printable
 from .events import Progress, report
@@ -273,18 +273,19 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
 
 def _check_disks_stayed(tops: dict[str, tuple[int, int]], errors: list[FileError], plan: RunPlan,
                         for_run: bool) -> None:
-    """Files that "disappeared" because their disk went away during the hashing (a USB disk
-    unplugged, a network share dropped, the input folder moved) would make a collection, and
-    a run's tree, of the files read before, with nothing to say it is not whole: refused."""
-    lost = sum(e.reason == GONE for e in errors)
-    went = gone_disks(tops) if lost else []
+    """Files that "disappeared" or could not be read because their disk went away during the
+    hashing (a USB disk unplugged, a network share dropped, a FUSE driver killed, the input
+    folder moved) would make a collection, and a run's tree, of the files read before, with
+    nothing to say it is not whole: refused."""
+    lost = sum(e.reason == GONE or e.reason.startswith(UNREADABLE) for e in errors)
+    went = gone_disks(tops) if lost else {}
     if went:
-        where = "the input folder" if went[0] == str(plan.input) else "the disk mounted at"
+        folder, what = next(iter(went.items()))
+        where = "the input folder" if folder == str(plan.input) else "the disk mounted at"
         done = "the previous output is unchanged" if for_run else "the files read were not used"
         kept = " and the hashes computed are kept in the cache" if plan.cache is not None else ""
-        raise EnvironmentFault(f"{where} {printable(went[0])} was unmounted, moved or replaced during the run "
-                               f"({lost} file(s) could not be read after it went); {done}{kept}: run again once "
-                               f"it is back")
+        raise EnvironmentFault(f"{where} {printable(folder)} {what} during the run ({lost} file(s) could not be "
+                               f"read after it went); {done}{kept}: run again once it is back")
 
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:

@@ -21,6 +21,7 @@ from .discover import extension
 from .memory import available_memory
 from .signatures import image_signature, video_signature, with_article
 
+UNREADABLE = "cannot read file"  # + (the system's reason): a disk's fault, not the content's
 GONE = "file disappeared while scanning"  # (a Dask worker that cannot see the input says this too)
 # Bump when decoding changes in a way that changes hashes: it is part of every cache key.
 DECODER_VERSION = "3"  # 3: each algorithm decoded at its own size (decode_variants), grey from colour
@@ -213,13 +214,19 @@ def too_large(w: int, h: int, limit: int) -> DecodeError:
 
 
 def _access_error(e: OSError) -> DecodeError:
+    return DecodeError(access_reason(e), cacheable=False)
+
+
+def access_reason(e: OSError) -> str:
+    """What a system error opening or reading a file says about it: it is gone, not ours to
+    read, or could not be read (its disk's words: an I/O error, a FUSE driver gone)."""
     if isinstance(e, FileNotFoundError):
-        return DecodeError(GONE, cacheable=False)
+        return GONE
     if isinstance(e, PermissionError):
-        return DecodeError("permission denied", cacheable=False)
+        return "permission denied"
     if isinstance(e, IsADirectoryError):
-        return DecodeError("is a directory", cacheable=False)
-    return DecodeError(f"cannot read file ({e.strerror or e})", cacheable=False)
+        return "is a directory"
+    return f"{UNREADABLE} ({e.strerror or e})"
 
 
 def _content_error(e: BaseException) -> DecodeError:

@@ -264,19 +264,27 @@ def disk_tops(root: Path, files: Sequence[MediaFile]) -> dict[str, tuple[int, in
     return tops
 
 
-def gone_disks(tops: dict[str, tuple[int, int]]) -> list[str]:
-    """The folders of :func:`disk_tops` that are no longer there or are another folder: the
-    disk under them was unmounted (unplugged, a network share dropped) or the folder was
-    moved or replaced. Files that "disappeared" from such a folder did not disappear."""
-    gone = []
+def gone_disks(tops: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """The folders of :func:`disk_tops` that are no longer there, are another folder, or do
+    not answer, each with what happened to it: the disk under them was unmounted (unplugged,
+    a network share dropped), the folder moved or replaced, or the filesystem stopped
+    answering (a FUSE driver killed, a stale network mount). Files that "disappeared" or could
+    not be read there did not disappear and are not broken."""
+    gone = {}
     for folder, ident in tops.items():
         try:
             st = os.stat(folder)
-        except OSError:
-            gone.append(folder)
+            with os.scandir(folder) as entries:  # (a mount whose server is away may still stat)
+                next(entries, None)
+        except (FileNotFoundError, NotADirectoryError):
+            gone[folder] = "was unmounted, moved or replaced"
+        except PermissionError:  # (its permissions changed: the files say so themselves)
             continue
-        if st.st_dev != ident[0] or ident[1] and st.st_ino != ident[1]:
-            gone.append(folder)
+        except OSError as e:
+            gone[folder] = f"stopped answering ({e.strerror or e})"
+        else:
+            if st.st_dev != ident[0] or ident[1] and st.st_ino != ident[1]:
+                gone[folder] = "was unmounted, moved or replaced"
     return gone
 
 

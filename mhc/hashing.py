@@ -15,7 +15,7 @@ from PIL import Image
 
 from .algorithms import Algorithm
 from .cache import FileInfo, content_sample
-from .decode import GONE, DecodeError, DecodeSettings, decode_variants
+from .decode import DecodeError, DecodeSettings, access_reason, decode_variants
 from .video import VideoSettings, sample_frames
 
 
@@ -153,21 +153,13 @@ def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
         size = os.stat(path).st_size
         sample = content_sample(path, size)
     except OSError as e:
-        return FileResult(path, error=_os_reason(e), cacheable=False)
+        return FileResult(path, error=access_reason(e), cacheable=False)
     if kind == "video":
         result = _hash_video(path, plan)
     else:
         result = _hash_image(path, plan)
     result.info = dataclasses.replace(result.info or FileInfo(), sample=sample)
     return result
-
-
-def _os_reason(e: OSError) -> str:
-    if isinstance(e, FileNotFoundError):
-        return GONE
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    return f"cannot read file ({e.strerror or e})"
 
 
 def _hash_image(path: str, plan: HashPlan) -> FileResult:

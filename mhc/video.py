@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import DecodeError
+from .decode import GONE, UNREADABLE, DecodeError, access_reason
 from .signatures import image_signature, with_article
 from .discover import extension
 
@@ -105,7 +105,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         container = av.open(path)
     except Exception as e:  # av raises its own error types per FFmpeg error
         reason = _reason(path, e)
-        if reason.startswith("cannot read"):  # access, not content: retried next run
+        if reason in (GONE, "permission denied") or reason.startswith(UNREADABLE):  # access, not content: retried
             raise DecodeError(reason, cacheable=False) from None
         if reason.startswith(("empty file", "not a video")):
             raise DecodeError(reason) from None
@@ -278,7 +278,7 @@ def _reason(path: str, e: Exception) -> str:
         if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
             return "not a video: the file holds text"
     except OSError as oe:
-        return f"cannot read file ({oe.strerror})"
+        return access_reason(oe)
     # FFmpeg's errors carry the path in str(e); the reason alone is its strerror
     msg = getattr(e, "strerror", None) or str(e).split(":")[-1].strip() or type(e).__name__
     return _image_inside(path) or f"not a readable video: damaged, cut short or not a video ({msg})"

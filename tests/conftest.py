@@ -216,8 +216,26 @@ class LoopDisk:
         assert self._umount(), f"{self.mnt} stayed busy"
         self._mount()
 
+    def kill_driver(self) -> None:
+        """Kill the FUSE driver serving an exFAT disk, as a crash or the out-of-memory killer
+        would: the mount stays, and every call on it fails "Transport endpoint is not connected"."""
+        assert self.kind == "exfat"
+        for proc in Path("/proc").iterdir():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args[:3] == [b"mount.exfat-fuse", self.devices[-1].encode(), str(self.mnt).encode()]:
+                os.kill(int(proc.name), signal.SIGKILL)
+                return
+        raise AssertionError(f"no FUSE driver found for {self.mnt}")
+
+    def _mounted(self) -> bool:  # (not os.path.ismount: a mount whose FUSE driver died cannot be stat'ed)
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == str(self.mnt) for line in f)
+
     def close(self) -> None:
-        if os.path.ismount(self.mnt) and not self._umount():  # (a test may have unmounted it)
+        if self._mounted() and not self._umount():  # (a test may have unmounted it)
             subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
         for dev in self.devices:
             subprocess.run(["losetup", "-d", dev], capture_output=True)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ import pytest
 import mhc
 from mhc import EnvironmentFault, HashCache, Options, run
 
-from conftest import ROOT, copy_tree, photo, run_cli, save, tree_digest
+from conftest import ROOT, copy_tree, make_video, photo, run_cli, save, tree_digest
 
 
 def _mount(where: Path, size: str, *opts: str) -> None:
@@ -902,3 +903,29 @@ def test_a_disk_unmounted_inside_the_input_during_the_run_leaves_the_output_as_i
                        r"previous output is unchanged: run again once it is back$"):
         run(Options(**{**o, "algorithms": ["dhash_8"]}), progress=_going_away(unmount), background_cleanup=False)
     assert tree_digest(out) == before
+
+
+def test_a_disk_whose_fuse_driver_dies_during_the_run_leaves_the_output_as_it_was(exfat_disk, tmp_path):
+    """A FUSE filesystem (exFAT or NTFS on Linux, sshfs, a cloud drive) whose driver is killed
+    stays mounted, and every read there fails "Transport endpoint is not connected": its files
+    are not gone, only unreadable, and the run wrote a tree of the others, exit 0. The disk
+    check sees the mount no longer answers; images and videos alike."""
+    inp, out, cache = exfat_disk.mnt.parent, tmp_path / "out", tmp_path / "c.sqlite"
+    for k in range(12):
+        save(photo(k, (200, 150)), exfat_disk.mnt / f"p{k:02}.jpg")
+    make_video(exfat_disk.mnt / "zz.mp4", [photo(k, (160, 120)) for k in range(3)])
+    save(photo(99, (200, 150)), inp / "beside.jpg")
+    o = dict(input=inp, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:8:4", workers=1)
+    assert len(run(Options(**o)).files) == 14
+    before = tree_digest(out)
+    with pytest.raises(EnvironmentFault) as e:
+        run(Options(**{**o, "algorithms": ["dhash_8"]}), progress=_going_away(exfat_disk.kill_driver),
+            background_cleanup=False)
+    m = re.fullmatch(rf"the disk mounted at {re.escape(str(exfat_disk.mnt))} stopped answering \(Transport endpoint "
+                     r"is not connected\) during the run \((\d+) file\(s\) could not be read after it went\); the "
+                     r"previous output is unchanged and the hashes computed are kept in the cache: run again once it "
+                     r"is back", str(e.value))
+    assert m and 0 < int(m[1]) <= 13, str(e.value)
+    assert tree_digest(out) == before
+    with contextlib.closing(sqlite3.connect(cache)) as db:  # no read through the dead mount kept as a failure
+        assert db.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
