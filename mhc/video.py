@@ -140,6 +140,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         gop = 0.0  # lower bound of the keyframe spacing seen so far
         reached_end = 0.0
         misses = 0
+        broken = False  # a seek or decode failed: damage, or the file's disk going away
         turns = 0  # the display rotation of the frames decoded
         for target in targets:
             want = target - max_gap - 1e-3
@@ -152,6 +153,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                     container.seek(int((t0 + target) / tb), stream=stream, backward=True, any_frame=False)
                 except Exception:
                     misses += 1
+                    broken = True
                     continue
                 gen = container.decode(stream)
                 last_key = None
@@ -177,11 +179,14 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
             except Exception as e:  # a damaged stretch: keep the frames we have
                 log.debug("%s: decoding near %.2fs failed: %s", path, target, e)
                 gen = None
+                broken = True
             if got is None:
                 misses += 1
                 gen = None if got is None and pos < target else gen
             else:
                 frames.append(got)
+        if broken:
+            _check_readable(path)
         if targets and reached_end < targets[-1] - max(2.0, interval) and misses > len(targets) // 4:
             raise DecodeError(f"truncated or damaged video: frames end at {reached_end:.1f} s of {duration:.1f} s")
         container_format = (container.format.name or "").split(",")[0] or None
@@ -267,6 +272,18 @@ def _content_box(frames: list[Image.Image]) -> tuple[int, int, int, int]:
     if w - right < 0.02 * w:
         right = w
     return (left, top, right, bottom)
+
+
+def _check_readable(path: str) -> None:
+    """FFmpeg reports a read that failed mid-packet as invalid data, so a file whose disk went
+    away during the decoding (unplugged, a FUSE driver killed) would be taken as damaged, or
+    hashed from the frames read before, and cached so: if the file cannot be read now, that is
+    the reason, and nothing about the file is kept."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise DecodeError(access_reason(e), cacheable=False) from None
 
 
 def _reason(path: str, e: Exception) -> str:

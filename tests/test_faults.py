@@ -929,3 +929,43 @@ def test_a_disk_whose_fuse_driver_dies_during_the_run_leaves_the_output_as_it_wa
     assert tree_digest(out) == before
     with contextlib.closing(sqlite3.connect(cache)) as db:  # no read through the dead mount kept as a failure
         assert db.execute("SELECT count(*) FROM failures").fetchone()[0] == 0
+
+
+def test_a_video_whose_disk_dies_while_it_is_decoded_is_not_cached_as_damaged(exfat_disk, monkeypatch):
+    """FFmpeg reports a read that failed mid-packet as "invalid data", which the sampler takes as
+    a damaged stretch: a video whose FUSE driver died while it was decoded was cached as a
+    damaged video (or hashed from the frames read before). The real decoder on a real FUSE
+    mount; only the moment of the kill is hooked (after the first frame decoded)."""
+    import av
+
+    from mhc.decode import DecodeError
+    from mhc.video import VideoSettings, sample_frames
+
+    clip = make_video(exfat_disk.mnt / "clip.mp4", [photo(k, (320, 240)) for k in range(6)], seconds=3,
+                      bitrate=4_000_000, gop=8)
+    exfat_disk.remount()  # (nothing of it left in the page cache: the reads go to the driver)
+    real_open, killed = av.open, []
+
+    class Dying:
+        def __init__(self, container):
+            self.c = container
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.c.__exit__(*exc)
+
+        def decode(self, *a, **kw):
+            for frame in self.c.decode(*a, **kw):
+                if not killed:
+                    killed.append(exfat_disk.kill_driver())
+                yield frame
+
+    monkeypatch.setattr(av, "open", lambda *a, **kw: Dying(real_open(*a, **kw)))
+    with pytest.raises(DecodeError) as e:
+        sample_frames(str(clip), VideoSettings())
+    assert str(e.value) == "cannot read file (Transport endpoint is not connected)" and not e.value.cacheable
