@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # outside every user_errors(): still one line, never a traceback
         if os.environ.get("MHC_DEBUG"):
             raise
-        return _unexpected(e)
+        return _unexpected(e, output=False)  # (a run writes its output inside user_errors, which says so)
     return rv if isinstance(rv, int) else 0
 
 

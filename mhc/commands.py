@@ -73,10 +73,10 @@ def cache_info(output: Optional[Path] = OutputOption, cache: Optional[Path] = Ca
     """
     with user_errors():
         path = cache_of(output, cache, hashes=True)
-    if not path.exists():
-        out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False, soft_wrap=True)
-        return
-    with user_errors():
+        if not path.exists():
+            out.print(f"no cache yet at {path} (the first run makes it)", highlight=False, markup=False,
+                      soft_wrap=True)
+            return
         check_cache(path)
     with user_errors(), HashCache(path, readonly=True, strict=True) as c:
         info = c.info()

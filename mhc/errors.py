@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,9 @@ def fault(e: OSError, what: str) -> MhcError:
                                 f"is unchanged)")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
+    if _not_answering(e):
+        return EnvironmentFault(f"{what}: the disk stopped answering ({e.strerror}); check it (plug it in or mount it "
+                                f"again) and run again (the previous output is unchanged)")
     if e.errno == errno.ENAMETOOLONG:
         return UsageError(f"{what}: a name is too long for this filesystem ({e.filename2 or e.filename}); choose "
                           f"an --output with a shorter path")
@@ -84,8 +88,9 @@ def fault(e: OSError, what: str) -> MhcError:
 
 def resource_fault(e: BaseException) -> EnvironmentFault | None:
     """An exception that says the machine ran out of something a process needs (memory, a
-    thread, file descriptors, processes), wherever it came from (a pool's pipe, SQLite, the
-    forked link maker), as one line saying what to do; None for any other exception."""
+    thread, file descriptors, processes), or that a disk stopped answering, wherever it came
+    from (a pool's pipe, SQLite, the forked link maker, the output's pages), as one line saying
+    what to do; None for any other exception."""
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't start new thread" in str(e)):
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         where = "" if limit == resource.RLIM_INFINITY else f" (ulimit -v allows this process {limit >> 20} MB)"
@@ -103,7 +108,39 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
     if e.errno in (errno.EAGAIN, errno.ENOMEM):  # fork refused: ulimit -u, or no memory for a new process
         return EnvironmentFault(f"cannot start a process ({e.strerror}); use fewer --workers (-j 1) or free "
                                 f"memory, and run again")
+    if _not_answering(e):
+        where = os.fsdecode(e.filename) if e.filename else None
+        mount = _mount_point(where) if where else None
+        at = f" mounted at {printable(mount)}" if mount else f" at {printable(where)}" if where else ""
+        return EnvironmentFault(f"the disk or network share{at} stopped answering ({e.strerror}); check it (plug "
+                                f"it in or mount it again) and run again")
     return None
+
+
+def _not_answering(e: OSError) -> bool:
+    """A filesystem that no longer answers (a FUSE driver killed: ENOTCONN, and ECONNABORTED
+    for the calls it was serving; a stale NFS handle; a disk gone or failing), whichever call
+    meets it first, outside any file's own decoding."""
+    return e.errno in _NOT_ANSWERING or (e.errno == errno.ECONNABORTED and e.filename is not None)
+
+
+def _mount_point(path: str) -> str | None:
+    """The mount point (not /) that ``path`` lies under, from /proc/self/mounts: a mount that
+    stopped answering cannot be found by stat-ing folders up from the path. (psutil, which
+    lists mounts, comes only with Dask's extra; this is one read on Linux, None elsewhere.)"""
+    try:
+        with open("/proc/self/mounts", "rb") as f:
+            fields = [line.split()[1] for line in f if len(line.split()) > 1]
+        points = [os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), p)) for p in fields]  # \040
+    except OSError:
+        return None
+    path = os.path.abspath(path)
+    inside = [m for m in points if m != "/" and (path == m or path.startswith(m.rstrip("/") + "/"))]
+    return max(inside, key=len) if inside else None
+
+
+_NOT_ANSWERING = frozenset({errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.ENODEV, errno.ENXIO, errno.EREMOTEIO,
+                            errno.EHOSTDOWN})
 
 
 def _out_of_inodes(filename) -> bool:

@@ -969,3 +969,55 @@ def test_a_video_whose_disk_dies_while_it_is_decoded_is_not_cached_as_damaged(ex
     with pytest.raises(DecodeError) as e:
         sample_frames(str(clip), VideoSettings())
     assert str(e.value) == "cannot read file (Transport endpoint is not connected)" and not e.value.cacheable
+
+
+def test_an_output_disk_whose_fuse_driver_dies_during_the_writing_keeps_the_previous_output(exfat_disk, tmp_path):
+    """The output on a FUSE disk (an exFAT USB drive on Linux) whose driver dies while the new
+    tree is written: every call there fails "Transport endpoint is not connected", which ended
+    in "mhc failed unexpectedly ... please report it" (exit 70) when it met the report's pages.
+    Now one line, exit 3, and once the disk is mounted again the previous output is whole and
+    the rerun clears what the dead run left (its staging folder)."""
+    inp, out = tmp_path / "in", exfat_disk.mnt / "out"
+    for k in range(8):
+        save(photo(k % 5, (200, 150)), inp / f"p{k}.jpg")
+    o = dict(input=inp, output=out, cache=tmp_path / "c.sqlite", algorithms=["phash_8"], thresholds="0:8:4",
+             link="copy", workers=1)
+    run(Options(**o))
+    before = tree_digest(out)
+    killed = []
+
+    def kill_while_writing(e):
+        if e.stage in ("write", "thumbnails") and not killed:
+            killed.append(exfat_disk.kill_driver())
+    with pytest.raises(EnvironmentFault) as e:
+        run(Options(**{**o, "algorithms": ["dhash_8"]}), progress=kill_while_writing, background_cleanup=False)
+    # (ECONNABORTED for the calls the driver was serving when it died, ENOTCONN after)
+    assert e.value.exit_code == 3 and re.search(r"stopped answering.* \((Transport endpoint is not connected|Software "
+                                                r"caused connection abort)\); check it", str(e.value)) \
+        and "\n" not in str(e.value), str(e.value)
+    exfat_disk.remount()
+    assert tree_digest(out) == before
+    run(Options(**{**o, "algorithms": ["dhash_8"]}), background_cleanup=False)
+    assert sorted(os.listdir(exfat_disk.mnt)) == ["out"]
+    assert {"phash_8", "dhash_8"} <= set(os.listdir(out))
+
+
+def test_a_disk_that_stopped_answering_before_the_command_is_named_in_one_line(exfat_disk, tmp_path):
+    """A FUSE disk whose driver is dead before mhc starts, as the input, the output or the cache,
+    and under `mhc cache info`: each one line naming the mount point (the path that failed
+    first may be a marker file mhc looked for), exit status 3; "mhc failed unexpectedly"
+    before."""
+    inp = tmp_path / "in"
+    save(photo(1), inp / "a.jpg")
+    exfat_disk.kill_driver()
+    mnt = str(exfat_disk.mnt)
+    line = (rf"Error: the disk or network share mounted at {re.escape(mnt)} stopped answering \(Transport endpoint is "
+            r"not connected\); check it \(plug it in or mount it again\) and run again\.")
+    for args, unchanged in ((["-i", mnt, "-o", str(tmp_path / "out")], True),
+                            (["-i", str(inp), "-o", mnt + "/out", "--link", "copy"], True),
+                            (["-i", str(inp), "-o", str(tmp_path / "out"), "--cache", mnt + "/c.sqlite"], True),
+                            (["cache", "info", "--cache", mnt + "/c.sqlite"], False)):
+        r = run_cli(*args, "-q") if args[0] != "cache" else run_cli(*args)
+        assert r.returncode == 3 and re.fullmatch(line + (r" The previous output is unchanged\." if unchanged else ""),
+                                                  r.stderr.strip()), (args, r.stderr)
+    assert not (tmp_path / "out").exists()
