@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,8 +285,8 @@ class ForestCache:
                 found = {k: z[k] for k in z.files}
             os.utime(path)  # recently used: kept by prune()
             return found
-        except (OSError, KeyError, ValueError, EOFError):
-            pass  # absent or unreadable: compute it
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # absent or unreadable (cut short, a damaged block: the zip says so): compute it
         found = compute()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
