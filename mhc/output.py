@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, fault
-from .journal import do_change, exchange, read_journal, signals_held, undo_changes
+from .journal import do_change, exchange, flush_to_disk, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
     CLUSTER_FOLDER,
@@ -164,6 +164,8 @@ class OutputFolder:
         tmp = self.out / f".{name}{TMP_SUFFIX}"
         try:
             write(tmp)
+            with open(tmp, "rb+") as f:  # on the disk before it replaces the file (a power cut: not empty)
+                os.fsync(f.fileno())
             os.replace(tmp, self.out / name)
         except OSError as e:
             tmp.unlink(missing_ok=True)
@@ -181,13 +183,16 @@ class OutputFolder:
 
     # -- committing ----------------------------------------------------------------------
     def commit(self) -> None:
-        """Move the kept folders in, swap the trees, retire the old one."""
+        """Move the kept folders in, swap the trees, retire the old one. The new tree (and
+        the journal) are on the disk before anything of the old one moves."""
         if not self.out.exists():
+            flush_to_disk(self.staging)
             os.rename(self.staging, self.out)
             self.committed = True
             return
         journal = self.staging / JOURNAL
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
+        flush_to_disk(self.staging)
         held: list[int] = []
         try:
             with signals_held(held):

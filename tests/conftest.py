@@ -188,8 +188,8 @@ class LoopDisk:
     another loop device (the first still held), so its files get another device number, as
     a USB disk plugged in after another one (on exFAT, other inode numbers too)."""
 
-    def __init__(self, root: Path, kind: str = "ext4"):
-        self.img, self.mnt, self.kind = root / "disk.img", root / "mnt", kind
+    def __init__(self, root: Path, kind: str = "ext4", options: str = ""):
+        self.img, self.mnt, self.kind, self.options = root / "disk.img", root / "mnt", kind, options
         self.mnt.mkdir()
         with open(self.img, "wb") as f:
             f.truncate(64 << 20)
@@ -203,7 +203,8 @@ class LoopDisk:
                              check=True).stdout.strip()
         self.devices.append(dev)
         mount = ["mount"] if self.kind == "ext4" else ["mount.exfat-fuse"]
-        subprocess.run([*mount, dev, str(self.mnt)], check=True, capture_output=True)
+        subprocess.run([*mount, *(["-o", self.options] if self.options else []), dev, str(self.mnt)], check=True,
+                       capture_output=True)
 
     def _umount(self) -> bool:
         for _ in range(50):  # (an old tree's remover, a detached process, may still be at work there)
@@ -241,13 +242,13 @@ class LoopDisk:
             subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
-def _loop_disk(tmp_path: Path, kind: str):
+def _loop_disk(tmp_path: Path, kind: str, options: str = ""):
     tools = ["losetup", "mkfs.ext4"] if kind == "ext4" else ["losetup", "mkfs.exfat", "mount.exfat-fuse"]
     if not (all(shutil.which(t) for t in tools) and os.geteuid() == 0):
         pytest.skip(f"needs root and {', '.join(tools)}")
     (tmp_path / "disk").mkdir()
     try:
-        disk = LoopDisk(tmp_path / "disk", kind)
+        disk = LoopDisk(tmp_path / "disk", kind, options)
     except subprocess.CalledProcessError:
         pytest.skip(f"this machine cannot mount an {kind} loop device")
     try:
