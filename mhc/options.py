@@ -84,6 +84,10 @@ class Options:
     max_pixels: int | None = opt(None, "--max-pixels", panel=IO, metavar="N",
                                  help="Skip images larger than this many pixels (default 178956970, Pillow's "
                                  "decompression-bomb guard).")
+    file_timeout: float = opt(300.0, "--file-timeout", panel=IO, metavar="SECONDS",
+                              help="Skip a file whose decoding takes longer (a damaged file that hangs the decoder, "
+                              "a share that stopped answering); 0: no limit. Kept by hashing processes (24 files "
+                              "or more, -j other than 1).")
     dry_run: bool = opt(False, "-n", "--dry-run", panel=IO,
                         help="Compute and print the tables; write nothing (no output, no cache).")
 
@@ -226,6 +230,8 @@ def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     _choice("video-match", o.video_match, VideoMatch)
     _choice("linkage", o.linkage, Linkage)
     _choice("method", o.method, Method)
+    if not 0 <= o.file_timeout <= 1e9:  # (NaN and infinity too)
+        raise UsageError(f"--file-timeout is a number of seconds (0: no limit), e.g. 300, not {o.file_timeout:g}")
     if o.max_pixels is not None and o.max_pixels < 1:
         raise UsageError("--max-pixels must be a positive number of pixels, e.g. 200000000")
     if not 1 <= o.frames <= 1000:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -31,8 +32,27 @@ def worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # time_limit's end: the kernel ends the process
     # If the main process is killed (kill -9), take the workers down with it (Linux).
     die_with_parent()
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """In a worker process only: if the block takes longer than ``seconds``, the kernel
+    ends the process (SIGALRM, left at its default action by :func:`worker_init`). A decoder
+    stuck inside C code (FFmpeg on a damaged stream, a read from a share that stopped
+    answering) never returns to Python, so no exception could stop it; its pool then breaks
+    as for any dead worker, and the file is found and reported as the one that killed it.
+    None: no limit."""
+    if not seconds:
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def start_method() -> str:

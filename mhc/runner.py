@@ -14,6 +14,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, Executor
@@ -26,21 +27,28 @@ from .discover import MediaFile
 from .errors import EnvironmentFault, FileError, MhcError
 from .events import Progress, report
 from .hashing import FileResult, HashPlan, hash_file
-from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, lost, pool_size, start_method, wait_first, worker_init
+from .pool import (MIN_FILES_FOR_POOL, how_it_ended, in_pools, lost, pool_size, start_method, time_limit, wait_first,
+                   worker_init)
 
 log = logging.getLogger(__name__)
 
 
-def hash_batch(items: list[tuple[str, str]], plan: HashPlan, expect: dict[str, str] | None = None) -> list[FileResult]:
+def hash_batch(items: list[tuple[str, str]], plan: HashPlan, expect: dict[str, str] | None = None,
+               timeout: float | None = None) -> list[FileResult]:
     """Worker task: a small batch of ``(path, kind)`` (amortises inter-process overhead).
     ``expect``: the submitter's :func:`~mhc.dask_exec.code_version`; a worker running
     other code raises EnvironmentFault instead of hashing (Dask workers are checked when a
-    run starts, but one may join later)."""
+    run starts, but one may join later). ``timeout``: seconds per file, after which the
+    kernel ends this process (:func:`~mhc.pool.time_limit`; in a local pool's worker only)."""
     if expect is not None:
         refusal = other_code(expect)
         if refusal is not None:
             raise refusal
-    return [hash_file(p, plan, kind) for p, kind in items]
+    out = []
+    for p, kind in items:
+        with time_limit(timeout):
+            out.append(hash_file(p, plan, kind))
+    return out
 
 
 def warm(plan: HashPlan, videos: bool = False) -> None:
@@ -91,6 +99,7 @@ def compute_hashes(
     executor: Executor | None = None,
     progress: Progress | None = None,
     flush_every: int = 256,
+    file_timeout: float | None = None,
 ) -> HashResults:
     """Hash ``files`` with ``plan``, using and filling ``cache``.
 
@@ -98,6 +107,8 @@ def compute_hashes(
     its missing algorithms. ``executor``: run batches there (e.g. a Dask client's
     executor); otherwise a local process pool of ``workers`` (0 = all cores).
     Results reach the cache in batches as they arrive, so an interrupted run keeps them.
+    ``file_timeout``: a file whose decoding takes longer in a local worker is reported and
+    skipped (see :func:`run_batches`).
     """
     by_path = {f.path: f for f in files}
     kinds = sorted({f.kind for f in files})
@@ -177,7 +188,8 @@ def compute_hashes(
         names.setdefault((f.dev, f.ino, f.kind) if f.ino else (0, id(f), f.kind), []).append(f)
     others = {group[0].path: group[1:] for group in names.values() if len(group) > 1}
     try:
-        for res in run_batches([(g[0].path, g[0].kind) for g in names.values()], work_plan, workers, executor):
+        for res in run_batches([(g[0].path, g[0].kind) for g in names.values()], work_plan, workers, executor,
+                               file_timeout):
             take(res)
             for f in others.get(res.path, ()):
                 take(dataclasses.replace(res, path=f.path))
@@ -209,13 +221,19 @@ def _cached_failure(f: MediaFile, plan: HashPlan, cached: Cached) -> str | None:
 
 
 DIED = "the decoder died ({how}) on this file: likely out of memory; it was skipped"
+TOO_SLOW = ("its decoding took longer than {limit:g} s (a damaged file that hangs the decoder, or a disk that "
+            "stopped answering); it was skipped: raise --file-timeout if it is only slow")
 
 
-def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
-                executor: Executor | None) -> Iterator[FileResult]:
+def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int, executor: Executor | None,
+                timeout: float | None = None) -> Iterator[FileResult]:
     """Results for ``(path, kind)`` items, in completion order. The files of the batches
     lost with a dead worker are retried one file per task in a new pool; those lost again
-    are retried one file per process, and a file that kills its process there is reported."""
+    are retried one file per process, and a file that kills its process there is reported.
+    ``timeout``: seconds per file in a local pool's workers, after which the kernel ends the
+    worker (a decoder stuck in C code cannot be stopped any other way): the same path as a
+    dead worker, so a file that hangs is reported after about three times ``timeout``. Files
+    decoded in this process (one worker, or a few files) and on an executor have no limit."""
     workers = pool_size(workers, len(items), warn=True) if executor is None else workers or os.cpu_count() or 1
     if executor is None and (workers == 1 or len(items) < MIN_FILES_FOR_POOL):
         # in this process: nothing to start, and a crash here would be ours, not a file's
@@ -227,9 +245,10 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int,
         warm(plan, any(kind == "video" for _, kind in items))
     # an executor's workers are not this process's forks: each batch checks its worker's code
     expect = code_version() if executor is not None else None
-    for _, results in in_pools(functools.partial(hash_batch, plan=plan, expect=expect),
+    limit = timeout if executor is None else None
+    for _, results in in_pools(functools.partial(hash_batch, plan=plan, expect=expect, timeout=limit),
                                guided_batches(items, n_workers), workers,
-                               executor, n_workers, lambda item: _alone(item, plan, executor)):
+                               executor, n_workers, lambda item: _alone(item, plan, executor, limit)):
         yield from results
 
 
@@ -247,7 +266,8 @@ def guided_batches(items: list, n_workers: int, most: int = 32) -> list[list]:
     return out
 
 
-def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> FileResult:
+def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None,
+           timeout: float | None = None) -> FileResult:
     """Hash one file in a process of its own: if it dies, only this file is lost."""
     path, kind = item
     if executor is not None:  # a distributed executor: one task for this one file
@@ -267,13 +287,15 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
             return FileResult(path, error=DIED.format(how=type(e).__name__), cacheable=False)
     ctx = multiprocessing.get_context(start_method())
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_one, args=(send, item, plan), daemon=True)
+    proc = ctx.Process(target=_one, args=(send, item, plan, timeout), daemon=True)
     proc.start()
     send.close()
     try:
         return receive.recv()
     except EOFError:  # the process died before it could answer
         proc.join()
+        if timeout is not None and proc.exitcode == -signal.SIGALRM:  # (time_limit's end)
+            return FileResult(path, error=TOO_SLOW.format(limit=timeout), cacheable=False)
         return FileResult(path, error=DIED.format(how=how_it_ended(proc.exitcode)), cacheable=False)
     finally:
         receive.close()
@@ -282,7 +304,7 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None) -> 
         proc.join()
 
 
-def _one(send, item: tuple[str, str], plan: HashPlan) -> None:
+def _one(send, item: tuple[str, str], plan: HashPlan, timeout: float | None) -> None:
     worker_init()
-    send.send(hash_batch([item], plan)[0])
+    send.send(hash_batch([item], plan, timeout=timeout)[0])
     send.close()

@@ -361,6 +361,38 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many
     assert len(targets) == 59
 
 
+def test_a_file_whose_decoding_takes_longer_than_the_file_timeout_is_skipped(many, tmp_path):
+    """A decoder that never returns (FFmpeg looping on a damaged stream, a read from a share
+    that stopped answering) held the run forever at one file. Here a real slow decode, a
+    PNG of 169 megapixels (half a second or more), against --file-timeout 0.3: that file is
+    reported, every other one is hashed, exit 0. Wrong values are refused in one line."""
+    from PIL import Image, ImageDraw
+
+    slow = many / "huge.png"
+    im = Image.new("L", (13000, 13000), 0)
+    ImageDraw.Draw(im).rectangle((1000, 1000, 5000, 5000), fill=200)
+    im.save(slow)
+    del im
+    r = run_cli("-i", str(many), "-o", str(tmp_path / "o"), "-a", "phash_8", "-j", "2", "--no-report", "--no-cache",
+                "--file-timeout", "0.3", "-q")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader((tmp_path / "o" / "errors.csv").open()))
+    assert rows[1:] == [[str(slow), "its decoding took longer than 0.3 s (a damaged file that hangs the decoder, or a "
+                                    "disk that stopped answering); it was skipped: raise --file-timeout if it is only "
+                                    "slow"]]
+    targets = {os.readlink(x) for x in (tmp_path / "o" / "phash_8").rglob("*") if x.is_symlink()}
+    assert len(targets) == 60 and str(slow) not in targets
+    # the default (300 s) hashes it
+    r = run_cli("-i", str(many), "-o", str(tmp_path / "o"), "-a", "phash_8", "-j", "2", "--no-report", "--no-cache",
+                "-q")
+    assert r.returncode == 0 and len(list(csv.reader((tmp_path / "o" / "errors.csv").open()))) == 1, r.stderr
+    for wrong in ("-1", "x", "nan", "inf", "1e300"):
+        r = run_cli("-i", str(many), "-o", str(tmp_path / "o2"), "--file-timeout", wrong)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--file-timeout" in r.stderr \
+            and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o2").exists()
+
+
 def test_a_file_that_kills_its_thumbnail_worker_costs_only_its_thumbnail(many, tmp_path):
     """A killed thumbnail worker broke the report's pool: "mhc failed unexpectedly:
     BrokenProcessPool", exit 70. The hashes come from the cache here, so every process
