@@ -286,7 +286,7 @@ def metric_measure(result) -> Measure:
 
 
 def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0,
-                 reuse: Reuse | None = None) -> set[str]:
+                 file_timeout: float | None = None, reuse: Reuse | None = None) -> set[str]:
     """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
     made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
     (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs. Returns the names of
@@ -294,7 +294,7 @@ def write_report(staging: Path, home: Path, summary: dict, result=None, *, progr
     from .thumbs import ensure_thumbs, thumb_donors
 
     thumbs = ensure_thumbs(summary["files"], home, kinds=summary["kinds"], workers=workers, progress=progress,
-                           donors=lambda: thumb_donors(summary.get("cache"), summary["output"], summary.get("input")))
+                           file_timeout=file_timeout, donors=lambda: thumb_donors(summary.get("cache"), summary["output"], summary.get("input")))
     _record_thumbs(summary, thumbs)
     build_report(staging, summary, thumbs, metric_measure(result) if result is not None else None, reuse)
     return {os.path.basename(t) for t in thumbs.values()}

@@ -5,11 +5,13 @@ it until the file changes; the folder moves with the output from run to run.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,7 +25,7 @@ from .discover import classify
 from .events import Progress, report
 from .identity import inodes_made_up
 from .ownership import _THUMB
-from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, pool_size, start_method, worker_init
+from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, pool_size, start_method, time_limit, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
@@ -116,20 +118,26 @@ def make_thumb(path: str, dest: str, kind: str = "image") -> bool:
     return True
 
 
-def _make_batch(jobs: list[tuple[str, str, str]]) -> list[bool]:
-    return [make_thumb(p, d, k) for p, d, k in jobs]
+def _make_batch(jobs: list[tuple[str, str, str]], timeout: float | None = None) -> list[bool]:
+    out = []
+    for p, d, k in jobs:
+        with time_limit(timeout):  # (in a pool's worker only: see mhc.pool.time_limit)
+            out.append(make_thumb(p, d, k))
+    return out
 
 
 def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = None, workers: int = 0,
                   executor: Executor | None = None, progress: Progress | None = None,
                   recorded: list[str | None] | None = None,
-                  donors: Callable[[], list[tuple[Path, set[str]]]] | None = None) -> dict[str, str]:
+                  donors: Callable[[], list[tuple[Path, set[str]]]] | None = None,
+                  file_timeout: float | None = 300.0) -> dict[str, str]:
     """Thumbnails for ``files`` under ``home/.mhc/thumbs``, made where missing (on
     ``executor``, or a local pool of ``workers`` when there are many). ``recorded``: each
     file's thumbnail name as summary.json recorded it, used for a file that cannot be
     reached now (its input moved or unmounted: the name comes from the file's identity).
     ``donors``: called when thumbnails are missing, the thumbnail folders of other outputs
     (:func:`thumb_donors`), where they are taken from (linked, else copied) before any is made.
+    ``file_timeout``: seconds per file in a pool's worker (see :func:`mhc.runner.run_batches`).
     Returns path -> thumbnail path relative to the output folder."""
     tdir = home / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +176,8 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
         results = zip(batches, executor.map(_make_batch, batches))
     elif len(todo) >= MIN_FILES_FOR_POOL and processes > 1:
         # a pool only when there is enough to make: most reruns find every thumbnail
-        results = in_pools(_make_batch, batches, processes, None, processes, _alone)
+        results = in_pools(functools.partial(_make_batch, timeout=file_timeout), batches, processes, None, processes,
+                           functools.partial(_alone, timeout=file_timeout))
     else:
         results = ((b, _make_batch(b)) for b in batches)
     done = 0
@@ -317,19 +326,24 @@ def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
     return removed
 
 
-def _alone(job: tuple[str, str, str]) -> bool:
+def _alone(job: tuple[str, str, str], timeout: float | None = None) -> bool:
     """One thumbnail in a process of its own: if it dies, only this one is missing."""
     ctx = multiprocessing.get_context(start_method())
-    proc = ctx.Process(target=_one, args=job, daemon=True)
+    proc = ctx.Process(target=_one, args=(*job, timeout), daemon=True)
     proc.start()
     proc.join()
     if proc.exitcode == 0:
         return os.path.exists(job[1])
-    log.warning("no thumbnail for %s: the process making it died (%s); the report shows \"no preview\"",
-                job[0], how_it_ended(proc.exitcode))
+    if timeout is not None and proc.exitcode == -signal.SIGALRM:
+        log.warning("no thumbnail for %s: decoding it took longer than %g s (--file-timeout); the report shows "
+                    "\"no preview\"", job[0], timeout)
+    else:
+        log.warning("no thumbnail for %s: the process making it died (%s); the report shows \"no preview\"",
+                    job[0], how_it_ended(proc.exitcode))
     return False
 
 
-def _one(path: str, dest: str, kind: str) -> None:
+def _one(path: str, dest: str, kind: str, timeout: float | None = None) -> None:
     worker_init()
-    make_thumb(path, dest, kind)
+    with time_limit(timeout):
+        make_thumb(path, dest, kind)

@@ -386,6 +386,16 @@ def test_a_file_whose_decoding_takes_longer_than_the_file_timeout_is_skipped(man
     r = run_cli("-i", str(many), "-o", str(tmp_path / "o"), "-a", "phash_8", "-j", "2", "--no-report", "--no-cache",
                 "-q")
     assert r.returncode == 0 and len(list(csv.reader((tmp_path / "o" / "errors.csv").open()))) == 1, r.stderr
+    # hashes cached, its thumbnail made in the report's own pool: the same limit, one warning
+    cache = tmp_path / "c.sqlite"
+    assert run_cli("-i", str(many), "-o", str(tmp_path / "warm"), "--cache", str(cache), "-a", "phash_8", "-t", "0",
+                   "--no-report", "-q").returncode == 0
+    r = run_cli("-i", str(many), "-o", str(tmp_path / "o3"), "--cache", str(cache), "-a", "phash_8", "-t", "0",
+                "-j", "2", "--file-timeout", "0.3", "-q")
+    assert r.returncode == 0 and r.stderr.strip() == (
+        f"no thumbnail for {slow}: decoding it took longer than 0.3 s (--file-timeout); the report shows \"no "
+        f"preview\""), r.stderr
+    assert len(list((tmp_path / "o3" / ".mhc" / "thumbs").glob("*.jpg"))) == 60
     for wrong in ("-1", "x", "nan", "inf", "1e300"):
         r = run_cli("-i", str(many), "-o", str(tmp_path / "o2"), "--file-timeout", wrong)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--file-timeout" in r.stderr \
