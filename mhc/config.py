@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from .errors import UsageError
-from .options import describe_type, fields, type_ok
+from .options import fields
+from .valuetypes import describe_type, type_ok
 
 if sys.version_info >= (3, 11):
     import tomllib

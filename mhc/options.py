@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms
 from .errors import UsageError
 from .thresholds import parse_thresholds
+from .valuetypes import describe_type, type_ok
 
 LinkMode = Literal["symlink", "hardlink", "copy"]
 VideoMatch = Literal["majority", "frames"]
@@ -322,40 +323,6 @@ def _check_types(options: Options) -> None:
         value = getattr(options, f.name)
         if not type_ok(value, hint):
             raise UsageError(f"--{spec.long} must be {describe_type(hint)}, not {value!r}")
-
-
-def type_ok(value: Any, hint: Any) -> bool:
-    """Whether ``value`` fits the declared type (bool is not an int here)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        return any(type_ok(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is Literal:
-        return isinstance(value, str) and value in args
-    if origin is list:
-        return isinstance(value, (list, tuple)) and all(type_ok(v, args[0]) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is Path:
-        return isinstance(value, (str, Path))
-    return isinstance(value, hint)
-
-
-def describe_type(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is list:
-        return "a list of " + {str: "texts", int: "whole numbers"}.get(args[0], str(args[0]))
-    if args and type(None) in args:
-        return describe_type(next(a for a in args if a is not type(None)))
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a text",
-            Path: "a path (text)"}.get(hint, str(hint))
 
 
 # Which clustering options each clusterer honours (see mhc.clustering); any other one
