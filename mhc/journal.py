@@ -119,23 +119,20 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-def flush_to_disk(folder: Path) -> None:
-    """Write to the disk everything written so far on the filesystem holding ``folder``
-    (Linux ``syncfs``; ``sync`` elsewhere). Before the commit: otherwise a power cut in the
-    half minute the kernel may hold written data back can leave the swapped-in tree with
+def flush_to_disk(fd: int) -> None:
+    """Write to the disk everything written so far on the filesystem of the open folder
+    ``fd`` (Linux ``syncfs``; ``sync`` elsewhere). Before the commit: otherwise a power cut in
+    the half minute the kernel may hold written data back can leave the swapped-in tree with
     empty files (ext4, XFS: the renames reach the disk before the files' data), among them
     summary.json, after which mhc refuses the output. One call for the whole tree: an fsync
-    per file would cost a disk flush each. Raises OSError when the disk reports a failed
-    write (EIO), which the tree must then not replace the old one with."""
+    per file would cost a disk flush each. Raises OSError when the disk failed a write since
+    ``fd`` was opened (EIO: Linux reports what the kernel's own write-back met too), which the
+    tree must then not replace the old one with."""
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         os.sync()
         return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if fn(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(folder))
-    finally:
-        os.close(fd)
+    if fn(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -101,6 +101,7 @@ class OutputFolder:
         self._ops: list[list[str]] = []
         self._background = background_retire
         self.committed = False
+        self._since: int | None = None  # the staging folder, open from its making: see _flush
         self._previous: dict | None | object = _UNREAD  # the summary this run replaces, read once
         self.not_made: list[str] = []  # what the checks found that mhc did not make (see refuse_not_made)
 
@@ -121,6 +122,9 @@ class OutputFolder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._since is not None:
+            os.close(self._since)
+            self._since = None
         try:
             if not self.committed and (self.staging / JOURNAL).exists():
                 undo_changes(read_journal(self.staging / JOURNAL))
@@ -137,6 +141,9 @@ class OutputFolder:
         if not self.staging.exists():
             try:
                 self.staging.mkdir()
+                # open from here on: the flush before the commit then also reports the writes
+                # the kernel failed in the background meanwhile (Linux reports those since open)
+                self._since = os.open(self.staging, os.O_RDONLY)
                 (self.staging / MARKER).write_text("This folder was made by mhc; mhc may replace it.\n")
                 _carry_stamp(self.out / MARKER, self.staging / MARKER)
             except OSError as e:
@@ -186,13 +193,13 @@ class OutputFolder:
         """Move the kept folders in, swap the trees, retire the old one. The new tree (and
         the journal) are on the disk before anything of the old one moves."""
         if not self.out.exists():
-            flush_to_disk(self.staging)
+            self._flush()
             os.rename(self.staging, self.out)
             self.committed = True
             return
         journal = self.staging / JOURNAL
         journal.write_text(f"{0:012d}\n" + json.dumps({"out": str(self.out), "ops": self._ops}))
-        flush_to_disk(self.staging)
+        self._flush()
         held: list[int] = []
         try:
             with signals_held(held):
@@ -213,6 +220,20 @@ class OutputFolder:
                 # say "the previous output is unchanged" (mhc.cli reads this)
                 e.output_replaced = True  # type: ignore[attr-defined]
                 raise
+
+    def _flush(self) -> None:
+        """The new tree on the disk, or one line: a disk that failed a write of this run
+        (its data would be lost after the swap, with exit status 0) leaves the old tree."""
+        fd = self._since if self._since is not None else os.open(self.staging, os.O_RDONLY)
+        try:
+            flush_to_disk(fd)
+        except OSError as e:
+            raise EnvironmentFault(f"the disk holding {self.parent} failed to write the new output ({e.strerror}; "
+                                   f"see dmesg); the previous output is unchanged: check the disk, free space if "
+                                   f"it is full, and run again") from None
+        finally:
+            if fd != self._since:
+                os.close(fd)
 
     def _swap_in(self, journal: Path) -> Path:
         """The critical section: make the journalled changes, swap the trees. On any

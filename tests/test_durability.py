@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 
 from mhc import Options, run
 
-from conftest import _loop_disk, photo, save
+from conftest import _loop_disk, photo, run_cli, save
 
 JOURNAL_COMMIT = 1  # seconds (mount -o commit=1)
 
@@ -72,3 +74,54 @@ def test_a_power_cut_after_a_run_leaves_its_output_whole(ext4_quick_journal, tmp
         assert sorted(summary["algorithms"]) == sorted(algorithms)
         assert on_disk["out/summary.json"] == (out / "summary.json").read_bytes()
         assert os.path.getsize(out / "index.html") == len(on_disk["out/index.html"])
+
+
+@pytest.fixture
+def disk_that_fails_writes(tmp_path: Path):
+    """An ext4 disk of 128 MB whose image file lies on a tmpfs of 24 MB: the kernel takes
+    writes into its cache as if there were room, and the disk fails them (I/O errors) when
+    they are written back, as a failing or thin-provisioned disk, or a full server, does."""
+    if not (all(shutil.which(t) for t in ("losetup", "mkfs.ext4")) and os.geteuid() == 0):
+        pytest.skip("needs root, losetup and mkfs.ext4")
+    small, mnt = tmp_path / "small", tmp_path / "mnt"
+    small.mkdir()
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    dev = None
+    try:
+        img = small / "disk.img"
+        with open(img, "wb") as f:
+            f.truncate(128 << 20)
+        subprocess.run(["mkfs.ext4", "-q", str(img)], check=True, capture_output=True)
+        dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        subprocess.run(["mount", dev, str(mnt)], check=True, capture_output=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        if dev:
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_a_disk_that_fails_the_writes_of_a_run_gets_no_output_that_says_it_is_complete(disk_that_fails_writes,
+                                                                                       tmp_path):
+    """The run's copies fit the disk as it reports itself, but the disk fails them when the
+    kernel writes them back: mhc said "output: ..." with exit status 0 and the kernel logged
+    "potential data loss" half a minute later. The flush before the commit meets the failure:
+    one line, exit status 3, and no output."""
+    import numpy as np
+    from PIL import Image
+
+    inp, out = tmp_path / "in", disk_that_fails_writes / "out"
+    inp.mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(12):  # 1.4 MB each that no compression shrinks: 36 copies, 52 MB
+        Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(inp / f"n{k}.png", compress_level=1)
+    r = run_cli("-i", str(inp), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4", "--link", "copy", "-q")
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, (r.returncode, r.stderr)
+    # (or, had the disk's journal given up first, its writes refused as read-only)
+    assert re.search(r"failed to write the new output \(Input/output error; see dmesg\); the previous output is "
+                     r"unchanged|Read-only file system", r.stderr), r.stderr
+    assert not out.exists()
