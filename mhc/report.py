@@ -286,7 +286,7 @@ def metric_measure(result) -> Measure:
 
 
 def write_report(staging: Path, home: Path, summary: dict, result=None, *, progress=None, workers: int = 0,
-                 file_timeout: float | None = None, reuse: Reuse | None = None) -> set[str]:
+                 file_timeout: float | None = 300.0, reuse: Reuse | None = None) -> set[str]:
     """Thumbnails and the HTML report for a new tree built in ``staging``. Thumbnails are
     made once per file (where hashing did not make them) into ``home/.mhc/thumbs``
     (:meth:`~mhc.output.OutputFolder.mhc_home`) and kept across runs. Returns the names of
