@@ -382,6 +382,11 @@ def test_a_file_whose_decoding_takes_longer_than_the_file_timeout_is_skipped(man
                                     "slow"]]
     targets = {os.readlink(x) for x in (tmp_path / "o" / "phash_8").rglob("*") if x.is_symlink()}
     assert len(targets) == 60 and str(slow) not in targets
+    # one worker (-j 1, a one-core machine) has the limit too: its files are decoded in a pool of one
+    r = run_cli("-i", str(many), "-o", str(tmp_path / "o1"), "-a", "phash_8", "-j", "1", "--no-report", "--no-cache",
+                "--file-timeout", "0.3", "-q")
+    assert r.returncode == 0, r.stderr
+    assert [row[0] for row in csv.reader((tmp_path / "o1" / "errors.csv").open())][1:] == [str(slow)]
     # the default (300 s) hashes it
     r = run_cli("-i", str(many), "-o", str(tmp_path / "o"), "-a", "phash_8", "-j", "2", "--no-report", "--no-cache",
                 "-q")
