@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .discover import MARKER, STAGING_INFIX
 from .errors import EnvironmentFault, fault
-from .journal import do_change, exchange, flush_to_disk, read_journal, signals_held, undo_changes
+from .journal import do_change, exchange, flush_to_disk, mark_progress, read_journal, signals_held, undo_changes
 from .names import unique_link_names  # noqa: F401  (re-exported)
 from .ownership import (
     CLUSTER_FOLDER,
@@ -248,6 +248,7 @@ class OutputFolder:
                     # the old tree's own)
                     started += 1
                     os.pwrite(fd, b"%012d" % started, 0)
+                    mark_progress(fd, started)
                     do_change(op, self.staging)
             finally:
                 os.close(fd)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 
 from mhc import Options, run
 
-from conftest import _loop_disk, photo, run_cli, save
+from conftest import _loop_disk, photo, run_cli, save, tree_digest
 
 JOURNAL_COMMIT = 1  # seconds (mount -o commit=1)
 
@@ -125,3 +126,71 @@ def test_a_disk_that_fails_the_writes_of_a_run_gets_no_output_that_says_it_is_co
     assert re.search(r"failed to write the new output \(Input/output error; see dmesg\); the previous output is "
                      r"unchanged|Read-only file system", r.stderr), r.stderr
     assert not out.exists()
+
+
+_STOPPED_IN_THE_COMMIT = """
+import sys, time
+from pathlib import Path
+import mhc.output
+from mhc import Options, run
+
+made, real = [0], mhc.output.do_change
+
+def change(op, staging):  # the real change; after the 12th, the power goes (the test copies the disk now)
+    real(op, staging)
+    made[0] += 1
+    if made[0] == 12:
+        Path(sys.argv[3]).write_text("12")
+        time.sleep(600)
+
+mhc.output.do_change = change
+run(Options(input=Path(sys.argv[1]), output=Path(sys.argv[2]), no_cache=True, algorithms=["phash_8", "dhash_8"],
+            workers=1))
+"""
+
+
+def test_a_power_cut_inside_the_commit_is_undone_whole(ext4_quick_journal, tmp_path):
+    """The commit moves the folders it keeps from the old tree into the new one, counting the
+    changes begun in its journal, so that a killed run is undone exactly. The count was
+    rewritten in place: a power cut found it older than the renames made after it (file data
+    reaches the disk later than renames do), the undo missed those moves, and the old output
+    lost the folders, removed with the new tree. The count is also kept in the journal's times
+    now, which reach the disk in step with the renames."""
+    from mhc.output import OutputFolder
+
+    disk = ext4_quick_journal
+    inp, out = tmp_path / "in", disk.mnt / "out"
+    for k in range(8):
+        save(photo(k % 5, (160, 120)), inp / f"p{k}.jpg")
+    run(Options(input=inp, output=out, no_cache=True, algorithms=["phash_8", "dhash_8"], workers=1),
+        background_cleanup=False)
+    before = {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}
+    save(photo(9, (160, 120)), inp / "new.jpg")  # the rerun keeps most folders, moved in at its commit
+    signal_file = tmp_path / "in-the-commit"
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_IN_THE_COMMIT, str(inp), str(out), str(signal_file)])
+    try:
+        end = time.monotonic() + 120
+        while not signal_file.exists() and child.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert signal_file.exists(), "the rerun never reached its commit"
+        time.sleep(JOURNAL_COMMIT * 2.5)  # the renames so far committed to the disk's journal
+        snap = tmp_path / "snap.img"
+        subprocess.run(["cp", "--sparse=always", str(disk.img), str(snap)], check=True)  # the power goes
+    finally:
+        child.kill()
+        child.wait()
+    # the machine comes back: the disk as it was at the cut, at the same place
+    assert disk._umount()
+    dev = subprocess.run(["losetup", "-f", "--show", str(snap)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        subprocess.run(["mount", dev, str(disk.mnt)], check=True, capture_output=True)
+        try:
+            with OutputFolder(out, inp):  # what every mhc run does first: finish what a run left
+                pass
+            after = {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}
+            assert after == before, sorted(set(before) ^ set(after))[:5]
+        finally:
+            subprocess.run(["umount", str(disk.mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
