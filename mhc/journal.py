@@ -47,11 +47,12 @@ def mark_progress(fd: int, started: int) -> None:
     than the renames made after it: a file's data reaches the disk on the kernel's schedule,
     while its times, like the renames, are metadata, which ext4, XFS and btrfs journal in
     order. So the times are never behind the changes on the disk, and the undo after a power
-    cut misses none (it would otherwise leave moved folders in the staging tree it removes)."""
-    os.utime(fd, ns=(started, started))
+    cut misses none (it would otherwise leave moved folders in the staging tree it removes).
+    In whole seconds after 1970 (NTFS and HFS+ keep no finer times)."""
+    os.utime(fd, (started, started))
 
 
-_REAL_TIME = 10**12  # ns: a journal's time below this (1970, the first quarter hour) is a count
+_REAL_TIME = 10**8  # s: a journal's time before this (early 1973) is a count, not a time
 
 
 def read_journal(path: Path, staging: Path | None = None, out: Path | None = None) -> list[list[str]]:
@@ -61,7 +62,7 @@ def read_journal(path: Path, staging: Path | None = None, out: Path | None = Non
     if text.startswith("{"):  # written by mhc before 2026-12: moves only, all undoable by their paths
         return [["mv", str(out / r), str(staging / r)] for r in json.loads(text).get("moves", [])]
     started, _, body = text.partition("\n")
-    marked = path.stat().st_mtime_ns
+    marked = int(path.stat().st_mtime)
     return json.loads(body)["ops"][:max(int(started), marked if marked < _REAL_TIME else 0)]
 
 
