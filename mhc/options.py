@@ -87,8 +87,8 @@ class Options:
                                  "decompression-bomb guard).")
     file_timeout: float = opt(300.0, "--file-timeout", panel=IO, metavar="SECONDS",
                               help="Skip a file whose decoding takes longer (a damaged file that hangs the decoder, "
-                              "a share that stopped answering); 0: no limit. Kept where 24 files or more are "
-                              "hashed (in worker processes, even with -j 1).")
+                              "a share that stopped answering); 0: no limit. Kept by the worker processes that "
+                              "decode videos, and pictures when 24 or more are to be hashed (even with -j 1).")
     dry_run: bool = opt(False, "-n", "--dry-run", panel=IO,
                         help="Compute and print the tables; write nothing (no output, no cache).")
 

@@ -233,12 +233,14 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int, exec
     ``timeout``: seconds per file in a local pool's workers, after which the kernel ends the
     worker (a decoder stuck in C code cannot be stopped any other way): the same path as a
     dead worker, so a file that hangs is reported after about three times ``timeout``. Files
-    decoded in this process (fewer than MIN_FILES_FOR_POOL) and on an executor have no limit."""
+    decoded in this process (fewer than MIN_FILES_FOR_POOL pictures and no video) and on an
+    executor have no limit."""
     workers = pool_size(workers, len(items), warn=True) if executor is None else workers or os.cpu_count() or 1
-    if executor is None and len(items) < MIN_FILES_FOR_POOL:
-        # in this process: starting a pool would cost more. One worker still gets a pool of
-        # one (no slower: 60 photos of 12 MP, -j 1, 2.9-3.4 s either way), so that a decoder
-        # that crashes (a segfault in a codec) or hangs costs its file, not the run
+    if executor is None and len(items) < MIN_FILES_FOR_POOL and not any(kind == "video" for _, kind in items):
+        # in this process: starting a pool would cost more for a few pictures. One worker
+        # still gets a pool of one (no slower: 60 photos of 12 MP, -j 1, 2.9-3.4 s either way),
+        # and so do a few videos (4: 1.10-1.21 s against 1.11-1.54 s here), so that a decoder
+        # that crashes (a segfault in a codec) or hangs (FFmpeg) costs its file, not the run
         for p, kind in items:
             yield hash_file(p, plan, kind)
         return

@@ -174,7 +174,8 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     processes = pool_size(workers, len(batches))
     if executor is not None:
         results = zip(batches, executor.map(_make_batch, batches))
-    elif len(todo) >= MIN_FILES_FOR_POOL:  # (one worker too: a decoder's crash or hang costs its thumbnail)
+    elif len(todo) >= MIN_FILES_FOR_POOL or any(kind == "video" for _, _, kind in todo):
+        # (one worker too, and any video: a decoder's crash or hang costs its thumbnail)
         # a pool only when there is enough to make: most reruns find every thumbnail
         results = in_pools(functools.partial(_make_batch, timeout=file_timeout), batches, processes, None, processes,
                            functools.partial(_alone, timeout=file_timeout))

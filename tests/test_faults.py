@@ -408,6 +408,29 @@ def test_a_file_whose_decoding_takes_longer_than_the_file_timeout_is_skipped(man
     assert not (tmp_path / "o2").exists()
 
 
+def test_a_video_that_kills_its_decoder_costs_only_itself_in_a_small_run(tmp_path):
+    """Fewer than 24 files were decoded in mhc's own process: a video whose decoder crashed
+    (a segfault in FFmpeg; here this test's SIGKILL, as in the tests above) or hung ended or
+    held the whole run. Videos always go to worker processes now: it is reported, the others
+    are hashed, exit 0."""
+    inp = tmp_path / "in"
+    for k in range(5):
+        save(photo(k, (320, 240)), inp / f"p{k}.jpg")
+    clip = make_video(inp / "clip.mp4", [photo(k, (640, 480)) for k in range(3)], seconds=3, size=(1280, 720))
+    p = subprocess.Popen([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"), "-a",
+                          "phash_8", "-j", "2", "--no-report", "--no-cache", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with _killing_whoever_opens(clip, p.pid) as kills:
+        out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert len(kills) >= 2, kills
+    rows = list(csv.reader((tmp_path / "o" / "errors.csv").open()))
+    assert rows[1:] == [[str(clip), "the decoder died (killed by signal 9) on this file: likely out of memory; "
+                                    "it was skipped"]]
+    targets = {os.readlink(x) for x in (tmp_path / "o" / "phash_8").rglob("*") if x.is_symlink()}
+    assert len(targets) == 5
+
+
 def test_a_file_that_kills_its_thumbnail_worker_costs_only_its_thumbnail(many, tmp_path):
     """A killed thumbnail worker broke the report's pool: "mhc failed unexpectedly:
     BrokenProcessPool", exit 70. The hashes come from the cache here, so every process
