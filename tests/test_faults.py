@@ -1091,3 +1091,28 @@ def test_a_disk_that_stopped_answering_before_the_command_is_named_in_one_line(e
         assert r.returncode == 3 and re.fullmatch(line + (r" The previous output is unchanged\." if unchanged else ""),
                                                   r.stderr.strip()), (args, r.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_line_for_a_disk_that_stopped_answering_names_its_mount_point_as_written(tmp_path):
+    """The mount point comes from /proc/self/mounts, where a space is written \\040: a real
+    mount at a path with a space and non-ASCII letters, and the error a dead mount gives."""
+    import errno
+
+    from mhc.errors import resource_fault
+
+    if os.geteuid() != 0 or not os.path.exists("/proc/self/mounts"):
+        pytest.skip("needs root and /proc/self/mounts")
+    point = tmp_path / "USB disk é"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        e = OSError(errno.ENOTCONN, "Transport endpoint is not connected", str(point / "DCIM" / "a.jpg"))
+        assert str(resource_fault(e)) == (f"the disk or network share mounted at {point} stopped answering (Transport "
+                                          f"endpoint is not connected); check it (plug it in or mount it again) and run "
+                                          f"again")
+        e = OSError(errno.EIO, "Input/output error", str(tmp_path / "elsewhere.jpg"))  # under no mount of its own
+        assert f"at {tmp_path / 'elsewhere.jpg'} stopped answering" in str(resource_fault(e)) or \
+            "mounted at /" in str(resource_fault(e))
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
