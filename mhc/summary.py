@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .discover import MARKER, enclosing_output
-from .errors import EnvironmentFault, MhcError, UsageError, printable
+from .errors import EnvironmentFault, MhcError, UsageError, printable, resource_fault
 from .names import naming_for, recorded_link_names
 from .pairs import Edges
 from .sweep import Partition, sweep
@@ -104,9 +104,9 @@ def load(output: Path) -> dict | None:
         if not _beyond_marker(output):
             return None
         problem = None
-    except OSError as e:
-        raise EnvironmentFault(f"cannot read {path} ({e.strerror}); make it readable, or run mhc with a new "
-                               f"--output") from None
+    except OSError as e:  # (a disk that stopped answering, no file descriptor left: said as such)
+        raise resource_fault(e) or EnvironmentFault(f"cannot read {path} ({e.strerror}); make it readable, or run "
+                                                    f"mhc with a new --output") from None
     except ValueError as e:  # not JSON, or not UTF-8
         problem = f"not JSON: {e}"
     else:

@@ -1074,22 +1074,27 @@ def test_an_output_disk_whose_fuse_driver_dies_during_the_writing_keeps_the_prev
 
 def test_a_disk_that_stopped_answering_before_the_command_is_named_in_one_line(exfat_disk, tmp_path):
     """A FUSE disk whose driver is dead before mhc starts, as the input, the output or the cache,
-    and under `mhc cache info`: each one line naming the mount point (the path that failed
+    under `mhc cache info`, and holding an output for `mhc report` and `mhc pairs`: each one
+    line naming the mount point (the path that failed
     first may be a marker file mhc looked for), exit status 3; "mhc failed unexpectedly"
     before."""
     inp = tmp_path / "in"
     save(photo(1), inp / "a.jpg")
-    exfat_disk.kill_driver()
     mnt = str(exfat_disk.mnt)
+    assert run_cli("-i", str(inp), "-o", mnt + "/made", "--link", "copy", "--no-cache", "-q").returncode == 0
+    exfat_disk.kill_driver()
     line = (rf"Error: the disk or network share mounted at {re.escape(mnt)} stopped answering \(Transport endpoint is "
-            r"not connected\); check it \(plug it in or mount it again\) and run again\.")
+            r"not connected\); check it \(plug it in or mount it again\) and run again")
     for args, unchanged in ((["-i", mnt, "-o", str(tmp_path / "out")], True),
                             (["-i", str(inp), "-o", mnt + "/out", "--link", "copy"], True),
                             (["-i", str(inp), "-o", str(tmp_path / "out"), "--cache", mnt + "/c.sqlite"], True),
-                            (["cache", "info", "--cache", mnt + "/c.sqlite"], False)):
-        r = run_cli(*args, "-q") if args[0] != "cache" else run_cli(*args)
-        assert r.returncode == 3 and re.fullmatch(line + (r" The previous output is unchanged\." if unchanged else ""),
-                                                  r.stderr.strip()), (args, r.stderr)
+                            (["cache", "info", "--cache", mnt + "/c.sqlite"], False),
+                            # an output there, read by `mhc report` and `mhc pairs` ("cannot read its
+                            # summary.json ...; make it readable" before)
+                            (["report", "-o", mnt + "/made"], False), (["pairs", "-o", mnt + "/made"], False)):
+        r = run_cli(*args, "-q") if args[0] not in ("cache", "report", "pairs") else run_cli(*args)
+        assert r.returncode == 3 and re.fullmatch(line + (r"\. The previous output is unchanged\." if unchanged else
+                                                          r"\.?"), r.stderr.strip()), (args, r.stderr)
     assert not (tmp_path / "out").exists()
 
 
