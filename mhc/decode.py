@@ -140,7 +140,7 @@ def _open_raw(path: str, variants: Sequence[DecodeSettings]) -> list[Decoded]:
     except DecodeError:
         raise
     except OSError as e:
-        raise _access_error(e) from None
+        raise access_error(e) from None
     except Exception as e:  # rawpy raises LibRaw* errors per failure
         raise DecodeError(f"not a readable RAW file ({type(e).__name__})") from None
     im.load()
@@ -197,7 +197,7 @@ def _open_pillow(path: str, variants: Sequence[DecodeSettings]) -> list[Decoded]
                           cacheable=False) from None
     except OSError as e:
         if e.errno is not None:  # a real system error: about access, not content
-            raise _access_error(e) from None
+            raise access_error(e) from None
         raise _content_error(e) from None
     except (SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, struct.error) as e:
         raise _content_error(e) from None
@@ -213,7 +213,9 @@ def too_large(w: int, h: int, limit: int) -> DecodeError:
                        f"(a decompression-bomb guard); raise --max-pixels to hash it", cacheable=False)
 
 
-def _access_error(e: OSError) -> DecodeError:
+def access_error(e: OSError) -> DecodeError:
+    """The failure for a system error reading a file: about access, not content, so never
+    cached (the next run tries the file again)."""
     return DecodeError(access_reason(e), cacheable=False)
 
 
@@ -303,7 +305,7 @@ def _unidentified_reason(path: str) -> str:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as e:
-        raise _access_error(e) from None
+        raise access_error(e) from None
     if not head:
         return "empty file (0 bytes)"
     fmt = image_signature(head)

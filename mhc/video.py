@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import GONE, UNREADABLE, DecodeError, access_reason
+from .decode import DecodeError, access_error
 from .signatures import image_signature, with_article
 from .discover import extension
 
@@ -105,8 +105,6 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         container = av.open(path)
     except Exception as e:  # av raises its own error types per FFmpeg error
         reason = _reason(path, e)
-        if reason in (GONE, "permission denied") or reason.startswith(UNREADABLE):  # access, not content: retried
-            raise DecodeError(reason, cacheable=False) from None
         if reason.startswith(("empty file", "not a video")):
             raise DecodeError(reason) from None
         raise _CannotOpen(reason) from None
@@ -283,10 +281,12 @@ def _check_readable(path: str) -> None:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as e:
-        raise DecodeError(access_reason(e), cacheable=False) from None
+        raise access_error(e) from None
 
 
 def _reason(path: str, e: Exception) -> str:
+    """Why FFmpeg could not open ``path`` (``e``); a file that cannot be read at all raises
+    :func:`~mhc.decode.access_error` instead (not about its content: not cached)."""
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
@@ -295,7 +295,7 @@ def _reason(path: str, e: Exception) -> str:
         if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
             return "not a video: the file holds text"
     except OSError as oe:
-        return access_reason(oe)
+        raise access_error(oe) from None
     # FFmpeg's errors carry the path in str(e); the reason alone is its strerror
     msg = getattr(e, "strerror", None) or str(e).split(":")[-1].strip() or type(e).__name__
     return _image_inside(path) or f"not a readable video: damaged, cut short or not a video ({msg})"
