@@ -263,7 +263,7 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
     tops = disk_tops(plan.input, found.files)
     with open_cache(plan) as cache, dask_executor(o.dask, executor) as ex:
         results = compute_hashes(found.files, hplan, cache, workers=o.workers, executor=ex, progress=progress,
-                                 file_timeout=o.file_timeout or None)
+                                 file_timeout=o.file_timeout)
         if hplan.thumb_dir is not None and plan.output is not None:  # (a run that makes a report)
             cache.remember_output(str(plan.output))
         if not o.exclude:  # files left out by --exclude are not gone: their hashes stay

@@ -44,7 +44,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     stuck inside C code (FFmpeg on a damaged stream, a read from a share that stopped
     answering) never returns to Python, so no exception could stop it; its pool then breaks
     as for any dead worker, and the file is found and reported as the one that killed it.
-    None: no limit."""
+    None or 0: no limit."""
     if not seconds:
         yield
         return

@@ -236,7 +236,8 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int, exec
     decoded in this process (fewer than MIN_FILES_FOR_POOL pictures and no video) and on an
     executor have no limit."""
     workers = pool_size(workers, len(items), warn=True) if executor is None else workers or os.cpu_count() or 1
-    if executor is None and len(items) < MIN_FILES_FOR_POOL and not any(kind == "video" for _, kind in items):
+    videos = any(kind == "video" for _, kind in items)
+    if executor is None and len(items) < MIN_FILES_FOR_POOL and not videos:
         # in this process: starting a pool would cost more for a few pictures. One worker
         # still gets a pool of one (no slower: 60 photos of 12 MP, -j 1, 2.9-3.4 s either way),
         # and so do a few videos (4: 1.10-1.21 s against 1.11-1.54 s here), so that a decoder
@@ -246,7 +247,7 @@ def run_batches(items: list[tuple[str, str]], plan: HashPlan, workers: int, exec
         return
     n_workers = workers if executor is None else max(workers, 2)
     if executor is None:
-        warm(plan, any(kind == "video" for _, kind in items))
+        warm(plan, videos)
     # an executor's workers are not this process's forks: each batch checks its worker's code
     expect = code_version() if executor is not None else None
     limit = timeout if executor is None else None
@@ -298,7 +299,7 @@ def _alone(item: tuple[str, str], plan: HashPlan, executor: Executor | None,
         return receive.recv()
     except EOFError:  # the process died before it could answer
         proc.join()
-        if timeout is not None and proc.exitcode == -signal.SIGALRM:  # (time_limit's end)
+        if timeout and proc.exitcode == -signal.SIGALRM:  # (time_limit's end; 0: no limit was set)
             return FileResult(path, error=TOO_SLOW.format(limit=timeout), cacheable=False)
         return FileResult(path, error=DIED.format(how=how_it_ended(proc.exitcode)), cacheable=False)
     finally:

@@ -335,7 +335,7 @@ def _alone(job: tuple[str, str, str], timeout: float | None = None) -> bool:
     proc.join()
     if proc.exitcode == 0:
         return os.path.exists(job[1])
-    if timeout is not None and proc.exitcode == -signal.SIGALRM:
+    if timeout and proc.exitcode == -signal.SIGALRM:  # (0: no limit was set)
         log.warning("no thumbnail for %s: decoding it took longer than %g s (--file-timeout); the report shows "
                     "\"no preview\"", job[0], timeout)
     else:

@@ -341,7 +341,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         try:
             if not o.no_report:  # first: it records each page's digest in the summary
                 used_thumbs = write_report(staging, of.mhc_home(), summary, result, progress=progress,
-                                           workers=o.workers, file_timeout=o.file_timeout or None,
+                                           workers=o.workers, file_timeout=o.file_timeout,
                                            reuse=_page_reuse(of, previous))
             write_json(staging / "summary.json", summary)
             write_errors_csv(staging / "errors.csv", result.errors)
