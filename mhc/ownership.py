@@ -31,6 +31,7 @@ THRESHOLD_FOLDER = re.compile(r"^(thr_\d{3,}_unclustered_\d+|hdbscan_min\d+)$")
 CLUSTER_FOLDER = re.compile(r"^(\d{3,}_\d+|unclustered_\d+)$")
 _PAGE = re.compile(r"^thr_\d{3,}(-\d+)?\.html$")
 _THUMB = re.compile(r"^[0-9a-f]{20}\.jpg(\.tmp)?$")
+MAKING = ".making"  # in .mhc/thumbs while thumbnails may not be on the disk yet (see mhc.thumbs.mark_making)
 _FOREST = re.compile(r"^[\w.-]+\.npz(\.tmp)?$")
 
 
@@ -47,7 +48,7 @@ def owned(parts: tuple[str, ...], is_dir: bool) -> bool:
         if depth == 2:
             return is_dir and parts[1] in ("thumbs", "forests")
         pattern = _THUMB if parts[1] == "thumbs" else _FOREST
-        return depth == 3 and not is_dir and bool(pattern.match(parts[2]))
+        return depth == 3 and not is_dir and (bool(pattern.match(parts[2])) or parts[1:] == ("thumbs", MAKING))
     if depth == 2:
         return is_dir and bool(THRESHOLD_FOLDER.match(parts[1]))
     if depth == 3:

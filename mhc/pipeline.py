@@ -236,6 +236,7 @@ def _thumb_dir(of, options: Options) -> str | None:
     .mhc/thumbs, kept across runs (the live one, else the new tree's)."""
     if options.no_report:
         return None
+    from .thumbmarks import check_left_thumbs
     from .thumbs import THUMB_DIR
 
     d = of.mhc_home() / THUMB_DIR
@@ -243,6 +244,7 @@ def _thumb_dir(of, options: Options) -> str | None:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # the report says what is wrong when it gets there
+    check_left_thumbs(d)  # before hashing reuses one a power cut left empty
     return str(d)
 
 

@@ -313,6 +313,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
     from .discover import MARKER
     from .output import OutputFolder
     from .summary import read_summary, write_json
+    from .thumbmarks import THUMB_DIR, thumbs_written
     from .thumbs import ensure_thumbs, prune_thumbs, thumb_donors
 
     out = Path(os.path.abspath(output))
@@ -334,6 +335,7 @@ def rebuild_report(output: str | Path, *, workers: int = 0) -> Path:
             if entry.name not in ("index.html", "report", "summary.json", MARKER):
                 of.keep(entry.name)
         of.commit()
+        thumbs_written(of.out / THUMB_DIR)
         # (the thumbnails summary.json named stay, whether or not their files can be reached now)
         prune_thumbs(of.out, {os.path.basename(t) for t in thumbs.values()} | {t for t in recorded if t})
     return out / "index.html"

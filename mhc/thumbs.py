@@ -25,16 +25,13 @@ from .discover import classify
 from .events import Progress, report
 from .identity import inodes_made_up
 from .ownership import _THUMB
+from .thumbmarks import THUMB_DIR, THUMB_MARK, broken, check_left_thumbs, is_ours, mark_making
 from .pool import MIN_FILES_FOR_POOL, how_it_ended, in_pools, pool_size, start_method, time_limit, worker_init
 from .video import VIDEO_VERSION, VideoSettings, sample_frames
 
 log = logging.getLogger(__name__)
 
 THUMB_SIDE = 200
-THUMB_DIR = Path(".mhc") / "thumbs"
-# Written into every thumbnail (a JPEG comment): what proves a file in .mhc/thumbs is one mhc
-# made, before :func:`prune_thumbs` removes it (mhc never deletes a file it did not create)
-THUMB_MARK = b"mhc report thumbnail"
 
 
 def thumb_name(path: str, st: os.stat_result | None = None, *, made_up: bool | None = None) -> str | None:
@@ -100,6 +97,7 @@ def save_thumb(im: Image.Image, dest: str) -> None:
     # level of Lanczos over all of it (a tenth of the hashing work per file, saved)
     im = im.resize((max(1, round(w * k)), max(1, round(h * k))), Image.LANCZOS, reducing_gap=1.0)
     tmp = dest + ".tmp"
+    mark_making(os.path.dirname(dest))
     im.convert("RGB").save(tmp, "JPEG", quality=80, comment=THUMB_MARK)
     os.replace(tmp, dest)
 
@@ -141,6 +139,7 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     Returns path -> thumbnail path relative to the output folder."""
     tdir = home / THUMB_DIR
     tdir.mkdir(parents=True, exist_ok=True)
+    check_left_thumbs(tdir)
     found: dict[str, str] = {}
     todo: list[tuple[str, str, str]] = []
     have = set(os.listdir(tdir))
@@ -256,7 +255,7 @@ def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, s
             rest.append(job)
             continue
         names = (os.path.basename(dest), *_older_names(p, st, made_up.get(st.st_dev)))
-        src = next((d / n for d, have in donors for n in names if n in have and _is_ours(d / n)), None)
+        src = next((d / n for d, have in donors for n in names if n in have and is_ours(d / n) and not broken(str(d / n))), None)
         if src is None or not _place(src, dest):
             rest.append(job)
             continue
@@ -266,21 +265,11 @@ def _take_from(donors: list[tuple[Path, set[str]]], todo: list[tuple[str, str, s
     return rest
 
 
-def _is_ours(path: Path) -> bool:
-    """A thumbnail mhc made: a JPEG that holds :data:`THUMB_MARK` (the comment follows the
-    JPEG's first segment)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return False
-    return head.startswith(b"\xff\xd8") and THUMB_MARK in head
-
-
 def _place(src: Path, dest: str) -> bool:
     """``src`` at ``dest``: a hard link (no room taken; each output removes its own name
     only), else a copy written whole."""
     try:
+        mark_making(os.path.dirname(dest))
         os.link(src, dest)
         return True
     except FileExistsError:
@@ -317,7 +306,7 @@ def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
         if e.name in keep or not _THUMB.match(e.name) or not e.is_file(follow_symlinks=False):
             continue
         try:
-            if _is_ours(Path(e.path)):
+            if is_ours(Path(e.path)):
                 os.unlink(e.path)
                 removed += 1
         except OSError:  # (a read-only output: they stay)

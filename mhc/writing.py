@@ -27,6 +27,7 @@ from .output import OutputFolder
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .repair import Repair, check_kept, queue_repair, restore_renamed, stamp, written_at
 from .sweep import Partition
+from .thumbmarks import THUMB_DIR, thumbs_written
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
             from .report import render_index
 
             of.replace_file("index.html", lambda p: p.write_text(render_index(summary), encoding="utf-8"))
+        thumbs_written(of.out / THUMB_DIR, flush=True)  # (those made for files changed in place)
         stamp(of.out)
         return False
     for key in gone:  # folders of algorithms no longer in the output: they must all be mhc's
@@ -371,6 +373,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     # after every change of the commit, and only here, where the kept folders were checked
     # (not in `mhc report`, which keeps them unchecked): what changes later is not mhc's
     stamp(of.out)
+    thumbs_written(of.out / THUMB_DIR)  # (the commit wrote them to the disk)
     if used_thumbs is not None:  # once the new report is in place (the old one used them until now)
         from .thumbs import prune_thumbs
 

@@ -194,3 +194,72 @@ def test_a_power_cut_inside_the_commit_is_undone_whole(ext4_quick_journal, tmp_p
             subprocess.run(["umount", str(disk.mnt)], check=True)
     finally:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+_STOPPED_BEFORE_THE_COMMIT = """
+import sys, time
+from pathlib import Path
+import mhc.output
+from mhc import Options, run
+
+def commit(self):  # the thumbnails of the new files are made; the power goes before the commit
+    Path(sys.argv[3]).write_text("made")
+    time.sleep(600)
+
+mhc.output.OutputFolder.commit = commit
+run(Options(input=Path(sys.argv[1]), output=Path(sys.argv[2]), no_cache=True, algorithms=["phash_8"], workers=1))
+"""
+
+
+def test_thumbnails_a_power_cut_left_empty_are_made_again(ext4_quick_journal, tmp_path):
+    """The report's thumbnails are made in the live output's .mhc/thumbs, kept across runs
+    and reused by name. A power cut during a run, before its commit wrote them out, left the
+    new ones empty on the disk, and every later report showed those files as broken images
+    (until the files changed). A run now marks the folder while it makes thumbnails; a mark
+    left from before the machine restarted has the next run check them and make again those
+    that are not whole."""
+    disk = ext4_quick_journal
+    inp, out = tmp_path / "in", disk.mnt / "out"
+    for k in range(4):
+        save(photo(k, (160, 120)), inp / f"p{k}.jpg")
+    o = Options(input=inp, output=out, no_cache=True, algorithms=["phash_8"], workers=1)
+    run(o, background_cleanup=False)
+    for k in range(4, 8):  # new files: their thumbnails are made by the next run
+        save(photo(k, (160, 120)), inp / f"p{k}.jpg")
+    signal_file = tmp_path / "made"
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_BEFORE_THE_COMMIT, str(inp), str(out), str(signal_file)])
+    try:
+        end = time.monotonic() + 120
+        while not signal_file.exists() and child.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert signal_file.exists(), "the run never reached its commit"
+        time.sleep(JOURNAL_COMMIT * 2.5)
+        snap = tmp_path / "snap.img"
+        subprocess.run(["cp", "--sparse=always", str(disk.img), str(snap)], check=True)  # the power goes
+    finally:
+        child.kill()
+        child.wait()
+    assert disk._umount()
+    dev = subprocess.run(["losetup", "-f", "--show", str(snap)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        subprocess.run(["mount", dev, str(disk.mnt)], check=True, capture_output=True)
+        try:
+            thumbs = out / ".mhc" / "thumbs"
+            empty = [p.name for p in thumbs.iterdir() if p.stat().st_size == 0]
+            assert empty, "this disk kept every thumbnail: the test shows nothing"
+            making = thumbs / ".making"
+            if making.exists():  # the run was in an earlier boot of the machine than this one
+                making.write_text("an earlier boot\n")
+            run(o, background_cleanup=False)
+            summary = json.loads((out / "summary.json").read_text())
+            shown = [t for t in summary["file_info"]["thumb"] if t]
+            assert len(shown) == 8
+            for t in shown:
+                data = (thumbs / t).read_bytes()
+                assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9"), (t, len(data))
+            assert not making.exists()
+        finally:
+            subprocess.run(["umount", str(disk.mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -444,11 +445,11 @@ def test_a_new_output_takes_its_thumbnails_from_the_other_outputs_of_its_cache(t
     second = {p.name: p.stat().st_ino for p in (tmp_path / "second" / ".mhc" / "thumbs").iterdir()}
     assert made == [fake] and set(second) == set(first)
     assert all(second[n] == first[n] for n in first if n != fake)  # linked, not copied: no room taken
-    assert thumbs._is_ours(tmp_path / "second" / ".mhc" / "thumbs" / fake)
+    assert thumbs.is_ours(tmp_path / "second" / ".mhc" / "thumbs" / fake)
     info = run_cli("cache", "info", "--cache", str(tmp_path / "c.sqlite"))  # where they come from, said
     assert f"outputs made with it, most recent first: {tmp_path / 'second'}, {tmp_path / 'first'}\n" in info.stdout
     shutil.rmtree(tmp_path / "first")
-    assert all(thumbs._is_ours(p) for p in (tmp_path / "second" / ".mhc" / "thumbs").iterdir())
+    assert all(thumbs.is_ours(p) for p in (tmp_path / "second" / ".mhc" / "thumbs").iterdir())
     made.clear()
     run(Options(output=tmp_path / "third", **o))  # (the first is gone: from the second)
     assert made == [] and len(list((tmp_path / "third" / ".mhc" / "thumbs").iterdir())) == 5
@@ -679,3 +680,73 @@ def test_a_disk_mounted_again_under_another_device_keeps_its_thumbnails(loop_dis
     assert run_cli(*args).returncode == 0
     after = {p.name: p.stat().st_mtime_ns for p in tdir.iterdir()}
     assert len(after) == len(before) + 1 and all(after.get(n) == t for n, t in before.items())
+
+
+def test_after_a_restart_the_thumbnails_a_run_may_have_left_damaged_are_checked_and_only_mhcs_broken_ones_go(tmp_path):
+    """A run marks the thumbnail folder while its thumbnails may not be on the disk yet. A
+    mark of this boot is left alone (the kernel still holds what a killed run wrote); one
+    of an earlier boot (the power went) has the damaged thumbnails removed: empty, all zero
+    bytes, or mhc's own cut short. A file that is not mhc's stays, whatever its state."""
+    from mhc import thumbmarks, thumbs
+
+    tdir = tmp_path / ".mhc" / "thumbs"
+    tdir.mkdir(parents=True)
+    names = {k: f"{k:020x}.jpg" for k in range(7)}
+    for k in (0, 1, 2):
+        thumbs.save_thumb(photo(k, (320, 240)), str(tdir / names[k]))
+    mark = tdir / ".making"
+    assert mark.read_text().strip() == thumbmarks._boot() != ""  # written with the first thumbnail
+    whole = (tdir / names[0]).read_bytes()
+    (tdir / names[1]).write_bytes(whole[:len(whole) // 2])  # mhc's, cut short
+    (tdir / names[2]).write_bytes(b"")  # empty
+    (tdir / names[3]).write_bytes(bytes(len(whole)))  # its size, but no data reached the disk
+    save(photo(4, (200, 150)), tdir / names[4])  # a JPEG mhc did not make ...
+    (tdir / names[4]).write_bytes((tdir / names[4]).read_bytes()[:500])  # ... cut short: not mhc's to remove
+    (tdir / "notes.txt").write_bytes(b"")  # not named as a thumbnail
+    before = sorted(p.name for p in tdir.iterdir())
+    assert thumbmarks.check_left_thumbs(tdir) == 0  # this boot's mark
+    assert sorted(p.name for p in tdir.iterdir()) == before
+    mark.write_text("an earlier boot\n")
+    assert thumbmarks.check_left_thumbs(tdir) == 3
+    assert sorted(p.name for p in tdir.iterdir()) == sorted([names[0], names[4], "notes.txt"])
+    assert (tdir / names[0]).read_bytes() == whole
+    # a mark cut short by the power cut (empty) is one of an earlier boot too
+    thumbs.save_thumb(photo(5, (320, 240)), str(tdir / names[5]))
+    (tdir / names[5]).write_bytes(b"")
+    mark.write_bytes(b"")
+    assert thumbmarks.check_left_thumbs(tdir) == 1 and not mark.exists()
+
+
+def test_the_mark_goes_once_a_run_or_mhc_report_wrote_its_thumbnails_out_and_stays_in_a_run_that_failed(tmp_path,
+                                                                                                       monkeypatch):
+    from mhc import thumbmarks
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        save(photo(k), inp / f"{k}.jpg")
+    o = dict(input=inp, output=out, no_cache=True, algorithms=["phash_8"], workers=1)
+    run(Options(**o))
+    mark = out / ".mhc" / "thumbs" / ".making"
+    assert not mark.exists() and len(list(mark.parent.iterdir())) == 3
+    p = save(photo(0), inp / "0.jpg", quality=60)  # changed in place: a new thumbnail, nothing else changes
+    os.utime(p, (1, 1))
+    run(Options(**o))
+    assert not mark.exists() and len(list(mark.parent.iterdir())) == 4
+    shutil.rmtree(mark.parent)
+    r = run_cli("report", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert not mark.exists() and len(list(mark.parent.iterdir())) == 3
+    save(photo(7), inp / "new.jpg")
+    from mhc.errors import EnvironmentFault
+    from mhc.output import OutputFolder
+
+    def full(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(OutputFolder, "commit", full)  # the disk fills up at the end of the run
+    with pytest.raises(EnvironmentFault, match="the disk is full"):
+        run(Options(**o))
+    assert mark.exists() and mark.read_text().strip() == thumbmarks._boot()  # its new thumbnail is not written out
+    monkeypatch.undo()
+    run(Options(**o))  # (the mark is mhc's: the output is not refused for it)
+    assert not mark.exists() and len(list(mark.parent.iterdir())) == 4
