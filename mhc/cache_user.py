@@ -57,7 +57,15 @@ class CacheCommands:
         """The user's own decisions must be saved or the command fails clearly."""
         if self.newer:
             raise self.newer_refused()
-        if not self._write(fn):
+        # on the disk before mhc says it is saved: the hashes' commits do not wait for it
+        # (synchronous=NORMAL: a power cut may roll the last ones back while another mhc has
+        # the cache open; hashes are computed again, the user's decisions would be lost)
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            saved = self._write(fn)
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        if not saved:
             raise EnvironmentFault(f"cannot save to the hash cache {self.path}; make it writable and try again")
 
     def clear(self) -> int:

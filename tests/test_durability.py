@@ -263,3 +263,39 @@ def test_thumbnails_a_power_cut_left_empty_are_made_again(ext4_quick_journal, tm
             subprocess.run(["umount", str(disk.mnt)], check=True)
     finally:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def test_a_not_a_duplicate_mark_is_on_the_disk_when_mhc_ignore_says_it_is_saved(ext4_quick_journal, tmp_path):
+    """The hash cache commits without waiting for the disk (SQLite's WAL with
+    synchronous=NORMAL: a power cut may roll back the last transactions, which for hashes
+    only means computing them again). The user's own "not a duplicate" marks were saved the
+    same way: a power cut in the half minute after `mhc ignore` lost the mark it had
+    reported saved, unless `mhc ignore` was the last to close the cache (which writes it
+    out). Those writes now wait for the disk."""
+    import sqlite3
+
+    disk = ext4_quick_journal
+    inp, cache = tmp_path / "in", disk.mnt / "cache.sqlite"
+    a, b = save(photo(1), inp / "a.jpg"), save(photo(2), inp / "b.jpg")
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    time.sleep(JOURNAL_COMMIT * 2.5)
+    subprocess.run(["sync"], check=True)  # the run's hashes on the disk: only the mark is new
+    other = sqlite3.connect(cache)  # another mhc has the cache open (a run, the report's page)
+    try:
+        other.execute("SELECT count(*) FROM files").fetchone()
+        r = run_cli("ignore", "--cache", str(cache), str(a), str(b))
+        assert r.returncode == 0, r.stderr
+        on_disk = _after_power_cut(disk, tmp_path)
+    finally:
+        other.close()
+    copy = tmp_path / "after"
+    copy.mkdir()
+    for name, data in on_disk.items():
+        if name in ("cache.sqlite", "cache.sqlite-wal"):
+            (copy / name).write_bytes(data)
+    db = sqlite3.connect(copy / "cache.sqlite")
+    try:
+        assert db.execute("SELECT count(*) FROM ignored").fetchone()[0] == 1
+    finally:
+        db.close()
