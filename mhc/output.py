@@ -104,6 +104,7 @@ class OutputFolder:
         self._since: int | None = None  # the staging folder, open from its making: see _flush
         self._previous: dict | None | object = _UNREAD  # the summary this run replaces, read once
         self.not_made: list[str] = []  # what the checks found that mhc did not make (see refuse_not_made)
+        self.changed: list[str] = []  # ... and copies it made that were changed since
 
     def __enter__(self) -> "OutputFolder":
         check_output(self.out, self.inp)
@@ -343,8 +344,8 @@ class OutputFolder:
     def refuse_not_made(self) -> None:
         """After the checks of a stage: refuse, in one line, every entry they found that mhc
         did not make. Nothing has been changed yet (the checks only read)."""
-        if self.not_made:
-            raise NotMade(sorted(set(self.not_made)))
+        if self.not_made or self.changed:
+            raise NotMade(sorted(set(self.not_made)), sorted(set(self.changed)))
 
     def check_top_level(self) -> None:
         """Refuse before any work if the output holds, where mhc replaces things, anything
@@ -366,13 +367,15 @@ class OutputFolder:
                 continue
             refuse(e.path, self.not_made)
 
-    def check_deleting(self, rel: str, link_names: set[str], files_mode: bool) -> None:
+    def check_deleting(self, rel: str, link_names: set[str], files_mode: bool,
+                       as_made: Callable[[os.DirEntry], bool] | None = None) -> None:
         """Before a folder of links is replaced: every entry must be one mhc made (a
-        cluster or unclustered folder of links named as mhc names them)."""
+        cluster or unclustered folder of links named as mhc names them; copies and hard
+        links also ``as_made``: see :func:`mhc.ownership.copies_as_made`)."""
         if not (self.out / rel).is_dir():
             return  # removed by hand: nothing to check
         for c in os.scandir(self.out / rel):
             if not (c.is_dir(follow_symlinks=False) and CLUSTER_FOLDER.match(c.name)):
                 refuse(c.path, self.not_made)
                 continue
-            check_links(c.path, link_names, files_mode, self.not_made)
+            check_links(c.path, link_names, files_mode, self.not_made, as_made, self.changed)

@@ -74,12 +74,18 @@ def check_own_dir(d: Path, name: str, found: list[str] | None = None) -> None:
                     stack.append((e.path, sub))
 
 
-def check_links(folder: str, link_names: set[str], files_mode: bool = False, found: list[str] | None = None) -> None:
+def check_links(folder: str, link_names: set[str], files_mode: bool = False, found: list[str] | None = None,
+                as_made: Callable[[os.DirEntry], bool] | None = None, changed: list[str] | None = None) -> None:
     """Refuse if a cluster folder holds anything but links named as mhc names them (with
-    ``files_mode``, copies or hard links: regular files; ``found``: see :func:`refuse`)."""
+    ``files_mode``, copies or hard links: regular files, each ``as_made`` (see
+    :func:`copies_as_made`), else noted in ``changed``; ``found``: see :func:`refuse`)."""
     for e in os.scandir(folder):
         if not (e.name in link_names and (e.is_symlink() or (files_mode and e.is_file(follow_symlinks=False)))):
             refuse(e.path, found)
+        elif as_made is not None and not e.is_symlink() and not as_made(e):
+            if changed is None:
+                raise NotMade([], [e.path])
+            changed.append(e.path)
 
 
 def not_ours(root: Path) -> Callable[[str], bool]:
@@ -93,18 +99,30 @@ def not_ours(root: Path) -> Callable[[str], bool]:
 
 
 class NotMade(UsageError):
-    """Entries of the output that mhc did not make, where mhc would replace them."""
+    """Entries of the output that mhc did not make, where mhc would replace them; ``changed``:
+    files of a tree of copies or hard links that mhc made and someone changed since."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], changed: list[str] | None = None):
         from .errors import printable
 
-        self.paths = paths
+        self.paths, self.changed = paths, changed or []
+        edited = ""
+        if self.changed:
+            shown = ", ".join(printable(p) for p in self.changed[:3])
+            edited = (f"{shown}, a file mhc made that was changed since" if len(self.changed) == 1 else
+                      f"{len(self.changed)} files mhc made that were changed since, e.g. {shown}")
+        if not paths:
+            it, its = ("it", "its folder") if len(self.changed) == 1 else ("them", "their folders")
+            super().__init__(f"the output folder holds {edited} (edited in a viewer?); mhc would delete {it} with "
+                             f"{its}: move {it} out of the output folder, then run again")
+            return
         if len(paths) == 1:
             what = f"{printable(paths[0])}, which mhc did not make; move it"
         else:  # all of them at once: a viewer's Thumbs.db in 50 folders must not take 50 runs to find
             shown = ", ".join(printable(p) for p in paths[:3])
             what = f"{len(paths)} entries mhc did not make where it replaces things, e.g. {shown}; move them"
-        super().__init__(f"the output folder holds {what} out of the output folder (mhc only replaces what it "
+        also = f", and also {edited}" if edited else ""
+        super().__init__(f"the output folder holds {what} out of the output folder{also} (mhc only replaces what it "
                          f"made), then run again")
 
 
@@ -114,6 +132,40 @@ def refuse(path: str, found: list[str] | None = None) -> None:
     if found is None:
         raise NotMade([path])
     found.append(path)
+
+
+# FAT keeps a file's times to 2 s: a copy's mtime may read up to that far from its original's
+MTIME_SLACK_NS = 2_000_000_000
+
+
+def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes: list[int]) -> Callable[[os.DirEntry], bool]:
+    """For a tree of copies or hard links whose run recorded ``files``, their link ``names``
+    and the files' ``sizes`` and ``mtimes`` (ns): whether an entry is as mhc made it, so that
+    replacing its folder loses nothing. mhc's copies keep their original's mtime
+    (``shutil.copy2``) and its hard links are the original, so they never have a later mtime
+    than the original had when the run saw it (an older version's, for a copy kept while the
+    original changed). A copy edited in place, or a file saved over one (an image viewer's
+    rotate and save), has the time of that edit: unless it is the original itself, or a copy
+    of it as it is now (the original changed during the run), it is the user's."""
+    at = {n: i for i, n in enumerate(names)} if len(names) == len(files) == len(sizes) == len(mtimes) else {}
+
+    def as_made(e: os.DirEntry) -> bool:
+        i = at.get(e.name)
+        if i is None:
+            return True  # (not named as mhc names them: check_links refuses it anyway)
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            return True  # gone: nothing to lose
+        if st.st_mtime_ns <= mtimes[i] + MTIME_SLACK_NS:
+            return True
+        try:
+            now = os.stat(files[i])
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino) or (
+            st.st_size == now.st_size and abs(st.st_mtime_ns - now.st_mtime_ns) <= MTIME_SLACK_NS)
+    return as_made
 
 
 def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> list[str]:

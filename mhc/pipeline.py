@@ -142,7 +142,7 @@ def _check_room_before_hashing(plan: RunPlan, found: Discovery) -> None:
     The exact check comes before the first copy (``writing``), but only after hashing, which
     takes hours on a large collection; a tree that would not fit even if half the bytes were
     unreadable is refused here instead. (A rerun moves its unchanged folders: not checked.)"""
-    from .writing import FEWER_COPIES, amount, free_space
+    from .room import FEWER_COPIES, amount, free_space
 
     o = plan.options
     if o.link != "copy" or o.no_unclustered_links or o.changed_only or o.method != "sweep":

@@ -145,7 +145,7 @@ def print_summary(result, console: Console) -> None:
                           markup=False, soft_wrap=True)
     if result.options.dry_run:
         if result.options.link == "copy":  # planning a tree of copies (a USB drive): its size, and the room there
-            from .writing import amount, copies_needed, free_space
+            from .room import amount, copies_needed, free_space
 
             o = result.options
             need, copies = copies_needed(((p, not o.no_unclustered_links) for a in result.algorithms

@@ -13,18 +13,19 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import forked
-from .errors import EnvironmentFault, FileError, UsageError, fault
+from .errors import FileError, UsageError, fault
 from .events import Progress, report
 from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
+from .ownership import copies_as_made
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
+from .room import check_room_for_copies
 from .repair import Repair, check_kept, queue_repair, restore_renamed, stamp, written_at
 from .sweep import Partition
 from .thumbmarks import THUMB_DIR, thumbs_written
@@ -43,10 +44,14 @@ def folder_digest(files_digest: bytes, p: Partition, settings: LinkSettings) -> 
     return h.hexdigest()
 
 
-def files_digest(files: list[str], links: list[str]) -> bytes:
-    """The files and their link names: part of every folder's digest."""
+def files_digest(files: list[str], links: list[str], facts: tuple[list[int], list[int]] | None = None) -> bytes:
+    """The files and their link names: part of every folder's digest. ``facts``: each file's
+    size and mtime, for a tree of copies or hard links, whose folders hold the files' bytes
+    (a file changed with the same hash would leave its old copies in the kept folders)."""
     # the same bytes as fsencode(f) + NUL + fsencode(name) + NUL per file, encoded at once
     text = "".join(f"{f}\0{name}\0" for f, name in zip(files, links))
+    if facts is not None:
+        text += "".join(f"{b}\0{m}\0" for b, m in zip(*facts))
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
@@ -109,9 +114,10 @@ def plan_writes(of: OutputFolder, staging: Path, plans: list[FolderPlan], files:
     for plan in plans:
         old = prev_algos.get(plan.key)
         if old is not None and plan.delete:
-            names = set(plan.old_links or old.get("links") or _old_links(previous, old))
+            listed = plan.old_links or old.get("links") or _old_links(previous, old)
+            names, made = set(listed), _as_made(previous, old, listed)
             for name in plan.delete:
-                of.check_deleting(f"{plan.key}/{name}", names, old.get("link", "symlink") != "symlink")
+                of.check_deleting(f"{plan.key}/{name}", names, made is not None, made)
         if old is not None and plan.unchanged:
             of.keep(plan.key)  # the whole algorithm folder, one rename
             continue
@@ -201,6 +207,15 @@ def _old_links(previous: dict, entry: dict) -> list[str]:
     return recorded_link_names(previous.get("files", []), entry)
 
 
+def _as_made(previous: dict, entry: dict, names: list[str]):
+    """For an algorithm folder of copies or hard links: :func:`mhc.ownership.copies_as_made`
+    (None for symlinks)."""
+    if entry.get("link", "symlink") == "symlink":
+        return None
+    info = previous.get("file_info") or {}
+    return copies_as_made(previous.get("files", []), names, info.get("bytes") or [], info.get("mtime") or [])
+
+
 def _page_reuse(of: OutputFolder, previous: dict | None):
     """Keep a report page of the previous output whose digest is the new page's."""
     old = {key: e.get("pages") or {} for key, e in (previous or {}).get("algorithms", {}).items()}
@@ -224,52 +239,6 @@ def write_errors_csv(path: Path, errors: list[FileError]) -> None:
             w.writerow([e.path, e.reason])
 
 
-def copies_needed(folders: Iterable[tuple[Partition, bool]], sizes: list[int]) -> tuple[int, int]:
-    """Bytes and files that --link copy writes for these threshold folders, each given with
-    whether its unclustered files are copied too: each file once per folder."""
-    size = np.asarray(sizes, dtype=np.int64)
-    every = int(size.sum())
-    need, copies = 0, 0
-    for part, unclustered in folders:
-        if unclustered:  # every file, once
-            need, copies = need + every, copies + len(size)
-        elif part.clusters:  # (one concatenation per folder: a loop over 100,000 clusters took seconds)
-            members = np.concatenate(part.clusters)
-            need, copies = need + int(size[members].sum()), copies + len(members)
-    return need, copies
-
-
-FEWER_COPIES = "use symlinks (the default), fewer thresholds (-t), or --no-unclustered-links"  # a tree too large
-
-
-def amount(n: int) -> str:
-    """Bytes as people read them: 12.1 MB, 3.4 GB."""
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
-
-
-def free_space(folder: Path) -> tuple[Path, int]:
-    """The nearest existing folder at or above ``folder``, and the bytes free there."""
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    st = os.statvfs(folder)
-    return folder, st.f_bavail * st.f_frsize
-
-
-def _check_room_for_copies(staging: Path, todo: list[FolderPlan], sizes: list[int],
-                           settings: dict[str, LinkSettings]) -> None:
-    """--link copy holds each file once per threshold folder: refuse, before the first copy,
-    a tree the disk cannot hold (it filled the disk after an hour of copying, then was
-    thrown away). Kept folders are moved, not copied, and cost nothing."""
-    need, copies = copies_needed(((part, settings[plan.key].unclustered) for plan in todo
-                                  if settings[plan.key].mode == "copy" for _, part in plan.write), sizes)
-    if not need:
-        return
-    _, free = free_space(staging)
-    if need > free:
-        raise EnvironmentFault(f"--link copy would copy {amount(need)} ({copies} copies: each file once per threshold "
-                               f"folder) and {staging.parent} has {amount(free)} free; {FEWER_COPIES}")
-
-
 # -- a run's output ----------------------------------------------------------------------
 def write_output(of: OutputFolder, result, previous: dict | None, progress: Progress | None = None) -> bool:
     """Write ``result`` into the output folder ``of`` (see :mod:`mhc.output`): unchanged
@@ -288,7 +257,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         mode, relative, unclustered = c.link_settings or (o.link, o.relative_links, not o.no_unclustered_links)
         ls = LinkSettings(mode, relative, unclustered, o.changed_only)
         names = unique_link_names(files, c.hexes, naming_for(mode))
-        fd = files_digest(files, names)
+        fd = files_digest(files, names, None if mode == "symlink" else (result.collection.sizes, result.collection.mtimes))
         entry = algorithm_entry(c, ls, [folder_digest(fd, p, ls) for p in c.partitions], computed=not c.carried)
         entries[c.key], links[c.key], settings[c.key] = entry, names, ls
         plan = plan_folders(c.key, entry["thresholds"], c.partitions, prev_algos.get(c.key), ls)
@@ -317,14 +286,17 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
         return False
     for key in gone:  # folders of algorithms no longer in the output: they must all be mhc's
         old = previous["algorithms"][key]
-        names = set(_old_links(previous, old)) if "hashes" in old else set()
+        listed = _old_links(previous, old) if "hashes" in old else []
+        names, made = set(listed), _as_made(previous, old, listed)
         for t in old.get("thresholds", []):
             if (of.out / key / t["folder"]).is_dir():
-                of.check_deleting(f"{key}/{t['folder']}", names, old.get("link", "symlink") != "symlink")
+                of.check_deleting(f"{key}/{t['folder']}", names, made is not None, made)
     staging = of.stage()
     todo = plan_writes(of, staging, plans, files, links, settings, previous)
     of.refuse_not_made()  # every check has run, nothing has changed: all of them in one line
-    _check_room_for_copies(staging, todo, result.collection.sizes, settings)
+    check_room_for_copies(staging, ((part, settings[plan.key].unclustered) for plan in todo
+                                    if settings[plan.key].mode == "copy" for _, part in plan.write),
+                          result.collection.sizes)
     for key, fixes in repairs.items():  # after the moves that bring their folders into the new tree
         for fix in fixes:
             queue_repair(of, key, fix, files, links[key], settings[key].relative)

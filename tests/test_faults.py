@@ -885,6 +885,13 @@ def test_an_output_on_a_drive_without_symlinks_is_refused_before_hashing_and_cop
     names = {p.name for p in (exfat_drive / "clusters" / "phash_8").glob("thr_000_*/*/*")}
     assert len(names) == 8 and "2024-01-01 12_00_00_" in " ".join(names) and any(n.startswith("caf__") for n in names)
     assert tree_digest(photos) == before
+    # a new photo: every folder written anew, the old copies checked first (exFAT keeps their
+    # times to 10 ms: still as mhc made them) and removed
+    save(photo(7, (200, 150)), photos / "new.jpg")
+    r = run_cli("-i", str(photos), "-o", str(exfat_drive / "clusters"), "--cache", str(cache), "-a", "phash_8",
+                "--link", "copy", "-q")
+    assert r.returncode == 0, r.stderr
+    assert len({p.name for p in (exfat_drive / "clusters" / "phash_8").glob("thr_000_*/*/*")}) == 9
 
 
 def test_hard_links_on_a_drive_without_them_are_refused_before_hashing(tmp_path, exfat_drive):

@@ -846,3 +846,76 @@ def test_a_home_folder_as_input_is_never_written_to(tmp_path):
     clusters = [sorted(p.name.split("_")[0] for p in c.iterdir()) for c in (out / "phash_8").glob("thr_000_*/0*")]
     assert ["a", "b"] not in clusters  # the marked pair was read all the same
     assert not list(tmp_path.glob(".out.mhc-lock"))  # the lock beside the output went with the run
+
+
+def _files_in(out: Path, name: str) -> list[Path]:
+    return sorted(p for p in out.rglob(name) if p.is_file())
+
+
+@pytest.mark.parametrize("link", ["copy", "hardlink"])
+def test_a_copy_edited_in_the_output_is_never_deleted_with_its_folder(tmp_path, link):
+    """A tree of copies (or hard links) is the user's to browse, and an image viewer edits
+    what it shows: rotated and saved, a copy became the user's work. The next run that
+    rewrote its folder deleted it, with exit status 0. Now it is refused by name, in one
+    line, before anything changes; moved out of the output, the run goes on."""
+    from PIL import Image
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        p = save(photo(k % 2, (320, 240)), inp / f"p{k}.jpg")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))  # photos of an hour ago
+    args = ["-i", str(inp), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4", "--link", link, "-q"]
+    assert run_cli(*args).returncode == 0
+    edited = _files_in(out, "p0_*.jpg")[1]  # one of its copies (or hard links), in one threshold folder
+    if link == "copy":  # a viewer that rewrites the file in place
+        Image.open(edited).rotate(90, expand=True).save(edited, quality=95)
+    else:  # a viewer that writes a new file and renames it over the old one: the original is untouched
+        Image.open(edited).rotate(90, expand=True).save(tmp_path / "new.jpg", quality=95)
+        os.replace(tmp_path / "new.jpg", edited)
+    work = edited.read_bytes()
+    save(photo(5, (320, 240)), inp / "new.jpg")  # a new file: every folder of the tree is written anew
+    tree = lambda: {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}  # (thumbnails made)
+    before = tree()
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"Error: the output folder holds {edited}, a file mhc made that was changed since "
+                                f"(edited in a viewer?); mhc would delete it with its folder: move it out of the "
+                                f"output folder, then run again")
+    assert tree() == before and edited.read_bytes() == work
+    shutil.move(edited, tmp_path / "kept.jpg")
+    assert run_cli(*args).returncode == 0
+    assert (tmp_path / "kept.jpg").read_bytes() == work
+    assert len(_files_in(out, "new_*.jpg")) == 3  # (the run went on: in every threshold folder)
+    if link == "hardlink":  # edited in place through a hard link: that is the original, nothing to lose
+        (inp / "p2.jpg").write_bytes((inp / "p2.jpg").read_bytes() + b"\0")  # (the folders hold its new size)
+        assert run_cli(*args).returncode == 0
+
+
+def test_copies_are_made_again_when_their_original_changes_with_the_same_hash(tmp_path):
+    """A tree of copies holds the files' bytes: an original re-saved without a visible change
+    (same hash, e.g. its metadata edited) left every folder as it was, the old copies in it.
+    Now the folders are written again with the new bytes; the old copies, as mhc made them,
+    go without a word."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        save(photo(k, (320, 240)), inp / f"p{k}.png", compress_level=9)
+    args = ["-i", str(inp), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4", "--link", "copy", "-q"]
+    assert run_cli(*args).returncode == 0
+    copies = _files_in(out, "p1_*.png")
+    assert len(copies) == 3 and all(c.read_bytes() == (inp / "p1.png").read_bytes() for c in copies)
+    save(photo(1, (320, 240)), inp / "p1.png", compress_level=1)  # the same pixels, other bytes
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    copies = _files_in(out, "p1_*.png")
+    assert len(copies) == 3 and all(c.read_bytes() == (inp / "p1.png").read_bytes() for c in copies)
+
+
+def test_the_refusal_names_changed_copies_with_what_mhc_did_not_make_in_one_line():
+    from mhc.ownership import NotMade
+
+    assert str(NotMade([], ["/o/a.jpg", "/o/b.jpg"])) == (
+        "the output folder holds 2 files mhc made that were changed since, e.g. /o/a.jpg, /o/b.jpg (edited in a "
+        "viewer?); mhc would delete them with their folders: move them out of the output folder, then run again")
+    assert str(NotMade(["/o/Thumbs.db"], ["/o/a.jpg"])) == (
+        "the output folder holds /o/Thumbs.db, which mhc did not make; move it out of the output folder, and also "
+        "/o/a.jpg, a file mhc made that was changed since (mhc only replaces what it made), then run again")
