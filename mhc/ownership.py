@@ -31,7 +31,7 @@ THRESHOLD_FOLDER = re.compile(r"^(thr_\d{3,}_unclustered_\d+|hdbscan_min\d+)$")
 CLUSTER_FOLDER = re.compile(r"^(\d{3,}_\d+|unclustered_\d+)$")
 _PAGE = re.compile(r"^thr_\d{3,}(-\d+)?\.html$")
 _THUMB = re.compile(r"^[0-9a-f]{20}\.jpg(\.tmp)?$")
-MAKING = ".making"  # in .mhc/thumbs while thumbnails may not be on the disk yet (see mhc.thumbs.mark_making)
+MAKING = ".making"  # in .mhc/thumbs while thumbnails may not be on the disk yet (see mhc.thumbmarks.mark_making)
 _FOREST = re.compile(r"^[\w.-]+\.npz(\.tmp)?$")
 
 
