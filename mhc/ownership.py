@@ -138,7 +138,8 @@ def refuse(path: str, found: list[str] | None = None) -> None:
 MTIME_SLACK_NS = 2_000_000_000
 
 
-def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes: list[int]) -> Callable[[os.DirEntry], bool]:
+def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes: list[int],
+                   written: int | None = None) -> Callable[[os.DirEntry], bool]:
     """For a tree of copies or hard links whose run recorded ``files``, their link ``names``
     and the files' ``sizes`` and ``mtimes`` (ns): whether an entry is as mhc made it, so that
     replacing its folder loses nothing. mhc's copies keep their original's mtime
@@ -146,7 +147,9 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
     than the original had when the run saw it (an older version's, for a copy kept while the
     original changed). A copy edited in place, or a file saved over one (an image viewer's
     rotate and save), has the time of that edit: unless it is the original itself, or a copy
-    of it as it is now (the original changed during the run), it is the user's."""
+    of it as it is now (the original changed during the run), it is the user's. ``written``:
+    on a filesystem that sets its own times (:func:`keeps_times`), when the output was last
+    written (ns): a later mtime is the user's."""
     at = {n: i for i, n in enumerate(names)} if len(names) == len(files) == len(sizes) == len(mtimes) else {}
 
     def as_made(e: os.DirEntry) -> bool:
@@ -157,7 +160,7 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
             st = e.stat(follow_symlinks=False)
         except OSError:
             return True  # gone: nothing to lose
-        if st.st_mtime_ns <= mtimes[i] + MTIME_SLACK_NS:
+        if st.st_mtime_ns <= (mtimes[i] if written is None else written) + MTIME_SLACK_NS:
             return True
         try:
             now = os.stat(files[i])
@@ -166,6 +169,26 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
         return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino) or (
             st.st_size == now.st_size and abs(st.st_mtime_ns - now.st_mtime_ns) <= MTIME_SLACK_NS)
     return as_made
+
+
+def keeps_times(folder: Path) -> bool:
+    """Whether ``folder``'s filesystem keeps the modification time set on a file, as
+    ``shutil.copy2`` sets a copy's to its original's. Most do; some FUSE ones (a phone over
+    MTP, some cloud drives) set their own, where every copy would look edited. Tried on a
+    file of mhc's own, made and removed at once; True where it cannot tell."""
+    probe = folder / f".mhc-times-probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except OSError:
+        return True
+    try:
+        os.utime(probe, ns=(10**18, 10**18))  # (2001-09-09)
+        return abs(os.stat(probe).st_mtime_ns - 10**18) <= MTIME_SLACK_NS
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 def remove_tree(path: Path, keep: Callable[[str], bool] = lambda p: False) -> list[str]:

@@ -23,7 +23,7 @@ from .errors import FileError, UsageError, fault
 from .events import Progress, report
 from .links import LinkSettings, LinkWriter, write_partition
 from .output import OutputFolder
-from .ownership import copies_as_made
+from .ownership import copies_as_made, keeps_times
 from .patching import PARTS, checked_patches, choose_patches, queue_patch
 from .room import check_room_for_copies
 from .repair import Repair, check_kept, queue_repair, restore_renamed, stamp, written_at
@@ -115,7 +115,7 @@ def plan_writes(of: OutputFolder, staging: Path, plans: list[FolderPlan], files:
         old = prev_algos.get(plan.key)
         if old is not None and plan.delete:
             listed = plan.old_links or old.get("links") or _old_links(previous, old)
-            names, made = set(listed), _as_made(previous, old, listed)
+            names, made = set(listed), _as_made(of, previous, old, listed)
             for name in plan.delete:
                 of.check_deleting(f"{plan.key}/{name}", names, made is not None, made)
         if old is not None and plan.unchanged:
@@ -207,13 +207,16 @@ def _old_links(previous: dict, entry: dict) -> list[str]:
     return recorded_link_names(previous.get("files", []), entry)
 
 
-def _as_made(previous: dict, entry: dict, names: list[str]):
+def _as_made(of: OutputFolder, previous: dict, entry: dict, names: list[str]):
     """For an algorithm folder of copies or hard links: :func:`mhc.ownership.copies_as_made`
     (None for symlinks)."""
-    if entry.get("link", "symlink") == "symlink":
+    mode = entry.get("link", "symlink")
+    if mode == "symlink":
         return None
     info = previous.get("file_info") or {}
-    return copies_as_made(previous.get("files", []), names, info.get("bytes") or [], info.get("mtime") or [])
+    own_times = mode == "copy" and not keeps_times(of.parent)  # (a hard link has its original's)
+    return copies_as_made(previous.get("files", []), names, info.get("bytes") or [], info.get("mtime") or [],
+                          written_at(of.out) if own_times else None)
 
 
 def _page_reuse(of: OutputFolder, previous: dict | None):
@@ -287,7 +290,7 @@ def write_output(of: OutputFolder, result, previous: dict | None, progress: Prog
     for key in gone:  # folders of algorithms no longer in the output: they must all be mhc's
         old = previous["algorithms"][key]
         listed = _old_links(previous, old) if "hashes" in old else []
-        names, made = set(listed), _as_made(previous, old, listed)
+        names, made = set(listed), _as_made(of, previous, old, listed)
         for t in old.get("thresholds", []):
             if (of.out / key / t["folder"]).is_dir():
                 of.check_deleting(f"{key}/{t['folder']}", names, made is not None, made)

@@ -919,3 +919,35 @@ def test_the_refusal_names_changed_copies_with_what_mhc_did_not_make_in_one_line
     assert str(NotMade(["/o/Thumbs.db"], ["/o/a.jpg"])) == (
         "the output folder holds /o/Thumbs.db, which mhc did not make; move it out of the output folder, and also "
         "/o/a.jpg, a file mhc made that was changed since (mhc only replaces what it made), then run again")
+
+
+def test_on_a_filesystem_that_sets_its_own_times_only_copies_changed_after_the_last_run_are_refused(tmp_path,
+                                                                                                  monkeypatch):
+    """Some filesystems (a phone over MTP, some cloud drives through FUSE) do not keep the
+    time shutil.copy2 sets: there every copy has the time it was made, and all of them would
+    look edited. mhc tries the filesystem once (a file of its own beside the output); on
+    one that sets its own times, a copy is the user's if it changed after the last run."""
+    import mhc.writing
+    from mhc.ownership import NotMade, keeps_times
+
+    assert keeps_times(tmp_path) and not list(tmp_path.iterdir())  # this one keeps them; no probe left
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        p = save(photo(k % 2, (320, 240)), inp / f"p{k}.jpg")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    o = Options(input=inp, output=out, no_cache=True, algorithms=["phash_8"], thresholds="0:8:4", link="copy",
+                workers=1)
+    run(o, background_cleanup=False)
+    written = (out / ".mhc-output").stat().st_mtime_ns
+    copies = [p for p in out.rglob("*.jpg") if p.is_file() and ".mhc" not in p.parts]
+    for c in copies:  # as such a filesystem leaves them: the time each was made
+        os.utime(c, ns=(written - 10**9, written - 10**9))
+    monkeypatch.setattr(mhc.writing, "keeps_times", lambda folder: False)  # (the probe's answer there)
+    edited = sorted(c for c in copies if c.name.startswith("p0_"))[0]
+    os.utime(edited, ns=(written + 5 * 10**9, written + 5 * 10**9))  # changed after the run
+    save(photo(5, (320, 240)), inp / "new.jpg")
+    with pytest.raises(NotMade) as e:
+        run(o, background_cleanup=False)
+    assert e.value.changed == [str(edited)] and e.value.paths == []
+    os.utime(edited, ns=(written - 10**9, written - 10**9))
+    run(o, background_cleanup=False)  # every other copy was as mhc made it
