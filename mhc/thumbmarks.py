@@ -76,6 +76,9 @@ def thumbs_written(tdir: Path, *, flush: bool = False) -> None:
     mark = tdir / MAKING
     if not mark.exists():
         return
+    check_left_thumbs(tdir)  # one of an earlier boot (left for a run that did not look: --no-report) first
+    if not mark.exists():
+        return
     try:
         if flush:
             fd = os.open(tdir, os.O_RDONLY)

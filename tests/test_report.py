@@ -750,3 +750,21 @@ def test_the_mark_goes_once_a_run_or_mhc_report_wrote_its_thumbnails_out_and_sta
     monkeypatch.undo()
     run(Options(**o))  # (the mark is mhc's: the output is not refused for it)
     assert not mark.exists() and len(list(mark.parent.iterdir())) == 4
+
+
+def test_a_run_without_a_report_does_not_drop_the_mark_an_earlier_boot_left_unchecked(tmp_path):
+    """A run with --no-report makes no thumbnails and did not look at them, but its commit
+    wrote the disk out and removed the mark: the damaged thumbnails an earlier boot's run had
+    left were then reused by the next report for good."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        save(photo(k), inp / f"{k}.jpg")
+    o = dict(input=inp, output=out, no_cache=True, algorithms=["phash_8"], workers=1)
+    run(Options(**o))
+    thumbs = out / ".mhc" / "thumbs"
+    damaged = sorted(thumbs.iterdir())[0]
+    damaged.write_bytes(b"")  # as a power cut left it, with the mark of that boot
+    (thumbs / ".making").write_text("an earlier boot\n")
+    save(photo(7), inp / "new.jpg")  # (the tree changes: a commit)
+    run(Options(**o, no_report=True))
+    assert not damaged.exists() and not (thumbs / ".making").exists()
