@@ -9,6 +9,7 @@ minute.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,37 @@ def _after_power_cut(disk, tmp_path: Path) -> dict[str, bytes]:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
         snap.unlink()
         mnt.rmdir()
+
+
+@contextlib.contextmanager
+def _back_after_a_power_cut(disk, tmp_path: Path, script: str, *args: str):
+    """Run ``script`` (Python, with ``args`` and a signal file) until it writes the signal
+    file, cut the power then (copy the disk's image) and kill it; the machine comes back:
+    the disk as it was at the cut, mounted at the same place, for the block."""
+    signal_file = tmp_path / "signal"
+    child = subprocess.Popen([sys.executable, "-c", script, *args, str(signal_file)])
+    try:
+        end = time.monotonic() + 120
+        while not signal_file.exists() and child.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert signal_file.exists(), "the run never reached the point of the cut"
+        time.sleep(JOURNAL_COMMIT * 2.5)  # the metadata so far committed to the disk's journal
+        snap = tmp_path / "snap.img"
+        subprocess.run(["cp", "--sparse=always", str(disk.img), str(snap)], check=True)  # the power goes
+    finally:
+        child.kill()
+        child.wait()
+    assert disk._umount()
+    dev = subprocess.run(["losetup", "-f", "--show", str(snap)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        subprocess.run(["mount", dev, str(disk.mnt)], check=True, capture_output=True)  # (replays the journal)
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(disk.mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 def test_a_power_cut_after_a_run_leaves_its_output_whole(ext4_quick_journal, tmp_path):
@@ -166,34 +198,11 @@ def test_a_power_cut_inside_the_commit_is_undone_whole(ext4_quick_journal, tmp_p
         background_cleanup=False)
     before = {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}
     save(photo(9, (160, 120)), inp / "new.jpg")  # the rerun keeps most folders, moved in at its commit
-    signal_file = tmp_path / "in-the-commit"
-    child = subprocess.Popen([sys.executable, "-c", _STOPPED_IN_THE_COMMIT, str(inp), str(out), str(signal_file)])
-    try:
-        end = time.monotonic() + 120
-        while not signal_file.exists() and child.poll() is None and time.monotonic() < end:
-            time.sleep(0.05)
-        assert signal_file.exists(), "the rerun never reached its commit"
-        time.sleep(JOURNAL_COMMIT * 2.5)  # the renames so far committed to the disk's journal
-        snap = tmp_path / "snap.img"
-        subprocess.run(["cp", "--sparse=always", str(disk.img), str(snap)], check=True)  # the power goes
-    finally:
-        child.kill()
-        child.wait()
-    # the machine comes back: the disk as it was at the cut, at the same place
-    assert disk._umount()
-    dev = subprocess.run(["losetup", "-f", "--show", str(snap)], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    try:
-        subprocess.run(["mount", dev, str(disk.mnt)], check=True, capture_output=True)
-        try:
-            with OutputFolder(out, inp):  # what every mhc run does first: finish what a run left
-                pass
-            after = {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}
-            assert after == before, sorted(set(before) ^ set(after))[:5]
-        finally:
-            subprocess.run(["umount", str(disk.mnt)], check=True)
-    finally:
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    with _back_after_a_power_cut(disk, tmp_path, _STOPPED_IN_THE_COMMIT, str(inp), str(out)):
+        with OutputFolder(out, inp):  # what every mhc run does first: finish what a run left
+            pass
+        after = {p: d for p, d in tree_digest(out).items() if not p.startswith(".mhc")}
+        assert after == before, sorted(set(before) ^ set(after))[:5]
 
 
 _STOPPED_BEFORE_THE_COMMIT = """
@@ -226,43 +235,21 @@ def test_thumbnails_a_power_cut_left_empty_are_made_again(ext4_quick_journal, tm
     run(o, background_cleanup=False)
     for k in range(4, 8):  # new files: their thumbnails are made by the next run
         save(photo(k, (160, 120)), inp / f"p{k}.jpg")
-    signal_file = tmp_path / "made"
-    child = subprocess.Popen([sys.executable, "-c", _STOPPED_BEFORE_THE_COMMIT, str(inp), str(out), str(signal_file)])
-    try:
-        end = time.monotonic() + 120
-        while not signal_file.exists() and child.poll() is None and time.monotonic() < end:
-            time.sleep(0.05)
-        assert signal_file.exists(), "the run never reached its commit"
-        time.sleep(JOURNAL_COMMIT * 2.5)
-        snap = tmp_path / "snap.img"
-        subprocess.run(["cp", "--sparse=always", str(disk.img), str(snap)], check=True)  # the power goes
-    finally:
-        child.kill()
-        child.wait()
-    assert disk._umount()
-    dev = subprocess.run(["losetup", "-f", "--show", str(snap)], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    try:
-        subprocess.run(["mount", dev, str(disk.mnt)], check=True, capture_output=True)
-        try:
-            thumbs = out / ".mhc" / "thumbs"
-            empty = [p.name for p in thumbs.iterdir() if p.stat().st_size == 0]
-            assert empty, "this disk kept every thumbnail: the test shows nothing"
-            making = thumbs / ".making"
-            if making.exists():  # the run was in an earlier boot of the machine than this one
-                making.write_text("an earlier boot\n")
-            run(o, background_cleanup=False)
-            summary = json.loads((out / "summary.json").read_text())
-            shown = [t for t in summary["file_info"]["thumb"] if t]
-            assert len(shown) == 8
-            for t in shown:
-                data = (thumbs / t).read_bytes()
-                assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9"), (t, len(data))
-            assert not making.exists()
-        finally:
-            subprocess.run(["umount", str(disk.mnt)], check=True)
-    finally:
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    with _back_after_a_power_cut(disk, tmp_path, _STOPPED_BEFORE_THE_COMMIT, str(inp), str(out)):
+        thumbs = out / ".mhc" / "thumbs"
+        empty = [p.name for p in thumbs.iterdir() if p.stat().st_size == 0]
+        assert empty, "this disk kept every thumbnail: the test shows nothing"
+        making = thumbs / ".making"
+        if making.exists():  # the run was in an earlier boot of the machine than this one
+            making.write_text("an earlier boot\n")
+        run(o, background_cleanup=False)
+        summary = json.loads((out / "summary.json").read_text())
+        shown = [t for t in summary["file_info"]["thumb"] if t]
+        assert len(shown) == 8
+        for t in shown:
+            data = (thumbs / t).read_bytes()
+            assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9"), (t, len(data))
+        assert not making.exists()
 
 
 def test_a_not_a_duplicate_mark_is_on_the_disk_when_mhc_ignore_says_it_is_saved(ext4_quick_journal, tmp_path):
