@@ -768,3 +768,18 @@ def test_a_run_without_a_report_does_not_drop_the_mark_an_earlier_boot_left_unch
     save(photo(7), inp / "new.jpg")  # (the tree changes: a commit)
     run(Options(**o, no_report=True))
     assert not damaged.exists() and not (thumbs / ".making").exists()
+
+
+def test_mhc_report_makes_again_the_thumbnails_an_earlier_boot_left_damaged(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k in range(3):
+        save(photo(k), inp / f"{k}.jpg")
+    run(Options(input=inp, output=out, no_cache=True, algorithms=["phash_8"], workers=1))
+    thumbs = out / ".mhc" / "thumbs"
+    damaged = sorted(thumbs.iterdir())[0]
+    whole = damaged.read_bytes()
+    damaged.write_bytes(whole[:300])  # cut short by a power cut, under the mark of that boot
+    (thumbs / ".making").write_text("an earlier boot\n")
+    r = run_cli("report", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert damaged.read_bytes() == whole and not (thumbs / ".making").exists()
