@@ -168,7 +168,11 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                     if t < want:
                         continue
                     turns = _turns(frame)
-                    im = _upright(frame.reformat(width=size[0], height=size[1], format=fmt).to_image(), turns)
+                    # threads=1: swscale's slice threads (one pool per conversion) once hung a pool
+                    # worker forever in avpriv_slicethread_free, joining a thread it did not have
+                    # (seen in forked workers; a frame this small gains nothing from them anyway)
+                    small = frame.reformat(width=size[0], height=size[1], format=fmt, threads=1)
+                    im = _upright(small.to_image(threads=1), turns)
                     if _usable(im):
                         got = im
                         break
