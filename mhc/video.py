@@ -98,6 +98,7 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
     try:
         import av
         import av.logging
+        from av.video.reformatter import VideoReformatter
     except ImportError:  # pragma: no cover - av is a dependency
         raise DecodeError("PyAV is not installed") from None
     av.logging.set_level(None)  # FFmpeg's own messages would flood the terminal; errors are reported per file
@@ -108,6 +109,11 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
         if reason.startswith(("empty file", "not a video")):
             raise DecodeError(reason) from None
         raise _CannotOpen(reason) from None
+    # Our own scaler, made in this process: PyAV 18.1.1 keeps one per thread, which a forked
+    # worker inherits with swscale's slice threads of the parent, which it does not have; its
+    # first frame of another size then waits forever to join them. threads=1: no slice threads
+    # (a frame this small gains nothing from them).
+    scaler = VideoReformatter()
     with container:
         if not container.streams.video:
             raise DecodeError("no video stream")
@@ -168,11 +174,9 @@ def _sample_pyav(path: str, settings: VideoSettings, color: bool):
                     if t < want:
                         continue
                     turns = _turns(frame)
-                    # threads=1: swscale's slice threads (one pool per conversion) once hung a pool
-                    # worker forever in avpriv_slicethread_free, joining a thread it did not have
-                    # (seen in forked workers; a frame this small gains nothing from them anyway)
-                    small = frame.reformat(width=size[0], height=size[1], format=fmt, threads=1)
-                    im = _upright(small.to_image(threads=1), turns)
+                    small = scaler.reformat(frame, width=size[0], height=size[1], format=fmt, threads=1)
+                    rgb = scaler.reformat(small, format="rgb24", threads=1)  # (what to_image does)
+                    im = _upright(Image.fromarray(rgb.to_ndarray()), turns)
                     if _usable(im):
                         got = im
                         break

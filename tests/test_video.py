@@ -312,3 +312,35 @@ def test_a_heif_or_avif_picture_is_not_taken_for_an_mp4(tmp_path):
     reasons = {Path(e.path).name: e.reason for e in res.errors}
     assert reasons["damaged.avif"].startswith("corrupt AVIF data"), reasons
     assert reasons["picture.mp4"].startswith("an AVIF image with a video's extension (.mp4)"), reasons
+
+
+_SCALED_IN_THE_PARENT = """
+import sys
+from pathlib import Path
+import av
+from mhc import Options, run
+
+with av.open(sys.argv[1]) as c:  # a frame scaled in this process first, as a script or a test fixture does
+    next(c.decode(video=0)).reformat(width=100, height=80, format="rgb24")
+res = run(Options(input=Path(sys.argv[2]), output=Path(sys.argv[3]), no_cache=True, algorithms=["phash_8"],
+                  file_timeout=60, no_report=True))
+print(len(res.files), len(res.collection.errors))
+"""
+
+
+def test_videos_hash_in_workers_after_the_calling_process_scaled_a_frame(clips, tmp_path):
+    """PyAV 18.1.1 keeps one scaler per thread: a forked worker inherited the calling
+    process's, with swscale's slice threads that only the parent has, and its first frame of
+    another size waited forever to join them (each video then took --file-timeout, 300 s,
+    and was reported as too slow). mhc's decoding now scales with a scaler of its own."""
+    import subprocess
+    import sys
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in list(clips)[:2]:
+        os.symlink(clips[name], inp / clips[name].name)
+    r = subprocess.run([sys.executable, "-c", _SCALED_IN_THE_PARENT, str(clips[list(clips)[0]]), str(inp),
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["2", "0"], (r.stdout, r.stderr[-2000:])
