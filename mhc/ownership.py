@@ -138,8 +138,8 @@ def refuse(path: str, found: list[str] | None = None) -> None:
 MTIME_SLACK_NS = 2_000_000_000
 
 
-def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes: list[int],
-                   written: int | None = None) -> Callable[[os.DirEntry], bool]:
+def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes: list[int], written: int = 0,
+                   sets_own_times: Callable[[], bool] | None = None) -> Callable[[os.DirEntry], bool]:
     """For a tree of copies or hard links whose run recorded ``files``, their link ``names``
     and the files' ``sizes`` and ``mtimes`` (ns): whether an entry is as mhc made it, so that
     replacing its folder loses nothing. mhc's copies keep their original's mtime
@@ -147,10 +147,12 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
     than the original had when the run saw it (an older version's, for a copy kept while the
     original changed). A copy edited in place, or a file saved over one (an image viewer's
     rotate and save), has the time of that edit: unless it is the original itself, or a copy
-    of it as it is now (the original changed during the run), it is the user's. ``written``:
-    on a filesystem that sets its own times (:func:`keeps_times`), when the output was last
-    written (ns): a later mtime is the user's."""
+    of it as it is now (the original changed during the run), it is the user's. On a
+    filesystem that sets its own times (``sets_own_times``, asked once and only where the
+    answer decides: see :func:`keeps_times`), a mtime later than ``written``, when the output
+    was last written (ns), is the user's instead."""
     at = {n: i for i, n in enumerate(names)} if len(names) == len(files) == len(sizes) == len(mtimes) else {}
+    own: list[bool] = []  # sets_own_times(), once asked
 
     def as_made(e: os.DirEntry) -> bool:
         i = at.get(e.name)
@@ -160,7 +162,13 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
             st = e.stat(follow_symlinks=False)
         except OSError:
             return True  # gone: nothing to lose
-        if st.st_mtime_ns <= (mtimes[i] if written is None else written) + MTIME_SLACK_NS:
+        old_enough = st.st_mtime_ns <= mtimes[i] + MTIME_SLACK_NS
+        if sets_own_times is not None and old_enough != (st.st_mtime_ns <= written + MTIME_SLACK_NS):
+            if not own:
+                own.append(sets_own_times())
+            if own[0]:
+                old_enough = st.st_mtime_ns <= written + MTIME_SLACK_NS
+        if old_enough:
             return True
         try:
             now = os.stat(files[i])

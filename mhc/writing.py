@@ -214,9 +214,9 @@ def _as_made(of: OutputFolder, previous: dict, entry: dict, names: list[str]):
     if mode == "symlink":
         return None
     info = previous.get("file_info") or {}
-    own_times = mode == "copy" and not keeps_times(of.parent)  # (a hard link has its original's)
+    sets_own = (lambda: not keeps_times(of.parent)) if mode == "copy" else None  # (a hard link has its original's)
     return copies_as_made(previous.get("files", []), names, info.get("bytes") or [], info.get("mtime") or [],
-                          written_at(of.out) if own_times else None)
+                          written_at(of.out), sets_own)
 
 
 def _page_reuse(of: OutputFolder, previous: dict | None):
