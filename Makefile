@@ -4,18 +4,25 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# constraints.txt: the versions the suite last passed with (on the Python it names), so a fresh
+# clone installs what was tested rather than whatever was released since; `make lock` renews it.
+PIP    := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: run test setup setup-test system-test-deps compile bench clean
+.PHONY: run test setup setup-test system-test-deps compile bench clean lock
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PIP) --upgrade pip
+	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PIP) -e '.[test]'
 	touch $@
+
+# constraints.txt anew from the newest releases pyproject.toml admits; then `make test`.
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
 
 setup: $(VENV)/.installed compile
 setup-test: $(VENV)/.installed-test system-test-deps compile
