@@ -1,8 +1,8 @@
 """Turning an image file into the pixels the hashes need.
 
 Hashing a photo costs mostly JPEG entropy decoding and resampling, so the decoder reads
-only what the configured algorithms need: JPEGs are decoded in the DCT domain at 1/2,
-1/4 or 1/8 scale (Pillow's ``draft``), other formats are box-reduced after decoding.
+only what the configured algorithms need: JPEGs and JPEG 2000s are decoded smaller than
+full size where the format allows (``reduced``), other formats are box-reduced after decoding.
 The result is EXIF-transposed and flattened to 8-bit ``L`` or ``RGB`` on a fixed
 background, so a rotated-by-tag photo and a transparent PNG hash like what a viewer shows.
 """
@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from .discover import extension
 from .memory import available_memory
+from .reduced import load_jpeg2000, reduced_request
 from .signatures import image_signature, video_signature, with_article
 
 UNREADABLE = "cannot read file"  # + (the system's reason): a disk's fault, not the content's
@@ -168,13 +169,15 @@ def _open_pillow(path: str, variants: Sequence[DecodeSettings]) -> list[Decoded]
                 flat: dict[tuple, Image.Image] = {}  # (mode, size) as decoded -> flattened
                 out = []
                 for v in variants:
-                    request = _draft_request((w, h), v) if fmt == "JPEG" and not v.exact else None
+                    request = reduced_request(fmt, (w, h), v)
                     if request not in loaded:
                         src = im
                         if loaded:  # a JPEG is drafted once: another scale needs another open
                             src = Image.open(path)
                             reopened.append(src)
-                        if request is not None:
+                        if isinstance(request, int):
+                            src = load_jpeg2000(src, request, path, reopened)
+                        elif request is not None:
                             src.draft(*request)
                         same = next((x for x in loaded.values() if (x.mode, x.size) == (src.mode, src.size)), None)
                         if same is None:
@@ -318,21 +321,6 @@ def _unidentified_reason(path: str) -> str:
         return (f"{with_article(video)} video with an image's extension ({extension(path)}): mhc tells images "
                 f"from videos by extension; a copy with a video extension would be hashed")
     return "not a recognised image format (content does not match the extension)"
-
-
-def _draft_request(size: tuple[int, int], settings: DecodeSettings) -> tuple[None, tuple[int, int]] | None:
-    """Arguments of ``draft`` for a JPEG of ``size`` (None: decode at full size)."""
-    w, h = size
-    short = min(w, h)
-    if short <= settings.min_side:
-        return None
-    # draft keeps both sides >= the requested size; ask for the long side in proportion
-    k = settings.min_side / short
-    # Scale only, never a mode: grey is made from the colour decode (_finish), so one decode
-    # serves grey hashes, colour hashes and the report's thumbnail alike. Measured on 12 MP
-    # JPEGs at 1/8 scale: the colour decode plus a conversion to grey costs what libjpeg's
-    # luma-only decode costs (7.6 vs 7.7 ms; entropy decoding dominates at that scale).
-    return None, (max(1, int(w * k + 0.999)), max(1, int(h * k + 0.999)))
 
 
 def _flatten(im: Image.Image) -> Image.Image:

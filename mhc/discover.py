@@ -23,9 +23,14 @@ from .errors import FileError, UsageError
 
 log = logging.getLogger(__name__)
 
-# .jfif and .jpe: JPEGs as Windows and browsers save them; .apng: animated PNG (first frame)
+# .jfif and .jpe: JPEGs as Windows and browsers save them; .apng: animated PNG (first frame);
+# .mpo: 3D cameras' JPEGs (the first eye); .jp2 .j2k .jpf .jpx: JPEG 2000 (scans, archives);
+# .tga .pcx .pbm .pgm .ppm .pnm .qoi .ico: what Pillow reads of older and simpler formats.
+# Not .psd: a Photoshop file holds a flattened picture only if saved "maximize compatibility",
+# and without one every file would look the same (blank). Not .jxl: Pillow cannot read it.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".apng", ".bmp", ".gif", ".tif", ".tiff",
-                              ".webp", ".heic", ".heif", ".hif", ".avif"})
+                              ".webp", ".heic", ".heif", ".hif", ".avif", ".mpo", ".jp2", ".j2k", ".jpf", ".jpx",
+                              ".tga", ".pcx", ".pbm", ".pgm", ".ppm", ".pnm", ".qoi", ".ico"})
 RAW_EXTENSIONS = frozenset({".cr2", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
 # .mts/.m2ts: camcorders (AVCHD); .vob: DVDs; the rest as FFmpeg reads them
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".wmv", ".mpg", ".mpeg", ".3gp",

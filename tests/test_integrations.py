@@ -30,6 +30,56 @@ def test_heic_and_avif_cluster_with_their_jpeg_twin(tmp_path):
     assert [sorted(res.files[i] for i in c) for c in p.clusters] == [sorted([str(a), str(h), str(v)])]
 
 
+def test_camera_jpegs_that_carry_a_preview_decode_like_plain_jpegs(tmp_path):
+    """Cameras and phones write JPEGs with more pictures after the first (a large preview, an
+    HDR gain map): Pillow opens them as MPO. They are drafted like any JPEG (before, decoded
+    at full size: slower, and hashed a few bits away from the same picture as a plain JPEG)."""
+    from mhc.decode import DecodeSettings, decode
+
+    inp = tmp_path / "in"
+    base = photo(61, (1600, 1200))
+    plain = save(base, inp / "plain.jpg", quality=92)
+    camera = save(base, inp / "DSC_0001.JPG", format="MPO", save_all=True,
+                  append_images=[base.resize((400, 300))], quality=92)
+    eyes = save(base, inp / "3d" / "DSCF0001.MPO", format="MPO", save_all=True,
+                append_images=[photo(62, (1600, 1200))], quality=92)
+    save(photo(63, (1600, 1200)), inp / "other.jpg", quality=92)
+    assert Image.open(camera).format == "MPO" and Image.open(eyes).format == "MPO"  # the premise
+    small = DecodeSettings(min_side=64)
+    assert decode(str(camera), small).image.size == decode(str(plain), small).image.size == (100, 75)
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8", "dhash_16"], thresholds="0:4:1",
+                      workers=1, no_report=True))
+    assert res.errors == []
+    for algo in res.algorithms:  # the same first picture: the same hashes, one cluster at 0
+        assert [sorted(res.files[i] for i in c) for c in algo.partitions[0].clusters] == \
+            [sorted([str(plain), str(camera), str(eyes)])]
+
+
+def test_jpeg_2000_and_older_formats_cluster_with_their_jpeg_twin(tmp_path):
+    from mhc.decode import DecodeSettings, decode
+
+    inp = tmp_path / "in"
+    base = photo(64, (256, 256))  # (an .ico holds at most 256x256)
+    twin = save(base, inp / "photo.jpg", quality=92)
+    made = [save(base, inp / f"photo{ext}") for ext in (".tga", ".pcx", ".ppm", ".qoi", ".ico", ".jp2", ".j2k")]
+    made.append(save(base.convert("L"), inp / "grey.pgm"))
+    big = photo(65, (2400, 1800))
+    big_twin = save(big, inp / "scan.jpg", quality=92)
+    levels = save(big, inp / "scan.jp2", quality_mode="rates", quality_layers=[20])  # 6 levels: 1/16 decoded
+    few = save(big, inp / "scan-few-levels.jpx", num_resolutions=2)  # 1 level: decoded at full size
+    save(photo(66, (256, 256)), inp / "other.png")
+    small = DecodeSettings(min_side=64)  # a JPEG 2000 decoded at 1/16 (at full size: 85x64 after reduction)
+    assert decode(str(levels), small).image.size == (150, 113)
+    assert decode(str(few), small).image.size == (86, 65)  # could not be reduced: full size, then reduced
+    (inp / "broken.jp2").write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(200))
+    res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], thresholds="0:6:1", workers=1,
+                      no_report=True))
+    assert [(e.path, e.reason) for e in res.errors] == [
+        (str(inp / "broken.jp2"), "corrupt JPEG 2000 data: the header is an image's but the rest cannot be decoded")]
+    clusters = sorted(sorted(res.files[i] for i in c) for c in res.algorithms[0].partitions[-1].clusters)
+    assert clusters == sorted([sorted(map(str, [twin, *made])), sorted(map(str, [big_twin, levels, few]))])
+
+
 def test_raw_without_the_extra_is_reported_with_the_install_hint(tmp_path):
     if importlib.util.find_spec("rawpy") is not None:
         pytest.skip("rawpy is installed here; the hint is for installs without mhc[raw]")
