@@ -160,6 +160,12 @@ def parse_algorithm(spec: str) -> Algorithm:
     if not m and len(listed) > 1:  # a run takes a list; mhc pairs and hydrus push one algorithm at a time
         raise UsageError(f"one algorithm here, not a list ({spec!r}); run the command once per algorithm, "
                          f"e.g. -a {listed[0]}")
+    bare = ALIASES.get(text, text)
+    if not m and bare == "pdq":  # one size only: the name says it all
+        return Algorithm("pdq", 16)
+    if not m and bare in _FUNCS:  # a name without its size
+        example = "colorhash_3" if bare == "colorhash" else f"{text}_8 (64 bits) or {text}_16 (256 bits)"
+        raise UsageError(f"algorithm {spec!r} needs a size: write for example -a {example}")
     if not m:
         raise UsageError(
             f"algorithm {spec!r} is not NAME_SIZE; write for example -a phash_16 "

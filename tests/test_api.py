@@ -164,6 +164,12 @@ def test_parse_algorithms_names_a_value_that_is_not_text():
             mhc.parse_algorithms(wrong)
 
 
+def test_pdq_is_named_without_its_size_too():
+    """PDQ has one size: "pdq" alone was refused as "not NAME_SIZE", though listed among the
+    names that message gives."""
+    assert mhc.parse_algorithms(["pdq", "PDQ", "pdq_16"]) == [mhc.parse_algorithm("pdq_16")]
+
+
 def test_discover_refuses_a_root_that_is_not_a_folder(tmp_path):
     import pytest
 

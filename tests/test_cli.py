@@ -66,7 +66,10 @@ def test_dry_run_prints_and_writes_nothing(corpus, tmp_path):
     "args, message",
     [
         (["-a", "foohash_8"], "unknown algorithm 'foohash'"),
-        (["-a", "phash"], "is not NAME_SIZE"),
+        (["-a", "phash"], "algorithm 'phash' needs a size: write for example -a phash_8 (64 bits) or phash_16 (256 bits)"),
+        (["-a", "colorhash"], "needs a size: write for example -a colorhash_3"),
+        (["-a", "pdq_8"], "PDQ has one size, 256 bits: write pdq_16"),
+        (["-a", "p_hash"], "is not NAME_SIZE"),
         (["-a", "whash_12"], "whash size must be a power of 2"),
         (["-a", "phash_8", "-t", "10:2:1"], "empty range"),
         (["-a", "phash_8", "-t", "a:b"], "is not START:STOP:STEP"),
