@@ -273,6 +273,9 @@ class _LineHandler(logging.Handler):
 def _setup_logging(quiet: bool) -> None:
     # warnings (a read-only cache, a damaged one set aside) are shown with -q too
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[_LineHandler()], force=True)
+    from .pool import quiet_decoders
+
+    quiet_decoders()  # (files decoded in this process: a small run, -j 1, the report's thumbnails)
 
 
 def _error_line(message: str) -> None:

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 MIN_FILES_FOR_POOL = 24  # fewer files are done in this process: starting a pool costs more
 
 
+def quiet_decoders() -> None:
+    """Pillow writes to stderr what it mends in a file it decodes (corrupt EXIF data, a tag
+    past the end of the file, a palette's transparency given as bytes): two lines with a path
+    of Pillow's own source and no word of which file, over the progress bars, once per kind
+    and process. The picture is decoded all the same, and a file that cannot be is reported
+    by name. Called in mhc's own processes only (the command line and
+    its workers): a program that calls mhc keeps its warnings as it set them."""
+    warnings.filterwarnings("ignore", module=r"(PIL|pillow_heif)(\.|$)")
+
+
 def worker_init() -> None:
     # Ctrl-C and a closed terminal's SIGHUP (both sent to the whole foreground group) are
     # handled once, by the main process, which then stops the pool; SIGTERM (which the
@@ -35,6 +46,7 @@ def worker_init() -> None:
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # time_limit's end: the kernel ends the process
     # If the main process is killed (kill -9), take the workers down with it (Linux).
     die_with_parent()
+    quiet_decoders()
 
 
 @contextmanager

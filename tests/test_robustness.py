@@ -184,6 +184,23 @@ def test_unreadable_file_is_reported(tmp_path):
     assert len([p for p in out.rglob("*") if p.is_symlink()]) == 20  # fine.jpg in each threshold folder
 
 
+@pytest.mark.parametrize("files", [3, 30])  # decoded in the command's own process; in workers
+def test_what_pillow_mends_in_a_file_is_not_written_over_the_terminal(tmp_path, files):
+    """Corrupt EXIF (a tag past the end of the file, as some cameras and editors write it):
+    Pillow decodes the picture and warns on stderr, with a path of its own source and no word
+    of which file. Those lines came through; the files are hashed and nothing more is said."""
+    inp = tmp_path / "in"
+    bad_exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x0f\x00\x02\x00\x00\x00\x40\x00\x00\x00\xff"
+    for k in range(files):
+        save(photo(k), inp / f"IMG_{k:04d}.jpg", exif=bad_exif)
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "-a", "phash_8", "--no-cache", "-j", "2")
+    assert r.returncode == 0, r.stderr
+    assert f"{files} files found: {files} decoded" in r.stdout  # each hashed
+    assert "Warning" not in r.stderr and "PIL" not in r.stderr, r.stderr
+    with pytest.warns(UserWarning, match="Corrupt EXIF"), Image.open(inp / "IMG_0000.jpg"):
+        pass  # (the premise: Pillow warns as it opens the file)
+
+
 def test_hardlink_and_copy_modes(tmp_path):
     inp = tmp_path / "in"
     a = save(photo(1), inp / "a.jpg")
