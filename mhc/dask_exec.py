@@ -9,6 +9,7 @@ worker that joins later is refused by each task's own check (:func:`other_code`)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -18,6 +19,10 @@ from contextlib import contextmanager
 
 from .errors import EnvironmentFault, UsageError
 from .options import dask_host_port
+
+# Dask's WorkerStartTimeoutError is an asyncio.TimeoutError, the builtin one only from Python
+# 3.11 on: on 3.10 a scheduler without workers ended "mhc failed unexpectedly"
+_TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,11 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
             # without workers Dask holds the tasks until one joins: the run waited forever
             try:
                 client.wait_for_workers(1, timeout=min(2.0, DASK_WORKER_WAIT))
-            except TimeoutError:  # (Dask's WorkerStartTimeoutError is one)
+            except _TIMEOUTS:
                 log.warning("the Dask scheduler at %s has no workers yet; waiting up to %g s for one to join",
                             address, DASK_WORKER_WAIT)
                 client.wait_for_workers(1, timeout=max(0.1, DASK_WORKER_WAIT - 2.0))
-        except TimeoutError:
+        except _TIMEOUTS:
             raise EnvironmentFault(f"the Dask scheduler at {address} has no workers (none joined in "
                                    f"{DASK_WORKER_WAIT:g} s); start `dask worker {address}` on machines that see the "
                                    f"input at the same path, or run without --dask") from None
