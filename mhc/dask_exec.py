@@ -51,7 +51,7 @@ def dask_executor(address: str | None, executor: Executor | None) -> Iterator[Ex
     _reachable(address)
     try:
         client = Client(address, timeout=20)
-    except (OSError, TimeoutError) as e:
+    except (OSError, *_TIMEOUTS) as e:
         raise _unreachable(address, e) from None
     except ValueError as e:  # an address validate() let through that Dask still refuses
         raise UsageError(f"--dask {address!r}: {e}; write e.g. --dask tcp://scheduler:8786") from None

@@ -30,8 +30,8 @@ def quiet_decoders() -> None:
     past the end of the file, a palette's transparency given as bytes): two lines with a path
     of Pillow's own source and no word of which file, over the progress bars, once per kind
     and process. The picture is decoded all the same, and a file that cannot be is reported
-    by name. Called in mhc's own processes only (the command line and
-    its workers): a program that calls mhc keeps its warnings as it set them."""
+    by name. Called in mhc's own processes only (the command line and its workers): a
+    program that calls mhc keeps its warnings as it set them."""
     warnings.filterwarnings("ignore", module=r"(PIL|pillow_heif)(\.|$)")
 
 
