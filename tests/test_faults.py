@@ -363,16 +363,17 @@ def test_a_file_that_kills_its_worker_twice_is_reported_and_the_run_goes_on(many
 
 def test_a_file_whose_decoding_takes_longer_than_the_file_timeout_is_skipped(many, tmp_path):
     """A decoder that never returns (FFmpeg looping on a damaged stream, a read from a share
-    that stopped answering) held the run forever at one file. Here a real slow decode, a
-    PNG of 169 megapixels (half a second or more), against --file-timeout 0.3: that file is
+    that stopped answering) held the run forever at one file. Here a real slow decode against
+    --file-timeout 0.3: a JPEG 2000 of 16 megapixels of noise, coded losslessly at one
+    resolution level, so mhc cannot decode it reduced (2 s here; a PNG of 169 megapixels,
+    used before, took 0.18 s on a fast machine and was hashed in time). That file is
     reported, every other one is hashed, exit 0. Wrong values are refused in one line."""
-    from PIL import Image, ImageDraw
+    import numpy as np
+    from PIL import Image
 
-    slow = many / "huge.png"
-    im = Image.new("L", (13000, 13000), 0)
-    ImageDraw.Draw(im).rectangle((1000, 1000, 5000, 5000), fill=200)
-    im.save(slow)
-    del im
+    slow = many / "scan.jp2"
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (4000, 4000), dtype=np.uint8)).save(
+        slow, num_resolutions=1)
     r = run_cli("-i", str(many), "-o", str(tmp_path / "o"), "-a", "phash_8", "-j", "2", "--no-report", "--no-cache",
                 "--file-timeout", "0.3", "-q")
     assert r.returncode == 0, r.stderr
