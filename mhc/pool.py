@@ -5,6 +5,7 @@ Shared by hashing (:mod:`mhc.runner`) and the report's thumbnails (:mod:`mhc.thu
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -47,6 +48,12 @@ def worker_init() -> None:
     # If the main process is killed (kill -9), take the workers down with it (Linux).
     die_with_parent()
     quiet_decoders()
+    # Nothing inherited from the calling process is ever collected here. A caller that used
+    # PyAV may leave a codec context in a reference cycle; freed by this process's collector,
+    # FFmpeg joins decoding threads that exist only in the caller, and the worker hangs until
+    # --file-timeout (seen with PyAV 17.0 in the test suite). Python's documentation advises
+    # the same for forked children (fewer pages copied on write, too).
+    gc.freeze()
 
 
 @contextmanager

@@ -344,3 +344,44 @@ def test_videos_hash_in_workers_after_the_calling_process_scaled_a_frame(clips, 
                         str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["2", "0"], (r.stdout, r.stderr[-2000:])
+
+
+def test_a_worker_never_collects_what_the_calling_process_left_in_a_reference_cycle(tmp_path):
+    """A PyAV codec context left in a reference cycle by the calling process (the test
+    suite's fixtures, a user's script that decoded a video first) was freed by a forked
+    worker's garbage collector: FFmpeg then joined decoding threads that exist only in the
+    caller, and the worker hung until --file-timeout (every retry too; seen with PyAV 17.0).
+    Workers now never collect inherited objects. Here the cycle's finalizer tells whether a
+    worker collected it."""
+    import gc
+
+    from mhc.pool import worker_init
+
+    said = tmp_path / "collected"
+
+    class Left:
+        def __del__(self):
+            said.write_text(str(os.getpid()))
+
+    gc.disable()  # (the cycle stays garbage until the worker's collector runs)
+    try:
+        left = Left()
+        left.me = left
+        del left
+        pid = os.fork()
+        if pid == 0:  # a worker as a pool starts it, whose collector then runs
+            code = 1
+            try:
+                worker_init()
+                gc.enable()
+                gc.collect()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert not said.exists(), f"collected in the worker (pid {said.read_text()})"
+    finally:
+        gc.enable()
+        gc.collect()  # here, in the caller, it is collected
+    assert said.read_text() == str(os.getpid())
