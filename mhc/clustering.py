@@ -14,6 +14,7 @@ before hashing.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import zipfile
@@ -288,15 +289,19 @@ class ForestCache:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             pass  # absent or unreadable (cut short, a damaged block: the zip says so): compute it
         found = compute()
+        # Zipped in memory, then written: NumPy 2.0 (and older) left its zip open when the write
+        # failed (a full disk), and its finaliser later printed a traceback on stderr.
+        packed = io.BytesIO()
+        np.savez(packed, **found)
+        tmp = path.with_name(path.name + ".tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, **found)
+            tmp.write_bytes(packed.getbuffer())
             os.replace(tmp, path)
             self.prune()
-        except OSError:
-            pass  # a cache that cannot be written only costs the next run time
+        except OSError:  # a cache that cannot be written only costs the next run time
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # (not left cut short on a full disk)
         return found
 
     def prune(self) -> None:

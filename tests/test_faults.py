@@ -238,6 +238,7 @@ def test_a_full_disk_never_makes_mhc_throw_away_a_good_cache(photos, tmp_path, s
     assert r.returncode == 0, r.stderr  # the run goes on, with one warning: one line, whatever the width
     assert "cannot be written" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert cache.exists() and not list(small_disk.glob("*corrupt*"))
+    assert not list(small_disk.rglob("*.tmp"))  # (the spanning forests' cache: nothing left cut short)
     filler.unlink()
     again = run(Options(output=tmp_path / "o3", algorithms=["phash_8"], **o))
     assert again.stats.decoded == 0  # the cache kept every hash it had
