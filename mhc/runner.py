@@ -59,6 +59,7 @@ def warm(plan: HashPlan, videos: bool = False) -> None:
         return
     from PIL import Image
 
+    Image.preinit()  # the common formats' plugins (Pillow before 12 imported them on the first open)
     for a in plan.algorithms:
         a.hash_image(Image.new("RGB" if a.needs_color else "L", (a.min_side, a.min_side)))
     if videos:
