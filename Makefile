@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # clone installs what was tested rather than whatever was released since; `make lock` renews it.
 PIP    := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: run test setup setup-test system-test-deps compile bench clean lock
+.PHONY: run test setup setup-test system-test-deps compile bench clean lock test-lowest
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml constraints.txt
 # constraints.txt anew from the newest releases pyproject.toml admits; then `make test`.
 lock:
 	PYTHON=$(PYTHON) bash scripts/lock.sh
+
+# The suite with every dependency at pyproject.toml's lower bound (constraints-lowest.txt), in
+# .venv-lowest, on Python 3.11 (PYTHON=python3.11 where python3 is another).
+test-lowest: system-test-deps
+	$(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install -q --upgrade pip
+	.venv-lowest/bin/python -m pip install -q -c constraints-lowest.txt -e '.[test]'
+	MHC_LOCK=constraints-lowest.txt .venv-lowest/bin/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed compile
 setup-test: $(VENV)/.installed-test system-test-deps compile
@@ -49,4 +57,4 @@ test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) data/output data/.mhc-cache.sqlite*
+	rm -rf $(VENV) .venv-lowest data/output data/.mhc-cache.sqlite*

@@ -1,7 +1,9 @@
 """constraints.txt, the versions `make run` and `make test` install: true to pyproject.toml's
-ranges, complete for mhc's own dependencies, and what this suite is running with."""
+ranges, complete for mhc's own dependencies, and what this suite is running with; and
+constraints-lowest.txt (`make test-lowest`): pyproject.toml's lower bounds, exactly."""
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 try:
     import tomllib
@@ -19,10 +22,14 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _pins() -> dict[str, tuple[str, Requirement]]:
-    """constraints.txt's pins that apply to this Python: name -> (version, requirement)."""
+# the pins this venv was installed with: `make test-lowest` says constraints-lowest.txt
+LOCK = os.environ.get("MHC_LOCK", "constraints.txt")
+
+
+def _pins(lock: str = "constraints.txt") -> dict[str, tuple[str, Requirement]]:
+    """A constraints file's pins that apply to this Python: name -> (version, requirement)."""
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in (ROOT / lock).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         req = Requirement(line)
@@ -62,12 +69,27 @@ def test_pins_cover_and_satisfy_pyprojects_ranges():
             f"{req.specifier}: run `make lock`")
 
 
-@pytest.mark.skipif(not _pins(), reason="constraints.txt pins another Python")
+def test_the_lowest_pins_are_pyprojects_lower_bounds():
+    lowest = _pins("constraints-lowest.txt")
+    if not lowest:
+        pytest.skip("constraints-lowest.txt pins another Python")
+    bounds = {}
+    for req in _direct():
+        (low,) = [s.version for s in req.specifier if s.operator == ">="]
+        bounds[canonicalize_name(req.name)] = low
+    assert sorted(lowest) == sorted(bounds), "constraints-lowest.txt names other packages than pyproject.toml"
+    for name, (version, _) in lowest.items():
+        assert Version(version) == Version(bounds[name]), (
+            f"constraints-lowest.txt pins {name}=={version}, pyproject.toml's lower bound is {bounds[name]}")
+
+
+@pytest.mark.skipif(not _pins(LOCK), reason=f"{LOCK} pins another Python")
 def test_the_suite_runs_with_the_pinned_versions():
     """What passes here is what constraints.txt promises a fresh clone (`make test` installs
-    from it; a venv changed by hand shows up here)."""
+    from it; a venv changed by hand shows up here), or, under `make test-lowest`, the lower
+    bounds."""
     differ = []
-    for name, (version, _) in _pins().items():
+    for name, (version, _) in _pins(LOCK).items():
         try:
             have = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -75,4 +97,4 @@ def test_the_suite_runs_with_the_pinned_versions():
             continue
         if have != version:
             differ.append(f"{name} {have} (pinned {version})")
-    assert not differ, f"this venv differs from constraints.txt ({sys.version.split()[0]}): {differ}"
+    assert not differ, f"this venv differs from {LOCK} ({sys.version.split()[0]}): {differ}"

@@ -197,7 +197,7 @@ def test_what_pillow_mends_in_a_file_is_not_written_over_the_terminal(tmp_path, 
     assert r.returncode == 0, r.stderr
     assert f"{files} files found: {files} decoded" in r.stdout  # each hashed
     assert "Warning" not in r.stderr and "PIL" not in r.stderr, r.stderr
-    with pytest.warns(UserWarning, match="Corrupt EXIF"), Image.open(inp / "IMG_0000.jpg"):
+    with pytest.warns(UserWarning), Image.open(inp / "IMG_0000.jpg"):  # (Pillow < 12: "Truncated File Read")
         pass  # (the premise: Pillow warns as it opens the file)
 
 
