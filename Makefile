@@ -27,6 +27,9 @@ lock:
 # The suite with every dependency at pyproject.toml's lower bound (constraints-lowest.txt), in
 # .venv-lowest, on Python 3.11 (PYTHON=python3.11 where python3 is another).
 test-lowest: system-test-deps
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make test-lowest: the \
+	lowest versions are pinned for Python 3.11, and $(PYTHON) is another; run PYTHON=python3.11 make test-lowest" >&2; \
+	exit 2; }
 	$(PYTHON) -m venv .venv-lowest
 	.venv-lowest/bin/python -m pip install -q --upgrade pip
 	.venv-lowest/bin/python -m pip install -q -c constraints-lowest.txt -e '.[test]'
