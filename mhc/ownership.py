@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -152,7 +153,7 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
     answer decides: see :func:`keeps_times`), a mtime later than ``written``, when the output
     was last written (ns), is the user's instead."""
     at = {n: i for i, n in enumerate(names)} if len(names) == len(files) == len(sizes) == len(mtimes) else {}
-    own: list[bool] = []  # sets_own_times(), once asked
+    sets_own = functools.cache(sets_own_times) if sets_own_times is not None else None  # asked once
 
     def as_made(e: os.DirEntry) -> bool:
         i = at.get(e.name)
@@ -162,13 +163,12 @@ def copies_as_made(files: list[str], names: list[str], sizes: list[int], mtimes:
             st = e.stat(follow_symlinks=False)
         except OSError:
             return True  # gone: nothing to lose
-        old_enough = st.st_mtime_ns <= mtimes[i] + MTIME_SLACK_NS
-        if sets_own_times is not None and old_enough != (st.st_mtime_ns <= written + MTIME_SLACK_NS):
-            if not own:
-                own.append(sets_own_times())
-            if own[0]:
-                old_enough = st.st_mtime_ns <= written + MTIME_SLACK_NS
-        if old_enough:
+        by_original = st.st_mtime_ns <= mtimes[i] + MTIME_SLACK_NS
+        by_run = st.st_mtime_ns <= written + MTIME_SLACK_NS
+        kept = by_original
+        if by_original != by_run and sets_own is not None and sets_own():
+            kept = by_run  # (where the two disagree, a filesystem that sets its own times: the run's)
+        if kept:
             return True
         try:
             now = os.stat(files[i])
