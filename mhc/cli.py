@@ -31,7 +31,7 @@ from rich.progress import (
 from . import __version__
 from .algorithms import DESCRIPTIONS
 from .arguments import ClickException, FlagHelpCommand, FlagHelpGroup
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError, UsageError, printable, resource_fault
+from .errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MhcError, UsageError, printable, resource_fault
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
@@ -159,6 +159,13 @@ def main_command(ctx: typer.Context, **kw) -> None:
             if not options.dry_run:
                 e.output_replaced = result.output  # type: ignore[attr-defined]
             raise
+    if result.disk_errors:  # the disk failed part of the work (the summary said so, or with -q this line)
+        if quiet:
+            from .terminal import disk_errors_line
+
+            err.print(disk_errors_line(result.disk_errors, alone=True), highlight=False, markup=False,
+                      soft_wrap=True)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 main_command.__signature__ = inspect.Signature(_main_parameters())  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from .algorithms import Algorithm, parse_algorithm
 from .cache import FileInfo, HashCache
 from .decode import GONE, UNREADABLE
 from .discover import Discovery, Kind, discover, disk_tops, gone_disks
-from .errors import EnvironmentFault, FileError, MhcError, UsageError, printable
+from .errors import FAILING, EnvironmentFault, FileError, MhcError, UsageError, disk_fault, mount_point, printable
 from .events import Progress, report
 from .hashing import HashPlan
 from .metric import HashMetric, MatchOptions, video_codes
@@ -115,6 +115,13 @@ class HashedCollection:
     @property
     def videos(self) -> int:
         return sum(1 for k in self.kinds if k == "video")
+
+    @property
+    def disk_errors(self) -> list[FileError]:
+        """The files of :attr:`errors` that failed through their disk's fault (an I/O error,
+        a driver or share gone), not their content: part of the work that failed (the command
+        line's exit status 1); never cached, so tried again on the next run."""
+        return [e for e in self.errors if disk_fault(e.reason)]
 
     def codes(self, algo: str | Algorithm) -> AlgorithmCodes:
         key = algo.key if isinstance(algo, Algorithm) else parse_algorithm(algo).key
@@ -269,6 +276,7 @@ def collect(plan: RunPlan, *, progress: Progress | None = None, executor: Execut
         if not o.exclude:  # files left out by --exclude are not gone: their hashes stay
             cache.forget_missing(str(plan.input), [f.path for f in found.files])
     _check_disks_stayed(tops, results.errors, plan, for_run)
+    _check_some_read(found.errors + results.errors, bool(results.values), plan, for_run)
     return build(plan, found, results, hplan)
 
 
@@ -285,8 +293,26 @@ def _check_disks_stayed(tops: dict[str, tuple[int, int]], errors: list[FileError
         where = "the input folder" if folder == str(plan.input) else "the disk mounted at"
         done = "the previous output is unchanged" if for_run else "the files read were not used"
         kept = " and the hashes computed are kept in the cache" if plan.cache is not None else ""
-        raise EnvironmentFault(f"{where} {printable(folder)} {what} during the run ({lost} file(s) could not be "
-                               f"read after it went); {done}{kept}: run again once it is back")
+        said = f"{where} {printable(folder)} {what} during the run ({lost} file(s) could not be read after it went)"
+        if what.startswith("reported read errors"):  # (a failing disk is as likely as an unplugged one)
+            raise EnvironmentFault(f"{said}: {FAILING} ({done}{kept})")
+        raise EnvironmentFault(f"{said}; {done}{kept}: run again once it is back")
+
+
+def _check_some_read(errors: list[FileError], any_read: bool, plan: RunPlan, for_run: bool) -> None:
+    """Not one file could be read, and their disk said why (I/O errors), while its folders
+    still list (their blocks cached, or a disk that fails reading files first): a tree with
+    nothing in it would replace the last good output, with exit status 0. Refused. (Some files
+    read: the run goes on without the others, and says so: :attr:`HashedCollection.disk_errors`.)"""
+    faults = [e for e in errors if disk_fault(e.reason)]
+    if any_read or not faults:
+        return
+    e = faults[0]
+    mount = mount_point(e.path)
+    at = f" mounted at {printable(mount)}" if mount else ""
+    done = "the previous output is unchanged" if for_run else "nothing was used"
+    raise EnvironmentFault(f"none of the files could be read: the disk{at} reports errors ({len(faults)} file(s), "
+                           f"e.g. {printable(e.path)}: {e.reason}; see dmesg): {FAILING} ({done})")
 
 
 def find_media(plan: RunPlan, progress: Progress | None = None) -> Discovery:

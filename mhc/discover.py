@@ -286,7 +286,8 @@ def gone_disks(tops: dict[str, tuple[int, int]]) -> dict[str, str]:
         except PermissionError:  # (its permissions changed: the files say so themselves)
             continue
         except OSError as e:
-            gone[folder] = f"stopped answering ({e.strerror or e})"
+            gone[folder] = f"reported read errors ({e.strerror}; see dmesg)" if e.errno == errno.EIO else \
+                f"stopped answering ({e.strerror or e})"
         else:
             if st.st_dev != ident[0] or ident[1] and st.st_ino != ident[1]:
                 gone[folder] = "was unmounted, moved or replaced"

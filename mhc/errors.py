@@ -4,7 +4,8 @@ Exit statuses of ``mhc`` (also in the README):
 
 ====  =====================================================================
 0     done
-1     done, but part of the work failed (e.g. Hydrus batches not sent)
+1     done, but part of the work failed (files a disk failed with I/O errors, Hydrus
+      batches not sent)
       or the reader of stdout closed it early (``mhc pairs | head``; click's convention)
 2     a bad option, path or file given by the user; nothing was changed
 3     the machine refused: disk full, read-only or unreadable folder, a lock held by
@@ -74,6 +75,10 @@ def fault(e: OSError, what: str) -> MhcError:
                                 f"is unchanged)")
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
+    if e.errno == errno.EIO:
+        return EnvironmentFault(f"{what}: the disk reports write errors ({e.strerror}; see dmesg): it is failing, or "
+                                f"was unplugged; choose another --output, or plug it in again, and run again (the "
+                                f"previous output is unchanged)")
     if _not_answering(e):
         return EnvironmentFault(f"{what}: the disk stopped answering ({e.strerror}); check it (plug it in or mount it "
                                 f"again) and run again (the previous output is unchanged)")
@@ -110,11 +115,26 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
                                 f"memory, and run again")
     if _not_answering(e):
         where = os.fsdecode(e.filename) if e.filename else None
-        mount = _mount_point(where) if where else None
+        mount = mount_point(where) if where else None
         at = f" mounted at {printable(mount)}" if mount else f" at {printable(where)}" if where else ""
+        if e.errno == errno.EIO:  # the disk's own word: failing for good as often as unplugged
+            return EnvironmentFault(f"the disk{at} reports read errors ({e.strerror}; see dmesg): {FAILING}")
         return EnvironmentFault(f"the disk or network share{at} stopped answering ({e.strerror}); check it (plug "
                                 f"it in or mount it again) and run again")
     return None
+
+
+# What to do about a disk that answers with I/O errors: "run again once it is back" would be
+# wrong advice for a disk that is failing, the likelier cause when it is still plugged in.
+FAILING = ("it is failing, or was unplugged; plug it in again, or copy what can still be read off it (ddrescue, "
+           "or a file copy) and run mhc on the copy")
+
+
+def disk_fault(reason: str) -> bool:
+    """True for a file's failure reason (:class:`FileError`) that is its disk's fault: an I/O
+    error, a FUSE driver or network share gone (``cannot read file (Input/output error)``),
+    not the file's content or its permissions. Such a file is tried again on the next run."""
+    return any(reason.endswith(f"({os.strerror(n)})") for n in _NOT_ANSWERING)
 
 
 def _not_answering(e: OSError) -> bool:
@@ -124,7 +144,7 @@ def _not_answering(e: OSError) -> bool:
     return e.errno in _NOT_ANSWERING or (e.errno == errno.ECONNABORTED and e.filename is not None)
 
 
-def _mount_point(path: str) -> str | None:
+def mount_point(path: str) -> str | None:
     """The mount point (not /) that ``path`` lies under, from /proc/self/mounts: a mount that
     stopped answering cannot be found by stat-ing folders up from the path. (psutil, which
     lists mounts, comes only with Dask's extra; this is one read on Linux, None elsewhere.)"""

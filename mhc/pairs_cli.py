@@ -14,7 +14,7 @@ import typer
 from .algorithms import parse_algorithm
 from .cli import _setup_logging, app, command, err, user_errors
 from .commands import CACHE_HINT, CacheOption, _cache_in, _summary_of
-from .errors import UsageError, printable
+from .errors import EXIT_PARTIAL, UsageError, printable
 from .thresholds import one_threshold, one_threshold_form
 
 
@@ -205,6 +205,11 @@ def pairs_command(
         pairs = collection.pairs(algo, bits, isometric=isometric, crops=crops)
     for line in unread(collection.errors, "their pairs are not listed", "mhc pairs"):  # on stderr: stdout is the pairs'
         err.print(line, highlight=False, markup=False, soft_wrap=True)
+    if collection.disk_errors:
+        from .terminal import disk_errors_line
+
+        err.print(f"mhc pairs: {disk_errors_line(collection.disk_errors)}", highlight=False, markup=False,
+                  soft_wrap=True)
     crop_area = {(min(m.outer, m.inner), max(m.outer, m.inner)): round(m.area, 3) for m in collection.crop_matches}
     if fmt == "json":
         index = {f: i for i, f in enumerate(collection.files)}
@@ -240,3 +245,5 @@ def pairs_command(
                     w.writerow([shown(a), shown(b), d])
             finally:
                 raw.detach()  # sys.stdout keeps the buffer
+    if collection.disk_errors:  # the pairs are whole for the files read; the disk failed the rest
+        raise typer.Exit(EXIT_PARTIAL)

@@ -64,6 +64,12 @@ class RunResult:
         return self.collection.errors
 
     @property
+    def disk_errors(self) -> list[FileError]:
+        """The files that failed through their disk's fault (I/O errors): see
+        :attr:`HashedCollection.disk_errors`."""
+        return self.collection.disk_errors
+
+    @property
     def kinds(self) -> list[str]:
         return self.collection.kinds
 

@@ -143,6 +143,8 @@ def print_summary(result, console: Console) -> None:
         if not result.options.dry_run:
             console.print(f"  all of them with reasons: {os.path.join(result.output, 'errors.csv')}", highlight=False,
                           markup=False, soft_wrap=True)
+        if result.disk_errors:
+            console.print(f"  {disk_errors_line(result.disk_errors)}", highlight=False, markup=False, soft_wrap=True)
     if result.options.dry_run:
         if result.options.link == "copy":  # planning a tree of copies (a USB drive): its size, and the room there
             from .room import amount, copies_needed, free_space
@@ -161,3 +163,14 @@ def print_summary(result, console: Console) -> None:
         if not result.options.no_report:
             console.print(f"report: {os.path.join(result.output, 'index.html')}", highlight=False, markup=False,
                           soft_wrap=True)
+
+
+def disk_errors_line(errors: list, alone: bool = False) -> str:
+    """What files that failed through their disk (I/O errors) mean: the disk, not the files,
+    and not for good (exit status 1; they are not cached, so the next run tries them again).
+    ``alone``: the line is not under the summary's line of all the files that failed (-q)."""
+    e = errors[0]
+    what = f"{len(errors)} file(s) could not be read" if alone else f"{len(errors)} of them"
+    example = f"e.g. {printable(e.path)}: {e.reason}; " if alone else ""  # (else the line above gives one)
+    return (f"{what} because their disk reported errors ({example}see dmesg): it may be failing, so copy what can "
+            f"be read off it; the next run tries them again (exit status 1)")

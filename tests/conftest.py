@@ -268,3 +268,72 @@ def exfat_disk(tmp_path: Path):
     """An exFAT :class:`LoopDisk` through FUSE (root, losetup, mkfs.exfat, mount.exfat-fuse)."""
     yield from _loop_disk(tmp_path, "exfat")
 
+
+
+class FailingDisk:
+    """An ext4 disk at ``mnt`` whose blocks lie in a file on an exFAT disk served by FUSE:
+    :meth:`fail` kills that FUSE driver, and from then on every block the kernel has not
+    cached is a real I/O error (EIO, "see dmesg"), as a failing or half-unplugged disk gives,
+    while what was read before (folders listed, files read) is still served from memory."""
+
+    def __init__(self, outer: LoopDisk, root: Path):
+        self.outer, self.mnt = outer, root / "failing"
+        self.mnt.mkdir()
+        self.img = outer.mnt / "inner.img"
+        with open(self.img, "wb") as f:
+            f.truncate(48 << 20)
+        subprocess.run(["mkfs.ext4", "-q", str(self.img)], check=True, capture_output=True)
+        self.dev: str | None = None
+        self._mount()
+
+    def _mount(self) -> None:
+        self.dev = subprocess.run(["losetup", "-f", "--show", str(self.img)], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        subprocess.run(["mount", "-o", "errors=continue", self.dev, str(self.mnt)], check=True, capture_output=True)
+
+    def _umount(self) -> None:
+        if subprocess.run(["umount", str(self.mnt)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+        if self.dev:
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+            self.dev = None
+
+    def remount(self) -> None:
+        """Mount it anew, its writes on the disk first: nothing of it in the kernel's memory."""
+        self._umount()
+        self.outer.remount()
+        self._mount()
+
+    def fail(self, listed: bool = True, read: tuple[Path, ...] = ()) -> None:
+        """Mount it anew (nothing cached), list every folder if ``listed`` and read the
+        files ``read``, then kill the driver: the rest of it answers EIO."""
+        self.remount()
+        if listed:
+            for _folder, _dirs, _files in os.walk(self.mnt):
+                pass
+        for p in read:
+            p.read_bytes()
+        self.outer.kill_driver()
+
+    def fail_now(self) -> None:
+        """Kill the driver and drop what the kernel cached of every disk (as memory pressure
+        would): from now on even the folders listed before answer EIO."""
+        self.outer.kill_driver()
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+
+    def close(self) -> None:
+        self._umount()
+
+
+@pytest.fixture
+def failing_disk(tmp_path: Path):
+    """A :class:`FailingDisk` (root, losetup, mkfs.ext4, mkfs.exfat and mount.exfat-fuse)."""
+    outer = next(gen := _loop_disk(tmp_path, "exfat"))
+    if not shutil.which("mkfs.ext4"):
+        pytest.skip("needs mkfs.ext4")
+    disk = FailingDisk(outer, tmp_path)
+    try:
+        yield disk
+    finally:
+        disk.close()
+        gen.close()

@@ -1,0 +1,113 @@
+"""A disk that answers with I/O errors (a failing disk, a USB disk half unplugged): real EIO
+from the kernel (``failing_disk``: an ext4 disk whose blocks stop being served), never a
+mocked one. Its files are not bad files: the line says the disk, the exit status says that
+part of the work failed, and a run that could read nothing keeps the last good output."""
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from mhc import EnvironmentFault, Options, run
+
+from conftest import make_video, photo, run_cli, save, tree_digest
+
+
+def _photos(folder, n: int = 12) -> list:
+    (folder / "sub").mkdir()
+    files = [save(photo(k, (200, 150)), folder / ("sub" if k % 2 else "") / f"p{k:02}.jpg") for k in range(n)]
+    files.append(make_video(folder / "clip.mp4", [photo(k, (160, 120)) for k in range(3)]))
+    return sorted(files)
+
+
+def test_files_the_disk_fails_are_said_as_the_disk_s_fault_with_exit_status_1(failing_disk, tmp_path):
+    """Half the files were read before the disk failed: the run clusters them and lists the
+    others in errors.csv, as it did; the others are no longer passed over as bad files with
+    exit status 0: a line says their disk reported errors, and the exit status is 1."""
+    files = _photos(failing_disk.mnt)
+    read = tuple(p for p in files if p.suffix == ".jpg")[:6]
+    failed = [p for p in files if p not in read]
+    failing_disk.fail(read=read)
+    out = tmp_path / "out"
+    r = run_cli("-i", str(failing_disk.mnt), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4", "-j", "1")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert re.search(r"^  7 of them because their disk reported errors \(see dmesg\): it may be failing, so copy what "
+                     r"can be read off it; the next run tries them again \(exit status 1\)$", r.stdout, re.M), r.stdout
+    with open(out / "errors.csv", newline="") as f:
+        rows = {row["path"]: row["reason"] for row in csv.DictReader(f)}
+    assert rows == {str(p): "cannot read file (Input/output error)" for p in failed}
+    assert any(p.name == "clip.mp4" for p in failed)  # videos as images
+    linked = {p.resolve() for p in (out / "phash_8").rglob("*.jpg")}
+    assert {p.resolve() for p in read} <= linked
+
+    quiet = run_cli("-i", str(failing_disk.mnt), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4", "-q")
+    assert quiet.returncode == 1 and quiet.stdout == "", (quiet.returncode, quiet.stdout)
+    assert re.fullmatch(r"7 file\(s\) could not be read because their disk reported errors \(e\.g\. \S+: cannot read "
+                        r"file \(Input/output error\); see dmesg\): .*\(exit status 1\)\n", quiet.stderr), quiet.stderr
+
+    pairs = run_cli("pairs", "-i", str(failing_disk.mnt), "--cache", str(tmp_path / "c.sqlite"), "-a", "phash_8",
+                    "-t", "4")
+    assert pairs.returncode == 1 and pairs.stdout.startswith("path_a,path_b,distance\n"), pairs
+    assert "mhc pairs: 7 of them because their disk reported errors" in pairs.stderr, pairs.stderr
+
+
+def test_a_disk_that_fails_every_read_keeps_the_last_good_output(failing_disk, tmp_path):
+    """Its folders still list (cached) but not one file can be read: the run wrote a tree of
+    nothing over the last good output, exit status 0. Now one line, exit status 3, and the
+    output as it was."""
+    files = _photos(failing_disk.mnt)
+    out = tmp_path / "out"
+    o = dict(input=failing_disk.mnt, output=out, no_cache=True, algorithms=["phash_8"], thresholds="0:8:4")
+    assert len(run(Options(**o), background_cleanup=False).files) == len(files)
+    before = tree_digest(out)
+    failing_disk.fail()
+    r = run_cli("-i", str(failing_disk.mnt), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4")
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) >= 1, (r.returncode, r.stderr)
+    line = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"Error: none of the files could be read: the disk mounted at {re.escape(str(failing_disk.mnt))} "
+                        rf"reports errors \({len(files)} file\(s\), e\.g\. \S+: cannot read file \(Input/output error\); "
+                        r"see dmesg\): it is failing, or was unplugged; plug it in again, or copy what can still be read "
+                        r"off it \(ddrescue, or a file copy\) and run mhc on the copy \(the previous output is "
+                        r"unchanged\)", line), line
+    assert tree_digest(out) == before
+    with pytest.raises(EnvironmentFault, match="none of the files could be read.*nothing was used"):
+        from mhc import hash_folder
+
+        hash_folder(failing_disk.mnt, "phash_8", no_cache=True)
+
+
+def test_a_disk_whose_folders_cannot_be_read_is_not_told_to_wait_until_it_is_back(failing_disk, tmp_path):
+    """Nothing of it cached: listing the input fails with EIO. The line said the disk
+    "stopped answering" and to run again "once it is back", advice that never helps a disk
+    that is failing; it now says it reports read errors, and what to do either way."""
+    _photos(failing_disk.mnt, 4)
+    failing_disk.fail(listed=False)
+    out = tmp_path / "out"
+    r = run_cli("-i", str(failing_disk.mnt / "sub"), "-o", str(out), "--no-cache", "-a", "phash_8")
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"Error: the disk mounted at {failing_disk.mnt} reports read errors (Input/output error; see dmesg): it is "
+        f"failing, or was unplugged; plug it in again, or copy what can still be read off it (ddrescue, or a file "
+        f"copy) and run mhc on the copy. The previous output is unchanged."), r.stderr
+    assert not out.exists()
+
+
+def test_a_disk_that_fails_during_the_run_is_said_to_report_read_errors(failing_disk, tmp_path):
+    """The disk fails while its files are being hashed, and then its folders cannot be listed
+    either: the run stops before writing (as for a disk unplugged), and the line says the
+    disk reported read errors, not to wait "until it is back"."""
+    from test_faults import _going_away
+
+    _photos(failing_disk.mnt)
+    out, cache = tmp_path / "out", tmp_path / "c.sqlite"
+    o = dict(input=failing_disk.mnt, output=out, cache=cache, algorithms=["phash_8"], thresholds="0:8:4", workers=1)
+    failing_disk.remount()
+    with pytest.raises(EnvironmentFault) as e:
+        run(Options(**o), progress=_going_away(failing_disk.fail_now), background_cleanup=False)
+    assert not out.exists()
+    m = re.fullmatch(rf"the input folder {re.escape(str(failing_disk.mnt))} reported read errors \(Input/output error; "
+                     r"see dmesg\) during the run \((\d+) file\(s\) could not be read after it went\): it is failing, "
+                     r"or was unplugged; .* \(the previous output is unchanged and the hashes computed are kept in the "
+                     r"cache\)", str(e.value))
+    assert m, str(e.value)
