@@ -6,12 +6,13 @@ SQLite header carries mhc's application id, or it is in mhc's own cache folder).
 """
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from pathlib import Path
 
 from .discover import enclosing_output
-from .errors import UsageError
+from .errors import EnvironmentFault, UsageError
 from .paths import inside
 
 APPLICATION_ID = 0x6D686321  # "mhc!" in the SQLite header: this file is mhc's cache
@@ -49,9 +50,10 @@ def owned_cache(path: Path) -> bool:
         return False
 
 
-def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) -> None:
-    """Refuse a cache path that would put something at risk, before any work starts
-    (``default``: the user did not choose it)."""
+def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False, run: bool = True) -> None:
+    """Refuse a cache path that would put something at risk, or cannot be read, before any
+    work starts (``default``: the user did not choose it; ``run``: for a run, which can do
+    without a cache, not for a command about the cache itself)."""
     real = Path(os.path.realpath(path))
     # the default's place comes from XDG_CACHE_HOME (or HOME): "--cache X" named an option never typed
     label = f"the default hash cache {path} (in your user cache folder)" if default else f"--cache {path}"
@@ -83,10 +85,26 @@ def check_cache_path(path: Path, inp: Path, out: Path, default: bool = False) ->
                                  + ("set XDG_CACHE_HOME to a folder, or pass --cache FILE" if default
                                     else "choose another path"))
             break
+    if real.exists():
+        _check_readable(real, label, "choose another path, or --no-cache" if run else "choose another path")
     if real.exists() and not owned_cache(real):
         kind = "an SQLite database of another program" if _is_sqlite(real) else "not an mhc cache"
         raise UsageError(f"{label} is {kind}; mhc will not touch it. Choose another path (or, if it is a "
                          f"damaged mhc cache, delete it yourself)")
+
+
+def _check_readable(path: Path, label: str, then: str) -> None:
+    """A cache that cannot be read is not "not an mhc cache" (which tells the user to
+    delete it): said as what it is, unreadable, and why."""
+    try:
+        with open(path, "rb") as f:
+            f.read(100)
+    except PermissionError:
+        raise UsageError(f"{label} cannot be read (permission denied); {then}") from None
+    except OSError as e:
+        why = f"{e.strerror}; see dmesg: its disk is failing, or was unplugged" if e.errno == errno.EIO else \
+            f"{e.strerror or e}"
+        raise EnvironmentFault(f"{label} cannot be read ({why}); {then}") from None
 
 
 def _is_sqlite(path: Path) -> bool:

@@ -104,7 +104,7 @@ def check_cache(path: Path) -> None:
     database): read, it was an empty cache ("0 files", "no pairs marked")."""
     from .cache import check_cache_path
 
-    check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"))
+    check_cache_path(path, Path("/nonexistent-input"), Path("/nonexistent-output"), run=False)
 
 
 @command(cache_app, "clear")

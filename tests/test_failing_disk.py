@@ -111,3 +111,53 @@ def test_a_disk_that_fails_during_the_run_is_said_to_report_read_errors(failing_
                      r"or was unplugged; .* \(the previous output is unchanged and the hashes computed are kept in the "
                      r"cache\)", str(e.value))
     assert m, str(e.value)
+
+
+def test_a_cache_on_a_failing_disk_is_not_called_another_program_s_file(failing_disk, tmp_path):
+    """The cache's own disk fails: its first bytes cannot be read, and mhc said "--cache X is
+    not an mhc cache ... (or, if it is a damaged mhc cache, delete it yourself)", exit 2,
+    inviting the user to delete a good cache. It says the file cannot be read, and why."""
+    inp, cache = tmp_path / "in", failing_disk.mnt / "c.sqlite"
+    for k in range(3):
+        save(photo(k, (200, 150)), inp / f"p{k}.jpg")
+    assert run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8",
+                   "-q").returncode == 0
+    failing_disk.fail()
+    for args, then in ((["-i", str(inp), "-o", str(tmp_path / "out")], "choose another path, or --no-cache"),
+                       (["cache", "info"], "choose another path")):
+        r = run_cli(*args, "--cache", str(cache))
+        assert r.returncode == 3, (args, r.returncode, r.stderr)
+        assert r.stderr == (f"Error: --cache {cache} cannot be read (Input/output error; see dmesg: its disk is "
+                            f"failing, or was unplugged); {then}\n"), r.stderr
+    assert cache.exists() and not list(cache.parent.glob("*corrupt*"))  # not set aside as a damaged one
+
+
+def test_a_cache_the_user_may_not_read_is_said_so(tmp_path):
+    """mhc.toml names a cache of another user (mode 600, or chmod 0): it was "not an mhc cache
+    ... delete it yourself", exit 2. Now: it cannot be read (permission denied), exit 2. (On
+    the command line, click already says "--cache ... is not readable".)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    inp, cache = tmp_path / "in", tmp_path / "c.sqlite"
+    save(photo(1), inp / "a.jpg")
+    assert run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8",
+                   "-q").returncode == 0
+    (tmp_path / "mhc.toml").write_text(f'cache = "{cache}"\n')
+    cmd = [sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "out2"), "-a", "phash_8",
+           "-q"]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and setpriv (util-linux) is missing")
+        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    cache.chmod(0)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        cache.chmod(0o644)
+    assert r.returncode == 2 and r.stderr == (f"Error: --cache {cache} cannot be read (permission denied); choose "
+                                              f"another path, or --no-cache (set in {tmp_path / 'mhc.toml'})\n"), (r.returncode, r.stderr)
