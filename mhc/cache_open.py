@@ -114,9 +114,18 @@ class CacheOpening:
                        f"new ones are not saved")
         uri = self.path.resolve().as_uri()
         modes = ("?mode=ro&immutable=1",) if self.untouched else ("?mode=ro", "?mode=ro&immutable=1")
+        if reason is None and not self.untouched and os.access(self.path, os.W_OK) and \
+                os.access(self.path.parent, os.W_OK):
+            # A read-only connection cannot remove the -wal and -shm files it makes beside a
+            # WAL cache, so they stayed after every run (and a dry run made them). One that
+            # may write, told to write nothing, removes them as it closes, as the last
+            # connection does.
+            modes = ("?mode=rw", *modes)
         for mode in modes:  # WAL files may be unwritable too
             try:
                 db = sqlite3.connect(uri + mode, uri=True, timeout=30.0, isolation_level=None)
+                if mode == "?mode=rw":
+                    db.execute("PRAGMA query_only = ON")
                 self._check(db)
                 if _newer_file(db):
                     db.close()

@@ -577,3 +577,22 @@ def test_a_file_dated_past_2262_is_cached_and_its_change_seen(tmp_path):
     assert (again.stats.decoded, again.stats.cached) == (0, 2)
     os.utime(inp / "future.jpg", (15_000_000_001, 15_000_000_001))
     assert run(o).stats.decoded == 1
+
+
+def test_reading_the_cache_leaves_no_sqlite_files_beside_it(tmp_path):
+    """A read-only SQLite connection cannot remove the -wal and -shm files it makes beside a
+    WAL database: every run left them (its "not a duplicate" marks are read after hashing),
+    and a dry run, which writes nothing, made them. Now the folder holds the cache alone, and
+    a dry run, `mhc cache info` and `mhc ignore --list` leave it byte for byte."""
+    inp, cache = tmp_path / "in", tmp_path / "cache" / "c.sqlite"
+    for k in range(3):
+        save(photo(k), inp / f"p{k}.jpg")
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["c.sqlite", "c.sqlite.forests"]
+    before = tree_digest(cache.parent)
+    for args in (["-i", str(inp), "-o", str(tmp_path / "out"), "-a", "phash_8,dhash_8", "-q", "--dry-run"],
+                 ["cache", "info"], ["ignore", "--list"]):
+        r = run_cli(*args, "--cache", str(cache))
+        assert r.returncode == 0, (args, r.stderr)
+        assert tree_digest(cache.parent) == before, args
