@@ -57,7 +57,8 @@ def hydrus_push(
     trash, deleted) are listed with the reason and their pairs are not sent; identical
     copies and repeated pairs are sent once. More than 10 distinct pairs per file (over 1,000),
     the mark of a threshold past where copies lie, is refused unless --force (exit status 2).
-    Exit status 1 if some pairs could not be sent.
+    Exit status 1 if some pairs could not be sent, or some files could not be read
+    because their disk reported errors (their pairs are not sent).
 
     Without -a and -t, the pairs of the folder OUTPUT says to open first (the first line says
     which).
@@ -99,6 +100,10 @@ def hydrus_push(
                   highlight=False)
     for line in unread(collection.errors, "their pairs were not sent"):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if collection.disk_errors:
+        from .terminal import disk_errors_line
+
+        out.print(disk_errors_line(collection.disk_errors), highlight=False, markup=False, soft_wrap=True)
     if result.unknown_files:
         out.print(f"{len(result.unknown_files)} file(s) the client does not hold (their pairs were not sent):",
                   highlight=False)
@@ -110,4 +115,5 @@ def hydrus_push(
                  else "run again later to send them")
         out.print(f"{result.not_sent} pair(s) not sent ({result.failed_batches} batch(es) failed{why}); {again}",
                   highlight=False, markup=False)
+    if result.not_sent or collection.disk_errors:
         raise typer.Exit(EXIT_PARTIAL)

@@ -313,13 +313,26 @@ class FailingDisk:
                 pass
         for p in read:
             p.read_bytes()
+        # what the loop device read ahead around them stays in the kernel's cache of the FUSE
+        # file, where a dead driver is not asked: dropped, so only what was read is served
+        fd = os.open(self.img, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
         self.outer.kill_driver()
 
     def fail_now(self) -> None:
-        """Kill the driver and drop what the kernel cached of every disk (as memory pressure
-        would): from now on even the folders listed before answer EIO."""
+        """Kill the driver and drop what the kernel cached of this disk (as memory pressure
+        would; of this disk alone, not drop_caches: tests run side by side): from now on even
+        the folders listed before answer EIO."""
+        fd = os.open(self.img, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
         self.outer.kill_driver()
-        Path("/proc/sys/vm/drop_caches").write_text("3")
+        subprocess.run(["blockdev", "--flushbufs", self.dev], check=True, capture_output=True)
 
     def close(self) -> None:
         self._umount()

@@ -161,3 +161,23 @@ def test_a_cache_the_user_may_not_read_is_said_so(tmp_path):
         cache.chmod(0o644)
     assert r.returncode == 2 and r.stderr == (f"Error: --cache {cache} cannot be read (permission denied); choose "
                                               f"another path, or --no-cache (set in {tmp_path / 'mhc.toml'})\n"), (r.returncode, r.stderr)
+
+
+def test_a_hydrus_push_from_a_failing_disk_sends_what_it_read_and_exits_1(failing_disk, tmp_path):
+    """The pairs of the files read are sent; those of the files the disk failed are not, and
+    the exit status says the push is not whole (the strict fake of the Client API)."""
+    from test_hydrus import KEY, client_holding, received, sha
+
+    inp = failing_disk.mnt / "photos"
+    for g in range(3):
+        base = photo(200 + g, (240, 180))
+        save(base, inp / f"g{g}.jpg", quality=92)
+        save(base, inp / f"g{g} recompressed.jpg", quality=50)
+    read = (inp / "g0.jpg", inp / "g0 recompressed.jpg", inp / "g1.jpg")
+    with client_holding(inp) as hub:
+        failing_disk.fail(read=read)
+        r = run_cli("hydrus", "push", "-a", "phash_8", "-t", "8", "-i", str(inp), "--cache",
+                    str(tmp_path / "c.sqlite"), "--api-url", hub.url, "--api-key", KEY)
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert "3 of them because their disk reported errors (see dmesg)" in r.stdout, r.stdout
+        assert received(hub) == [tuple(sorted((sha(read[0]), sha(read[1]))))]
