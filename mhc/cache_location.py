@@ -102,8 +102,8 @@ def _check_readable(path: Path, label: str, then: str) -> None:
     except PermissionError:
         raise UsageError(f"{label} cannot be read (permission denied); {then}") from None
     except OSError as e:
-        why = f"{e.strerror}; see dmesg: its disk is failing, or was unplugged" if e.errno == errno.EIO else \
-            f"{e.strerror or e}"
+        failing = "; see dmesg: its disk is failing, or was unplugged or disconnected" if e.errno == errno.EIO else ""
+        why = f"{e.strerror or e}{failing}"
         raise EnvironmentFault(f"{label} cannot be read ({why}); {then}") from None
 
 

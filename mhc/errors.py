@@ -76,9 +76,9 @@ def fault(e: OSError, what: str) -> MhcError:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return EnvironmentFault(f"{what}: {e.strerror}; choose an --output where you can write")
     if e.errno == errno.EIO:
-        return EnvironmentFault(f"{what}: the disk reports write errors ({e.strerror}; see dmesg): it is failing, or "
-                                f"was unplugged; choose another --output, or plug it in again, and run again (the "
-                                f"previous output is unchanged)")
+        return EnvironmentFault(f"{what}: the disk or network share reports write errors ({e.strerror}; see dmesg): "
+                                f"it is failing, or was unplugged or disconnected; choose another --output, or plug "
+                                f"it in or connect it again, and run again (the previous output is unchanged)")
     if _not_answering(e):
         return EnvironmentFault(f"{what}: the disk stopped answering ({e.strerror}); check it (plug it in or mount it "
                                 f"again) and run again (the previous output is unchanged)")
@@ -118,16 +118,20 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
         mount = mount_point(where) if where else None
         at = f" mounted at {printable(mount)}" if mount else f" at {printable(where)}" if where else ""
         if e.errno == errno.EIO:  # the disk's own word: failing for good as often as unplugged
-            return EnvironmentFault(f"the disk{at} reports read errors ({e.strerror}; see dmesg): {FAILING}")
+            return EnvironmentFault(f"the disk or network share{at} reports read errors ({e.strerror}; see dmesg): "
+                                    f"it is failing, or was unplugged or disconnected; plug it in or connect it "
+                                    f"again, or, if it is failing, copy what can still be read off it (ddrescue, or "
+                                    f"a file copy) and work from the copy")
         return EnvironmentFault(f"the disk or network share{at} stopped answering ({e.strerror}); check it (plug "
                                 f"it in or mount it again) and run again")
     return None
 
 
-# What to do about a disk that answers with I/O errors: "run again once it is back" would be
-# wrong advice for a disk that is failing, the likelier cause when it is still plugged in.
-FAILING = ("it is failing, or was unplugged; plug it in again, or copy what can still be read off it (ddrescue, "
-           "or a file copy) and run mhc on the copy")
+# What to do about an input disk that answers with I/O errors: "run again once it is back"
+# would be wrong advice for a disk that is failing, the likelier cause when it is still plugged
+# in. (resource_fault says it without "mhc", as the disk may hold the output or the cache.)
+FAILING = ("it is failing, or was unplugged or disconnected; plug it in or connect it again, or copy what can "
+           "still be read off it (ddrescue, or a file copy) and run mhc on the copy")
 
 
 def disk_fault(reason: str) -> bool:

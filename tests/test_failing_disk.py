@@ -67,9 +67,9 @@ def test_a_disk_that_fails_every_read_keeps_the_last_good_output(failing_disk, t
     line = r.stderr.strip().splitlines()[-1]
     assert re.fullmatch(rf"Error: none of the files could be read: the disk mounted at {re.escape(str(failing_disk.mnt))} "
                         rf"reports errors \({len(files)} file\(s\), e\.g\. \S+: cannot read file \(Input/output error\); "
-                        r"see dmesg\): it is failing, or was unplugged; plug it in again, or copy what can still be read "
-                        r"off it \(ddrescue, or a file copy\) and run mhc on the copy \(the previous output is "
-                        r"unchanged\)", line), line
+                        r"see dmesg\): it is failing, or was unplugged or disconnected; plug it in or connect it again, "
+                        r"or copy what can still be read off it \(ddrescue, or a file copy\) and run mhc on the copy "
+                        r"\(the previous output is unchanged\)", line), line
     assert tree_digest(out) == before
     with pytest.raises(EnvironmentFault, match="none of the files could be read.*nothing was used"):
         from mhc import hash_folder
@@ -87,9 +87,10 @@ def test_a_disk_whose_folders_cannot_be_read_is_not_told_to_wait_until_it_is_bac
     r = run_cli("-i", str(failing_disk.mnt / "sub"), "-o", str(out), "--no-cache", "-a", "phash_8")
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines()[-1] == (
-        f"Error: the disk mounted at {failing_disk.mnt} reports read errors (Input/output error; see dmesg): it is "
-        f"failing, or was unplugged; plug it in again, or copy what can still be read off it (ddrescue, or a file "
-        f"copy) and run mhc on the copy. The previous output is unchanged."), r.stderr
+        f"Error: the disk or network share mounted at {failing_disk.mnt} reports read errors (Input/output error; "
+        f"see dmesg): it is failing, or was unplugged or disconnected; plug it in or connect it again, or, if it is "
+        f"failing, copy what can still be read off it (ddrescue, or a file copy) and work from the copy. The previous "
+        f"output is unchanged."), r.stderr
     assert not out.exists()
 
 
@@ -108,7 +109,7 @@ def test_a_disk_that_fails_during_the_run_is_said_to_report_read_errors(failing_
     assert not out.exists()
     m = re.fullmatch(rf"the input folder {re.escape(str(failing_disk.mnt))} reported read errors \(Input/output error; "
                      r"see dmesg\) during the run \((\d+) file\(s\) could not be read after it went\): it is failing, "
-                     r"or was unplugged; .* \(the previous output is unchanged and the hashes computed are kept in the "
+                     r"or was unplugged or disconnected; .* \(the previous output is unchanged and the hashes computed are kept in the "
                      r"cache\)", str(e.value))
     assert m, str(e.value)
 
@@ -128,7 +129,7 @@ def test_a_cache_on_a_failing_disk_is_not_called_another_program_s_file(failing_
         r = run_cli(*args, "--cache", str(cache))
         assert r.returncode == 3, (args, r.returncode, r.stderr)
         assert r.stderr == (f"Error: --cache {cache} cannot be read (Input/output error; see dmesg: its disk is "
-                            f"failing, or was unplugged); {then}\n"), r.stderr
+                            f"failing, or was unplugged or disconnected); {then}\n"), r.stderr
     assert cache.exists() and not list(cache.parent.glob("*corrupt*"))  # not set aside as a damaged one
 
 

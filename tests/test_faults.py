@@ -1126,7 +1126,7 @@ def test_the_line_for_a_disk_that_stopped_answering_names_its_mount_point_as_wri
                                           f"endpoint is not connected); check it (plug it in or mount it again) and run "
                                           f"again")
         e = OSError(errno.EIO, "Input/output error", str(tmp_path / "elsewhere.jpg"))  # under no mount of its own
-        assert f"at {tmp_path / 'elsewhere.jpg'} reports read errors" in str(resource_fault(e)) or \
+        assert f"share at {tmp_path / 'elsewhere.jpg'} reports read errors" in str(resource_fault(e)) or \
             "mounted at /" in str(resource_fault(e))
     finally:
         subprocess.run(["umount", str(point)], check=True)
