@@ -327,8 +327,12 @@ class HashCache(CacheOpening, CacheCommands):
                 raise EnvironmentFault(f"the hash cache {self.path} stayed locked by another mhc run for 30 s; "
                                        f"wait for it or use another --cache") from None
             self.writable = False
+            # (SQLite says "disk I/O error" for what the kernel called EIO: a failing or
+            # disconnected disk, where free space and permissions are not the cure)
+            fix = "check its disk (see dmesg) or choose another --cache" if "i/o error" in str(e).lower() else \
+                "free some space or make it writable"
             self._warn(f"the hash cache {self.path} cannot be written ({e}); this run goes on without saving "
-                       f"new hashes. Free some space or make it writable, then run again")
+                       f"new hashes: {fix}, then run again")
             return False
         except sqlite3.DatabaseError as e:
             self.writable = False

@@ -182,3 +182,22 @@ def test_a_hydrus_push_from_a_failing_disk_sends_what_it_read_and_exits_1(failin
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
         assert "3 of them because their disk reported errors (see dmesg)" in r.stdout, r.stdout
         assert received(hub) == [tuple(sorted((sha(read[0]), sha(read[1]))))]
+
+
+def test_a_cache_whose_disk_fails_during_the_run_costs_only_its_saving(failing_disk, tmp_path, caplog):
+    """The cache's disk fails while hashes are being saved: the run goes on and clusters every
+    file, and the warning sends the user to the disk, not to free space or permissions."""
+    from test_faults import _going_away
+
+    inp, cache = tmp_path / "in", failing_disk.mnt / "c.sqlite"
+    for k in range(40):
+        save(photo(k, (200, 150)), inp / f"p{k:02}.jpg")
+    o = dict(input=inp, output=tmp_path / "out", cache=cache, algorithms=["phash_8"], thresholds="0:8:4", workers=1)
+    run(Options(**{**o, "algorithms": ["dhash_8"]}))  # (the cache made, with other hashes)
+    failing_disk.remount()
+    result = run(Options(**o), progress=_going_away(failing_disk.fail_now), background_cleanup=False)
+    assert len(result.files) == 40 and not result.errors
+    said = [r.getMessage() for r in caplog.records if "hash cache" in r.getMessage()]
+    assert len(said) == 1 and re.fullmatch(
+        rf"the hash cache {re.escape(str(cache))} cannot be written \(disk I/O error\); this run goes on without "
+        r"saving new hashes: check its disk \(see dmesg\) or choose another --cache, then run again", said[0]), said
