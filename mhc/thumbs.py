@@ -20,8 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .decode import DecodeError, DecodeSettings, open_image
+from .decode import DecodeError, DecodeSettings, access_reason, open_image
 from .discover import classify
+from .errors import printable
 from .events import Progress, report
 from .identity import inodes_made_up
 from .ownership import _THUMB
@@ -102,21 +103,29 @@ def save_thumb(im: Image.Image, dest: str) -> None:
     os.replace(tmp, dest)
 
 
-def make_thumb(path: str, dest: str, kind: str = "image") -> bool:
+def make_thumb(path: str, dest: str, kind: str = "image") -> str | None:
     """Write a small JPEG of ``path`` (as a viewer shows it; a video's middle frame) to
-    ``dest``; False if unreadable."""
+    ``dest``. Returns None when it is made, else why not (the file's reason, as a run's
+    errors give it: hashed from the cache, it may not be readable now)."""
     try:
         if kind == "video":
             im = sample_frames(path, VideoSettings(frames=1, min_side=THUMB_SIDE), color=True).frames[0]
         else:
             im = open_image(path, DecodeSettings(min_side=THUMB_SIDE, color=True))
+    except DecodeError as e:
+        return str(e)
+    except IndexError:
+        return "no frame could be decoded"
+    except OSError as e:
+        return access_reason(e)
+    try:
         save_thumb(im, dest)
-    except (DecodeError, IndexError, OSError):
-        return False
-    return True
+    except OSError as e:
+        return f"cannot write it ({e.strerror or e})"
+    return None
 
 
-def _make_batch(jobs: list[tuple[str, str, str]], timeout: float | None = None) -> list[bool]:
+def _make_batch(jobs: list[tuple[str, str, str]], timeout: float | None = None) -> list[str | None]:
     out = []
     for p, d, k in jobs:
         with time_limit(timeout):  # (in a pool's worker only: see mhc.pool.time_limit)
@@ -181,12 +190,19 @@ def ensure_thumbs(files: list[str], home: Path, *, kinds: list[str] | None = Non
     else:
         results = ((b, _make_batch(b)) for b in batches)
     done = 0
-    for batch, oks in results:
-        for (p, dest, _), made in zip(batch, oks):
-            if made:
+    failed: dict[str, str] = {}
+    for batch, reasons in results:
+        for (p, dest, _), why in zip(batch, reasons):
+            if why is None:
                 found[p] = str(THUMB_DIR / os.path.basename(dest))
+            elif why is not DIED:  # (a process that died: said by _alone)
+                failed[p] = why
         done += len(batch)
         report(progress, "thumbnails", done, len(todo))
+    if failed:  # files hashed from the cache that cannot be read now (a disk failing, a permission changed)
+        p, why = next(iter(failed.items()))
+        log.warning("%d file(s) have no thumbnail (the report shows \"no preview\"), e.g. %s: %s", len(failed),
+                    printable(p), why)
     for p, q in same.items():
         if q in found:
             found[p] = found[q]
@@ -316,24 +332,36 @@ def prune_thumbs(home: Path, keep: Iterable[str]) -> int:
     return removed
 
 
-def _alone(job: tuple[str, str, str], timeout: float | None = None) -> bool:
+DIED = "the process making it died"  # (_alone's answer: said by its own line)
+
+
+def _alone(job: tuple[str, str, str], timeout: float | None = None) -> str | None:
     """One thumbnail in a process of its own: if it dies, only this one is missing."""
     ctx = multiprocessing.get_context(start_method())
-    proc = ctx.Process(target=_one, args=(*job, timeout), daemon=True)
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_one, args=(*job, timeout, writer), daemon=True)
     proc.start()
+    writer.close()
+    try:
+        why = reader.recv() if reader.poll(None) else DIED  # (the pipe closes with the process: EOF)
+    except EOFError:
+        why = DIED
+    finally:
+        reader.close()
     proc.join()
     if proc.exitcode == 0:
-        return os.path.exists(job[1])
+        return why
     if timeout and proc.exitcode == -signal.SIGALRM:  # (0: no limit was set)
         log.warning("no thumbnail for %s: decoding it took longer than %g s (--file-timeout); the report shows "
                     "\"no preview\"", job[0], timeout)
     else:
         log.warning("no thumbnail for %s: the process making it died (%s); the report shows \"no preview\"",
                     job[0], how_it_ended(proc.exitcode))
-    return False
+    return DIED
 
 
-def _one(path: str, dest: str, kind: str, timeout: float | None = None) -> None:
+def _one(path: str, dest: str, kind: str, timeout: float | None, answer) -> None:
     worker_init()
     with time_limit(timeout):
-        make_thumb(path, dest, kind)
+        why = make_thumb(path, dest, kind)
+    answer.send(why)

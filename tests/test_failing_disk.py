@@ -201,3 +201,26 @@ def test_a_cache_whose_disk_fails_during_the_run_costs_only_its_saving(failing_d
     assert len(said) == 1 and re.fullmatch(
         rf"the hash cache {re.escape(str(cache))} cannot be written \(disk I/O error\); this run goes on without "
         r"saving new hashes: check its disk \(see dmesg\) or choose another --cache, then run again", said[0]), said
+
+
+@pytest.mark.parametrize("n", [5, 30])  # thumbnails made in mhc's process, and in a pool
+def test_files_hashed_from_the_cache_that_cannot_be_read_now_are_said_to_have_no_thumbnail(failing_disk, tmp_path,
+                                                                                           n):
+    """Their hashes come from the cache, so the run clusters them; their thumbnails for a new
+    output cannot be made from a disk that fails. The report showed "no preview" for each,
+    and nothing said why; now one line does."""
+    import shutil
+
+    inp, cache = failing_disk.mnt / "photos", tmp_path / "c.sqlite"
+    for k in range(n):
+        save(photo(k, (200, 150)), inp / f"p{k:02}.jpg")
+    assert run_cli("-i", str(inp), "-o", str(tmp_path / "first"), "--cache", str(cache), "-a", "phash_8",
+                   "-q").returncode == 0
+    shutil.rmtree(tmp_path / "first")  # (no other output to take thumbnails from)
+    failing_disk.fail()
+    r = run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8", "-q")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(rf'{n} file\(s\) have no thumbnail \(the report shows "no preview"\), e\.g\. '
+                        rf'{re.escape(str(inp))}/p\d\d\.jpg: cannot read file \(Input/output error\)\n', r.stderr), \
+        r.stderr
+    assert not list((tmp_path / "out" / ".mhc" / "thumbs").glob("*.jpg"))
