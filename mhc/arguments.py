@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from .errors import MhcError
+from .stopping import Stopped
 
 # click's base class of usage errors, taken from typer: recent typers carry their own copy of
 # click (typer._click), older ones use click itself
@@ -29,6 +30,18 @@ class _CommandLine:
         if opt is not None:
             opt.metavar = ""
         return opt
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:  # (a signal while click reads the command line: see Stopped)
+            raise Stopped(e, "Nothing was done.") from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # (one that came after a command's own handling: see Stopped)
+            raise Stopped(e) from None
 
     def parse_args(self, ctx, args):
         _refuse_empty(self, ctx, args)

@@ -35,7 +35,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MhcError, UsageE
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
-from .stopping import signals_as_exceptions
+from .stopping import Stopped, signals_as_exceptions
 from .streams import guarded_streams
 from .thresholds import THRESHOLDS_HELP
 
@@ -150,6 +150,9 @@ def main_command(ctx: typer.Context, **kw) -> None:
 
         try:
             print_summary(result, out)
+        except KeyboardInterrupt as e:  # the run had finished: said so, with the signal's own status
+            done = "" if options.dry_run else f"The run had finished; its output is complete: {printable(result.output)}"
+            raise Stopped(e, done) from None
         except StdoutClosed:  # >&-: the summary is not wanted (as with -q); the run's result is its output
             pass
         except StdoutFault as e:  # not "the previous output is unchanged": it was replaced
@@ -389,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
                     text += f" here; a run's options go before the command: mhc {typed} ... config"
             _error_line(f"{text}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
         return e.exit_code
+    except Stopped as e:  # a signal in click's own code (reading the command line, printing results)
+        try:
+            err.print(f"[yellow]{e.said}[/]{' ' + e.done if e.done else ''}", soft_wrap=True)
+        except OSError:  # (after SIGHUP the terminal may be gone)
+            pass
+        return e.status
     except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it
         return EXIT_INTERRUPTED
     except SystemExit as e:

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import EXIT_HANGUP, EXIT_TERMINATED
+from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,6 +30,20 @@ class HungUp(Terminated):
 
     said = "Stopped (SIGHUP: the terminal closed)."
     status = EXIT_HANGUP
+
+
+class Stopped(Exception):
+    """A Ctrl-C, SIGTERM or SIGHUP that reached click's own code: while it read the command
+    line, or in a command's last lines (printing its results, outside ``user_errors``).
+    typer turns a KeyboardInterrupt there into exit status 130 without a word, whichever
+    signal it was; as this (not a KeyboardInterrupt) it passes typer by, and ``mhc.cli.main``
+    says it in one line with its own status. ``done``: what had been done."""
+
+    def __init__(self, cause: KeyboardInterrupt, done: str = ""):
+        super().__init__(done)
+        self.said = getattr(cause, "said", "Interrupted.")
+        self.status = getattr(cause, "status", EXIT_INTERRUPTED)
+        self.done = done
 
 
 def _on_signal(owner: int, signum, frame) -> None:

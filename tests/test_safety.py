@@ -951,3 +951,41 @@ def test_on_a_filesystem_that_sets_its_own_times_only_copies_changed_after_the_l
     assert e.value.changed == [str(edited)] and e.value.paths == []
     os.utime(edited, ns=(written - 10**9, written - 10**9))
     run(o, background_cleanup=False)  # every other copy was as mhc made it
+
+
+_SIGNAL_AT = """
+import os, signal, sys
+import typer.core
+import mhc.cli, mhc.terminal
+
+def send(*_):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+
+if sys.argv[2] == "parsing":  # a real signal while click reads the command line
+    Command = next(c for c in typer.core.TyperGroup.__mro__ if c.__name__ == "Command")
+    reading = Command.make_context
+    Command.make_context = lambda self, *a, **k: send() or reading(self, *a, **k)
+else:  # ... or while the run's summary is printed, its output complete
+    printing = mhc.terminal.print_summary
+    mhc.terminal.print_summary = lambda result, console: send() or printing(result, console)
+sys.exit(mhc.cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("sig, status, said", [("SIGTERM", 143, "Stopped (SIGTERM)."), ("SIGINT", 130, "Interrupted."),
+                                               ("SIGHUP", 129, "Stopped (SIGHUP: the terminal closed).")])
+def test_a_signal_outside_the_run_itself_has_its_status_and_its_line(corpus, tmp_path, sig, status, said):
+    """typer turns a KeyboardInterrupt raised in click's own code into exit status 130 with
+    nothing said: SIGTERM and SIGHUP while the command line was read, or while the summary
+    was printed, ended 130 in silence (a service manager's `kill` read as a Ctrl-C)."""
+    out = tmp_path / "out"
+    args = ["-i", str(corpus), "-o", str(out), "--no-cache", "-a", "phash_8"]
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_AT, sig, "parsing", *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert (r.returncode, r.stderr) == (status, f"{said} Nothing was done.\n")
+    assert not out.exists()
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_AT, sig, "printing", *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == status, r.stderr
+    assert r.stderr.splitlines()[-1] == f"{said} The run had finished; its output is complete: {out}", r.stderr
+    assert (out / "summary.json").is_file()
