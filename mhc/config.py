@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .options import fields
-from .valuetypes import describe_type, type_ok
+from .valuetypes import describe_type, thresholds_text, type_ok
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,11 +84,8 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
             value = value.split()
         if name in ("require", "exclude") and isinstance(value, str):  # one of them
             value = [value]
-        if name == "thresholds" and type(value) is int:  # thresholds = 10: one value, as -t 10 (not a bool)
-            value = str(value)
-        if name == "thresholds" and isinstance(value, list) and value and all(
-                type(v) in (int, str) for v in value):  # thresholds = [2, 5, 10]: a list, as -t 2,5,10
-            value = ",".join(map(str, value))
+        if name == "thresholds":  # thresholds = 10 or [2, 5, 10], as -t 10 or -t 2,5,10
+            value = thresholds_text(value)
         if not type_ok(value, hint):
             raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_type(hint)}, not "
                              f"{json.dumps(value, default=str)}")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms
 from .errors import UsageError
 from .thresholds import parse_thresholds
-from .valuetypes import describe_type, type_ok
+from .valuetypes import describe_type, thresholds_text, type_ok
 
 LinkMode = Literal["symlink", "hardlink", "copy"]
 VideoMatch = Literal["majority", "frames"]
@@ -221,6 +221,8 @@ class RunPlan:
 def validate(options: Options, *, outputs: bool = True) -> RunPlan:
     """Check every option, every combination and every optional library a choice needs,
     before any work starts. Raises :class:`UsageError` saying how to fix the first problem."""
+    if options.thresholds is not None and not isinstance(options.thresholds, str):  # 10, [2, 5, 10], range(0, 20)
+        options = dataclasses.replace(options, thresholds=thresholds_text(options.thresholds))
     _check_types(options)
     algos = parse_algorithms(options.algorithms, options.preset)
     thresholds = {a.key: parse_thresholds(options.thresholds, a) for a in algos}

@@ -39,3 +39,15 @@ def describe_type(hint: Any) -> str:
         return describe_type(next(a for a in args if a is not type(None)))
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a text",
             Path: "a path (text)"}.get(hint, str(hint))
+
+
+def thresholds_text(value: Any) -> Any:
+    """Thresholds given as a number or a list of numbers and ranges (``10``, ``[2, 5, 10]``,
+    ``range(0, 20, 2)``, ``[0, "4:8:2"]``: mhc.toml's and Python's ways) as the text ``-t``
+    takes (``"2,5,10"``); any other value as it is (then refused by its type)."""
+    if type(value) is int:  # (not a bool)
+        return str(value)
+    if isinstance(value, (list, tuple, range)) and len(value) and all(type(v) in (int, str) for v in value):
+        return ",".join(map(str, value))
+    return value
+

@@ -218,3 +218,22 @@ def test_the_date_taken_is_a_real_date_or_none(tmp_path):
     taken = {Path(f).stem: c.facts(i)["taken"] for i, f in enumerate(c.files)}
     assert taken == {"valid": "2019-06-01T12:30:05", "dashes": "2019-06-01T12:30:05", "zero": None,
                      "month13": None, "blank": None, "datetime only": "2018-01-02T03:04:05"}
+
+
+def test_options_take_thresholds_as_numbers_as_mhc_toml_does(tmp_path):
+    """`thresholds = [2, 5, 10]` worked in mhc.toml, and `sweep(key, range(0, 20))` in Python,
+    but Options(thresholds=[2, 5]) was refused ("must be a text"). Numbers, lists and ranges
+    now mean what -t means with them joined by commas."""
+    for k in range(3):
+        save(photo(k), tmp_path / "in" / f"p{k}.jpg")
+    o = dict(input=tmp_path / "in", algorithms=["phash_8"], no_cache=True, dry_run=True)
+    for given, text in (([2, 5], "2,5"), (range(0, 9, 4), "0,4,8"), (6, "6"), ((0, "4:8:2"), "0,4:8:2")):
+        got = [p.threshold for p in mhc.run(Options(**o, thresholds=given)).algorithms[0].partitions]
+        assert got == [p.threshold for p in mhc.run(Options(**o, thresholds=text)).algorithms[0].partitions], given
+    for wrong in ([], [1.5], True):
+        try:
+            mhc.run(Options(**o, thresholds=wrong))
+        except mhc.UsageError as e:
+            assert str(e).startswith("--thresholds must be"), e
+        else:
+            raise AssertionError(f"{wrong!r} was taken")
