@@ -65,6 +65,18 @@ def _run_as_command(sys) -> bool:
 
 _check_address_space()
 
+
+def _guard_start() -> None:
+    import sys
+
+    if _run_as_command(sys):  # (a program that imports mhc keeps its own signal handling)
+        from .stopping import guard_start
+
+        guard_start()
+
+
+_guard_start()
+
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms  # noqa: E402
 from .cache import HashCache  # noqa: E402
 from .clustering import Clustering  # noqa: E402

@@ -363,6 +363,9 @@ def _working_folder_gone() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mhc`` and ``./cluster.py``: returns the exit status."""
     from . import commands  # noqa: F401  (registers the subcommands)
+    from .stopping import end_start_guard
+
+    end_start_guard()  # (everything is loaded: from here on signals_as_exceptions and user_errors say what was done)
 
     args = sys.argv[1:] if argv is None else argv
     if _working_folder_gone() and not {"-h", "--help", "--version"} & set(args):
@@ -392,12 +395,15 @@ def main(argv: list[str] | None = None) -> int:
                     text += f" here; a run's options go before the command: mhc {typed} ... config"
             _error_line(f"{text}; {ctx.command_path if ctx else 'mhc'} -h lists the options")
         return e.exit_code
-    except Stopped as e:  # a signal in click's own code (reading the command line, printing results)
+    except (Stopped, KeyboardInterrupt) as e:
+        # a signal in click's own code (reading the command line, printing results: Stopped),
+        # or before it (typer building the commands: a KeyboardInterrupt, Terminated included)
+        done = e.done if isinstance(e, Stopped) else "Nothing was done."
         try:
-            err.print(f"[yellow]{e.said}[/]{' ' + e.done if e.done else ''}", soft_wrap=True)
+            err.print(f"[yellow]{getattr(e, 'said', 'Interrupted.')}[/]{' ' + done if done else ''}", soft_wrap=True)
         except OSError:  # (after SIGHUP the terminal may be gone)
             pass
-        return e.status
+        return getattr(e, "status", EXIT_INTERRUPTED)
     except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it
         return EXIT_INTERRUPTED
     except SystemExit as e:

@@ -73,3 +73,36 @@ def signals_as_exceptions() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def guard_start() -> None:
+    """While the command line's modules load (about a quarter of a second, before ``main``
+    sets its handlers), a Ctrl-C printed a traceback of Python's import machinery, and SIGTERM
+    or SIGHUP ended the process without a word. Each now ends it in its own status with one
+    line: nothing was done yet. Signals that are ignored (``nohup``, a background job) stay
+    ignored. Called by ``mhc/__init__.py`` only when mhc is loaded as the command."""
+    for sig, said, status in ((signal.SIGINT, "Interrupted.", EXIT_INTERRUPTED),
+                              (signal.SIGTERM, Terminated.said, EXIT_TERMINATED),
+                              (signal.SIGHUP, HungUp.said, EXIT_HANGUP)):
+        if signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            signal.signal(sig, functools.partial(_before_start, said, status))
+
+
+def end_start_guard() -> None:
+    """Back to Python's own handling (Ctrl-C raises KeyboardInterrupt; SIGTERM and SIGHUP end
+    the process) wherever :func:`guard_start` set its handler: from here on, "nothing was
+    done" may not be true."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+    for sig, default in defaults.items():
+        if getattr(signal.getsignal(sig), "func", None) is _before_start:
+            signal.signal(sig, default)
+
+
+def _before_start(said: str, status: int, signum, frame) -> None:
+    try:
+        os.write(2, f"{said} Nothing was done.\n".encode())
+    except OSError:  # (a terminal already gone)
+        pass
+    os._exit(status)  # (only modules were loading: nothing to clean up)
+

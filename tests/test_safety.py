@@ -989,3 +989,42 @@ def test_a_signal_outside_the_run_itself_has_its_status_and_its_line(corpus, tmp
     assert r.returncode == status, r.stderr
     assert r.stderr.splitlines()[-1] == f"{said} The run had finished; its output is complete: {out}", r.stderr
     assert (out / "summary.json").is_file()
+
+
+_SIGNAL_WHILE_LOADING = """
+import os, signal, sys
+sig = getattr(signal, sys.argv[1])
+sys.argv = ["cluster.py", *sys.argv[2:]]  # (mhc loaded as the command, as ./cluster.py loads it)
+import mhc  # the package, then a signal while the rest of the command line's modules load
+os.kill(os.getpid(), sig)
+import mhc.cli
+sys.exit(mhc.cli.main(sys.argv[1:]))
+"""
+
+_SIGNAL_WHILE_BUILDING = """
+import os, signal, sys
+import typer.main
+import mhc.cli
+building = typer.main.get_command
+typer.main.get_command = lambda app: os.kill(os.getpid(), getattr(signal, sys.argv[1])) or building(app)
+sys.exit(mhc.cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig, status, said", [("SIGTERM", 143, "Stopped (SIGTERM)."), ("SIGINT", 130, "Interrupted."),
+                                               ("SIGHUP", 129, "Stopped (SIGHUP: the terminal closed).")])
+def test_a_signal_while_the_command_loads_is_one_line(corpus, tmp_path, sig, status, said):
+    """The first quarter of a second of `./cluster.py` loads modules: a Ctrl-C there printed a
+    traceback of Python's import machinery, and SIGTERM ended it without a word; a signal
+    while typer built the commands printed a traceback (mhc.stopping.Terminated)."""
+    out = tmp_path / "out"
+    args = ["-i", str(corpus), "-o", str(out), "--no-cache", "-a", "phash_8"]
+    for code in (_SIGNAL_WHILE_LOADING, _SIGNAL_WHILE_BUILDING):
+        r = subprocess.run([sys.executable, "-c", code, sig, *args], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+        assert (r.returncode, r.stderr) == (status, f"{said} Nothing was done.\n"), code
+        assert not out.exists()
+    # a program that imports mhc keeps its own handling: a Ctrl-C is its KeyboardInterrupt
+    code = "import os, signal, mhc\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\nexcept KeyboardInterrupt:\n    print('mine')\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.stdout == "mine\n", r.stderr
