@@ -105,4 +105,3 @@ def _before_start(said: str, status: int, signum, frame) -> None:
     except OSError:  # (a terminal already gone)
         pass
     os._exit(status)  # (only modules were loading: nothing to clean up)
-
