@@ -151,7 +151,8 @@ def main_command(ctx: typer.Context, **kw) -> None:
         try:
             print_summary(result, out)
         except KeyboardInterrupt as e:  # the run had finished: said so, with the signal's own status
-            done = "" if options.dry_run else f"The run had finished; its output is complete: {printable(result.output)}"
+            done = "" if options.dry_run else \
+                f"The run had finished; its output is complete: {printable(result.output)}"
             raise Stopped(e, done) from None
         except StdoutClosed:  # >&-: the summary is not wanted (as with -q); the run's result is its output
             pass

@@ -65,10 +65,11 @@ def test_a_disk_that_fails_every_read_keeps_the_last_good_output(failing_disk, t
     r = run_cli("-i", str(failing_disk.mnt), "-o", str(out), "--no-cache", "-a", "phash_8", "-t", "0:8:4")
     assert r.returncode == 3 and len(r.stderr.strip().splitlines()) >= 1, (r.returncode, r.stderr)
     line = r.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"Error: none of the files could be read: the disk mounted at {re.escape(str(failing_disk.mnt))} "
+    mnt = re.escape(str(failing_disk.mnt))
+    assert re.fullmatch(rf"Error: none of the files could be read: the disk mounted at {mnt} "
                         rf"reports errors \({len(files)} file\(s\), e\.g\. \S+: cannot read file \(Input/output error\); "
-                        r"see dmesg\): it is failing, or was unplugged or disconnected; plug it in or connect it again, "
-                        r"or copy what can still be read off it \(ddrescue, or a file copy\) and run mhc on the copy "
+                        r"see dmesg\): it is failing, or was unplugged or disconnected; plug it in or connect it "
+                        r"again, or copy what can still be read off it \(ddrescue, or a file copy\) and run mhc on the copy "
                         r"\(the previous output is unchanged\)", line), line
     assert tree_digest(out) == before
     with pytest.raises(EnvironmentFault, match="none of the files could be read.*nothing was used"):
@@ -109,8 +110,8 @@ def test_a_disk_that_fails_during_the_run_is_said_to_report_read_errors(failing_
     assert not out.exists()
     m = re.fullmatch(rf"the input folder {re.escape(str(failing_disk.mnt))} reported read errors \(Input/output error; "
                      r"see dmesg\) during the run \((\d+) file\(s\) could not be read after it went\): it is failing, "
-                     r"or was unplugged or disconnected; .* \(the previous output is unchanged and the hashes computed are kept in the "
-                     r"cache\)", str(e.value))
+                     r"or was unplugged or disconnected; .* \(the previous output is unchanged and the hashes "
+                     r"computed are kept in the cache\)", str(e.value))
     assert m, str(e.value)
 
 
@@ -160,8 +161,9 @@ def test_a_cache_the_user_may_not_read_is_said_so(tmp_path):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     finally:
         cache.chmod(0o644)
-    assert r.returncode == 2 and r.stderr == (f"Error: --cache {cache} cannot be read (permission denied); choose "
-                                              f"another path, or --no-cache (set in {tmp_path / 'mhc.toml'})\n"), (r.returncode, r.stderr)
+    said = f"Error: --cache {cache} cannot be read (permission denied); choose another path, or --no-cache (set in " \
+        f"{tmp_path / 'mhc.toml'})\n"
+    assert (r.returncode, r.stderr) == (2, said)
 
 
 def test_a_hydrus_push_from_a_failing_disk_sends_what_it_read_and_exits_1(failing_disk, tmp_path):

@@ -1025,6 +1025,7 @@ def test_a_signal_while_the_command_loads_is_one_line(corpus, tmp_path, sig, sta
         assert (r.returncode, r.stderr) == (status, f"{said} Nothing was done.\n"), code
         assert not out.exists()
     # a program that imports mhc keeps its own handling: a Ctrl-C is its KeyboardInterrupt
-    code = "import os, signal, mhc\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\nexcept KeyboardInterrupt:\n    print('mine')\n"
+    code = ("import os, signal, mhc\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+            "except KeyboardInterrupt:\n    print('mine')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.stdout == "mine\n", r.stderr

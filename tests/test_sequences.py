@@ -133,4 +133,4 @@ def test_a_run_after_any_sequence_of_changes_holds_what_a_fresh_run_holds(tmp_pa
                 if entry.get("unclustered_links", True):
                     assert listed == everything, f"{said}: {thr.relative_to(out)} does not hold each file once"
                 else:
-                    assert set(listed) <= set(everything), f"{said}: {thr.relative_to(out)} holds a file not in the input"
+                    assert set(listed) <= set(everything), f"{said}: {thr.relative_to(out)} holds a file not in it"
