@@ -226,3 +226,22 @@ def test_files_hashed_from_the_cache_that_cannot_be_read_now_are_said_to_have_no
                         rf'{re.escape(str(inp))}/p\d\d\.jpg: cannot read file \(Input/output error\)\n', r.stderr), \
         r.stderr
     assert not list((tmp_path / "out" / ".mhc" / "thumbs").glob("*.jpg"))
+
+
+def test_a_write_that_the_disk_fails_is_worded_for_a_disk_and_a_share():
+    """sshfs answers EIO to a write once its connection is gone, and a failing disk does too:
+    "the disk stopped answering ... (plug it in or mount it again)" named neither a failing
+    disk nor a share. (The text alone: a real write EIO needs such a share; the write-back
+    failures of a real disk are tested in test_durability.)"""
+    import errno
+
+    from mhc.errors import fault, resource_fault
+
+    e = OSError(errno.EIO, "Input/output error", "/mnt/share/out/phash_8")
+    assert str(fault(e, "cannot write the output")) == (
+        "cannot write the output: the disk or network share reports write errors (Input/output error; see dmesg): "
+        "it is failing, or was unplugged or disconnected; choose another --output, or plug it in or connect it "
+        "again, and run again (the previous output is unchanged)")
+    e = OSError(errno.ENOTCONN, "Transport endpoint is not connected", "/mnt/share/out/phash_8")
+    assert "stopped answering" in str(fault(e, "cannot write the output"))  # (a FUSE driver gone: as before)
+    assert "stopped answering" in str(resource_fault(e))
