@@ -148,6 +148,16 @@ class CacheOpening:
     def _set_aside(self, error: Exception) -> sqlite3.Connection:
         if not owned_cache(self.path):  # never touch what mhc did not make (checked before, but not raced)
             raise UsageError(f"--cache {self.path} is not an mhc cache; choose another path") from None
+        unreadable = _unreadable(self.path)
+        if unreadable is not None:
+            # A disk that fails some reads gives SQLite short pages, which it reports as "database
+            # disk image is malformed": the cache is sound, its disk is not. Moved aside, it took
+            # the user's "not a duplicate" marks with it, and the new one went on the same disk.
+            self._warn(f"the hash cache {self.path} cannot be read ({unreadable}; see dmesg: its disk is failing, or "
+                       f"was unplugged or disconnected); it is left as it is and this run keeps hashes in memory "
+                       f"only: check the disk, or choose another --cache", always=True)
+            self.writable = False
+            return self._init(sqlite3.connect(":memory:", isolation_level=None))
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             for suffix in ("", "-wal", "-shm"):
@@ -195,3 +205,15 @@ class CacheOpening:
         if always or not self._warned:
             log.warning(message)
             self._warned = True
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read to its end (the system's words), or None if it can."""
+    try:
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+

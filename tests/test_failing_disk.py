@@ -5,6 +5,7 @@ part of the work failed, and a run that could read nothing keeps the last good o
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -245,3 +246,33 @@ def test_a_write_that_the_disk_fails_is_worded_for_a_disk_and_a_share():
     e = OSError(errno.ENOTCONN, "Transport endpoint is not connected", "/mnt/share/out/phash_8")
     assert "stopped answering" in str(fault(e, "cannot write the output"))  # (a FUSE driver gone: as before)
     assert "stopped answering" in str(resource_fault(e))
+
+
+def test_a_cache_whose_disk_fails_some_reads_is_not_moved_aside_as_damaged(failing_disk, tmp_path):
+    """Its first page readable, the rest on blocks the disk now fails: SQLite reads short
+    pages and says "database disk image is malformed", and mhc moved the cache aside as
+    damaged (taking the user's "not a duplicate" marks with it) and started a new one on the
+    same failing disk. It is the disk: the cache is left as it is, the run goes on in memory."""
+    import os
+
+    inp, cache = tmp_path / "in", failing_disk.mnt / "c.sqlite"
+    for k in range(40):
+        save(photo(k, (200, 150)), inp / f"p{k:02}.jpg")
+    args = ["-i", str(inp), "--cache", str(cache), "-a", "phash_8,dhash_8,ahash_8,whash_8"]
+    assert run_cli(*args, "-o", str(tmp_path / "first"), "--crops", "-q").returncode == 0  # (a cache of many pages)
+    assert run_cli("ignore", str(inp / "p00.jpg"), str(inp / "p01.jpg"), "--cache", str(cache)).returncode == 0
+    failing_disk.remount()
+    with open(cache, "rb") as f:  # its first page in the kernel's cache, nothing else
+        f.read(4096)
+    for path, start in ((failing_disk.img, 0), (cache, 4096)):
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    failing_disk.outer.kill_driver()
+    r = run_cli(*args, "-o", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"the hash cache {cache} cannot be read (Input/output error; see dmesg: its disk is failing, "
+                        f"or was unplugged or disconnected); it is left as it is and this run keeps hashes in memory "
+                        f"only: check the disk, or choose another --cache\n"), r.stderr
+    assert not list(cache.parent.glob("*corrupt*"))
+    assert len(json.loads((tmp_path / "out" / "summary.json").read_text())["files"]) == 40
