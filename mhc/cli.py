@@ -35,7 +35,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE, MhcError, UsageE
 from .events import ProgressEvent
 from .options import Options, default_of, fields
 from .pipeline import run
-from .stopping import Stopped, signals_as_exceptions
+from .stopping import INTERRUPTED, Stopped, signals_as_exceptions
 from .streams import guarded_streams
 from .thresholds import THRESHOLDS_HELP
 
@@ -308,7 +308,7 @@ def user_errors(no_cache: bool = False, output: bool = False) -> Iterator[None]:
     except KeyboardInterrupt as e:
         kept = "nothing was saved (--no-cache)" if no_cache else \
             "hashes computed so far are kept in the cache; run again to continue"
-        what = getattr(e, "said", "Interrupted.")  # Terminated and HungUp say which signal
+        what = getattr(e, "said", INTERRUPTED)  # Terminated and HungUp say which signal
         try:  # after SIGHUP the terminal may be gone: writing to it fails (EIO)
             if getattr(e, "output_replaced", False):  # it came while the new tree was swapped in
                 err.print(f"[yellow]{what}[/] The new output was already in place and is complete"
@@ -399,12 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     except (Stopped, KeyboardInterrupt) as e:
         # a signal in click's own code (reading the command line, printing results: Stopped),
         # or before it (typer building the commands: a KeyboardInterrupt, Terminated included)
-        done = e.done if isinstance(e, Stopped) else "Nothing was done."
+        stop = e if isinstance(e, Stopped) else Stopped(e, "Nothing was done.")
         try:
-            err.print(f"[yellow]{getattr(e, 'said', 'Interrupted.')}[/]{' ' + done if done else ''}", soft_wrap=True)
+            err.print(f"[yellow]{stop.said}[/]{' ' + stop.done if stop.done else ''}", soft_wrap=True)
         except OSError:  # (after SIGHUP the terminal may be gone)
             pass
-        return getattr(e, "status", EXIT_INTERRUPTED)
+        return stop.status
     except typer.Abort:  # end of input at a prompt; mhc has none, but click may raise it
         return EXIT_INTERRUPTED
     except SystemExit as e:

@@ -13,13 +13,16 @@ from contextlib import contextmanager
 from .errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 
+INTERRUPTED = "Interrupted."  # the start of a Ctrl-C's line (SIGTERM and SIGHUP: their ``said``)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a service manager), handled as Ctrl-C is: the workers
     stopped, the previous output left as it was, the hashes so far kept, one line, exit 143.
     Python's default would end the process at once, silently, leaving the staging folder
     for the next run to clear."""
 
-    said = "Stopped (SIGTERM)."  # the start of its line (Ctrl-C's: "Interrupted.")
+    said = "Stopped (SIGTERM)."  # the start of its line (Ctrl-C's: INTERRUPTED)
     status = EXIT_TERMINATED
 
 
@@ -41,7 +44,7 @@ class Stopped(Exception):
 
     def __init__(self, cause: KeyboardInterrupt, done: str = ""):
         super().__init__(done)
-        self.said = getattr(cause, "said", "Interrupted.")
+        self.said = getattr(cause, "said", INTERRUPTED)
         self.status = getattr(cause, "status", EXIT_INTERRUPTED)
         self.done = done
 
@@ -81,7 +84,7 @@ def guard_start() -> None:
     or SIGHUP ended the process without a word. Each now ends it in its own status with one
     line: nothing was done yet. Signals that are ignored (``nohup``, a background job) stay
     ignored. Called by ``mhc/__init__.py`` only when mhc is loaded as the command."""
-    for sig, said, status in ((signal.SIGINT, "Interrupted.", EXIT_INTERRUPTED),
+    for sig, said, status in ((signal.SIGINT, INTERRUPTED, EXIT_INTERRUPTED),
                               (signal.SIGTERM, Terminated.said, EXIT_TERMINATED),
                               (signal.SIGHUP, HungUp.said, EXIT_HANGUP)):
         if signal.getsignal(sig) not in (signal.SIG_IGN, None):
