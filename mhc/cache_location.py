@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from .discover import enclosing_output
-from .errors import EnvironmentFault, UsageError
+from .errors import CACHE_DISK_FAILING, EnvironmentFault, UsageError
 from .paths import inside
 
 APPLICATION_ID = 0x6D686321  # "mhc!" in the SQLite header: this file is mhc's cache
@@ -102,7 +102,7 @@ def _check_readable(path: Path, label: str, then: str) -> None:
     except PermissionError:
         raise UsageError(f"{label} cannot be read (permission denied); {then}") from None
     except OSError as e:
-        failing = "; see dmesg: its disk is failing, or was unplugged or disconnected" if e.errno == errno.EIO else ""
+        failing = f"; {CACHE_DISK_FAILING}" if e.errno == errno.EIO else ""
         why = f"{e.strerror or e}{failing}"
         raise EnvironmentFault(f"{label} cannot be read ({why}); {then}") from None
 

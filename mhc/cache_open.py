@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .cache_location import APPLICATION_ID, owned_cache
-from .errors import EnvironmentFault, UsageError
+from .errors import CACHE_DISK_FAILING, EnvironmentFault, UsageError
 
 log = logging.getLogger("mhc.cache")  # (the warnings' logger, as before the split)
 
@@ -153,9 +153,9 @@ class CacheOpening:
             # A disk that fails some reads gives SQLite short pages, which it reports as "database
             # disk image is malformed": the cache is sound, its disk is not. Moved aside, it took
             # the user's "not a duplicate" marks with it, and the new one went on the same disk.
-            self._warn(f"the hash cache {self.path} cannot be read ({unreadable}; see dmesg: its disk is failing, or "
-                       f"was unplugged or disconnected); it is left as it is and this run keeps hashes in memory "
-                       f"only: check the disk, or choose another --cache", always=True)
+            self._warn(f"the hash cache {self.path} cannot be read ({unreadable}; {CACHE_DISK_FAILING}); it is left as "
+                       f"it is and this run keeps hashes in memory only: check the disk, or choose another --cache",
+                       always=True)
             self.writable = False
             return self._init(sqlite3.connect(":memory:", isolation_level=None))
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -216,4 +216,3 @@ def _unreadable(path: Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None
-

@@ -130,6 +130,8 @@ def resource_fault(e: BaseException) -> EnvironmentFault | None:
 # What to do about an input disk that answers with I/O errors: "run again once it is back"
 # would be wrong advice for a disk that is failing, the likelier cause when it is still plugged
 # in. (resource_fault says it without "mhc", as the disk may hold the output or the cache.)
+# ... and what a cache file its disk cannot read is said to be, after the system's words
+CACHE_DISK_FAILING = "see dmesg: its disk is failing, or was unplugged or disconnected"
 FAILING = ("it is failing, or was unplugged or disconnected; plug it in or connect it again, or copy what can "
            "still be read off it (ddrescue, or a file copy) and run mhc on the copy")
 
