@@ -270,6 +270,26 @@ def exfat_disk(tmp_path: Path):
 
 
 
+def drop_cached(path: Path, start: int = 0) -> None:
+    """Drop what the kernel holds in memory of ``path`` from byte ``start`` on: the next read
+    goes to its disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """``cmd`` run without root's power to read any file (setpriv drops the capabilities),
+    so a permission a test takes away holds; skipped when root lacks setpriv."""
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root and setpriv (util-linux) is missing")
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+
+
 class FailingDisk:
     """An ext4 disk at ``mnt`` whose blocks lie in a file on an exFAT disk served by FUSE:
     :meth:`fail` kills that FUSE driver, and from then on every block the kernel has not
@@ -315,22 +335,14 @@ class FailingDisk:
             p.read_bytes()
         # what the loop device read ahead around them stays in the kernel's cache of the FUSE
         # file, where a dead driver is not asked: dropped, so only what was read is served
-        fd = os.open(self.img, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_cached(self.img)
         self.outer.kill_driver()
 
     def fail_now(self) -> None:
         """Kill the driver and drop what the kernel cached of this disk (as memory pressure
         would; of this disk alone, not drop_caches: tests run side by side): from now on even
         the folders listed before answer EIO."""
-        fd = os.open(self.img, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_cached(self.img)
         self.outer.kill_driver()
         subprocess.run(["blockdev", "--flushbufs", self.dev], check=True, capture_output=True)
 

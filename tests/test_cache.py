@@ -389,21 +389,16 @@ def test_max_pixels_follows_the_option_not_the_cache(tmp_path):
 
 def test_access_failures_are_not_cached(tmp_path):
     """'permission denied' stays only while it is true (chmod changes no size or mtime)."""
-    import shutil
     import subprocess
 
-    from conftest import ROOT
+    from conftest import ROOT, unprivileged
 
     inp = tmp_path / "in"
     save(photo(1), inp / "fine.jpg")
     secret = save(photo(2), inp / "secret.jpg")
     cache = tmp_path / "c.sqlite"
-    cmd = [sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"), "--cache", str(cache),
-           "-a", "phash_8", "-q"]
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root and setpriv (util-linux) is missing")
-        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    cmd = unprivileged([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "o"), "--cache",
+                        str(cache), "-a", "phash_8", "-q"])
     secret.chmod(0)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -139,24 +139,18 @@ def test_a_cache_the_user_may_not_read_is_said_so(tmp_path):
     """mhc.toml names a cache of another user (mode 600, or chmod 0): it was "not an mhc cache
     ... delete it yourself", exit 2. Now: it cannot be read (permission denied), exit 2. (On
     the command line, click already says "--cache ... is not readable".)"""
-    import os
-    import shutil
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, unprivileged
 
     inp, cache = tmp_path / "in", tmp_path / "c.sqlite"
     save(photo(1), inp / "a.jpg")
     assert run_cli("-i", str(inp), "-o", str(tmp_path / "out"), "--cache", str(cache), "-a", "phash_8",
                    "-q").returncode == 0
     (tmp_path / "mhc.toml").write_text(f'cache = "{cache}"\n')
-    cmd = [sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "out2"), "-a", "phash_8",
-           "-q"]
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root and setpriv (util-linux) is missing")
-        cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+    cmd = unprivileged([sys.executable, str(ROOT / "cluster.py"), "-i", str(inp), "-o", str(tmp_path / "out2"), "-a",
+                        "phash_8", "-q"])
     cache.chmod(0)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -253,7 +247,7 @@ def test_a_cache_whose_disk_fails_some_reads_is_not_moved_aside_as_damaged(faili
     pages and says "database disk image is malformed", and mhc moved the cache aside as
     damaged (taking the user's "not a duplicate" marks with it) and started a new one on the
     same failing disk. It is the disk: the cache is left as it is, the run goes on in memory."""
-    import os
+    from conftest import drop_cached
 
     inp, cache = tmp_path / "in", failing_disk.mnt / "c.sqlite"
     for k in range(40):
@@ -264,10 +258,8 @@ def test_a_cache_whose_disk_fails_some_reads_is_not_moved_aside_as_damaged(faili
     failing_disk.remount()
     with open(cache, "rb") as f:  # its first page in the kernel's cache, nothing else
         f.read(4096)
-    for path, start in ((failing_disk.img, 0), (cache, 4096)):
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, start, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
+    drop_cached(failing_disk.img)
+    drop_cached(cache, 4096)
     failing_disk.outer.kill_driver()
     r = run_cli(*args, "-o", str(tmp_path / "out"), "-q")
     assert r.returncode == 0, r.stderr
