@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .discover import extension
+from .identity import NotRegularFile
 from .memory import available_memory
 from .reduced import load_jpeg2000, reduced_request
 from .signatures import image_signature, video_signature, with_article
@@ -227,6 +228,8 @@ def access_reason(e: OSError) -> str:
     read, or could not be read (its disk's words: an I/O error, a FUSE driver gone)."""
     if isinstance(e, FileNotFoundError):
         return GONE
+    if isinstance(e, NotRegularFile):  # replaced by a FIFO or a device since it was found
+        return e.strerror
     if isinstance(e, PermissionError):
         return "permission denied"
     if isinstance(e, IsADirectoryError):

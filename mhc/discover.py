@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import FileError, UsageError
+from .identity import special_kind
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def discover(
                 if kind is None:
                     result.skipped[extension(e.name)] += 1
                 elif not stat.S_ISREG(st.st_mode):
-                    result.errors.append(FileError(path, f"not a regular file ({_special(st.st_mode)})"))
+                    result.errors.append(FileError(path, f"not a regular file ({special_kind(st.st_mode)})"))
                 else:
                     into.append(MediaFile.from_stat(path, kind, st))
             except OSError as err:
@@ -310,11 +311,3 @@ def _list_links_once(result: Discovery, links: list[MediaFile]) -> None:
         else:
             real = os.path.realpath(f.path)
             result.aliases[f.path] = real if real in listed else first
-
-
-def _special(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "a special file"

@@ -151,7 +151,7 @@ def hash_file(path: str, plan: HashPlan, kind: str = "image") -> FileResult:
     size the algorithms need: one for a large JPEG). Never raises for bad files."""
     try:
         size = os.stat(path).st_size
-        sample = content_sample(path, size)
+        sample = content_sample(path, size)  # (refuses what is no longer a regular file)
     except OSError as e:
         return FileResult(path, error=access_reason(e), cacheable=False)
     if kind == "video":

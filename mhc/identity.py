@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
+from typing import BinaryIO
 
 
 # Filesystems whose inode numbers are made up at each mount, in the order files are looked up
@@ -60,13 +62,46 @@ class FileInfo:
     sample: bytes | None = None  # digest of sampled blocks (cache identity)
 
 
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, by its ``st_mode``: "a FIFO", ..."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+class NotRegularFile(OSError):
+    """A path that discovery found as a regular file and that is now a FIFO, a device or a
+    socket: its ``strerror`` is the file's failure reason, "not a regular file (a FIFO)"."""
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``open(path, "rb")``, refusing (:class:`NotRegularFile`) what is no longer a regular
+    file. Discovery skips FIFOs and devices, but a file replaced by one during a long run
+    (hours, for a large collection) was opened as it was found: opening a FIFO waits for a
+    writer and reading a device may never end, which hung the run for good where a file is
+    hashed in the main process (no --file-timeout there). O_NONBLOCK makes the open return
+    at once, and fstat says what was opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(None, f"not a regular file ({special_kind(mode)})", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def content_sample(path: str, size: int) -> bytes:
     """A digest of the first and last 64 KiB and eight 4 KiB blocks between: a cheap
     check that a file whose size and mtime stayed still holds the same bytes (files up to
-    192 KiB are read whole)."""
+    192 KiB are read whole). Raises :class:`NotRegularFile` for what is no longer a file."""
     h = hashlib.blake2b(digest_size=16)
     h.update(size.to_bytes(8, "little"))
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         if size <= 3 * 65536:
             h.update(f.read())
         else:

@@ -343,3 +343,57 @@ def test_special_files_and_dotted_names_are_reported_or_hashed(tmp_path):
     res = run(Options(input=inp, output=tmp_path / "o", algorithms=["phash_8"], workers=1, no_report=True))
     assert str(inp / "..jpg") in res.files
     assert [(e.path, e.reason) for e in res.errors] == [(str(inp / "pipe.jpg"), "not a regular file (a FIFO)")]
+
+
+@pytest.mark.parametrize("how", ["new", "moved", "rewritten"])
+def test_a_file_replaced_by_a_fifo_after_it_was_found_is_reported_not_waited_for(tmp_path, how):
+    """A file found as a regular file and replaced by a FIFO (or a device) before it is read,
+    during a long run: opening a FIFO waits for a writer, which hung the run for good where
+    the file is read in the main process (the cache's check of a moved or rewritten file, and
+    hashing of fewer than 24 pictures). Now it is one more file that cannot be used."""
+    import threading
+    import time
+
+    from mhc import HashCache, HashPlan, compute_hashes, discover, parse_algorithms
+
+    inp = tmp_path / "in"
+    save(photo(1), inp / "keep.jpg")
+    target = save(photo(2), inp / "a.jpg")
+    plan = HashPlan.build(parse_algorithms(["phash_8"]))
+    with HashCache(tmp_path / "c.sqlite") as cache:
+        compute_hashes(discover(inp).files, plan, cache, workers=1)
+    if how == "new":
+        target = save(photo(3), inp / "b.jpg")
+    elif how == "moved":  # the cache knows it by size, mtime and a digest of its content
+        os.rename(target, inp / "b.jpg")
+        target = inp / "b.jpg"
+    else:  # the same size and mtime, another inode: the cache reads its digest
+        st = os.stat(target)
+        shutil.copy(target, tmp_path / "copy")
+        os.replace(tmp_path / "copy", target)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    files = discover(inp).files
+    assert str(target) in [f.path for f in files]
+    os.remove(target)
+    os.mkfifo(target)
+
+    done = threading.Event()
+
+    def unblock():  # on a build that waits, from 20 s on: writers come and go (end of file)
+        done.wait(20)
+        while not done.wait(0.05):
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: no reader waits now
+                pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    start = time.monotonic()
+    try:
+        with HashCache(tmp_path / "c.sqlite") as cache:
+            res = compute_hashes(files, plan, cache, workers=1)
+    finally:
+        done.set()
+    assert time.monotonic() - start < 10
+    assert [(e.path, e.reason) for e in res.errors] == [(str(target), "not a regular file (a FIFO)")]
+    assert str(inp / "keep.jpg") in res.values
