@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EnvironmentFault, MhcError, UsageError
+from .identity import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class PushResult:
 
 def sha256_of(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # (a file replaced by a FIFO since it was hashed is refused, not waited for)
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

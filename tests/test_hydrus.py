@@ -230,17 +230,21 @@ def test_a_refusal_of_the_first_batch_is_the_whole_story(hub, photos):
     assert "not sent" not in r.stdout and "Traceback" not in r.stderr and received(hub) == []
 
 
-def test_a_file_gone_before_the_push_is_listed_not_a_traceback(hub, photos):
+@pytest.mark.parametrize("change, said", [("deleted", "No such file or directory"),
+                                          ("a FIFO", "not a regular file (a FIFO)")])  # reading it would wait
+def test_a_file_gone_before_the_push_is_listed_not_a_traceback(hub, photos, change, said):
     from mhc import hash_folder
 
     hash_folder(photos, ["phash_8"], workers=1)  # hashed (and cached) while it was there
     gone = photos / "g1 small.jpg"
     gone.unlink()
+    if change == "a FIFO":
+        os.mkfifo(gone)
     pairs = [(str(gone), str(photos / "g1.jpg"), 0), (str(photos / "g0.jpg"), str(photos / "g0 small.jpg"), 2)]
     from mhc.hydrus import HydrusClient, push_pairs
 
     result = push_pairs(pairs, HydrusClient(hub.url, KEY, retries=0))
-    assert result.unknown_files == {str(gone): "cannot be read now (No such file or directory)"}
+    assert result.unknown_files == {str(gone): f"cannot be read now ({said})"}
     assert result.sent == 1 and len(received(hub)) == 1
 
 
