@@ -26,6 +26,7 @@ from .discover import MARKER, enclosing_output
 from .errors import EnvironmentFault, MhcError, UsageError, printable, resource_fault
 from .names import naming_for, recorded_link_names
 from .pairs import Edges
+from .summary_format import format_damage
 from .sweep import Partition, sweep
 
 FORMAT = 2
@@ -161,7 +162,7 @@ def damage(doc) -> str | None:
         problem = _entry_damage(e, n)
         if problem:
             return f"algorithm {key}: {problem}"
-    return None
+    return format_damage(doc, n)  # every other field mhc reads back, by type
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # phash_8, combined_phash_16-30_dhash_16-40

@@ -148,6 +148,12 @@ DAMAGE = {
     "joins past the files": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["joins"]["j"]
                                                .__setitem__(0, 10_000)),
     "files dropped": lambda text: _edit(text, lambda d: d.__setitem__("files", d["files"][:2])),
+    # the right shape, a value of the wrong type or missing: "failed unexpectedly" (exit 70)
+    "a count that is a text": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["thresholds"][1]
+                                                 .__setitem__("clusters", "2")),
+    "a count missing": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["thresholds"][0]
+                                          .pop("unclustered")),
+    "a width that is a text": lambda text: _edit(text, lambda d: d["file_info"]["width"].__setitem__(0, "200")),
     "deleted": None,
 }
 
@@ -185,6 +191,76 @@ def test_a_damaged_summary_is_named_and_nothing_is_touched(photos, tmp_path, dam
         assert tree_digest(tmp_path) == before
     # the way out it names works
     assert run_cli("-i", str(photos), "-o", str(tmp_path / "new"), "-a", "phash_8", "-q").returncode == 0
+
+
+def test_every_field_read_back_from_a_summary_is_checked_by_type(photos, tmp_path):
+    """Each field the rerun, `report` and `pairs` read, changed to another type or removed,
+    is named by mhc.summary.damage (the one line of the test above), where it ended them
+    with a TypeError or KeyError; and every kind of output mhc writes passes the check."""
+    from mhc.summary import damage
+
+    outs = {}
+    for name, extra in (("plain", ["-a", "phash_8,pdq_16"]), ("hdbscan", ["-a", "phash_8", "--method", "hdbscan"]),
+                        ("combined", ["--require", "phash_8:10", "--require", "dhash_8:12"]),
+                        ("ssim", ["-a", "phash_8", "--verify", "ssim", "--linkage", "complete"]),
+                        ("crops", ["-a", "phash_8", "--crops", "--link", "copy"])):
+        outs[name] = tmp_path / name
+        assert run_cli("-i", str(photos), "-o", str(outs[name]), "-q", *extra).returncode == 0
+    docs = {name: json.loads((out / "summary.json").read_text()) for name, out in outs.items()}
+    for name, doc in docs.items():
+        assert damage(doc) is None, name
+    doc = docs["plain"]
+    assert doc["recommended"] and doc["algorithms"]["phash_8"]["suggested"], "the fields below are all there"
+    a, t, s = "algorithms.phash_8.", "algorithms.phash_8.thresholds[0].", "algorithms.phash_8.suggested."
+    fields = {  # a path into the document -> the words naming it
+        ("algorithms", "phash_8", "bits"): a + "bits", ("algorithms", "phash_8", "size"): a + "size",
+        ("algorithms", "phash_8", "method"): a + "method", ("algorithms", "phash_8", "computed_now"): a + "computed_now",
+        ("algorithms", "phash_8", "link"): a + "link", ("algorithms", "phash_8", "pages"): a + "pages",
+        ("algorithms", "phash_8", "settings", "thresholds"): a + "settings.thresholds",
+        ("algorithms", "phash_8", "settings", "linkage"): a + "settings.linkage",
+        ("algorithms", "phash_8", "settings", "max_cluster_size"): a + "settings.max_cluster_size",
+        ("algorithms", "phash_8", "settings", "verify"): a + "settings.verify",
+        ("algorithms", "phash_8", "thresholds", 0, "largest"): t + "largest",
+        ("algorithms", "phash_8", "thresholds", 0, "threshold"): t + "threshold",
+        ("algorithms", "phash_8", "suggested", "persistent"): s + "persistent",
+        ("algorithms", "phash_8", "suggested", "explanation"): s + "explanation",
+        ("algorithms", "phash_8", "suggested"): a + "suggested",
+        ("recommended", "threshold"): "recommended.threshold", ("recommended",): "recommended",
+        ("file_info", "bytes"): "file_info.bytes", ("file_info", "taken"): "file_info.taken",
+        ("file_info", "same_file_as"): "file_info.same_file_as", ("counts",): "counts", ("aliases",): "aliases",
+    }
+    # may be null, or missing in the summary of an older mhc of this format
+    OPTIONAL = {"suggested", "recommended", "max_cluster_size", "verify", "link", "pages", "same_file_as", "counts",
+                "aliases"}
+    for path, said in fields.items():
+        for value in ("x", [None], -1, {"a": [1]}, None):
+            bad = json.loads(json.dumps(doc))
+            *parents, last = path
+            at = bad
+            for k in parents:
+                at = at[k]
+            if value is None and last not in OPTIONAL:
+                del at[last]
+            elif value is None or (value == -1 and last == "verify") or (value == "x" and last == "explanation"):
+                continue  # (null or nothing is valid there, an SSIM floor may be below 0, a text is a text)
+            else:
+                at[last] = value
+            problem = damage(bad)
+            # (what folder names and file indexes depend on is checked first, in other words:
+            # "algorithm phash_8: not an algorithm entry", "'file_info' does not hold one value per file")
+            assert problem is not None and (problem.startswith(said) or "phash_8" in said and problem.startswith(
+                "algorithm phash_8: ") or "file_info" in said and problem.startswith("'file_info'")), (path, value,
+                                                                                                         problem)
+    bad = json.loads(json.dumps(docs["combined"]))
+    key = next(k for k in bad["algorithms"] if k.startswith("combined_"))
+    bad["algorithms"][key]["settings"]["require"] = ["phash_8:ten"]
+    assert damage(bad) == f"algorithms.{key}.settings.require is not a list of ALGORITHM:THRESHOLD"
+    bad = json.loads(json.dumps(docs["hdbscan"]))
+    del bad["algorithms"]["phash_8"]["settings"]["min_cluster_size"]
+    assert damage(bad) == "algorithms.phash_8.settings.min_cluster_size is missing"
+    bad = json.loads(json.dumps(docs["crops"]))
+    bad["file_info"]["crop_of"][0] = [99, 0.5]
+    assert damage(bad).startswith("file_info.crop_of")
 
 
 def test_an_mhc_output_as_input_is_refused_but_a_threshold_folder_is_not(photos, tmp_path):
