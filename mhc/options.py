@@ -19,7 +19,7 @@ from typing import Any, Literal
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms
 from .errors import UsageError
 from .thresholds import parse_thresholds
-from .valuetypes import describe_type, thresholds_text, type_ok
+from .valuetypes import THRESHOLDS_TYPE, describe_type, thresholds_text, type_ok
 
 LinkMode = Literal["symlink", "hardlink", "copy"]
 VideoMatch = Literal["majority", "frames"]
@@ -324,7 +324,8 @@ def _check_types(options: Options) -> None:
     for f, spec, hint in fields():
         value = getattr(options, f.name)
         if not type_ok(value, hint):
-            raise UsageError(f"--{spec.long} must be {describe_type(hint)}, not {value!r}")
+            what = THRESHOLDS_TYPE if f.name == "thresholds" else describe_type(hint)
+            raise UsageError(f"--{spec.long} must be {what}, not {value!r}")
 
 
 # Which clustering options each clusterer honours (see mhc.clustering); any other one

@@ -41,6 +41,10 @@ def describe_type(hint: Any) -> str:
             Path: "a path (text)"}.get(hint, str(hint))
 
 
+# What --thresholds takes, for a value of another type (describe_type would say only "a text")
+THRESHOLDS_TYPE = 'a text such as "0:19:1", "0%:30%:2%" or "2,5,10", a whole number, or a list of them'
+
+
 def thresholds_text(value: Any) -> Any:
     """Thresholds given as a number or a list of numbers and ranges (``10``, ``[2, 5, 10]``,
     ``range(0, 20, 2)``, ``[0, "4:8:2"]``: mhc.toml's and Python's ways) as the text ``-t``

@@ -230,10 +230,11 @@ def test_options_take_thresholds_as_numbers_as_mhc_toml_does(tmp_path):
     for given, text in (([2, 5], "2,5"), (range(0, 9, 4), "0,4,8"), (6, "6"), ((0, "4:8:2"), "0,4:8:2")):
         got = [p.threshold for p in mhc.run(Options(**o, thresholds=given)).algorithms[0].partitions]
         assert got == [p.threshold for p in mhc.run(Options(**o, thresholds=text)).algorithms[0].partitions], given
-    for wrong in ([], [1.5], True):
+    for wrong in ([], [1.5], True, {1: 2}):
         try:
             mhc.run(Options(**o, thresholds=wrong))
-        except mhc.UsageError as e:
-            assert str(e).startswith("--thresholds must be"), e
+        except mhc.UsageError as e:  # (it said "must be a text", as if a list could not be given)
+            assert str(e).startswith('--thresholds must be a text such as "0:19:1", "0%:30%:2%" or "2,5,10", a whole '
+                                     'number, or a list of them, not '), e
         else:
             raise AssertionError(f"{wrong!r} was taken")

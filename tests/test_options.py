@@ -10,7 +10,8 @@ from conftest import photo, run_cli, save
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("thresholds = 1.5", "thresholds in {} (line 1) must be a text, not 1.5"),
+    ("thresholds = 1.5", 'thresholds in {} (line 1) must be a text such as "0:19:1", "0%:30%:2%" or "2,5,10", a '
+                         'whole number, or a list of them, not 1.5'),
     ('duration-tolerance = "0.1"', 'duration-tolerance in {} (line 1) must be a number, not "0.1"'),
     ('max-pixels = "100000"', 'max-pixels in {} (line 1) must be a whole number, not "100000"'),
     ("verify = true", "verify in {} (line 1) must be a text, not true"),
