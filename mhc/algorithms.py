@@ -96,6 +96,11 @@ class Algorithm:
         return self.size * self.size
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of one hash as stored (the bits packed, the last byte padded)."""
+        return (self.bits + 7) // 8
+
+    @property
     def needs_color(self) -> bool:
         # PDQ makes its own float luma from RGB, as its reference does
         return self.name in ("colorhash", "pdq")

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,15 @@ def _i64(v: int) -> int:
     across any 2**64 range, so a changed file still differs. The reader compares the raw value
     first and calls this only where that differs: nothing is paid on ordinary files."""
     return (v + 2**63) % 2**64 - 2**63
+
+
+def _facts_ok(sample, width, height, fmt, taken) -> bool:
+    """Whether a files row's facts have the types mhc writes (see :meth:`HashCache.lookup`)."""
+    return (type(sample) in _BYTES_OR_NONE and type(width) in _INT_OR_NONE and type(height) in _INT_OR_NONE
+            and type(fmt) in _STR_OR_NONE and type(taken) in _STR_OR_NONE)
+
+
+_BYTES_OR_NONE, _INT_OR_NONE, _STR_OR_NONE = {bytes, type(None)}, {int, type(None)}, {str, type(None)}
 
 
 def older_version(key: str) -> bool:
@@ -128,10 +137,17 @@ class HashCache(CacheOpening, CacheCommands):
         self.close()
 
     # -- reads ----------------------------------------------------------------
-    def lookup(self, files: list[MediaFile], hkeys: Iterable[str], dkeys: Iterable[str]) -> Cached:
+    def lookup(self, files: list[MediaFile], hkeys: Iterable[str], dkeys: Iterable[str], *,
+               lengths: Mapping[str, int] | None = None) -> Cached:
         """Valid cached values, content failures and facts for ``files``.
 
-        A file's rows count only while its identity holds (see the module docstring)."""
+        A file's rows count only while its identity holds (see the module docstring), and a
+        row only while its columns hold what mhc writes there: another program (or a hand)
+        can write any type into any SQLite column. A value must be bytes, of the length
+        ``lengths`` gives for its key (:meth:`mhc.hashing.HashPlan.lengths`: negative, a
+        multiple of it); one that is not is not read, so the file is hashed again and the
+        row replaced, where it reached pair search ("hashes of different lengths") or
+        ended the run with a TypeError."""
         ident = {os.fsencode(f.path): f for f in files}
         out = Cached()
         if not ident:
@@ -145,7 +161,8 @@ class HashCache(CacheOpening, CacheCommands):
             if f is None:
                 continue
             known.add(path)
-            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime):
+            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime) or not _facts_ok(
+                    sample, w, h, fmt, taken):
                 self._stale.add(path)
                 continue
             remounted = _i64(f.dev) != dev and f.dev != dev
@@ -176,8 +193,13 @@ class HashCache(CacheOpening, CacheCommands):
         if len(known) < len(ident):
             source = self._twins({p: f for p, f in ident.items() if p not in known}, out)
         keys = sorted(set(hkeys))
+        lengths = lengths or {}
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
+            n = lengths.get(hkey)
+            if type(value) is not bytes or not value or (n is not None and (
+                    len(value) != n if n > 0 else len(value) % n)):
+                continue
             if path in valid:
                 out.values.setdefault(ident[path].path, {})[hkey] = value
             for p in source.get(path, ()):  # (empty on a warm rerun: no tuple built per row)
@@ -185,6 +207,8 @@ class HashCache(CacheOpening, CacheCommands):
         dk = sorted(set(dkeys))
         for path, dkey, reason in self.db.execute(
                 f"SELECT path, dkey, reason FROM failures WHERE dkey IN ({','.join('?' * len(dk))})", dk):
+            if type(reason) is not str:
+                continue
             if path in valid:
                 out.failures.setdefault(ident[path].path, {})[dkey] = reason
             for p in source.get(path, ()):
@@ -201,6 +225,7 @@ class HashCache(CacheOpening, CacheCommands):
         found = twins(self.db.execute("SELECT path, size, mtime_ns, sample, width, height, format, taken FROM files"),
                       {p: (f.path, f.size, _i64(f.mtime_ns)) for p, f in new.items()})
         source: dict[bytes, tuple[bytes, ...]] = {}
+        found = {p: row for p, row in found.items() if _facts_ok(*row[3:])}
         for p, (old, _, _, sample, w, h, fmt, taken) in found.items():
             source[old] = source.get(old, ()) + (p,)
             out.info[new[p].path] = FileInfo(w, h, fmt, taken, sample)
@@ -263,7 +288,7 @@ class HashCache(CacheOpening, CacheCommands):
     def _drop_older(self, p: bytes) -> None:
         for table, column in (("hashes", "hkey"), ("failures", "dkey")):
             old = [(p, k) for (k,) in self.db.execute(f"SELECT {column} FROM {table} WHERE path = ?", (p,))
-                   if older_version(k)]
+                   if type(k) is not str or older_version(k)]  # (a key that is not text: another program's)
             if old:
                 self.db.executemany(f"DELETE FROM {table} WHERE path = ? AND {column} = ?", old)
 

@@ -51,7 +51,8 @@ class CacheCommands:
         return self.db.execute("SELECT count(*) FROM ignored").fetchone()[0] < before
 
     def ignored(self) -> list[tuple[str, str]]:
-        return [(os.fsdecode(a), os.fsdecode(b)) for a, b in self.db.execute("SELECT a, b FROM ignored ORDER BY a, b")]
+        return [(os.fsdecode(a), os.fsdecode(b)) for a, b in self.db.execute("SELECT a, b FROM ignored ORDER BY a, b")
+                if type(a) is bytes and type(b) is bytes]  # (mhc writes paths as bytes; other rows are not its)
 
     def _user_write(self, fn) -> None:
         """The user's own decisions must be saved or the command fails clearly."""
@@ -81,7 +82,10 @@ class CacheCommands:
 
     def info(self) -> CacheInfo:
         q = self.db.execute
-        keys = dict(q("SELECT hkey, count(*) FROM hashes GROUP BY hkey ORDER BY hkey").fetchall())
+        keys: dict[str, int] = {}
+        for k, n in q("SELECT hkey, count(*) FROM hashes GROUP BY hkey ORDER BY hkey"):
+            k = k if type(k) is str else "rows whose key is not text (written by another program; never read)"
+            keys[k] = keys.get(k, 0) + n
         size = 0
         if self.path is not None:
             size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())

@@ -53,7 +53,7 @@ class AlgorithmCodes:
     @functools.cached_property
     def hexes(self) -> list[str]:
         """Each file's hash as imagehash's hex string (a video's: its majority hash)."""
-        nbytes = (self.algorithm.bits + 7) // 8
+        nbytes = self.algorithm.nbytes
         raw = self.codes.view(np.uint8)[:, :nbytes]
         if self.algorithm.bits % 8 == 0:
             # whole bytes: the hex string is the bytes' hex (one call for all files; a call
@@ -350,7 +350,7 @@ def build(plan: RunPlan, found: Discovery, results: HashResults, hplan: HashPlan
     kinds = [kind_of[p] for p in files]
     algorithms = {}
     for algo in hplan.algorithms:
-        nbytes = (algo.bits + 7) // 8
+        nbytes = algo.nbytes
         values = [results.values[p][hplan.hkey(algo, k)] for p, k in zip(files, kinds)]
         codes, frames = video_codes(values, kinds, nbytes)
         variants = None

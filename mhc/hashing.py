@@ -116,6 +116,17 @@ class HashPlan:
         """How an image is decoded for its SSIM thumbnail (grey, 4x the thumbnail's side)."""
         return dataclasses.replace(self.decode, min_side=0 if self.decode.exact else 4 * SSIM_SIDE, color=False)
 
+    def lengths(self, kind: str) -> dict[str, int]:
+        """The byte length of each cached value of fixed size a file of ``kind`` needs (a
+        negative one: a positive multiple of it, a video's hashes of its frames); a value of
+        another length or type is not read (see :meth:`mhc.cache.HashCache.lookup`)."""
+        if kind == "video":
+            return {self.hkey(a, kind): -a.nbytes for a in self.algorithms}
+        out = {self.hkey(a): a.nbytes for a in self.algorithms}
+        out.update({self.quality_key(a): 1 for a in self.algorithms if a.has_quality})
+        out.update({self.iso_key(a): 8 * a.nbytes for a in self.algorithms})
+        return out
+
     def keys(self, kind: str, algorithms: tuple[Algorithm, ...] | None = None) -> list[str]:
         """Every cache key a file of ``kind`` needs (of ``algorithms``, default all)."""
         algos = self.algorithms if algorithms is None else algorithms

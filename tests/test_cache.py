@@ -1,6 +1,7 @@
 """The hash cache: reruns only compute what is missing, and survive damage."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -591,3 +592,50 @@ def test_reading_the_cache_leaves_no_sqlite_files_beside_it(tmp_path):
         r = run_cli(*args, "--cache", str(cache))
         assert r.returncode == 0, (args, r.stderr)
         assert tree_digest(cache.parent) == before, args
+
+
+def test_rows_another_program_wrote_are_not_read(corpus, tmp_path):
+    """SQLite stores any type in any column. A hash of the wrong length or type, facts of
+    the wrong type, a key that is not text, a failure or a "not a duplicate" mark that is
+    not mhc's (another program, a hand, an edit gone wrong) ended the run with a TypeError
+    (exit 70) or "pack: hashes of different lengths" (exit 2, telling the user to "pack the
+    hashes of one algorithm"). Now such a row is not read: the file is hashed again and
+    the row replaced, and the output is the one a run without the cache makes."""
+    o = opts(corpus, tmp_path, ("phash_8", "pdq_16", "colorhash_8"), isometric=True, thresholds="0:12:4")
+    fresh = run(dataclasses.replace(o, output=tmp_path / "fresh", no_cache=True, cache=None))
+    run(o)
+    db = sqlite3.connect(tmp_path / "cache.sqlite")
+    paths = [p for (p,) in db.execute("SELECT DISTINCT path FROM hashes ORDER BY path")]  # (pictures that hash)
+    keys = sorted({k for (k,) in db.execute("SELECT hkey FROM hashes")})
+    plain, iso = [k for k in keys if k.startswith("phash_8|") and "|iso" not in k], [k for k in keys if "|iso" in k]
+    quality, color = [k for k in keys if k.endswith("|quality")], [k for k in keys if k.startswith("colorhash")]
+    changes = [  # (table, column, value, where: path index and key)
+        ("hashes", "value", b"\xff" * 3, 0, plain[0]), ("hashes", "value", 1.5, 1, plain[0]),
+        ("hashes", "value", "ffff0000ffff0000", 2, plain[0]), ("hashes", "value", b"", 3, color[0]),
+        ("hashes", "value", b"\x00" * 9, 4, iso[0]), ("hashes", "value", b"\x00" * 2, 5, quality[0]),
+        ("hashes", "hkey", b"\x01\x02", 6, plain[0]),
+    ]
+    for table, column, value, i, key in changes:
+        assert db.execute(f"UPDATE hashes SET {column} = ? WHERE path = ? AND hkey = ?", (value, paths[i], key)).rowcount
+    db.execute("UPDATE files SET format = ? WHERE path = ?", (b"JPEG", paths[7]))
+    db.execute("UPDATE files SET width = ? WHERE path = ?", ("wide", paths[8]))  # (TEXT: not an INTEGER)
+    db.execute("INSERT INTO failures VALUES (?, ?, ?)", (paths[9], "d3:fast", b"\x00"))
+    db.execute("INSERT INTO ignored VALUES (1, 2)")
+    db.commit()
+    db.close()
+    r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
+    assert r.returncode == 0 and "rows whose key is not text (written by another program; never read): 1" in r.stdout
+    r = run_cli("ignore", "--list", "--cache", str(tmp_path / "cache.sqlite"))
+    assert r.returncode == 0, r.stderr
+    again = run(o)
+    def clusters(result):
+        return {c.key: [[sorted(map(int, k)) for k in p.clusters] for p in c.partitions] for c in result.algorithms}
+
+    assert clusters(again) == clusters(fresh)
+    assert [e.path for e in again.errors] == [e.path for e in fresh.errors]  # (the corrupt file: its own row)
+    assert again.collection.info == fresh.collection.info
+    assert again.collection.stats.decoded == 9  # paths[0-8]; paths[9]'s stray failure row is not read
+    third = run(o)  # the rows were replaced: nothing is decoded now
+    assert third.collection.stats.decoded == 0
+    r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
+    assert r.returncode == 0 and "not text" not in r.stdout  # dropped when its file was hashed again
