@@ -21,6 +21,7 @@ any other file: a ``--cache`` path holding something else is refused before any 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -61,11 +62,13 @@ def _i64(v: int) -> int:
 
 def _facts_ok(sample, width, height, fmt, taken) -> bool:
     """Whether a files row's facts have the types mhc writes (see :meth:`HashCache.lookup`)."""
-    return (type(sample) in _BYTES_OR_NONE and type(width) in _INT_OR_NONE and type(height) in _INT_OR_NONE
-            and type(fmt) in _STR_OR_NONE and type(taken) in _STR_OR_NONE)
+    return (type(sample), type(width), type(height), type(fmt), type(taken)) in _FACT_TYPES
 
 
-_BYTES_OR_NONE, _INT_OR_NONE, _STR_OR_NONE = {bytes, type(None)}, {int, type(None)}, {str, type(None)}
+# every combination of the types mhc writes as a file's sample, width, height, format and
+# date taken (one set lookup per row: a warm rerun reads every row)
+_FACT_TYPES = frozenset(itertools.product((bytes, type(None)), (int, type(None)), (int, type(None)),
+                                          (str, type(None)), (str, type(None))))
 
 
 def older_version(key: str) -> bool:
@@ -161,8 +164,8 @@ class HashCache(CacheOpening, CacheCommands):
             if f is None:
                 continue
             known.add(path)
-            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime) or not _facts_ok(
-                    sample, w, h, fmt, taken):
+            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime) or (
+                    type(sample), type(w), type(h), type(fmt), type(taken)) not in _FACT_TYPES:
                 self._stale.add(path)
                 continue
             remounted = _i64(f.dev) != dev and f.dev != dev
@@ -194,6 +197,8 @@ class HashCache(CacheOpening, CacheCommands):
             source = self._twins({p: f for p, f in ident.items() if p not in known}, out)
         keys = sorted(set(hkeys))
         lengths = lengths or {}
+        # (checked here, not in SQL: a CASE on the key in the query was slower, +0.2 s per
+        # 100,000 files of 5 keys against +0.1 s for this)
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
             n = lengths.get(hkey)
