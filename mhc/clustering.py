@@ -117,7 +117,7 @@ class SweepClusterer:
             if self.forests is not None and hasattr(metric, "fingerprint"):
                 # the plain forest depends on the metric and the radius alone: a rerun on the same
                 # hashes skips the pair search (the costliest step of a warm rerun at 100,000 files)
-                return self.forests.get(metric.fingerprint(), top, compute)
+                return self.forests.get(metric.fingerprint(), top, compute, metric.n)
             return compute()
         blocks: Iterator[Edges] = iter(metric.edges(top, progress))
         if self.verify is not None:
@@ -269,23 +269,34 @@ class ForestCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
 
-    def get(self, fingerprint: str, radius: int, compute) -> Edges:
+    def get(self, fingerprint: str, radius: int, compute, n: int) -> Edges:
+        """The spanning forest of ``n`` files within ``radius``: stored, else ``compute()``'s."""
         def columns() -> dict[str, np.ndarray]:
             forest = compute()
             return {"i": forest.i, "j": forest.j, "d": forest.d}
 
-        z = self.arrays(f"{fingerprint}-r{radius}", columns)
-        return Edges(z["i"], z["j"], z["d"])
+        def whole(z: dict[str, np.ndarray]) -> bool:  # a forest of n files: at most n - 1 joins
+            i, j, d = (z.get(k) for k in "ijd")
+            if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu" for a in (i, j, d)):
+                return False
+            return len(i) == len(j) == len(d) < max(n, 1) and (not len(i) or (
+                min(i.min(), j.min(), d.min()) >= 0 and max(i.max(), j.max()) < n and d.max() <= radius))
 
-    def arrays(self, name: str, compute) -> dict[str, np.ndarray]:
+        z = self.arrays(f"{fingerprint}-r{radius}", columns, whole)
+        return Edges(z["i"].astype(np.int64), z["j"].astype(np.int64), z["d"].astype(np.int64))
+
+    def arrays(self, name: str, compute, whole=None) -> dict[str, np.ndarray]:
         """The arrays stored as ``name`` (a fingerprint and a suffix), else ``compute()``'s,
-        stored for next time."""
+        stored for next time. ``whole(arrays)``: whether what was read is what was stored
+        (the zip checks its bytes; this, that another program's file of the same name
+        holds the arrays they are read as), else it is computed again."""
         path = self.folder / f"{name}.npz"
         try:
             with np.load(path) as z:
                 found = {k: z[k] for k in z.files}
-            os.utime(path)  # recently used: kept by prune()
-            return found
+            if whole is None or whole(found):
+                os.utime(path)  # recently used: kept by prune()
+                return found
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             pass  # absent or unreadable (cut short, a damaged block: the zip says so): compute it
         found = compute()

@@ -106,11 +106,12 @@ class HashedCollection:
         widths, heights = [i.width or 0 for i in self.info], [i.height or 0 for i in self.info]
         if self.match_cache is None:
             return find_matches(self.crop_features, widths, heights)
-        from .crops import from_arrays, matches_fingerprint, to_arrays
+        from .crops import arrays_whole, from_arrays, matches_fingerprint, to_arrays
 
         key = matches_fingerprint(self.crop_features, widths, heights)
         compute = lambda: to_arrays(find_matches(self.crop_features, widths, heights))  # noqa: E731
-        return from_arrays(self.match_cache.arrays(f"{key}-crops", compute))
+        return from_arrays(self.match_cache.arrays(f"{key}-crops", compute,
+                                                   lambda z: arrays_whole(z, len(self.files))))
 
     @property
     def videos(self) -> int:

@@ -306,5 +306,13 @@ def to_arrays(matches: list[CropMatch]) -> dict[str, np.ndarray]:
                                  dtype=np.float64).reshape(-1, 6)}
 
 
+def arrays_whole(z: dict[str, np.ndarray], n: int) -> bool:
+    """Whether stored arrays are matches of :func:`to_arrays` among ``n`` files."""
+    p, g = z.get("pairs"), z.get("geometry")
+    return (isinstance(p, np.ndarray) and isinstance(g, np.ndarray) and p.ndim == 2 and p.shape[1] == 2
+            and p.dtype.kind in "iu" and g.shape == (len(p), 6) and g.dtype.kind == "f"
+            and (not len(p) or (p.min() >= 0 and p.max() < n)))
+
+
 def from_arrays(z: dict[str, np.ndarray]) -> list[CropMatch]:
     return [CropMatch(int(o), int(i), *map(float, g)) for (o, i), g in zip(z["pairs"], z["geometry"])]

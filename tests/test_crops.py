@@ -109,6 +109,14 @@ def test_run_with_crops_links_them_at_every_threshold_and_the_report_says_so(cro
         f.write_bytes(b"not an npz")
     third = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
     assert cluster_of(third, cropped / "source.jpg", 0) == members
+    # ... and so is a zip of other arrays under its name (a missing one ended the run: KeyError)
+    n = len(third.collection.files)
+    for other in ({"pairs": np.zeros((1, 2), int)}, {"pairs": np.array([[0, n]]), "geometry": np.zeros((1, 6))},
+                  {"pairs": np.zeros((1, 3), int), "geometry": np.zeros((1, 6))}):
+        for f in (tmp_path / "c.sqlite.forests").glob("*-crops.npz"):
+            np.savez(f, **other)
+        again = run(Options(input=cropped, output=out, algorithms=["phash_8"], crops=True, cache=tmp_path / "c.sqlite"))
+        assert cluster_of(again, cropped / "source.jpg", 0) == members, other
 
 
 def test_crop_links_survive_ssim_verification(cropped, tmp_path):

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import imagehash
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -294,6 +295,18 @@ def test_a_rerun_on_the_same_hashes_reuses_the_spanning_forest(tmp_path, monkeyp
     for damaged in (whole[:len(whole) // 2], whole[:100] + bytes(len(whole) - 200) + whole[-100:]):
         files[0].write_bytes(damaged)
         assert parts(run(Options(**o))) == parts(first) and files[0].stat().st_size == len(whole)
+    # a whole zip of other arrays under its name (another program's, or a hand's): a missing
+    # column ended the run (KeyError, exit 70), a join past the files with an IndexError, and
+    # joins of other files made clusters of them
+    n = len(read_summary(tmp_path / "out")["files"])
+    for other in ({"i": np.array([0]), "j": np.array([1])}, {"i": np.array([0]), "j": np.array([n]), "d": np.array([0])},
+                  {"i": np.array([0.5]), "j": np.array([1.0]), "d": np.array([0.0])},
+                  {"i": np.arange(n), "j": np.arange(n)[::-1], "d": np.zeros(n, int)},
+                  {"i": np.array([0, 2]), "j": np.array([1, 3]), "d": np.array([0, 99])}):
+        np.savez(files[0], **other)
+        assert parts(run(Options(**o))) == parts(first), other
+        with np.load(files[0]) as z:
+            assert sorted(z.files) == ["d", "i", "j"] and len(z["i"]) < n and z["d"].max() <= 19  # computed again
     monkeypatch.setattr(ForestCache, "MAX_FILES", 3)
     save(photo(9), inp / "new.png")
     run(Options(**o))
