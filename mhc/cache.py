@@ -117,6 +117,7 @@ class HashCache(CacheOpening, CacheCommands):
         self.path = None if path is None else Path(path)
         self.writable = not readonly
         self.newer = False  # written by a newer mhc: left as it is (see _newer_one)
+        self.newer_how = ""  # ... how it was written, as the user is told
         # quiet: warnings said by another instance of the same run; strict: a command on the
         # cache itself (mhc cache, mhc ignore), where a newer cache is refused in one line
         self.quiet = quiet or strict

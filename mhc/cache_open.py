@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .cache_location import APPLICATION_ID, owned_cache
-from .errors import CACHE_DISK_FAILING, EnvironmentFault, UsageError
+from .errors import CACHE_DISK_FAILING, EnvironmentFault, UsageError, printable
 
 log = logging.getLogger("mhc.cache")  # (the warnings' logger, as before the split)
 
@@ -45,9 +45,17 @@ def _newer(version: str) -> bool:
     return not (version.isdigit() and int(version) <= int(SCHEMA_VERSION))
 
 
-def _newer_file(db: sqlite3.Connection) -> bool:
+def _newer_file(db: sqlite3.Connection) -> str | None:
+    """How a cache this mhc does not know was written ("by a newer mhc ..."), else None."""
     row = _schema(db)
-    return row is not None and _newer(row[0])
+    if row is None or not _newer(row[0] if isinstance(row[0], str) else ""):
+        return None
+    if isinstance(row[0], str) and row[0].isdigit():
+        return f"was written by a newer mhc (cache schema {row[0]}; this one reads {SCHEMA_VERSION})"
+    # a mark that is not a number: a future mhc may write one, but so may another program
+    # or a hand (set to '' or bytes, it was called "a newer mhc's" and the user told to upgrade)
+    return f"has a version mark this mhc does not know ({printable(repr(row[0]))[:40]}: a newer mhc's, or changed " \
+           f"by another program)"
 
 
 class CacheOpening:
@@ -57,6 +65,7 @@ class CacheOpening:
     path: Path | None
     writable: bool
     newer: bool
+    newer_how: str
     quiet: bool
     untouched: bool
     _warned: bool
@@ -73,9 +82,10 @@ class CacheOpening:
             return self._create()
         try:
             db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            if _newer_file(db):
+            newer = _newer_file(db)
+            if newer:
                 db.close()
-                return self._newer_one()
+                return self._newer_one(newer)
             db.execute("PRAGMA journal_mode=WAL")
             return self._init(db)
         except sqlite3.DatabaseError as e:
@@ -127,22 +137,23 @@ class CacheOpening:
                 if mode == "?mode=rw":
                     db.execute("PRAGMA query_only = ON")
                 self._check(db)
-                if _newer_file(db):
+                newer = _newer_file(db)
+                if newer:
                     db.close()
-                    return self._newer_one()
+                    return self._newer_one(newer)
                 return db
             except sqlite3.DatabaseError:
                 continue
         self._warn(f"the hash cache {self.path} cannot be read; this run keeps hashes in memory only")
         return self._init(sqlite3.connect(":memory:", isolation_level=None))
 
-    def _newer_one(self) -> sqlite3.Connection:
+    def _newer_one(self, how: str) -> sqlite3.Connection:
         # two mhc versions sharing the default cache: migrating it down would drop the newer
         # one's hashes, and the newer one would drop this one's on its next run
-        self._warn(f"the hash cache {self.path} was written by a newer mhc; this run leaves it as it is (its "
-                   f"hashes and 'not a duplicate' marks are not used) and keeps hashes in memory only: upgrade "
-                   f"mhc, or give this version its own --cache")
-        self.writable, self.newer = False, True
+        self._warn(f"the hash cache {self.path} {how}; this run leaves it as it is (its hashes and 'not a "
+                   f"duplicate' marks are not used) and keeps hashes in memory only: upgrade mhc, or give this "
+                   f"version its own --cache")
+        self.writable, self.newer, self.newer_how = False, True, how
         return self._init(sqlite3.connect(":memory:", isolation_level=None))
 
     def _set_aside(self, error: Exception) -> sqlite3.Connection:

@@ -30,11 +30,12 @@ class CacheCommands:
     db: sqlite3.Connection
     path: Path | None
     newer: bool
+    newer_how: str
 
     def newer_refused(self) -> UsageError:
         """What the user is told when this mhc is asked to change a newer mhc's cache."""
-        return UsageError(f"the hash cache {self.path} was written by a newer mhc; use that mhc for this (this one "
-                          f"leaves it as it is)")
+        return UsageError(f"the hash cache {self.path} {self.newer_how}; use that mhc for this (this one leaves it "
+                          f"as it is)")
 
     @staticmethod
     def _pair(a: str, b: str) -> tuple[bytes, bytes]:

@@ -216,16 +216,28 @@ def test_a_cache_of_a_newer_mhc_is_left_as_it_is(corpus, tmp_path):
     for args in ([], ["-n"]):  # a run: one warning, the work done in memory
         r = run_cli("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q", *args)
         assert r.returncode == 0, r.stderr
-        assert r.stderr.count("was written by a newer mhc; this run leaves it as it is") == 1, r.stderr
+        assert r.stderr.count("was written by a newer mhc (cache schema 3; this one reads 2); this run leaves it as "
+                              "it is") == 1, r.stderr
     for args in (["cache", "info"], ["cache", "clear"], ["ignore", a, b], ["ignore", "--list"]):
         r = run_cli(*args, "--cache", str(cache))  # the user's commands on the cache itself: refused
-        assert (r.returncode, r.stderr) == (2, f"Error: the hash cache {cache} was written by a newer mhc; use that "
-                                               f"mhc for this (this one leaves it as it is)\n"), (args, r.stderr)
+        assert (r.returncode, r.stderr) == (2, f"Error: the hash cache {cache} was written by a newer mhc (cache "
+                                               f"schema 3; this one reads 2); use that mhc for this (this one leaves "
+                                               f"it as it is)\n"), (args, r.stderr)
     assert hashlib.sha256(cache.read_bytes()).hexdigest() == digest
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
         assert db.execute("SELECT count(*) FROM hashes").fetchone()[0] > 0
     db.close()
+    # a mark that is not a number is not called a newer mhc's (set to '' or to bytes by
+    # another program, the user was told to upgrade); it is left as it is all the same
+    for mark in ("", b"\xff"):
+        with sqlite3.connect(cache) as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (mark,))
+        db.close()
+        r = run_cli("-i", str(corpus), "-o", str(out), "--cache", str(cache), "-a", "phash_8", "-q")
+        assert r.returncode == 0 and f"has a version mark this mhc does not know ({mark!r}: a newer mhc's, or " \
+            f"changed by another program); this run leaves it as it is" in r.stderr, r.stderr
+        assert "was written by a newer mhc" not in r.stderr
 
 
 def test_interrupted_store_keeps_what_was_computed(corpus, tmp_path):
