@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EnvironmentFault, MhcError, UsageError
+from .errors import EnvironmentFault, MhcError, UsageError, printable
 from .identity import open_regular
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,10 @@ class HydrusClient:
         doc = self._request("GET", "/verify_access_key")
         if "basic_permissions" not in doc and "permits_everything" not in doc:
             raise self._not_the_api("/verify_access_key", "a JSON object without the permissions of a key")
+        granted = doc.get("basic_permissions") or []
+        if not isinstance(granted, list) or not all(type(p) is int for p in granted):  # (the API's: numbers)
+            raise self._not_the_api("/verify_access_key", f"permissions that are not a list of numbers "
+                                                          f"({printable(json.dumps(granted))[:40]})")
         if doc.get("permits_everything"):
             return doc
         granted = set(doc.get("basic_permissions") or [])
@@ -217,9 +221,13 @@ class HydrusClient:
             chunk = hashes[s:s + METADATA_BATCH]
             doc = self._request("GET", "/get_files/file_metadata",
                                 query={"hashes": json.dumps(chunk), "include_services_object": "false"})
-            for row in doc.get("metadata", []):
+            rows = doc.get("metadata", [])
+            if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+                raise self._not_the_api("/get_files/file_metadata", f"'metadata' that is not a list of files "
+                                                                    f"({printable(json.dumps(rows))[:40]})")
+            for row in rows:
                 h = row.get("hash")
-                if h is None:
+                if not isinstance(h, str):
                     continue
                 if row.get("file_id") is None:
                     out[h] = "never seen by the client"

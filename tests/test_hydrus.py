@@ -331,7 +331,7 @@ class _Other:
         class Fixed(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 seen.append(self.path)
-                code, kind, body = reply
+                code, kind, body = reply[self.path.partition("?")[0]] if isinstance(reply, dict) else reply
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
@@ -371,11 +371,29 @@ def _push_to(url, photos, *args):
                    "--retries", "2", *args)
 
 
+@pytest.mark.parametrize("metadata", [b'{"metadata": {"hash": "00"}}', b'{"metadata": [5]}', b'{"metadata": null}'])
+def test_file_metadata_of_another_shape_is_said_not_crashed_on(photos, tmp_path, metadata):
+    """/get_files/file_metadata answers a list of file objects; anything else ended the
+    push "unexpectedly" (exit 70: AttributeError)."""
+    key = (200, "application/json", b'{"permits_everything": true, "basic_permissions": [], "name": "k"}')
+    with _Other({"/verify_access_key": key, "/get_files/file_metadata": (200, "application/json", metadata)}) as other:
+        r = _push_to(f"http://127.0.0.1:{other.port}", photos)
+    text = " ".join(r.stderr.split())
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "answered /get_files/file_metadata with 'metadata' that is not a list of files" in text, text
+    assert [p.partition("?")[0] for p in other.requests] == ["/verify_access_key", "/get_files/file_metadata"]
+
+
 @pytest.mark.parametrize("what, reply, said", [
     ("a web server's 404 page", None, "with 404"),
     ("a router's login page", (200, "text/html", b"<html><body>Login</body></html>"), "with a text/html page"),
     ("a JSON list", (200, "application/json", b"[1, 2]"), "JSON that is not an object (list)"),
     ("another program's JSON", (200, "application/json", b'{"status": "ok"}'), "without the permissions of a key"),
+    # the documented answer's fields, of other types (exit 70: "'int' object is not iterable")
+    ("permissions that are not a list", (200, "application/json", b'{"basic_permissions": 5}'),
+     "permissions that are not a list of numbers (5)"),
+    ("permissions that are not numbers", (200, "application/json", b'{"basic_permissions": [{"id": 3}]}'),
+     'permissions that are not a list of numbers ([{"id": 3}])'),
 ])
 def test_an_address_that_is_not_the_client_api_is_said_at_once(photos, tmp_path, what, reply, said):
     empty = tmp_path / "site"
