@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .discover import enclosing_output
-from .errors import UsageError
+from .errors import UsageError, printable
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ def load_labels(path: str | Path) -> dict[str, str | None]:
     if not raw:
         raise UsageError(f"--labels {p} holds no labels; give each file's group (path,group rows, a JSON object "
                          f"of path -> group, or a folder of groups)")
+    nul = next((k for k in raw if "\0" in k), None)  # (JSON can say \u0000; no path holds it: ValueError)
+    if nul is not None:
+        raise UsageError(f"--labels {p}: the path '{printable(nul)}' holds a NUL character, which no file name can")
     return {os.path.realpath(k if os.path.isabs(k) else base / k): (None if g is None else str(g)) for k, g in raw.items()}
 
 

@@ -670,7 +670,7 @@ def test_evaluate_with_no_two_files_of_one_group_does_not_name_a_best_folder(tmp
 
 
 @pytest.mark.parametrize("labels", ["a photo as .csv", "a photo as .json", "empty.csv", "empty folder", "[].json",
-                                    "utf-16.csv", "a list as a group"])
+                                    "utf-16.csv", "a list as a group", "a NUL in a path"])
 def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     """Labels that are not text, or hold no label, end in one line naming the file, exit
     2 (a binary CSV was "mhc failed unexpectedly: UnicodeDecodeError", exit 70)."""
@@ -680,13 +680,15 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     os.symlink(tmp_path / "p.jpg", out / "p.jpg")
     path = tmp_path / {"a photo as .csv": "photo.csv", "a photo as .json": "photo.json", "empty.csv": "empty.csv",
                        "empty folder": "groups", "[].json": "list.json", "utf-16.csv": "excel.csv",
-                       "a list as a group": "groups.json"}[labels]
+                       "a list as a group": "groups.json", "a NUL in a path": "nul.json"}[labels]
     if labels.startswith("a photo"):
         path.write_bytes((tmp_path / "p.jpg").read_bytes())
     elif labels == "utf-16.csv":  # "Unicode text" from a Windows spreadsheet
         path.write_bytes(f"{tmp_path / 'p.jpg'},A\n".encode("utf-16"))
     elif labels == "a list as a group":
         path.write_text(json.dumps({str(tmp_path / "p.jpg"): ["A", "B"]}))
+    elif labels == "a NUL in a path":  # JSON's \u0000 (it ended "unexpectedly": ValueError, exit 70)
+        path.write_text(json.dumps({str(tmp_path / "p.jpg"): "A", "p\0.jpg": "A"}))
     elif labels == "empty folder":
         path.mkdir()
     else:
@@ -695,7 +697,8 @@ def test_evaluate_names_labels_it_cannot_use(tmp_path, labels):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("Error: --labels " + str(path)), r.stderr
     said = {"a list as a group": 'the group of {p} is ["A", "B"]; give each file one group name or number'.format(
-        p=tmp_path / "p.jpg"), "utf-16.csv": "not a text file"}.get(labels)
+        p=tmp_path / "p.jpg"), "utf-16.csv": "not a text file",
+        "a NUL in a path": "the path 'p\\x00.jpg' holds a NUL character, which no file name can"}.get(labels)
     assert (said or ("not a text file" if labels.startswith("a photo") else "holds no labels")) in r.stderr
 
 
