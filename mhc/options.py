@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms
-from .errors import UsageError
+from .errors import UsageError, printable
 from .thresholds import parse_thresholds
 from .valuetypes import THRESHOLDS_TYPE, describe_type, thresholds_text, type_ok
 
@@ -326,6 +326,12 @@ def _check_types(options: Options) -> None:
         if not type_ok(value, hint):
             what = THRESHOLDS_TYPE if f.name == "thresholds" else describe_type(hint)
             raise UsageError(f"--{spec.long} must be {what}, not {value!r}")
+        # (mhc.toml's "\u0000" or Python's "\0": no path can hold it, and os calls raised
+        # ValueError "embedded null byte", exit 70)
+        texts = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(t, (str, Path)) and "\0" in str(t) for t in texts):
+            raise UsageError(f"--{spec.long} {printable(str(value))} holds a NUL character, which no path or "
+                             f"value can")
 
 
 # Which clustering options each clusterer honours (see mhc.clustering); any other one

@@ -23,6 +23,9 @@ from conftest import photo, run_cli, save
     ('input = "nowhere"', "pass -i/--input FOLDER with your media (set in {})"),
     ("algorithm = ['phash_8']", "unknown setting 'algorithm' in {} (line 1); did you mean algo? known: algo,"),
     ("worker = 2", "unknown setting 'worker' in {} (line 1); did you mean workers?"),
+    # TOML's \u0000: no path can hold it (ValueError "embedded null byte", exit 70)
+    ('output = "out\\u0000put"', "--output out\\x00put holds a NUL character, which no path or value can (set in {})"),
+    ('cache = "c\\u0000"', "--cache c\\x00 holds a NUL character, which no path or value can (set in {})"),
 ])
 def test_a_wrong_value_in_mhc_toml_is_one_clear_line(tmp_path, setting, message):
     (tmp_path / "mhc.toml").write_text(setting + "\n")
