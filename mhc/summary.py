@@ -153,6 +153,8 @@ def damage(doc) -> str | None:
     n = len(files)
     if not isinstance(doc.get("input"), str):
         return "no 'input' path"
+    if "\0" in doc["input"] or "\0" in "".join(files):  # (JSON's \u0000: no path holds it; os calls raise)
+        return "a path holds a NUL character"
     if not _column(doc.get("kinds"), n, str):
         return "'kinds' does not hold one kind per file"
     info = doc.get("file_info", {})

@@ -154,6 +154,7 @@ DAMAGE = {
     "a count missing": lambda text: _edit(text, lambda d: d["algorithms"]["phash_8"]["thresholds"][0]
                                           .pop("unclustered")),
     "a width that is a text": lambda text: _edit(text, lambda d: d["file_info"]["width"].__setitem__(0, "200")),
+    "a path with a NUL": lambda text: _edit(text, lambda d: d["files"].__setitem__(0, d["files"][0] + "\0")),
     "deleted": None,
 }
 
