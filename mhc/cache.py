@@ -231,7 +231,7 @@ class HashCache(CacheOpening, CacheCommands):
         found = twins(self.db.execute("SELECT path, size, mtime_ns, sample, width, height, format, taken FROM files"),
                       {p: (f.path, f.size, _i64(f.mtime_ns)) for p, f in new.items()})
         source: dict[bytes, tuple[bytes, ...]] = {}
-        found = {p: row for p, row in found.items() if _facts_ok(*row[3:])}
+        found = {p: row for p, row in found.items() if type(row[0]) is bytes and _facts_ok(*row[3:])}
         for p, (old, _, _, sample, w, h, fmt, taken) in found.items():
             source[old] = source.get(old, ()) + (p,)
             out.info[new[p].path] = FileInfo(w, h, fmt, taken, sample)
@@ -309,7 +309,7 @@ class HashCache(CacheOpening, CacheCommands):
         prefix = os.fsencode(os.path.join(os.path.abspath(root), ""))
         devices: dict[bytes, int | None] = {}  # folder -> device of its nearest existing folder
         gone = [(p,) for p, dev in self.db.execute("SELECT path, dev FROM files")
-                if p.startswith(prefix) and p not in keep and _device_above(p, devices) == dev]
+                if type(p) is bytes and p.startswith(prefix) and p not in keep and _device_above(p, devices) == dev]
         if gone:
             def write() -> None:
                 for table in ("files", "hashes", "failures"):
@@ -392,7 +392,7 @@ def _device_above(path: bytes, memo: dict[bytes, int | None]) -> int | None:
     if folder not in memo:
         try:
             memo[folder] = os.stat(folder).st_dev
-        except OSError:
+        except (OSError, ValueError):  # (ValueError: a NUL in a path another program wrote)
             up = os.path.dirname(folder)
             memo[folder] = None if up == folder else _device_above(folder, memo)
     return memo[folder]

@@ -633,6 +633,10 @@ def test_rows_another_program_wrote_are_not_read(corpus, tmp_path):
     db.execute("UPDATE files SET width = ? WHERE path = ?", ("wide", paths[8]))  # (TEXT: not an INTEGER)
     db.execute("INSERT INTO failures VALUES (?, ?, ?)", (paths[9], "d3:fast", b"\x00"))
     db.execute("INSERT INTO ignored VALUES (1, 2)")
+    copy = "INSERT INTO files SELECT ?, dev, ino, size, mtime_ns, ctime_ns, sample, width, height, format, taken " \
+           "FROM files WHERE path = ?"
+    for other in (os.fsdecode(paths[0]) + " as text", paths[0] + b"\0.jpg", os.fsencode(corpus) + b"/d\0ir/x.jpg"):
+        db.execute(copy, (other, paths[0]))  # paths as text, and with a NUL (TypeError, ValueError)
     db.commit()
     db.close()
     r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
@@ -647,6 +651,9 @@ def test_rows_another_program_wrote_are_not_read(corpus, tmp_path):
     assert [e.path for e in again.errors] == [e.path for e in fresh.errors]  # (the corrupt file: its own row)
     assert again.collection.info == fresh.collection.info
     assert again.collection.stats.decoded == 9  # paths[0-8]; paths[9]'s stray failure row is not read
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # (files not there: their rows went)
+        assert db.execute("SELECT count(*) FROM files WHERE instr(path, x'00')").fetchone()[0] == 0
+    db.close()
     third = run(o)  # the rows were replaced: nothing is decoded now
     assert third.collection.stats.decoded == 0
     r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
