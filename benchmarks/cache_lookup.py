@@ -39,7 +39,7 @@ def main() -> None:
                       {plan.hkey(a): os.urandom(a.nbytes if hasattr(a, "nbytes") else a.bits // 8)
                        for a in plan.algorithms}, None) for f in files])
         keys = plan.keys("image")
-        kw = {"lengths": plan.lengths("image")} if hasattr(plan, "lengths") else {}
+        kw = {"fits": plan.fits("image")} if hasattr(plan, "fits") else {}
         best, floor = float("inf"), float("inf")
         for _ in range(5):
             with HashCache(path) as c:

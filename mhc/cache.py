@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,16 +142,16 @@ class HashCache(CacheOpening, CacheCommands):
 
     # -- reads ----------------------------------------------------------------
     def lookup(self, files: list[MediaFile], hkeys: Iterable[str], dkeys: Iterable[str], *,
-               lengths: Mapping[str, int] | None = None) -> Cached:
+               fits: Mapping[str, int | Callable[[bytes], bool]] | None = None) -> Cached:
         """Valid cached values, content failures and facts for ``files``.
 
         A file's rows count only while its identity holds (see the module docstring), and a
         row only while its columns hold what mhc writes there: another program (or a hand)
         can write any type into any SQLite column. A value must be bytes, of the length
-        ``lengths`` gives for its key (:meth:`mhc.hashing.HashPlan.lengths`: negative, a
-        multiple of it); one that is not is not read, so the file is hashed again and the
-        row replaced, where it reached pair search ("hashes of different lengths") or
-        ended the run with a TypeError."""
+        ``fits`` gives for its key (:meth:`mhc.hashing.HashPlan.fits`: negative, a multiple
+        of it) or passing its check; one that is not is not read, so the file is hashed
+        again and the row replaced, where it reached pair search ("hashes of different
+        lengths") or ended the run with a TypeError."""
         ident = {os.fsencode(f.path): f for f in files}
         out = Cached()
         if not ident:
@@ -197,14 +197,14 @@ class HashCache(CacheOpening, CacheCommands):
         if len(known) < len(ident):
             source = self._twins({p: f for p, f in ident.items() if p not in known}, out)
         keys = sorted(set(hkeys))
-        lengths = lengths or {}
+        fits = fits or {}
         # (checked here, not in SQL: a CASE on the key in the query was slower, +0.2 s per
         # 100,000 files of 5 keys against +0.1 s for this)
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
-            n = lengths.get(hkey)
+            n = fits.get(hkey)
             if type(value) is not bytes or not value or (n is not None and (
-                    len(value) != n if n > 0 else len(value) % n)):
+                    not n(value) if callable(n) else len(value) != n if n > 0 else len(value) % n)):
                 continue
             if path in valid:
                 out.values.setdefault(ident[path].path, {})[hkey] = value
@@ -231,7 +231,8 @@ class HashCache(CacheOpening, CacheCommands):
         found = twins(self.db.execute("SELECT path, size, mtime_ns, sample, width, height, format, taken FROM files"),
                       {p: (f.path, f.size, _i64(f.mtime_ns)) for p, f in new.items()})
         source: dict[bytes, tuple[bytes, ...]] = {}
-        found = {p: row for p, row in found.items() if type(row[0]) is bytes and _facts_ok(*row[3:])}
+        found = {p: row for p, row in found.items()  # (another program's rows: a path as text, or with a NUL)
+                 if type(row[0]) is bytes and b"\0" not in row[0] and _facts_ok(*row[3:])}
         for p, (old, _, _, sample, w, h, fmt, taken) in found.items():
             source[old] = source.get(old, ()) + (p,)
             out.info[new[p].path] = FileInfo(w, h, fmt, taken, sample)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -116,15 +117,18 @@ class HashPlan:
         """How an image is decoded for its SSIM thumbnail (grey, 4x the thumbnail's side)."""
         return dataclasses.replace(self.decode, min_side=0 if self.decode.exact else 4 * SSIM_SIDE, color=False)
 
-    def lengths(self, kind: str) -> dict[str, int]:
-        """The byte length of each cached value of fixed size a file of ``kind`` needs (a
-        negative one: a positive multiple of it, a video's hashes of its frames); a value of
-        another length or type is not read (see :meth:`mhc.cache.HashCache.lookup`)."""
+    def fits(self, kind: str) -> dict[str, int | Callable[[bytes], bool]]:
+        """What each cached value a file of ``kind`` needs must be: a byte length (a negative
+        one: a positive multiple of it, a video's hashes of its frames) or a check; a value
+        that is not is not read (see :meth:`mhc.cache.HashCache.lookup`)."""
         if kind == "video":
-            return {self.hkey(a, kind): -a.nbytes for a in self.algorithms}
+            out: dict[str, int | Callable[[bytes], bool]] = {self.hkey(a, kind): -a.nbytes for a in self.algorithms}
+            out[self.meta_key()] = _video_meta_ok
+            return out
         out = {self.hkey(a): a.nbytes for a in self.algorithms}
         out.update({self.quality_key(a): 1 for a in self.algorithms if a.has_quality})
         out.update({self.iso_key(a): 8 * a.nbytes for a in self.algorithms})
+        out[self.ssim_key()] = SSIM_SIDE * SSIM_SIDE  # (a grey thumbnail, a byte per pixel)
         return out
 
     def keys(self, kind: str, algorithms: tuple[Algorithm, ...] | None = None) -> list[str]:
@@ -142,6 +146,15 @@ class HashPlan:
             if self.crops:
                 keys.append(self.crop_key())
         return keys
+
+
+def _video_meta_ok(value: bytes) -> bool:
+    """A video's facts as :meth:`mhc.video.VideoFrames.meta` stores them (JSON)."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and all(type(doc.get(k)) in (int, float) for k in ("duration", "aspect"))
 
 
 MIN_KEYFRAME_FRAMES = 16

@@ -114,7 +114,7 @@ def compute_hashes(
     by_path = {f.path: f for f in files}
     kinds = sorted({f.kind for f in files})
     cached = cache.lookup(files, [k for kind in kinds for k in plan.keys(kind)], [plan.dkey(k) for k in kinds],
-                          lengths={k: n for kind in kinds for k, n in plan.lengths(kind).items()})
+                          fits={k: n for kind in kinds for k, n in plan.fits(kind).items()})
     out: dict[str, dict[str, bytes]] = {}
     info: dict[str, FileInfo] = dict(cached.info)
     errors: list[FileError] = []

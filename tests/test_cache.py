@@ -637,6 +637,8 @@ def test_rows_another_program_wrote_are_not_read(corpus, tmp_path):
            "FROM files WHERE path = ?"
     for other in (os.fsdecode(paths[0]) + " as text", paths[0] + b"\0.jpg", os.fsencode(corpus) + b"/d\0ir/x.jpg"):
         db.execute(copy, (other, paths[0]))  # paths as text, and with a NUL (TypeError, ValueError)
+    # a file's row moved to a path with a NUL: the file's twin by size, mtime and content
+    db.execute("UPDATE files SET path = ? WHERE path = ?", (b"\0" * 8, paths[10]))
     db.commit()
     db.close()
     r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
@@ -650,11 +652,37 @@ def test_rows_another_program_wrote_are_not_read(corpus, tmp_path):
     assert clusters(again) == clusters(fresh)
     assert [e.path for e in again.errors] == [e.path for e in fresh.errors]  # (the corrupt file: its own row)
     assert again.collection.info == fresh.collection.info
-    assert again.collection.stats.decoded == 9  # paths[0-8]; paths[9]'s stray failure row is not read
-    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # (files not there: their rows went)
-        assert db.execute("SELECT count(*) FROM files WHERE instr(path, x'00')").fetchone()[0] == 0
+    assert again.collection.stats.decoded == 10  # paths[0-8] and [10]; paths[9]'s stray failure row is not read
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # (files under the input that are not there: gone)
+        assert db.execute("SELECT path FROM files WHERE instr(path, x'00')").fetchall() == [(b"\0" * 8,)]
     db.close()
     third = run(o)  # the rows were replaced: nothing is decoded now
     assert third.collection.stats.decoded == 0
     r = run_cli("cache", "info", "--cache", str(tmp_path / "cache.sqlite"))
     assert r.returncode == 0 and "not text" not in r.stdout  # dropped when its file was hashed again
+
+
+def test_a_videos_facts_and_an_ssim_thumbnail_another_program_wrote_are_not_read(tmp_path):
+    """The same for values that are not hashes: a video's facts (JSON) that are not JSON
+    ended the run in json.loads, an SSIM thumbnail of another size in numpy's reshape."""
+    pytest.importorskip("skimage")
+    from conftest import make_video
+
+    inp = tmp_path / "in"
+    make_video(inp / "a.mp4", [photo(1), photo(2)], seconds=1.0)
+    make_video(inp / "a copy.mp4", [photo(1), photo(2)], seconds=1.0, bitrate=90_000)
+    for k in range(3):
+        save(photo(10 + k), inp / f"p{k}.jpg")
+    o = opts(inp, tmp_path, ("phash_8",), verify="ssim", thresholds="0:8:4")
+    fresh = run(dataclasses.replace(o, output=tmp_path / "fresh", no_cache=True, cache=None))
+    run(o)
+    db = sqlite3.connect(tmp_path / "cache.sqlite")
+    for like, value in (("meta|%", b"not json"), ("ssim%", b"\x00" * 100), ("phash_8|v%", b"\x00" * 9)):
+        path, key = db.execute("SELECT path, hkey FROM hashes WHERE hkey LIKE ? LIMIT 1", (like,)).fetchone()
+        db.execute("UPDATE hashes SET value = ? WHERE path = ? AND hkey = ?", (value, path, key))
+    db.commit()
+    db.close()
+    again = run(o)
+    assert [[sorted(map(int, c)) for c in p.clusters] for p in again.algorithms[0].partitions] == \
+        [[sorted(map(int, c)) for c in p.clusters] for p in fresh.algorithms[0].partitions]
+    assert again.collection.video_meta == fresh.collection.video_meta and 1 <= again.collection.stats.decoded <= 3
