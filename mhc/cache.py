@@ -199,7 +199,7 @@ class HashCache(CacheOpening, CacheCommands):
         keys = sorted(set(hkeys))
         fits = fits or {}
         # (checked here, not in SQL: a CASE on the key in the query was slower, +0.2 s per
-        # 100,000 files of 5 keys against +0.1 s for this)
+        # 100,000 files of 5 keys against +0.06-0.08 s for this: docs/benchmarks.md)
         for path, hkey, value in self.db.execute(
                 f"SELECT path, hkey, value FROM hashes WHERE hkey IN ({','.join('?' * len(keys))})", keys):
             n = fits.get(hkey)
