@@ -67,14 +67,14 @@ THRESHOLD: Fields = [
     ("?written", _of(bool), "true or false"),
     ("?digest", _of(str, NONE), "a text or null"),
 ]
-SUGGESTION: Fields = [
-    ("threshold", _natural(), "a whole number of 0 or more"),
-    ("persistent", _natural(), "a whole number of 0 or more"),
-    ("chaining", _natural(none=True), "a whole number or null"),
-    ("largest_before", _natural(), "a count"),
-    ("largest_after", _natural(), "a count"),
-    ("top_of_range", _of(bool), "true or false"),
-    ("explanation", _of(str), "a text"),
+SUGGESTION: Fields = [  # (the first format-2 mhc's had other fields beside these two)
+    ("?threshold", _natural(), "a whole number of 0 or more"),
+    ("?explanation", _of(str), "a text"),
+    ("?persistent", _natural(), "a whole number of 0 or more"),
+    ("?chaining", _natural(none=True), "a whole number or null"),
+    ("?largest_before", _natural(), "a count"),
+    ("?largest_after", _natural(), "a count"),
+    ("?top_of_range", _of(bool), "true or false"),
     ("?own", _natural(none=True), "a whole number or null"),
     ("?agreement", _of(int, float, NONE), "a number or null"),
 ]
@@ -124,7 +124,7 @@ FILE_INFO: Fields = [
 RECOMMENDED: Fields = [
     ("key", _of(str), "a text"),
     ("threshold", _natural(), "a whole number of 0 or more"),
-    ("agreement", _of(int, float), "a number"),
+    ("?agreement", _of(int, float), "a number"),
     ("explanation", _of(str), "a text"),
 ]
 TOP: Fields = [
@@ -156,10 +156,6 @@ def format_damage(doc: dict, n: int) -> str | None:
     problem = _fields(doc, TOP, n, "")
     info = doc.get("file_info", {})
     problem = problem or _fields(info, FILE_INFO, n, "file_info.")
-    if problem is None and doc.get("recommended") is not None:
-        rec = doc["recommended"]
-        problem = "recommended is not an object" if not isinstance(rec, dict) else \
-            _fields(rec, RECOMMENDED, n, "recommended.")
     for key, e in doc["algorithms"].items():
         problem = problem or _fields(e, ENTRY, n, f"algorithms.{key}.") or \
             _fields(e["settings"], SETTINGS, n, f"algorithms.{key}.settings.") or _settings_damage(key, e)
@@ -171,6 +167,15 @@ def format_damage(doc: dict, n: int) -> str | None:
             problem = problem or _fields(t, THRESHOLD, n, f"algorithms.{key}.thresholds[{k}].")
         if problem:
             return problem
+    rec = doc.get("recommended")
+    if rec is None:
+        return None
+    if not isinstance(rec, dict):
+        return "recommended is not an object"
+    problem = _fields(rec, RECOMMENDED, n, "recommended.")
+    entry = doc["algorithms"].get(rec["key"]) if problem is None else None
+    if entry is not None and rec["threshold"] not in [t["threshold"] for t in entry["thresholds"]]:
+        return "recommended.threshold is not one of its folder's thresholds"  # (the report's "open this first")
     return problem
 
 

@@ -232,7 +232,7 @@ def test_every_field_read_back_from_a_summary_is_checked_by_type(photos, tmp_pat
     }
     # may be null, or missing in the summary of an older mhc of this format
     OPTIONAL = {"suggested", "recommended", "max_cluster_size", "verify", "link", "pages", "same_file_as", "counts",
-                "aliases"}
+                "aliases", "persistent", "explanation"}
     for path, said in fields.items():
         for value in ("x", [None], -1, {"a": [1]}, None):
             bad = json.loads(json.dumps(doc))
@@ -242,8 +242,10 @@ def test_every_field_read_back_from_a_summary_is_checked_by_type(photos, tmp_pat
                 at = at[k]
             if value is None and last not in OPTIONAL:
                 del at[last]
-            elif value is None or (value == -1 and last == "verify") or (value == "x" and last == "explanation"):
-                continue  # (null or nothing is valid there, an SSIM floor may be below 0, a text is a text)
+            elif value is None or (value == -1 and last == "verify") or (value == "x" and last == "explanation") or (
+                    isinstance(value, dict) and last == "suggested"):
+                continue  # (null or nothing is valid there, an SSIM floor may be below 0, a text is a text, and
+                # a suggestion's fields are all optional: the first format-2 mhc's had others)
             else:
                 at[last] = value
             problem = damage(bad)
@@ -252,6 +254,14 @@ def test_every_field_read_back_from_a_summary_is_checked_by_type(photos, tmp_pat
             assert problem is not None and (problem.startswith(said) or "phash_8" in said and problem.startswith(
                 "algorithm phash_8: ") or "file_info" in said and problem.startswith("'file_info'")), (path, value,
                                                                                                          problem)
+    # the first format-2 mhc wrote its suggestion with other fields: still an output mhc reads
+    old = json.loads(json.dumps(doc))
+    old["algorithms"]["phash_8"]["suggested"] = {"threshold": 8, "median": 30.5, "spread": 4.1, "sample_files": 9,
+                                                 "expected_false_pairs": 0.1, "explanation": "fewer than one"}
+    assert damage(old) is None
+    bad = json.loads(json.dumps(doc))  # "open this first" at a folder its algorithm does not have (StopIteration)
+    bad["recommended"]["threshold"] = 999
+    assert damage(bad) == "recommended.threshold is not one of its folder's thresholds"
     bad = json.loads(json.dumps(docs["combined"]))
     key = next(k for k in bad["algorithms"] if k.startswith("combined_"))
     bad["algorithms"][key]["settings"]["require"] = ["phash_8:ten"]
