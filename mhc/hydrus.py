@@ -204,7 +204,6 @@ class HydrusClient:
                                                           f"({printable(json.dumps(granted))[:40]})")
         if doc.get("permits_everything"):
             return doc
-        granted = set(doc.get("basic_permissions") or [])
         missing = [name for num, name in PERMISSIONS.items() if num not in granted]
         if missing:
             # a client older than v513 (2023) has no duplicates API: no such permission to add
