@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .options import fields
-from .valuetypes import THRESHOLDS_TYPE, describe_type, thresholds_text, type_ok
+from .valuetypes import describe_option, thresholds_text, type_ok
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,8 +87,7 @@ def normalise(settings: dict, source: str, text: str = "") -> dict:
         if name == "thresholds":  # thresholds = 10 or [2, 5, 10], as -t 10 or -t 2,5,10
             value = thresholds_text(value)
         if not type_ok(value, hint):
-            what = THRESHOLDS_TYPE if name == "thresholds" else describe_type(hint)
-            raise UsageError(f"{key} in {source}{_line(text, key)} must be {what}, not "
+            raise UsageError(f"{key} in {source}{_line(text, key)} must be {describe_option(name, hint)}, not "
                              f"{json.dumps(value, default=str)}")
         # ~ is the home folder, as on the command line (where the shell expands it)
         try:

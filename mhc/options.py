@@ -19,7 +19,7 @@ from typing import Any, Literal
 from .algorithms import Algorithm, parse_algorithm, parse_algorithms
 from .errors import UsageError, printable
 from .thresholds import parse_thresholds
-from .valuetypes import THRESHOLDS_TYPE, describe_type, thresholds_text, type_ok
+from .valuetypes import describe_option, thresholds_text, type_ok
 
 LinkMode = Literal["symlink", "hardlink", "copy"]
 VideoMatch = Literal["majority", "frames"]
@@ -324,8 +324,7 @@ def _check_types(options: Options) -> None:
     for f, spec, hint in fields():
         value = getattr(options, f.name)
         if not type_ok(value, hint):
-            what = THRESHOLDS_TYPE if f.name == "thresholds" else describe_type(hint)
-            raise UsageError(f"--{spec.long} must be {what}, not {value!r}")
+            raise UsageError(f"--{spec.long} must be {describe_option(f.name, hint)}, not {value!r}")
         # (mhc.toml's "\u0000" or Python's "\0": no path can hold it, and os calls raised
         # ValueError "embedded null byte", exit 70)
         texts = value if isinstance(value, (list, tuple)) else [value]

@@ -41,8 +41,12 @@ def describe_type(hint: Any) -> str:
             Path: "a path (text)"}.get(hint, str(hint))
 
 
-# What --thresholds takes, for a value of another type (describe_type would say only "a text")
-THRESHOLDS_TYPE = 'a text such as "0:19:1", "0%:30%:2%" or "2,5,10", a whole number, or a list of them'
+def describe_option(name: str, hint: Any) -> str:
+    """:func:`describe_type` of an option's value; for ``thresholds``, what
+    :func:`thresholds_text` also takes (its declared type would say only "a text")."""
+    if name == "thresholds":
+        return 'a text such as "0:19:1", "0%:30%:2%" or "2,5,10", a whole number, or a list of them'
+    return describe_type(hint)
 
 
 def thresholds_text(value: Any) -> Any:
