@@ -165,8 +165,8 @@ class HashCache(CacheOpening, CacheCommands):
             if f is None:
                 continue
             known.add(path)
-            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime) or (
-                    type(sample), type(w), type(h), type(fmt), type(taken)) not in _FACT_TYPES:
+            if f.size != size or (f.mtime_ns != mtime and _i64(f.mtime_ns) != mtime) or not _facts_ok(
+                    sample, w, h, fmt, taken):
                 self._stale.add(path)
                 continue
             remounted = _i64(f.dev) != dev and f.dev != dev
